@@ -1,0 +1,1 @@
+"""HTTP controllers: the OpenAI API, Freshet's admin API."""

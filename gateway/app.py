@@ -1,0 +1,65 @@
+"""The app factory: ``create_app(settings) -> Litestar``. No module-level state."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from litestar import Litestar
+from litestar.datastructures import State
+from litestar.exceptions import HTTPException
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import ScalarRenderPlugin
+
+from gateway.api import admin, openai
+from gateway.api.errors import freshet_error, http_error, server_error
+from gateway.errors import FreshetError
+from gateway.runtime import Runtime
+from gateway.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings, runtime: Runtime | None = None) -> Litestar:
+    runtime = runtime or Runtime(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        # Backends load in the background so /health answers at once and /ready flips
+        # when the models are in memory.
+        starting = asyncio.create_task(runtime.start(), name="freshet-start-backends")
+        try:
+            yield
+        finally:
+            if not starting.done():
+                starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await starting
+            await runtime.aclose()
+
+    return Litestar(
+        route_handlers=[
+            openai.OpenAIController,
+            admin.AdminController,
+            *runtime.plugins.extra_routes(),
+        ],
+        lifespan=[lifespan],
+        exception_handlers={
+            FreshetError: freshet_error,
+            HTTPException: http_error,
+            Exception: server_error,
+        },
+        request_max_body_size=settings.max_body_bytes,
+        openapi_config=OpenAPIConfig(
+            title="Freshet",
+            version=runtime.plugins.info()[0].version if runtime.plugins.info() else "0",
+            description="OpenAI-compatible LLM gateway that routes on knowledge freshness and cost.",
+            path="/schema",
+            render_plugins=[ScalarRenderPlugin()],
+        ),
+        state=State({"runtime": runtime}),
+        logging_config=None,
+    )
+

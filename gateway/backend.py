@@ -1,0 +1,155 @@
+"""What a backend is: the contract between the gateway and every backend plugin.
+
+A backend plugin registers a *factory* (usually the backend class itself) under a type
+name. The gateway builds one backend per configured entry, calls :meth:`Backend.start`
+in the app's lifespan, and then asks it to :meth:`Backend.stream` requests.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from typing import Any, Literal, Protocol, runtime_checkable
+
+from msgspec import Struct, field
+
+HardwareKind = Literal["gpu", "cpu", "asic", "remote"]
+Operation = Literal["chat", "text_completion"]
+EnergySource = Literal["nvml", "rapl", "model", "simulated"]
+
+
+class HardwareProfile(Struct, kw_only=True, frozen=True):
+    """What a backend's hardware costs and can do. Every figure is configuration."""
+
+    kind: HardwareKind = "cpu"
+    watts_idle: float = 0.0
+    watts_active: float = 0.0
+    capex_per_hour: float = 0.0
+    pue: float | None = None
+    prefill_tokens_per_s: float = 0.0
+    decode_tokens_per_s: float = 0.0
+    max_concurrency: int = 1
+    max_context: int | None = None
+
+
+class Deployment(Struct, kw_only=True, frozen=True):
+    """A backend serving one model (plus an optional adapter): what the router chooses."""
+
+    backend_id: str
+    model: str
+    knowledge_cutoff: dt.date | None
+    max_context: int
+    adapter: str | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.model}:{self.adapter}" if self.adapter else self.model
+
+
+class Message(Struct, kw_only=True, frozen=True):
+    role: str
+    content: str
+
+
+class GenerationRequest(Struct, kw_only=True):
+    """A request as a backend sees it: already parsed, routed and normalised."""
+
+    request_id: str
+    operation: Operation
+    model: str
+    adapter: str | None = None
+    messages: Sequence[Message] = ()
+    prompt: str | None = None
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    seed: int | None = None
+    stop: Sequence[str] = ()
+    frequency_penalty: float | None = None
+    presence_penalty: float | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+class BackendUsage(Struct, kw_only=True):
+    """What one request really used on a backend; carried by the last chunk."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    # Seconds from the backend accepting the request to its first token, and to its end.
+    time_to_first_token_s: float | None = None
+    duration_s: float | None = None
+    # Set by backends that know their own energy (simulated hardware, on-board meters).
+    energy_joules: float | None = None
+    energy_source: EnergySource | None = None
+    timings: Mapping[str, float] = field(default_factory=dict)
+
+
+class Chunk(Struct, kw_only=True):
+    """One piece of a backend's output. The last chunk has ``finish_reason`` and ``usage``."""
+
+    text: str = ""
+    finish_reason: str | None = None
+    usage: BackendUsage | None = None
+
+
+class BackendStatus(Struct, kw_only=True):
+    healthy: bool
+    running: int = 0
+    waiting: int = 0
+    observed_at: float = 0.0
+    detail: str | None = None
+
+
+class BackendConfig(Struct, kw_only=True, frozen=True):
+    """One entry of the config's ``backends:`` list, as handed to a backend factory.
+
+    ``params`` holds the type-specific keys; a plugin validates them with
+    :func:`gateway.settings.convert_params` so errors name the config key.
+    """
+
+    id: str
+    type: str
+    model: str | None = None
+    knowledge_cutoff: dt.date | None = None
+    profile: Mapping[str, Any] = field(default_factory=dict)
+    adapters: Sequence[Mapping[str, Any]] = ()
+    params: Mapping[str, Any] = field(default_factory=dict)
+    index: int = 0
+    source: str | None = None
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """The methods and attributes the gateway uses on a backend object."""
+
+    id: str
+    kind: HardwareKind
+
+    @property
+    def deployments(self) -> Sequence[Deployment]: ...
+
+    @property
+    def profile(self) -> HardwareProfile: ...
+
+    async def start(self) -> None:
+        """Load models, open connections. Called once in the app's lifespan."""
+
+    def stream(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
+        """Generate. Errors raised before the first chunk let the gateway fall back.
+
+        Closing the iterator (client gone) must stop the generation promptly.
+        """
+        ...
+
+    async def status(self) -> BackendStatus: ...
+
+    async def aclose(self) -> None: ...
+
+
+class Fleet(Protocol):
+    """What a backend factory may look up in the rest of the fleet (e.g. a functional twin)."""
+
+    def get(self, backend_id: str) -> Backend: ...
+
+
+BackendFactory = Callable[[BackendConfig, Fleet], Backend]

@@ -1,0 +1,147 @@
+"""The ``freshet`` command: serve, plugins, backends."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import click
+import msgspec
+
+from gateway.errors import ConfigError
+from gateway.plugins import Plugins
+from gateway.settings import load_settings
+
+T = TypeVar("T")
+
+
+def _fail_on_config_error(fn: Callable[[], T]) -> T:
+    try:
+        return fn()
+    except ConfigError as exc:
+        click.echo(f"freshet: configuration error: {exc.message}", err=True)
+        sys.exit(2)
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    cells = [[str(c) for c in headers], *[[str(c) for c in row] for row in rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+@click.group()
+@click.version_option(package_name="freshet")
+def main() -> None:
+    """Freshet: route each LLM request to the cheapest backend that is fresh enough."""
+
+
+@main.command()
+@click.option("--host", default=None, help="Bind address (env FRESHET_HOST, default 127.0.0.1).")
+@click.option("--port", type=int, default=None, help="Port (env FRESHET_PORT, default 8400).")
+@click.option("--config", "config_file", default=None, help="YAML config (env FRESHET_CONFIG).")
+@click.option("--log-level", default="info", show_default=True)
+def serve(host: str | None, port: int | None, config_file: str | None, log_level: str) -> None:
+    """Start the gateway. With no config: the embedded default fleet."""
+    import uvicorn
+
+    from gateway.app import create_app
+    from gateway.runtime import Runtime
+
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    settings = _fail_on_config_error(lambda: load_settings(config_file, host=host, port=port))
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    runtime = _fail_on_config_error(lambda: Runtime(settings))
+    app = create_app(settings, runtime)
+    source = settings.config_file or "embedded default"
+    click.echo(
+        f"freshet: serving {', '.join(runtime.fleet.backends)} ({source}) "
+        f"on http://{settings.host}:{settings.port}",
+        err=True,
+    )
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        log_level=log_level,
+        timeout_graceful_shutdown=10,
+    )
+    server = uvicorn.Server(config)
+    server.run()
+    if runtime.start_error is not None:
+        sys.exit(1)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--config", "config_file", default=None, help="YAML config (for its block list).")
+def plugins(as_json: bool, config_file: str | None) -> None:
+    """List loaded plugins: name, version, distribution, hooks."""
+    settings = _fail_on_config_error(lambda: load_settings(config_file))
+    infos = Plugins(blocked=settings.blocked_plugins).info()
+    if as_json:
+        click.echo(msgspec.json.encode(infos).decode())
+        return
+    rows = [(i.name, i.version, i.distribution, ", ".join(i.hooks)) for i in infos]
+    click.echo(_table(("name", "version", "distribution", "hooks"), rows))
+
+
+@main.command()
+@click.option("--config", "config_file", default=None, help="YAML config (env FRESHET_CONFIG).")
+@click.option("--url", default=None, help="A running gateway to ask for live health.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def backends(config_file: str | None, url: str | None, as_json: bool) -> None:
+    """Configured backends, their models, knowledge cutoffs and health."""
+    settings = _fail_on_config_error(lambda: load_settings(config_file))
+    live = _live_backends(url or f"http://{settings.host}:{settings.port}")
+    rows: list[dict[str, Any]] = []
+    for cfg in settings.backends:
+        info = live.get(cfg.id) if live is not None else None
+        if info is None:
+            health = "unknown (gateway not running)" if live is None else "not served"
+            models = [cfg.model or "?"]
+        else:
+            health = "healthy" if info["healthy"] else f"unhealthy: {info.get('detail') or ''}"
+            models = [d["name"] for d in info["deployments"]]
+        rows.append(
+            {
+                "id": cfg.id,
+                "type": cfg.type,
+                "models": models,
+                "knowledge_cutoff": cfg.knowledge_cutoff.isoformat() if cfg.knowledge_cutoff else None,
+                "health": health,
+            }
+        )
+    if as_json:
+        click.echo(json.dumps(rows))
+        return
+    table_rows = [
+        (r["id"], r["type"], ", ".join(r["models"]), r["knowledge_cutoff"] or "-", r["health"])
+        for r in rows
+    ]
+    click.echo(_table(("id", "type", "models", "knowledge cutoff", "health"), table_rows))
+
+
+def _live_backends(base_url: str) -> dict[str, dict[str, Any]] | None:
+    try:
+        with urllib.request.urlopen(f"{base_url}/freshet/backends", timeout=2) as resp:
+            data = json.loads(resp.read())
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
+    return {item["id"]: item for item in data}
+
+
+if __name__ == "__main__":
+    main()

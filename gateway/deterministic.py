@@ -1,0 +1,142 @@
+"""The ``deterministic`` backend type: a built-in plugin for tests and smoke checks.
+
+It needs no model: it answers with a fixed, repeatable word sequence at a configurable
+pace, and can be told to fail before or during a stream, which is how faults that a real
+engine cannot be made to produce are injected in tests. Plugin authors get it, with
+fixtures, from :mod:`gateway.testing`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+from msgspec import Struct
+
+from gateway.backend import (
+    BackendConfig,
+    BackendStatus,
+    BackendUsage,
+    Chunk,
+    Deployment,
+    Fleet,
+    GenerationRequest,
+    HardwareKind,
+    HardwareProfile,
+)
+from gateway.errors import BackendError, ContextLengthExceeded
+from gateway.hookspecs import hookimpl
+from gateway.settings import convert_params, convert_profile
+
+WORDS = (
+    "the river rises after rain and carries fresh water from the hills down to the sea "
+    "where the tide turns it back again"
+).split()
+
+
+class DeterministicParams(Struct, kw_only=True, forbid_unknown_fields=True):
+    tokens_per_s: float = 0.0  # 0 = as fast as possible
+    max_context: int = 4096
+    default_max_tokens: int = 16
+    fail_before_first: bool = False
+    fail_after_tokens: int | None = None
+
+
+def count_tokens(text: str) -> int:
+    return len(text.split())
+
+
+class DeterministicBackend:
+    """A backend whose output depends only on the request: for tests, not for users."""
+
+    kind: HardwareKind = "cpu"
+
+    def __init__(self, config: BackendConfig, fleet: Fleet) -> None:
+        self.id = config.id
+        self.params = convert_params(config, DeterministicParams)
+        self._profile = convert_profile(
+            config, HardwareProfile(kind="cpu", max_context=self.params.max_context)
+        )
+        self._deployments = (
+            Deployment(
+                backend_id=config.id,
+                model=config.model or config.id,
+                knowledge_cutoff=config.knowledge_cutoff,
+                max_context=self.params.max_context,
+            ),
+        )
+        self.running = 0
+        self.served = 0
+        self.cancelled = 0
+
+    @property
+    def deployments(self) -> Sequence[Deployment]:
+        return self._deployments
+
+    @property
+    def profile(self) -> HardwareProfile:
+        return self._profile
+
+    async def start(self) -> None:
+        return None
+
+    async def status(self) -> BackendStatus:
+        return BackendStatus(healthy=True, running=self.running, observed_at=time.time())
+
+    async def aclose(self) -> None:
+        return None
+
+    def prompt_tokens(self, request: GenerationRequest) -> int:
+        if request.prompt is not None:
+            return count_tokens(request.prompt)
+        return sum(count_tokens(m.content) + 1 for m in request.messages)
+
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
+        started = time.perf_counter()
+        prompt_tokens = self.prompt_tokens(request)
+        if prompt_tokens >= self.params.max_context:
+            raise ContextLengthExceeded(
+                f"prompt has {prompt_tokens} tokens; {self.id} accepts at most "
+                f"{self.params.max_context - 1}",
+                param="messages",
+            )
+        if self.params.fail_before_first:
+            raise BackendError(f"backend {self.id} is configured to fail")
+        wanted = request.max_tokens or self.params.default_max_tokens
+        n = min(wanted, self.params.max_context - prompt_tokens)
+        offset = (request.seed or 0) + prompt_tokens
+        delay = 1.0 / self.params.tokens_per_s if self.params.tokens_per_s else 0.0
+        self.running += 1
+        produced = 0
+        first_at: float | None = None
+        try:
+            for i in range(n):
+                if self.params.fail_after_tokens is not None and i >= self.params.fail_after_tokens:
+                    raise BackendError(f"backend {self.id} failed mid-stream (as configured)")
+                if delay:
+                    await asyncio.sleep(delay)
+                word = WORDS[(offset + i) % len(WORDS)]
+                produced += 1
+                if first_at is None:
+                    first_at = time.perf_counter() - started
+                yield Chunk(text=word if i == 0 else " " + word)
+            usage = BackendUsage(
+                prompt_tokens=prompt_tokens,
+                completion_tokens=produced,
+                time_to_first_token_s=first_at,
+                duration_s=time.perf_counter() - started,
+            )
+            self.served += 1
+            yield Chunk(finish_reason="length" if n == wanted else "stop", usage=usage)
+        except GeneratorExit:
+            self.cancelled += 1
+            raise
+        finally:
+            self.running -= 1
+
+
+@hookimpl
+def register_backend_types(register: Any) -> None:
+    register("deterministic", DeterministicBackend)

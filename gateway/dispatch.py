@@ -1,0 +1,78 @@
+"""Send a request to its candidates in order until one produces a first chunk.
+
+Failure before the first chunk falls through to the next candidate, so the client never
+notices; what happened to each candidate is kept for the route explanation.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Sequence
+
+import msgspec
+from msgspec import Struct
+
+from gateway.backend import Backend, Chunk, Deployment, GenerationRequest
+from gateway.errors import BackendError, BackendUnavailable, FreshetError
+from gateway.fleet import Fleet
+
+log = logging.getLogger(__name__)
+
+
+class Attempt(Struct, kw_only=True, frozen=True):
+    backend_id: str
+    error: str
+    status: int
+
+
+class Opened(Struct, kw_only=True):
+    """A backend stream that has produced its first chunk."""
+
+    deployment: Deployment
+    backend: Backend
+    first: Chunk
+    rest: AsyncIterator[Chunk]
+    attempts: list[Attempt]
+
+
+async def open_stream(
+    fleet: Fleet, candidates: Sequence[Deployment], request: GenerationRequest
+) -> Opened:
+    attempts: list[Attempt] = []
+    failures: list[FreshetError] = []
+    for dep in candidates:
+        backend = fleet.get(dep.backend_id)
+        routed = msgspec.structs.replace(request, model=dep.model, adapter=dep.adapter)
+        stream = backend.stream(routed)
+        try:
+            first = await anext(stream)
+        except StopAsyncIteration:
+            error: FreshetError = BackendError(f"backend {dep.backend_id} returned no output")
+        except FreshetError as exc:
+            error = exc
+        except Exception as exc:
+            # A plugin bug or a crashed engine: logged with its traceback, then treated as
+            # a backend failure so the next candidate can still serve the request.
+            log.exception("backend %s failed before its first chunk", dep.backend_id)
+            error = BackendError(f"backend {dep.backend_id} failed: {type(exc).__name__}")
+        else:
+            return Opened(deployment=dep, backend=backend, first=first, rest=stream, attempts=attempts)
+        await stream.aclose()
+        attempts.append(Attempt(backend_id=dep.backend_id, error=error.message, status=error.status))
+        failures.append(error)
+    raise _final_error(failures, attempts)
+
+
+def _final_error(failures: list[FreshetError], attempts: list[Attempt]) -> FreshetError:
+    if failures and all(400 <= f.status < 500 for f in failures):
+        # Every candidate refused for a client-side reason (context too long, queue full):
+        # the first refusal is the most relevant one to report.
+        return failures[0]
+    reasons = "; ".join(f"{a.backend_id}: {a.error}" for a in attempts) or "no candidates"
+    return BackendUnavailable(f"no backend could serve the request ({reasons})")
+
+
+async def chain(first: Chunk, rest: AsyncIterator[Chunk]) -> AsyncIterator[Chunk]:
+    yield first
+    async for chunk in rest:
+        yield chunk

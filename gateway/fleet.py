@@ -1,0 +1,120 @@
+"""The configured backends, built through the plugin hook, and the names clients can ask for."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from collections.abc import Mapping, Sequence
+
+from msgspec import Struct
+
+from gateway.backend import Backend, BackendConfig, Deployment
+from gateway.errors import ConfigError, ModelNotFound
+from gateway.plugins import Plugins
+from gateway.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class Entry(Struct, kw_only=True, frozen=True):
+    """A name in ``model``: one deployment, an adapter, or a group of deployments."""
+
+    name: str
+    kind: str  # "model" | "adapter" | "group"
+    deployments: tuple[Deployment, ...]
+
+    @property
+    def knowledge_cutoff(self) -> dt.date | None:
+        cutoffs = [d.knowledge_cutoff for d in self.deployments if d.knowledge_cutoff]
+        return max(cutoffs) if cutoffs else None
+
+
+class Fleet:
+    """Owns every backend object; implements :class:`gateway.backend.Fleet` for factories."""
+
+    def __init__(self, settings: Settings, plugins: Plugins) -> None:
+        types = plugins.backend_types()
+        self._configs: dict[str, BackendConfig] = {c.id: c for c in settings.backends}
+        self._backends: dict[str, Backend] = {}
+        for config in settings.backends:
+            factory = types.get(config.type)
+            if factory is None:
+                known = ", ".join(sorted(types)) or "none"
+                raise ConfigError(
+                    f"unknown backend type {config.type!r} (installed types: {known}); "
+                    f"install its plugin, e.g. pip install freshet-{config.type}",
+                    file=config.source,
+                    key=f"backends[{config.index}].type",
+                )
+            backend = factory(config, self)
+            if not isinstance(backend, Backend):
+                raise ConfigError(
+                    f"backend type {config.type!r} built an object that is not a Backend",
+                    file=config.source,
+                    key=f"backends[{config.index}].type",
+                )
+            self._backends[config.id] = backend
+        self.catalog = Catalog(self._backends, settings.groups)
+
+    def get(self, backend_id: str) -> Backend:
+        try:
+            return self._backends[backend_id]
+        except KeyError:
+            raise ConfigError(f"no backend with id {backend_id!r}") from None
+
+    def config(self, backend_id: str) -> BackendConfig:
+        return self._configs[backend_id]
+
+    @property
+    def backends(self) -> Mapping[str, Backend]:
+        return self._backends
+
+    async def start(self) -> None:
+        for backend in self._backends.values():
+            await backend.start()
+
+    async def aclose(self) -> None:
+        results = await asyncio.gather(
+            *(b.aclose() for b in self._backends.values()), return_exceptions=True
+        )
+        for backend_id, result in zip(self._backends, results, strict=True):
+            if isinstance(result, BaseException):
+                log.error("closing backend %s failed: %r", backend_id, result)
+
+
+class Catalog:
+    """Maps every name a client may put in ``model`` to its deployments, built once."""
+
+    def __init__(self, backends: Mapping[str, Backend], groups: Mapping[str, Sequence[str]]) -> None:
+        entries: dict[str, list[Deployment]] = {}
+        kinds: dict[str, str] = {}
+        for backend in backends.values():
+            for dep in backend.deployments:
+                entries.setdefault(dep.name, []).append(dep)
+                kinds[dep.name] = "adapter" if dep.adapter else "model"
+        for group, members in groups.items():
+            if group in entries:
+                raise ConfigError(
+                    f"group name {group!r} is also a model name", key=f"groups.{group}"
+                )
+            entries[group] = [
+                dep for member in members for dep in backends[member].deployments if not dep.adapter
+            ]
+            kinds[group] = "group"
+        self._entries = {
+            name: Entry(name=name, kind=kinds[name], deployments=tuple(deps))
+            for name, deps in entries.items()
+        }
+
+    def resolve(self, name: str) -> Entry:
+        entry = self._entries.get(name)
+        if entry is None:
+            raise ModelNotFound(
+                f"The model {name!r} does not exist. Available: {', '.join(sorted(self._entries))}",
+                param="model",
+            )
+        return entry
+
+    def entries(self) -> Sequence[Entry]:
+        return list(self._entries.values())

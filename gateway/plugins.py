@@ -1,0 +1,130 @@
+"""The one place that touches ``pm.hook``: a small typed facade over pluggy.
+
+Built-in plugins are registered exactly like third-party ones; everything else is found
+through the ``freshet`` entry-point group of installed distributions.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import pluggy
+from msgspec import Struct
+
+from gateway import hookspecs
+from gateway.backend import BackendFactory
+from gateway.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+# Built into the core distribution; registered under these names through the same hooks.
+BUILTINS: tuple[tuple[str, str], ...] = (("deterministic", "gateway.deterministic"),)
+
+
+class PluginInfo(Struct, kw_only=True):
+    name: str
+    distribution: str
+    version: str
+    hooks: list[str]
+    builtin: bool
+
+
+class Plugins:
+    """Loads plugins once and answers typed questions about them."""
+
+    def __init__(self, *, blocked: Iterable[str] = (), entry_points: bool = True) -> None:
+        self._pm = pluggy.PluginManager(hookspecs.PROJECT)
+        self._pm.add_hookspecs(hookspecs)
+        self._builtin: set[str] = set()
+        for name in blocked:
+            self._pm.set_blocked(name)
+        for name, module in BUILTINS:
+            if not self._pm.is_blocked(name):
+                self._pm.register(importlib.import_module(module), name)
+                self._builtin.add(name)
+        if entry_points:
+            self._pm.load_setuptools_entrypoints(hookspecs.PROJECT)
+
+    def register(self, plugin: object, name: str | None = None) -> None:
+        """Register a plugin object directly (tests, embedding applications)."""
+        self._pm.register(plugin, name)
+
+    def _collect(self, hook_name: str) -> dict[str, tuple[str, Any]]:
+        found: dict[str, tuple[str, Any]] = {}
+        caller = getattr(self._pm.hook, hook_name)
+        for impl in caller.get_hookimpls():
+            plugin_name = impl.plugin_name
+
+            def register(name: str, factory: Any, _plugin: str = plugin_name) -> None:
+                if name in found and found[name][0] != _plugin:
+                    raise ConfigError(
+                        f"{hook_name}: {name!r} is registered by both "
+                        f"{found[name][0]!r} and {_plugin!r}"
+                    )
+                found[name] = (_plugin, factory)
+
+            impl.function(register=register)
+        return found
+
+    def backend_types(self) -> dict[str, BackendFactory]:
+        return {name: factory for name, (_, factory) in self._collect("register_backend_types").items()}
+
+    def backend_type_owners(self) -> dict[str, str]:
+        return {name: owner for name, (owner, _) in self._collect("register_backend_types").items()}
+
+    def energy_meters(self) -> dict[str, Any]:
+        return {name: factory for name, (_, factory) in self._collect("register_energy_meters").items()}
+
+    def routers(self) -> dict[str, Any]:
+        return {name: factory for name, (_, factory) in self._collect("register_routers").items()}
+
+    def extra_routes(self) -> list[Any]:
+        routes: list[Any] = []
+        self._pm.hook.extra_routes(register=routes.append)
+        return routes
+
+    async def usage_recorded(self, record: Any) -> None:
+        """Tell every plugin about a finished request; a failing plugin is logged, not fatal."""
+        for impl in self._pm.hook.usage_recorded.get_hookimpls():
+            try:
+                result = impl.function(record=record)
+                if inspect.isawaitable(result):
+                    await result
+            except Exception:
+                log.exception("plugin %s failed in usage_recorded", impl.plugin_name)
+
+    def info(self) -> list[PluginInfo]:
+        dists: dict[int, Any] = {id(plugin): dist for plugin, dist in self._pm.list_plugin_distinfo()}
+        core_version = _core_version()
+        out: list[PluginInfo] = []
+        for name, plugin in self._pm.list_name_plugin():
+            if plugin is None:
+                continue
+            hooks = sorted(caller.name for caller in self._pm.get_hookcallers(plugin) or [])
+            dist = dists.get(id(plugin))
+            out.append(
+                PluginInfo(
+                    name=name,
+                    distribution=dist.project_name if dist else "freshet",
+                    version=dist.version if dist else core_version,
+                    hooks=hooks,
+                    builtin=name in self._builtin,
+                )
+            )
+        return sorted(out, key=lambda p: (not p.builtin, p.name))
+
+
+def _core_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("freshet")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+RegisterFn = Callable[[str, Any], None]

@@ -1,0 +1,37 @@
+"""Everything one gateway process holds, created by the app factory, kept on ``app.state``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from gateway.fleet import Fleet
+from gateway.plugins import Plugins
+from gateway.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class Runtime:
+    def __init__(self, settings: Settings, plugins: Plugins | None = None) -> None:
+        self.settings = settings
+        self.plugins = plugins or Plugins(blocked=settings.blocked_plugins)
+        self.fleet = Fleet(settings, self.plugins)
+        self.ready = asyncio.Event()
+        self.start_error: BaseException | None = None
+        self.started_at = time.time()
+
+    async def start(self) -> None:
+        """Load every backend; ``/ready`` turns true when this returns."""
+        try:
+            await self.fleet.start()
+        except Exception as exc:
+            self.start_error = exc
+            log.exception("starting backends failed")
+            raise
+        self.ready.set()
+        log.info("backends ready: %s", ", ".join(self.fleet.backends))
+
+    async def aclose(self) -> None:
+        await self.fleet.aclose()

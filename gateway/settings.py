@@ -1,0 +1,230 @@
+"""Typed settings from one YAML config file plus ``FRESHET_*`` environment variables.
+
+No config file means the embedded default fleet (:data:`EMBEDDED_DEFAULT`). Every error
+names the file, the key and the reason, so ``freshet serve`` can refuse to start with a
+message an operator can act on.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import msgspec
+import yaml
+from msgspec import Struct, field
+
+from gateway.backend import BackendConfig, HardwareProfile
+from gateway.errors import ConfigError
+
+T = TypeVar("T")
+
+EMBEDDED_DEFAULT: Mapping[str, Any] = {
+    "backends": [
+        {
+            "id": "cpu",
+            "type": "llamacpp",
+            "model": "smollm2-135m",
+            # Estimate from SmolLM2's training data; configurable like every cutoff.
+            "knowledge_cutoff": "2024-06-01",
+        },
+    ],
+    "groups": {"auto": ["cpu"]},
+}
+
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_BACKEND_KEYS = {"id", "type", "model", "knowledge_cutoff", "profile", "adapters"}
+_TOP_KEYS = {"backends", "groups", "server", "plugins"}
+
+
+class ServerSettings(Struct, kw_only=True, forbid_unknown_fields=True):
+    host: str = "127.0.0.1"
+    port: int = 8400
+    max_body_bytes: int = 4 * 1024 * 1024
+    data_dir: str | None = None
+
+
+class PluginSettings(Struct, kw_only=True, forbid_unknown_fields=True):
+    block: list[str] = field(default_factory=list)
+
+
+class Settings(Struct, kw_only=True):
+    host: str
+    port: int
+    data_dir: Path
+    max_body_bytes: int
+    capture_content: bool
+    config_file: str | None
+    backends: tuple[BackendConfig, ...]
+    groups: dict[str, tuple[str, ...]]
+    blocked_plugins: tuple[str, ...]
+
+
+def default_data_dir(env: Mapping[str, str]) -> Path:
+    base = env.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "freshet"
+
+
+def load_settings(
+    config_file: str | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    host: str | None = None,
+    port: int | None = None,
+) -> Settings:
+    """Build settings: explicit arguments beat env, env beats the file, the file beats defaults."""
+    env = os.environ if env is None else env
+    config_file = config_file or env.get("FRESHET_CONFIG") or None
+    raw = _read_file(config_file) if config_file else dict(EMBEDDED_DEFAULT)
+    source = config_file or "<embedded default>"
+    unknown = set(raw) - _TOP_KEYS
+    if unknown:
+        raise ConfigError(
+            f"unknown top-level key(s) {sorted(unknown)}; expected some of {sorted(_TOP_KEYS)}",
+            file=source,
+            key=sorted(unknown)[0],
+        )
+    server = _convert(raw.get("server") or {}, ServerSettings, source, "server")
+    plugins = _convert(raw.get("plugins") or {}, PluginSettings, source, "plugins")
+    backends = _parse_backends(raw.get("backends"), source)
+    groups = _parse_groups(raw.get("groups") or {}, backends, source)
+    blocked = [*plugins.block, *_split(env.get("FRESHET_BLOCK_PLUGINS", ""))]
+    data_dir = env.get("FRESHET_DATA_DIR") or server.data_dir
+    return Settings(
+        host=host or env.get("FRESHET_HOST") or server.host,
+        port=port if port is not None else _env_int(env, "FRESHET_PORT", server.port),
+        data_dir=Path(data_dir) if data_dir else default_data_dir(env),
+        max_body_bytes=server.max_body_bytes,
+        capture_content=env.get("FRESHET_CAPTURE_CONTENT", "").lower() in {"1", "true", "yes"},
+        config_file=config_file,
+        backends=tuple(backends),
+        groups=groups,
+        blocked_plugins=tuple(dict.fromkeys(blocked)),
+    )
+
+
+def convert_params(config: BackendConfig, type_: type[T]) -> T:
+    """Validate a backend's type-specific keys; errors name ``backends[i].<key>``."""
+    return _convert(dict(config.params), type_, config.source, f"backends[{config.index}]")
+
+
+def convert_profile(config: BackendConfig, defaults: HardwareProfile) -> HardwareProfile:
+    """The backend's hardware profile: the plugin's defaults overlaid with the config's."""
+    merged = {**msgspec.structs.asdict(defaults), **dict(config.profile)}
+    return _convert(merged, HardwareProfile, config.source, f"backends[{config.index}].profile")
+
+
+def _read_file(path: str) -> dict[str, Any]:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file: {exc.strerror}", file=path) from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"invalid YAML: {exc}", file=path) from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError("the top level must be a mapping", file=path)
+    return data
+
+
+def _convert(value: Any, type_: type[T], source: str | None, key: str) -> T:
+    try:
+        return msgspec.convert(value, type_, strict=False)
+    except msgspec.ValidationError as exc:
+        message = str(exc)
+        path = ""
+        if " - at `$" in message:
+            message, _, at = message.partition(" - at `$")
+            path = at.rstrip("`")
+        raise ConfigError(message, file=source, key=f"{key}{path}") from exc
+
+
+def _parse_backends(value: Any, source: str) -> list[BackendConfig]:
+    if not isinstance(value, list) or not value:
+        raise ConfigError("must be a non-empty list of backends", file=source, key="backends")
+    seen: set[str] = set()
+    out: list[BackendConfig] = []
+    for i, entry in enumerate(value):
+        key = f"backends[{i}]"
+        if not isinstance(entry, dict):
+            raise ConfigError("must be a mapping", file=source, key=key)
+        for required in ("id", "type"):
+            if not entry.get(required):
+                raise ConfigError(f"missing required key {required!r}", file=source, key=key)
+        backend_id = str(entry["id"])
+        if not _ID.match(backend_id):
+            raise ConfigError(
+                "id must be 1-64 letters, digits, '.', '_' or '-'", file=source, key=f"{key}.id"
+            )
+        if backend_id in seen:
+            raise ConfigError(f"duplicate backend id {backend_id!r}", file=source, key=f"{key}.id")
+        seen.add(backend_id)
+        cutoff = entry.get("knowledge_cutoff")
+        profile = entry.get("profile") or {}
+        adapters = entry.get("adapters") or []
+        if not isinstance(profile, dict):
+            raise ConfigError("must be a mapping", file=source, key=f"{key}.profile")
+        if not isinstance(adapters, list):
+            raise ConfigError("must be a list", file=source, key=f"{key}.adapters")
+        out.append(
+            BackendConfig(
+                id=backend_id,
+                type=str(entry["type"]),
+                model=str(entry["model"]) if entry.get("model") is not None else None,
+                knowledge_cutoff=parse_date(cutoff, source, f"{key}.knowledge_cutoff"),
+                profile=profile,
+                adapters=adapters,
+                params={k: v for k, v in entry.items() if k not in _BACKEND_KEYS},
+                index=i,
+                source=source,
+            )
+        )
+    return out
+
+
+def _parse_groups(
+    value: Any, backends: list[BackendConfig], source: str
+) -> dict[str, tuple[str, ...]]:
+    if not isinstance(value, dict):
+        raise ConfigError("must be a mapping of group name to backend ids", file=source, key="groups")
+    ids = {b.id for b in backends}
+    groups: dict[str, tuple[str, ...]] = {}
+    for name, members in value.items():
+        key = f"groups.{name}"
+        if not isinstance(members, list) or not members:
+            raise ConfigError("must be a non-empty list of backend ids", file=source, key=key)
+        for member in members:
+            if member not in ids:
+                raise ConfigError(f"unknown backend id {member!r}", file=source, key=key)
+        groups[str(name)] = tuple(str(m) for m in members)
+    return groups
+
+
+def parse_date(value: Any, source: str | None, key: str) -> dt.date | None:
+    if value is None or isinstance(value, dt.date):
+        return value
+    try:
+        return dt.date.fromisoformat(str(value))
+    except ValueError as exc:
+        raise ConfigError(f"not an ISO date (YYYY-MM-DD): {value!r}", file=source, key=key) from exc
+
+
+def _env_int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}", key=name) from exc
+
+
+def _split(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]

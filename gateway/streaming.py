@@ -1,0 +1,120 @@
+"""Backend chunks to OpenAI wire format: SSE streams and assembled non-stream bodies.
+
+Stream order (DESIGN §10.8): the role chunk first, then content deltas, then a chunk with
+``finish_reason``, then the usage chunk when asked, errors as an error event, and always
+``data: [DONE]``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+
+import msgspec
+from msgspec import Struct
+
+from gateway import protocol as p
+from gateway.backend import BackendUsage, Chunk
+from gateway.errors import BackendError, FreshetError
+
+log = logging.getLogger(__name__)
+
+_encode = msgspec.json.Encoder().encode
+DONE = b"data: [DONE]\n\n"
+
+
+class Outcome(Struct, kw_only=True):
+    """How a generation ended, filled in as the stream runs (for usage and logging)."""
+
+    text_parts: list[str] = msgspec.field(default_factory=list)
+    finish_reason: str | None = None
+    usage: BackendUsage | None = None
+    error: FreshetError | None = None
+    client_disconnected: bool = False
+
+    @property
+    def text(self) -> str:
+        return "".join(self.text_parts)
+
+
+def event(payload: Struct) -> bytes:
+    return b"data: " + _encode(payload) + b"\n\n"
+
+
+def error_body(error: FreshetError) -> p.ErrorResponse:
+    return p.ErrorResponse(
+        error=p.ErrorBody(message=error.message, type=error.type, param=error.param, code=error.code)
+    )
+
+
+def to_usage(usage: BackendUsage | None) -> p.Usage:
+    if usage is None:
+        return p.Usage(prompt_tokens=0, completion_tokens=0, total_tokens=0)
+    return p.Usage(
+        prompt_tokens=usage.prompt_tokens,
+        completion_tokens=usage.completion_tokens,
+        total_tokens=usage.prompt_tokens + usage.completion_tokens,
+        energy_joules=usage.energy_joules,
+    )
+
+
+async def collect(chunks: AsyncIterator[Chunk], outcome: Outcome) -> Outcome:
+    async for chunk in chunks:
+        _absorb(chunk, outcome)
+    if outcome.finish_reason is None:
+        raise BackendError("backend stream ended without a finish reason")
+    return outcome
+
+
+def _absorb(chunk: Chunk, outcome: Outcome) -> None:
+    if chunk.text:
+        outcome.text_parts.append(chunk.text)
+    if chunk.finish_reason is not None:
+        outcome.finish_reason = chunk.finish_reason
+    if chunk.usage is not None:
+        outcome.usage = chunk.usage
+
+
+async def sse(
+    chunks: AsyncIterator[Chunk],
+    outcome: Outcome,
+    *,
+    make_delta: Callable[[str | None, str | None, bool], Struct],
+    make_usage: Callable[[p.Usage], Struct],
+    include_usage: bool,
+    on_end: Callable[[Outcome], None] | None = None,
+) -> AsyncIterator[bytes]:
+    """Encode a backend stream as server-sent events.
+
+    ``make_delta(text, finish_reason, first)`` builds one wire chunk; ``make_usage`` the
+    trailing usage chunk. When the client disconnects, the server cancels this generator;
+    ``finally`` then closes the backend stream, which stops the generation.
+    """
+    first = True
+    try:
+        async for chunk in chunks:
+            _absorb(chunk, outcome)
+            if first or chunk.text:
+                yield event(make_delta(chunk.text or None, None, first))
+                first = False
+            if chunk.finish_reason is not None:
+                yield event(make_delta(None, chunk.finish_reason, False))
+        if outcome.finish_reason is None:
+            raise BackendError("backend stream ended without a finish reason")
+        if include_usage:
+            yield event(make_usage(to_usage(outcome.usage)))
+    except FreshetError as exc:
+        outcome.error = exc
+        yield event(error_body(exc))
+    except Exception as exc:
+        log.exception("backend failed mid-stream")
+        outcome.error = BackendError(f"backend failed mid-stream: {type(exc).__name__}")
+        yield event(error_body(outcome.error))
+    except BaseException:
+        outcome.client_disconnected = True
+        raise
+    finally:
+        await chunks.aclose()  # type: ignore[attr-defined]
+        if on_end is not None:
+            on_end(outcome)
+    yield DONE
