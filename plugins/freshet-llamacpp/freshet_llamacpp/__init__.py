@@ -1,0 +1,16 @@
+"""Freshet's CPU backend: GGUF models through llama.cpp, generation in worker threads."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gateway import hookimpl
+
+from freshet_llamacpp.backend import LlamaCppBackend
+
+__all__ = ["LlamaCppBackend"]
+
+
+@hookimpl
+def register_backend_types(register: Any) -> None:
+    register("llamacpp", LlamaCppBackend)

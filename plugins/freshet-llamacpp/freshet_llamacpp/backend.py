@@ -1,0 +1,197 @@
+"""The ``llamacpp`` backend: asyncio side of a pool of llama.cpp model instances."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+from collections.abc import AsyncIterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from msgspec import Struct
+
+from gateway.backend import (
+    BackendConfig,
+    BackendStatus,
+    BackendUsage,
+    Chunk,
+    Deployment,
+    Fleet,
+    GenerationRequest,
+    HardwareKind,
+    HardwareProfile,
+)
+from gateway.errors import BackendUnavailable, ConfigError, RateLimited
+from gateway.settings import convert_params, convert_profile
+
+from freshet_llamacpp.engine import Instance, Sampling, calibrate
+from freshet_llamacpp.model_files import DEFAULT_DISTRIBUTION, DEFAULT_MODEL_ID, gguf_from_distribution
+
+# Defaults measured on this project's 2-vCPU machines (see data/profiles-sources.md);
+# replaced by this machine's own figures when `calibrate` is on.
+CPU_PROFILE = HardwareProfile(
+    kind="cpu",
+    watts_idle=1.0,
+    watts_active=6.0,
+    capex_per_hour=0.08,
+    prefill_tokens_per_s=325.0,
+    decode_tokens_per_s=125.0,
+    max_concurrency=1,
+)
+
+
+class LlamaCppParams(Struct, kw_only=True, forbid_unknown_fields=True):
+    model_path: str | None = None
+    model_package: str = DEFAULT_DISTRIBUTION
+    n_ctx: int = 8192
+    n_threads: int | None = None
+    n_batch: int = 512
+    instances: int = 1
+    queue_limit: int = 16
+    calibrate: bool = True
+    temperature: float = 0.7
+    top_p: float = 0.95
+    top_k: int = 40
+    min_p: float = 0.05
+
+
+_END = object()
+
+
+class LlamaCppBackend:
+    kind: HardwareKind = "cpu"
+
+    def __init__(self, config: BackendConfig, fleet: Fleet) -> None:
+        self.id = config.id
+        self.params = p = convert_params(config, LlamaCppParams)
+        if p.instances < 1 or p.queue_limit < 0:
+            raise ConfigError(
+                "instances must be >= 1 and queue_limit >= 0",
+                file=config.source,
+                key=f"backends[{config.index}].instances",
+            )
+        self.model_path = Path(p.model_path) if p.model_path else gguf_from_distribution(p.model_package)
+        if not self.model_path.is_file():
+            raise ConfigError(
+                f"model file not found: {self.model_path}",
+                file=config.source,
+                key=f"backends[{config.index}].model_path",
+            )
+        self._config = config
+        self._model_id = config.model or (DEFAULT_MODEL_ID if not p.model_path else self.model_path.stem)
+        self._profile = convert_profile(
+            config, msgspec_replace(CPU_PROFILE, max_concurrency=p.instances, max_context=p.n_ctx)
+        )
+        self._sampling = Sampling(p.temperature, p.top_p, p.top_k, p.min_p)
+        self._free: asyncio.Queue[Instance] | None = None
+        self._executor = ThreadPoolExecutor(max_workers=p.instances, thread_name_prefix=f"llama-{self.id}")
+        self._waiting = 0
+        self._running = 0
+        self._n_ctx = p.n_ctx
+        self._loaded = False
+
+    @property
+    def deployments(self) -> Sequence[Deployment]:
+        return (
+            Deployment(
+                backend_id=self.id,
+                model=self._model_id,
+                knowledge_cutoff=self._config.knowledge_cutoff,
+                max_context=self._n_ctx,
+            ),
+        )
+
+    @property
+    def profile(self) -> HardwareProfile:
+        return self._profile
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        threads = self.params.n_threads or max(1, (os.cpu_count() or 1) // self.params.instances)
+        free: asyncio.Queue[Instance] = asyncio.Queue()
+        for _ in range(self.params.instances):
+            instance = await loop.run_in_executor(
+                self._executor,
+                Instance,
+                self.model_path,
+                self.params.n_ctx,
+                threads,
+                self.params.n_batch,
+            )
+            free.put_nowait(instance)
+        self._n_ctx = instance.n_ctx
+        if self.params.calibrate and "prefill_tokens_per_s" not in self._config.profile:
+            measured = await loop.run_in_executor(self._executor, calibrate, instance)
+            self._profile = msgspec_replace(self._profile, **measured)
+        self._profile = msgspec_replace(self._profile, max_context=self._n_ctx)
+        self._free = free
+        self._loaded = True
+
+    async def status(self) -> BackendStatus:
+        return BackendStatus(
+            healthy=self._loaded,
+            running=self._running,
+            waiting=self._waiting,
+            observed_at=time.time(),
+            detail=None if self._loaded else "model not loaded",
+        )
+
+    async def aclose(self) -> None:
+        self._loaded = False
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def _acquire(self) -> Instance:
+        if self._free is None:
+            raise BackendUnavailable(f"backend {self.id} has not loaded its model")
+        if self._free.empty() and self._waiting >= self.params.queue_limit:
+            # Expected wait: the queue ahead of us at the calibrated decode rate, roughly.
+            raise RateLimited(
+                f"backend {self.id} is busy: {self._running} running, {self._waiting} queued",
+                retry_after_s=1.0 + self._waiting,
+            )
+        self._waiting += 1
+        try:
+            return await self._free.get()
+        finally:
+            self._waiting -= 1
+
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
+        instance = await self._acquire()
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        cancel = threading.Event()
+        self._running += 1
+
+        def emit(text: str) -> None:
+            loop.call_soon_threadsafe(queue.put_nowait, text)
+
+        def run() -> tuple[str | None, BackendUsage]:
+            try:
+                return instance.generate(request, self._sampling, emit, cancel)
+            finally:
+                loop.call_soon_threadsafe(queue.put_nowait, _END)
+
+        future = loop.run_in_executor(self._executor, run)
+
+        def release(_: object) -> None:
+            # The instance goes back only when its thread has really stopped.
+            self._running -= 1
+            assert self._free is not None
+            self._free.put_nowait(instance)
+
+        future.add_done_callback(release)
+        try:
+            while (item := await queue.get()) is not _END:
+                yield Chunk(text=item)
+            finish, usage = await future  # re-raises the thread's error, if any
+            yield Chunk(finish_reason=finish or "stop", usage=usage)
+        finally:
+            cancel.set()
+
+
+def msgspec_replace(profile: HardwareProfile, **changes: Any) -> HardwareProfile:
+    return msgspec.structs.replace(profile, **changes)

@@ -1,0 +1,222 @@
+"""The thread side: one llama.cpp model instance generating one request at a time.
+
+Everything here runs in a worker thread. Tokens cross to asyncio through ``emit``; the
+asyncio side sets ``cancel`` when the client goes away, and the loop checks it at every
+token, so a disconnect stops generation within a token.
+"""
+
+from __future__ import annotations
+
+import codecs
+import random
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import llama_cpp
+from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+from gateway.backend import BackendUsage, GenerationRequest
+from gateway.errors import ContextLengthExceeded, InvalidRequest
+
+# Roles the OpenAI API knows that chat templates of small models usually don't.
+_ROLE_ALIASES = {"developer": "system"}
+
+
+class Sampling:
+    """Defaults for sampling parameters a request leaves out."""
+
+    def __init__(self, temperature: float, top_p: float, top_k: int, min_p: float) -> None:
+        self.temperature = temperature
+        self.top_p = top_p
+        self.top_k = top_k
+        self.min_p = min_p
+
+
+class Instance:
+    """One loaded model. Not thread-safe: the pool hands it to one request at a time."""
+
+    def __init__(self, model_path: Path, n_ctx: int, n_threads: int, n_batch: int) -> None:
+        self.llama = llama_cpp.Llama(
+            model_path=str(model_path),
+            n_ctx=n_ctx,
+            n_threads=n_threads,
+            n_threads_batch=n_threads,
+            n_batch=n_batch,
+            verbose=False,
+        )
+        self.n_ctx = self.llama.n_ctx()
+        self._eos = self.llama.token_eos()
+        vocab = self.llama._model.vocab
+        self._is_eog: Callable[[int], bool] = lambda tok: bool(
+            llama_cpp.llama_vocab_is_eog(vocab, tok)
+        )
+        template = self.llama.metadata.get("tokenizer.chat_template")
+        self._formatter = (
+            Jinja2ChatFormatter(
+                template=template,
+                eos_token=self._token_text(self._eos),
+                bos_token=self._token_text(self.llama.token_bos()),
+                stop_token_ids=[self._eos],
+            )
+            if template
+            else None
+        )
+
+    def _token_text(self, token: int) -> str:
+        return "" if token < 0 else self.llama._model.token_get_text(token)
+
+    def prompt_tokens(self, request: GenerationRequest) -> list[int]:
+        if request.operation == "text_completion":
+            return self.llama.tokenize((request.prompt or "").encode(), add_bos=True)
+        if self._formatter is None:
+            raise InvalidRequest(
+                f"model {request.model!r} has no chat template; use /v1/completions",
+                param="model",
+            )
+        messages = [
+            {"role": _ROLE_ALIASES.get(m.role, m.role), "content": m.content}
+            for m in request.messages
+        ]
+        formatted = self._formatter(messages=messages)
+        return self.llama.tokenize(
+            formatted.prompt.encode(), add_bos=not formatted.added_special, special=True
+        )
+
+    def generate(
+        self,
+        request: GenerationRequest,
+        sampling: Sampling,
+        emit: Callable[[str], None],
+        cancel: threading.Event,
+    ) -> tuple[str | None, BackendUsage]:
+        """Generate for ``request``, calling ``emit`` with each piece of text.
+
+        Returns the finish reason (None when cancelled) and the exact usage.
+        """
+        started = time.perf_counter()
+        prompt = self.prompt_tokens(request)
+        room = self.n_ctx - len(prompt)
+        if room <= 0 or (request.max_tokens is not None and request.max_tokens > room):
+            wanted = request.max_tokens or 1
+            raise ContextLengthExceeded(
+                f"This model's maximum context length is {self.n_ctx} tokens. However, you "
+                f"requested {len(prompt) + wanted} tokens ({len(prompt)} in the prompt, "
+                f"{wanted} for the completion).",
+                param="messages" if request.operation == "chat" else "prompt",
+            )
+        max_tokens = request.max_tokens or room
+        self.llama.set_seed(request.seed if request.seed is not None else random.getrandbits(31))
+        stops = _StopMatcher(request.stop)
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        produced = 0
+        first_token_at: float | None = None
+        finish: str | None = None
+        tokens = self.llama.generate(
+            prompt,
+            temp=_pick(request.temperature, sampling.temperature),
+            top_p=_pick(request.top_p, sampling.top_p),
+            top_k=sampling.top_k,
+            min_p=sampling.min_p,
+            frequency_penalty=request.frequency_penalty or 0.0,
+            presence_penalty=request.presence_penalty or 0.0,
+            reset=True,
+        )
+        try:
+            for token in tokens:
+                if first_token_at is None:
+                    first_token_at = time.perf_counter()
+                if cancel.is_set():
+                    break
+                if self._is_eog(token):
+                    finish = "stop"
+                    break
+                produced += 1
+                text, stopped = stops.feed(decoder.decode(self.llama.detokenize([token])))
+                if text:
+                    emit(text)
+                if stopped:
+                    finish = "stop"
+                    break
+                if produced >= max_tokens:
+                    finish = "length"
+                    break
+        finally:
+            tokens.close()
+        if finish == "length" or (finish == "stop" and not stops.stopped):
+            tail = stops.flush(decoder.decode(b"", final=True))
+            if tail:
+                emit(tail)
+        ended = time.perf_counter()
+        usage = BackendUsage(
+            prompt_tokens=len(prompt),
+            completion_tokens=produced,
+            time_to_first_token_s=(first_token_at or ended) - started,
+            duration_s=ended - started,
+            timings={
+                "prefill_s": (first_token_at or ended) - started,
+                "decode_s": ended - (first_token_at or ended),
+            },
+        )
+        return finish, usage
+
+
+def _pick(value: float | None, default: float) -> float:
+    return default if value is None else value
+
+
+class _StopMatcher:
+    """Holds back just enough text to never emit the start of a stop sequence."""
+
+    def __init__(self, stops: Sequence[str]) -> None:
+        self._stops = [s for s in stops if s]
+        self._hold = max((len(s) for s in self._stops), default=1) - 1
+        self._pending = ""
+        self.stopped = False
+
+    def feed(self, text: str) -> tuple[str, bool]:
+        if not self._stops:
+            return text, False
+        self._pending += text
+        cut = min((i for i in (self._pending.find(s) for s in self._stops) if i >= 0), default=-1)
+        if cut >= 0:
+            out, self._pending, self.stopped = self._pending[:cut], "", True
+            return out, True
+        keep = len(self._pending) - self._hold
+        if keep <= 0:
+            return "", False
+        out, self._pending = self._pending[:keep], self._pending[keep:]
+        return out, False
+
+    def flush(self, text: str) -> str:
+        out, self._pending = self._pending + text, ""
+        return out
+
+
+def calibrate(instance: Instance, prompt_tokens: int = 128, output_tokens: int = 32) -> dict[str, Any]:
+    """Measure this machine's prefill and decode rates on the loaded model (a second or so)."""
+    llama = instance.llama
+    prompt = llama.tokenize(b" the river" * (prompt_tokens // 2), add_bos=True)[:prompt_tokens]
+    llama.set_seed(0)
+    started = time.perf_counter()
+    first: float | None = None
+    produced = 0
+    gen = llama.generate(prompt, temp=0.0, reset=True)
+    try:
+        for _ in gen:
+            if first is None:
+                first = time.perf_counter()
+            produced += 1
+            if produced >= output_tokens:
+                break
+    finally:
+        gen.close()
+    ended = time.perf_counter()
+    first = first or ended
+    decode_s = max(ended - first, 1e-9)
+    return {
+        "prefill_tokens_per_s": len(prompt) / max(first - started, 1e-9),
+        "decode_tokens_per_s": max(produced - 1, 1) / decode_s,
+    }
