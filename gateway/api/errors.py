@@ -40,11 +40,16 @@ def http_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]
         error = PayloadTooLarge("request body is larger than the configured limit")
     elif exc.status_code == 404:
         error = NotFound(f"no route for {request.method} {request.url.path}")
+    elif exc.status_code == 400 and _is_decode_error(str(exc.detail)):
+        error = InvalidRequest(f"request body is not valid JSON: {exc.detail}")
     else:
         error = InvalidRequest(str(exc.detail))
         error.status = exc.status_code
-        error.code = None
     return _response(request, error)
+
+
+def _is_decode_error(detail: str) -> bool:
+    return any(word in detail for word in ("JSON", "truncated", "malformed", "decode"))
 
 
 def _validation_error(exc: ValidationException) -> FreshetError:
@@ -56,8 +61,6 @@ def _validation_error(exc: ValidationException) -> FreshetError:
     missing = _MISSING.search(message)
     if missing:
         param = f"{param}.{missing.group(1)}" if param else missing.group(1)
-    if "JSON is malformed" in message or "malformed" in str(exc.detail).lower():
-        return InvalidRequest(f"request body is not valid JSON: {message}")
     return InvalidRequest(f"invalid request: {message}" + (f" (at {param})" if param else ""), param=param)
 
 

@@ -1,0 +1,15 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.server import Server, running_server
+
+
+@pytest.fixture(scope="session")
+def default_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """The embedded default fleet (real SmolLM2 on llama.cpp), started once per run."""
+    with running_server(tmp_path_factory.mktemp("default-gateway")) as server:
+        yield server
