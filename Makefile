@@ -22,6 +22,7 @@ lint: install
 
 typecheck: install
 	$(BIN)/mypy
+	$(BIN)/mypy --strict $(wildcard plugins/*/freshet_*)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -16,6 +16,7 @@ from litestar.openapi.plugins import ScalarRenderPlugin
 from gateway.api import admin, openai
 from gateway.api.errors import freshet_error, http_error, server_error
 from gateway.errors import FreshetError
+from gateway.plugins import core_version
 from gateway.runtime import Runtime
 from gateway.settings import Settings
 
@@ -54,12 +55,11 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Litestar:
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(
             title="Freshet",
-            version=runtime.plugins.info()[0].version if runtime.plugins.info() else "0",
-            description="OpenAI-compatible LLM gateway that routes on knowledge freshness and cost.",
+            version=core_version(),
+            description="OpenAI-compatible gateway routing on knowledge freshness and cost.",
             path="/schema",
             render_plugins=[ScalarRenderPlugin()],
         ),
         state=State({"runtime": runtime}),
         logging_config=None,
     )
-

@@ -31,7 +31,9 @@ def _fail_on_config_error(fn: Callable[[], T]) -> T:
 def _table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     cells = [[str(c) for c in headers], *[[str(c) for c in row] for row in rows]]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells]
+    lines = [
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells
+    ]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
@@ -120,7 +122,9 @@ def backends(config_file: str | None, url: str | None, as_json: bool) -> None:
                 "id": cfg.id,
                 "type": cfg.type,
                 "models": models,
-                "knowledge_cutoff": cfg.knowledge_cutoff.isoformat() if cfg.knowledge_cutoff else None,
+                "knowledge_cutoff": cfg.knowledge_cutoff.isoformat()
+                if cfg.knowledge_cutoff
+                else None,
                 "health": health,
             }
         )

@@ -31,9 +31,30 @@ from gateway.hookspecs import hookimpl
 from gateway.settings import convert_params, convert_profile
 
 WORDS = (
-    "the river rises after rain and carries fresh water from the hills down to the sea "
-    "where the tide turns it back again"
-).split()
+    "the",
+    "river",
+    "rises",
+    "after",
+    "rain",
+    "and",
+    "carries",
+    "fresh",
+    "water",
+    "from",
+    "the",
+    "hills",
+    "down",
+    "to",
+    "the",
+    "sea",
+    "where",
+    "the",
+    "tide",
+    "turns",
+    "it",
+    "back",
+    "again",
+)
 
 
 class DeterministicParams(Struct, kw_only=True, forbid_unknown_fields=True):

@@ -56,9 +56,13 @@ async def open_stream(
             log.exception("backend %s failed before its first chunk", dep.backend_id)
             error = BackendError(f"backend {dep.backend_id} failed: {type(exc).__name__}")
         else:
-            return Opened(deployment=dep, backend=backend, first=first, rest=stream, attempts=attempts)
-        await stream.aclose()
-        attempts.append(Attempt(backend_id=dep.backend_id, error=error.message, status=error.status))
+            return Opened(
+                deployment=dep, backend=backend, first=first, rest=stream, attempts=attempts
+            )
+        await aclose(stream)
+        attempts.append(
+            Attempt(backend_id=dep.backend_id, error=error.message, status=error.status)
+        )
         failures.append(error)
     raise _final_error(failures, attempts)
 
@@ -76,3 +80,10 @@ async def chain(first: Chunk, rest: AsyncIterator[Chunk]) -> AsyncIterator[Chunk
     yield first
     async for chunk in rest:
         yield chunk
+
+
+async def aclose(stream: AsyncIterator[Chunk]) -> None:
+    """Close a backend stream: async generators stop their work in ``finally`` blocks."""
+    close = getattr(stream, "aclose", None)
+    if close is not None:
+        await close()

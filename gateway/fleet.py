@@ -86,7 +86,9 @@ class Fleet:
 class Catalog:
     """Maps every name a client may put in ``model`` to its deployments, built once."""
 
-    def __init__(self, backends: Mapping[str, Backend], groups: Mapping[str, Sequence[str]]) -> None:
+    def __init__(
+        self, backends: Mapping[str, Backend], groups: Mapping[str, Sequence[str]]
+    ) -> None:
         entries: dict[str, list[Deployment]] = {}
         kinds: dict[str, str] = {}
         for backend in backends.values():

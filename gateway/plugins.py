@@ -71,13 +71,17 @@ class Plugins:
         return found
 
     def backend_types(self) -> dict[str, BackendFactory]:
-        return {name: factory for name, (_, factory) in self._collect("register_backend_types").items()}
+        return {
+            name: factory for name, (_, factory) in self._collect("register_backend_types").items()
+        }
 
     def backend_type_owners(self) -> dict[str, str]:
         return {name: owner for name, (owner, _) in self._collect("register_backend_types").items()}
 
     def energy_meters(self) -> dict[str, Any]:
-        return {name: factory for name, (_, factory) in self._collect("register_energy_meters").items()}
+        return {
+            name: factory for name, (_, factory) in self._collect("register_energy_meters").items()
+        }
 
     def routers(self) -> dict[str, Any]:
         return {name: factory for name, (_, factory) in self._collect("register_routers").items()}
@@ -98,8 +102,10 @@ class Plugins:
                 log.exception("plugin %s failed in usage_recorded", impl.plugin_name)
 
     def info(self) -> list[PluginInfo]:
-        dists: dict[int, Any] = {id(plugin): dist for plugin, dist in self._pm.list_plugin_distinfo()}
-        core_version = _core_version()
+        dists: dict[int, Any] = {
+            id(plugin): dist for plugin, dist in self._pm.list_plugin_distinfo()
+        }
+        own_version = core_version()
         out: list[PluginInfo] = []
         for name, plugin in self._pm.list_name_plugin():
             if plugin is None:
@@ -110,7 +116,7 @@ class Plugins:
                 PluginInfo(
                     name=name,
                     distribution=dist.project_name if dist else "freshet",
-                    version=dist.version if dist else core_version,
+                    version=dist.version if dist else own_version,
                     hooks=hooks,
                     builtin=name in self._builtin,
                 )
@@ -118,7 +124,7 @@ class Plugins:
         return sorted(out, key=lambda p: (not p.builtin, p.name))
 
 
-def _core_version() -> str:
+def core_version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
     try:

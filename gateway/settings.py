@@ -193,7 +193,9 @@ def _parse_groups(
     value: Any, backends: list[BackendConfig], source: str
 ) -> dict[str, tuple[str, ...]]:
     if not isinstance(value, dict):
-        raise ConfigError("must be a mapping of group name to backend ids", file=source, key="groups")
+        raise ConfigError(
+            "must be a mapping of group name to backend ids", file=source, key="groups"
+        )
     ids = {b.id for b in backends}
     groups: dict[str, tuple[str, ...]] = {}
     for name, members in value.items():

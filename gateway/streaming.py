@@ -15,6 +15,7 @@ from msgspec import Struct
 
 from gateway import protocol as p
 from gateway.backend import BackendUsage, Chunk
+from gateway.dispatch import aclose
 from gateway.errors import BackendError, FreshetError
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,9 @@ def event(payload: Struct) -> bytes:
 
 def error_body(error: FreshetError) -> p.ErrorResponse:
     return p.ErrorResponse(
-        error=p.ErrorBody(message=error.message, type=error.type, param=error.param, code=error.code)
+        error=p.ErrorBody(
+            message=error.message, type=error.type, param=error.param, code=error.code
+        )
     )
 
 
@@ -92,29 +95,32 @@ async def sse(
     """
     first = True
     try:
-        async for chunk in chunks:
-            _absorb(chunk, outcome)
-            if first or chunk.text:
-                yield event(make_delta(chunk.text or None, None, first))
-                first = False
-            if chunk.finish_reason is not None:
-                yield event(make_delta(None, chunk.finish_reason, False))
-        if outcome.finish_reason is None:
-            raise BackendError("backend stream ended without a finish reason")
-        if include_usage:
+        try:
+            async for chunk in chunks:
+                _absorb(chunk, outcome)
+                if first or chunk.text:
+                    yield event(make_delta(chunk.text or None, None, first))
+                    first = False
+                if chunk.finish_reason is not None:
+                    yield event(make_delta(None, chunk.finish_reason, False))
+        except FreshetError as exc:
+            outcome.error = exc
+        except Exception as exc:
+            log.exception("backend failed mid-stream")
+            outcome.error = BackendError(f"backend failed mid-stream: {type(exc).__name__}")
+        finally:
+            await aclose(chunks)
+        if outcome.error is None and outcome.finish_reason is None:
+            outcome.error = BackendError("backend stream ended without a finish reason")
+        if outcome.error is not None:
+            yield event(error_body(outcome.error))
+        elif include_usage:
             yield event(make_usage(to_usage(outcome.usage)))
-    except FreshetError as exc:
-        outcome.error = exc
-        yield event(error_body(exc))
-    except Exception as exc:
-        log.exception("backend failed mid-stream")
-        outcome.error = BackendError(f"backend failed mid-stream: {type(exc).__name__}")
-        yield event(error_body(outcome.error))
+        yield DONE
     except BaseException:
+        # GeneratorExit or cancellation: the client went away mid-stream.
         outcome.client_disconnected = True
         raise
     finally:
-        await chunks.aclose()  # type: ignore[attr-defined]
         if on_end is not None:
             on_end(outcome)
-    yield DONE

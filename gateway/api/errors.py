@@ -61,7 +61,9 @@ def _validation_error(exc: ValidationException) -> FreshetError:
     missing = _MISSING.search(message)
     if missing:
         param = f"{param}.{missing.group(1)}" if param else missing.group(1)
-    return InvalidRequest(f"invalid request: {message}" + (f" (at {param})" if param else ""), param=param)
+    return InvalidRequest(
+        f"invalid request: {message}" + (f" (at {param})" if param else ""), param=param
+    )
 
 
 def server_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:

@@ -9,6 +9,7 @@ from typing import Any
 
 from litestar import Controller, Request, Response, get, post
 from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import JSONBody
 from litestar.response import Stream
 from msgspec import Struct
 
@@ -117,7 +118,7 @@ class OpenAIController(Controller):
         summary="Create a chat completion (JSON, or SSE when `stream` is true)",
     )
     async def chat_completions(
-        self, request: Request[Any, Any, Any], data: p.ChatCompletionRequest
+        self, request: Request[Any, Any, Any], data: JSONBody[p.ChatCompletionRequest]
     ) -> Response[p.ChatCompletion] | Stream:
         runtime = _runtime(request)
         request_id = _request_id(request)
@@ -177,7 +178,7 @@ class OpenAIController(Controller):
         summary="Create a (legacy) text completion (JSON, or SSE when `stream` is true)",
     )
     async def completions(
-        self, request: Request[Any, Any, Any], data: p.CompletionRequest
+        self, request: Request[Any, Any, Any], data: JSONBody[p.CompletionRequest]
     ) -> Response[p.Completion] | Stream:
         runtime = _runtime(request)
         request_id = _request_id(request)

@@ -14,7 +14,9 @@ from tests.support.server import FRESHET, running_server, write_config
 
 THIRD_PARTY = Path(__file__).parent.parent / "fixtures" / "thirdparty"
 ECHO_CONFIG = {
-    "backends": [{"id": "echo", "type": "echo-test", "model": "echo-1", "knowledge_cutoff": "2025-01-01"}],
+    "backends": [
+        {"id": "echo", "type": "echo-test", "model": "echo-1", "knowledge_cutoff": "2025-01-01"}
+    ],
     "groups": {"auto": ["echo"]},
 }
 
@@ -71,16 +73,36 @@ def test_blocked_plugin_is_not_loaded(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("config", "key", "reason"),
     [
-        ({"backends": [{"id": "a", "type": "deterministic", "tokens_per_s": "fast"}]},
-         "backends[0].tokens_per_s", "Expected `float`"),
-        ({"backends": [{"id": "a", "type": "deterministic", "knowledge_cutoff": "last year"}]},
-         "backends[0].knowledge_cutoff", "not an ISO date"),
-        ({"backends": [{"id": "a", "type": "deterministic"}], "groups": {"g": ["b"]}},
-         "groups.g", "unknown backend id 'b'"),
-        ({"backends": [{"id": "a", "type": "deterministic"}, {"id": "a", "type": "deterministic"}]},
-         "backends[1].id", "duplicate backend id"),
-        ({"backends": [{"id": "a", "type": "deterministic", "bogus": 1}]},
-         "backends[0]", "unknown field `bogus`"),
+        (
+            {"backends": [{"id": "a", "type": "deterministic", "tokens_per_s": "fast"}]},
+            "backends[0].tokens_per_s",
+            "Expected `float`",
+        ),
+        (
+            {"backends": [{"id": "a", "type": "deterministic", "knowledge_cutoff": "last year"}]},
+            "backends[0].knowledge_cutoff",
+            "not an ISO date",
+        ),
+        (
+            {"backends": [{"id": "a", "type": "deterministic"}], "groups": {"g": ["b"]}},
+            "groups.g",
+            "unknown backend id 'b'",
+        ),
+        (
+            {
+                "backends": [
+                    {"id": "a", "type": "deterministic"},
+                    {"id": "a", "type": "deterministic"},
+                ]
+            },
+            "backends[1].id",
+            "duplicate backend id",
+        ),
+        (
+            {"backends": [{"id": "a", "type": "deterministic", "bogus": 1}]},
+            "backends[0]",
+            "unknown field `bogus`",
+        ),
         ({"backends": [{"type": "deterministic"}]}, "backends[0]", "missing required key 'id'"),
         ({"backend": []}, "backend", "unknown top-level key"),
     ],
@@ -118,6 +140,11 @@ def test_backends_table_offline_and_live(tmp_path: Path) -> None:
         live = _freshet("backends", "--config", str(config), "--url", server.url, "--json")
     rows = json.loads(live.stdout)
     assert rows == [
-        {"id": "echo", "type": "echo-test", "models": ["echo-1"],
-         "knowledge_cutoff": "2025-01-01", "health": "healthy"}
+        {
+            "id": "echo",
+            "type": "echo-test",
+            "models": ["echo-1"],
+            "knowledge_cutoff": "2025-01-01",
+            "health": "healthy",
+        }
     ]

@@ -33,7 +33,8 @@ def test_chat_non_streaming(client: openai.OpenAI) -> None:
     assert completion.model == "smollm2-135m"
     choice = completion.choices[0]
     assert choice.message.role == "assistant"
-    assert choice.message.content and choice.message.content.strip()
+    assert choice.message.content
+    assert choice.message.content.strip()
     assert choice.finish_reason in {"stop", "length"}
     usage = completion.usage
     assert usage is not None
@@ -46,9 +47,7 @@ def test_chat_streaming_order_and_usage_match_non_streaming(client: openai.OpenA
     args = {"model": "auto", "messages": PROMPT, "max_tokens": 20, "seed": 11, "temperature": 0.0}
     plain = client.chat.completions.create(**args)  # type: ignore[call-overload]
     chunks = list(
-        client.chat.completions.create(
-            **args, stream=True, stream_options={"include_usage": True}
-        )  # type: ignore[call-overload]
+        client.chat.completions.create(**args, stream=True, stream_options={"include_usage": True})  # type: ignore[call-overload]
     )
     assert chunks[0].choices[0].delta.role == "assistant"
     content = [c for c in chunks if c.choices and c.choices[0].delta.content]
@@ -67,9 +66,7 @@ def test_chat_streaming_order_and_usage_match_non_streaming(client: openai.OpenA
 
 def test_stream_without_usage_option_has_no_usage_chunk(client: openai.OpenAI) -> None:
     chunks = list(
-        client.chat.completions.create(
-            model="auto", messages=PROMPT, max_tokens=5, stream=True
-        )
+        client.chat.completions.create(model="auto", messages=PROMPT, max_tokens=5, stream=True)
     )
     assert all(c.usage is None for c in chunks)
     assert chunks[-1].choices[0].finish_reason == "length"
@@ -143,14 +140,19 @@ def _post(server: Server, body: bytes, path: str = "/v1/chat/completions") -> ht
         (b'{"model": "auto", ', None, "not valid JSON"),
         (b'{"model": "auto"}', "messages", "missing required field"),
         (b'{"messages": [{"role": "user", "content": "hi"}]}', "model", "missing required field"),
-        (b'{"model": "auto", "messages": [{"role": "user", "content": "hi"}], "temperature": 7}',
-         "temperature", "<= 2.0"),
-        (b'{"model": "auto", "messages": [{"role": "wizard", "content": "hi"}]}',
-         "messages[0].role", "Invalid enum value"),
-        (b'{"model": "auto", "messages": [{"role": "user", "content": "hi"}], "n": 3}',
-         "n", "n=1"),
+        (
+            b'{"model": "auto", "messages": [{"role": "user", "content": "hi"}], "temperature": 7}',
+            "temperature",
+            "<= 2.0",
+        ),
+        (
+            b'{"model": "auto", "messages": [{"role": "wizard", "content": "hi"}]}',
+            "messages[0].role",
+            "Invalid enum value",
+        ),
+        (b'{"model": "auto", "messages": [{"role": "user", "content": "hi"}], "n": 3}', "n", "n=1"),
         (b'{"model": "auto", "messages": []}', "messages", "length >= 1"),
-        (b'[1, 2]', None, "Expected `object`"),
+        (b"[1, 2]", None, "Expected `object`"),
     ],
 )
 def test_client_mistakes_are_openai_400s(

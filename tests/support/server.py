@@ -75,12 +75,16 @@ def running_server(
         deadline = time.monotonic() + ready_timeout
         while True:
             if proc.poll() is not None:
-                raise RuntimeError(f"freshet serve exited with {proc.returncode}:\n{server.log_text()}")
+                raise RuntimeError(
+                    f"freshet serve exited with {proc.returncode}:\n{server.log_text()}"
+                )
             with contextlib.suppress(OSError):
                 if server.get("/ready")[0] == 200:
                     break
             if time.monotonic() > deadline:
-                raise RuntimeError(f"freshet serve not ready in {ready_timeout}s:\n{server.log_text()}")
+                raise RuntimeError(
+                    f"freshet serve not ready in {ready_timeout}s:\n{server.log_text()}"
+                )
             time.sleep(0.1)
         yield server
     finally:

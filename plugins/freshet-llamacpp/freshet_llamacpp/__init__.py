@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway import hookimpl
-
 from freshet_llamacpp.backend import LlamaCppBackend
+from gateway import hookimpl
 
 __all__ = ["LlamaCppBackend"]
 

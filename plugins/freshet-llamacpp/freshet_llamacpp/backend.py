@@ -14,6 +14,12 @@ from typing import Any
 import msgspec
 from msgspec import Struct
 
+from freshet_llamacpp.engine import Instance, Sampling, calibrate
+from freshet_llamacpp.model_files import (
+    DEFAULT_DISTRIBUTION,
+    DEFAULT_MODEL_ID,
+    gguf_from_distribution,
+)
 from gateway.backend import (
     BackendConfig,
     BackendStatus,
@@ -27,9 +33,6 @@ from gateway.backend import (
 )
 from gateway.errors import BackendUnavailable, ConfigError, RateLimited
 from gateway.settings import convert_params, convert_profile
-
-from freshet_llamacpp.engine import Instance, Sampling, calibrate
-from freshet_llamacpp.model_files import DEFAULT_DISTRIBUTION, DEFAULT_MODEL_ID, gguf_from_distribution
 
 # Defaults measured on this project's 2-vCPU machines (see data/profiles-sources.md);
 # replaced by this machine's own figures when `calibrate` is on.
@@ -74,7 +77,9 @@ class LlamaCppBackend:
                 file=config.source,
                 key=f"backends[{config.index}].instances",
             )
-        self.model_path = Path(p.model_path) if p.model_path else gguf_from_distribution(p.model_package)
+        self.model_path = (
+            Path(p.model_path) if p.model_path else gguf_from_distribution(p.model_package)
+        )
         if not self.model_path.is_file():
             raise ConfigError(
                 f"model file not found: {self.model_path}",
@@ -82,13 +87,17 @@ class LlamaCppBackend:
                 key=f"backends[{config.index}].model_path",
             )
         self._config = config
-        self._model_id = config.model or (DEFAULT_MODEL_ID if not p.model_path else self.model_path.stem)
+        self._model_id = config.model or (
+            DEFAULT_MODEL_ID if not p.model_path else self.model_path.stem
+        )
         self._profile = convert_profile(
             config, msgspec_replace(CPU_PROFILE, max_concurrency=p.instances, max_context=p.n_ctx)
         )
         self._sampling = Sampling(p.temperature, p.top_p, p.top_k, p.min_p)
         self._free: asyncio.Queue[Instance] | None = None
-        self._executor = ThreadPoolExecutor(max_workers=p.instances, thread_name_prefix=f"llama-{self.id}")
+        self._executor = ThreadPoolExecutor(
+            max_workers=p.instances, thread_name_prefix=f"llama-{self.id}"
+        )
         self._waiting = 0
         self._running = 0
         self._n_ctx = p.n_ctx

@@ -76,7 +76,7 @@ class Instance:
                 f"model {request.model!r} has no chat template; use /v1/completions",
                 param="model",
             )
-        messages = [
+        messages: list[Any] = [
             {"role": _ROLE_ALIASES.get(m.role, m.role), "content": m.content}
             for m in request.messages
         ]
@@ -195,7 +195,9 @@ class _StopMatcher:
         return out
 
 
-def calibrate(instance: Instance, prompt_tokens: int = 128, output_tokens: int = 32) -> dict[str, Any]:
+def calibrate(
+    instance: Instance, prompt_tokens: int = 128, output_tokens: int = 32
+) -> dict[str, Any]:
     """Measure this machine's prefill and decode rates on the loaded model (a second or so)."""
     llama = instance.llama
     prompt = llama.tokenize(b" the river" * (prompt_tokens // 2), add_bos=True)[:prompt_tokens]
