@@ -179,15 +179,12 @@ def main() -> None:
     print(f"machine: {platform.machine()}, {os.cpu_count()} cpus, load {os.getloadavg()[0]:.2f}")
     h = http_overhead(args.requests)
     print(f"\nHTTP overhead, {args.requests} sequential non-streaming requests (keep-alive):")
+    for label, key in (("bare ASGI baseline", "baseline"), ("freshet, det. backend", "gateway")):
+        p50, p99 = h[f"{key}_p50_ms"], h[f"{key}_p99_ms"]
+        print(f"  {label:<22} p50 {p50:.3f} ms   p99 {p99:.3f} ms")
     print(
-        f"  bare ASGI baseline   p50 {h['baseline_p50_ms']:.3f} ms   p99 {h['baseline_p99_ms']:.3f} ms"
-    )
-    print(
-        f"  freshet (det. backend) p50 {h['gateway_p50_ms']:.3f} ms   p99 {h['gateway_p99_ms']:.3f} ms"
-    )
-    print(
-        f"  added by the gateway p50 {h['added_p50_ms']:.3f} ms   p99 {h['added_p99_ms']:.3f} ms"
-        f"   (p50 ratio {h['ratio_p50']:.2f}x)"
+        f"  {'added by the gateway':<22} p50 {h['added_p50_ms']:.3f} ms   "
+        f"p99 {h['added_p99_ms']:.3f} ms   (p50 ratio {h['ratio_p50']:.2f}x)"
     )
     if not args.skip_model:
         m = model_path(args.model_requests, args.max_tokens)
