@@ -15,6 +15,7 @@ from litestar.openapi.plugins import ScalarRenderPlugin
 
 from gateway.api import admin, openai
 from gateway.api.errors import freshet_error, http_error, server_error
+from gateway.api.request_id import request_id_middleware
 from gateway.errors import FreshetError
 from gateway.plugins import core_version
 from gateway.runtime import Runtime
@@ -47,6 +48,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Litestar:
             *runtime.plugins.extra_routes(),
         ],
         lifespan=[lifespan],
+        middleware=[request_id_middleware],
         exception_handlers={
             FreshetError: freshet_error,
             HTTPException: http_error,

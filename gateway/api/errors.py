@@ -9,6 +9,7 @@ from typing import Any
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
+from gateway.api.request_id import new_request_id
 from gateway.errors import FreshetError, InvalidRequest, NotFound, PayloadTooLarge
 from gateway.streaming import error_body
 
@@ -19,9 +20,9 @@ _MISSING = re.compile(r"missing required field `([^`]+)`")
 
 def _response(request: Request[Any, Any, Any], error: FreshetError) -> Response[Any]:
     headers = dict(error.headers())
-    request_id = request.scope.get("state", {}).get("request_id")
-    if request_id:
-        headers["x-request-id"] = request_id
+    if "request_id" not in request.scope.get("state", {}):
+        # Routing errors (404, 405) are raised before the request-id middleware runs.
+        headers["x-request-id"] = new_request_id()
     return Response(error_body(error), status_code=error.status, headers=headers)
 
 

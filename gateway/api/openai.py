@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
 import time
 from collections.abc import Callable
 from typing import Any
@@ -42,15 +41,13 @@ def _runtime(request: Request[Any, Any, Any]) -> Runtime:
 
 
 def _request_id(request: Request[Any, Any, Any]) -> str:
-    request_id = f"req_{secrets.token_hex(12)}"
-    request.scope["state"]["request_id"] = request_id
+    request_id: str = request.scope["state"]["request_id"]
     return request_id
 
 
-def _headers(request_id: str, opened: Opened) -> dict[str, str]:
+def _headers(opened: Opened) -> dict[str, str]:
     dep = opened.deployment
     headers = {
-        "x-request-id": request_id,
         "x-freshet-backend": dep.backend_id,
         "x-freshet-route": f"chosen={dep.backend_id}; failed_over={len(opened.attempts)}",
     }
@@ -89,7 +86,6 @@ async def _complete(runtime: Runtime, gen: GenerationRequest, model: str) -> tup
 
 
 def _stream_response(
-    request_id: str,
     opened: Opened,
     include_usage: bool,
     make_delta: Callable[[str | None, str | None, bool], Struct],
@@ -102,9 +98,7 @@ def _stream_response(
         make_usage=make_usage,
         include_usage=include_usage,
     )
-    return Stream(
-        body, media_type=_SSE, headers={**_headers(request_id, opened), **_STREAM_HEADERS}
-    )
+    return Stream(body, media_type=_SSE, headers={**_headers(opened), **_STREAM_HEADERS})
 
 
 class OpenAIController(Controller):
@@ -151,7 +145,7 @@ class OpenAIController(Controller):
                 )
 
             include = bool(data.stream_options and data.stream_options.include_usage)
-            return _stream_response(request_id, opened, include, delta, usage)
+            return _stream_response(opened, include, delta, usage)
 
         opened, outcome = await _complete(runtime, gen, data.model)
         body = p.ChatCompletion(
@@ -167,7 +161,7 @@ class OpenAIController(Controller):
             ],
             usage=to_usage(outcome.usage),
         )
-        headers = _headers(request_id, opened)
+        headers = _headers(opened)
         _energy_headers(headers, outcome)
         return Response(body, headers=headers)
 
@@ -203,7 +197,7 @@ class OpenAIController(Controller):
                 )
 
             include = bool(data.stream_options and data.stream_options.include_usage)
-            return _stream_response(request_id, opened, include, delta, usage)
+            return _stream_response(opened, include, delta, usage)
 
         opened, outcome = await _complete(runtime, gen, data.model)
         body = p.Completion(
@@ -215,7 +209,7 @@ class OpenAIController(Controller):
             ],
             usage=to_usage(outcome.usage),
         )
-        headers = _headers(request_id, opened)
+        headers = _headers(opened)
         _energy_headers(headers, outcome)
         return Response(body, headers=headers)
 

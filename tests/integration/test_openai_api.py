@@ -209,3 +209,18 @@ def test_health_ready_and_openapi(default_gateway: Server) -> None:
         assert path in schema["paths"], path
     chat = schema["paths"]["/v1/chat/completions"]["post"]
     assert {"200", "400", "404", "413"} <= set(chat["responses"])
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/health"),
+        ("GET", "/v1/models"),
+        ("GET", "/nope"),
+        ("GET", "/v1/chat/completions"),
+        ("POST", "/v1/chat/completions"),
+    ],
+)
+def test_every_response_has_a_request_id(default_gateway: Server, method: str, path: str) -> None:
+    resp = httpx.request(method, default_gateway.url + path, content=b"{")
+    assert resp.headers["x-request-id"].startswith("req_")
