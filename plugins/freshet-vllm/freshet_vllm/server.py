@@ -1,0 +1,214 @@
+"""Mode ``server``: one or more vLLM OpenAI-compatible servers, reached over HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Sequence
+
+import aiohttp
+
+from freshet_vllm import wire
+from freshet_vllm.params import (
+    GPU_PROFILE,
+    ServerParams,
+    build_deployments,
+    config_error,
+    parse_adapters,
+)
+from freshet_vllm.upstream import Upstream, cancel_all, pick, poll_forever
+from gateway.backend import (
+    BackendConfig,
+    BackendStatus,
+    BackendUsage,
+    Chunk,
+    Deployment,
+    Fleet,
+    GenerationRequest,
+    HardwareKind,
+    HardwareProfile,
+)
+from gateway.errors import BackendError, BackendUnavailable, FreshetError, RateLimited
+from gateway.settings import convert_params, convert_profile
+
+log = logging.getLogger(__name__)
+
+_PATHS = {"chat": "/v1/chat/completions", "text_completion": "/v1/completions"}
+# Failures that mean "this server did not take the request": try the next one.
+_CONNECT_ERRORS = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError)
+
+
+class VllmServerBackend:
+    kind: HardwareKind = "gpu"
+
+    def __init__(self, config: BackendConfig, fleet: Fleet) -> None:
+        self.id = config.id
+        self.params = p = convert_params(config, ServerParams)
+        if not p.urls:
+            raise config_error(config, "urls", "list at least one vLLM server URL")
+        for i, url in enumerate(p.urls):
+            if not url.startswith(("http://", "https://")):
+                raise config_error(config, f"urls[{i}]", f"not an http(s) URL: {url!r}")
+        if p.poll_interval_s <= 0 or p.request_timeout_s <= 0 or p.connect_timeout_s <= 0:
+            raise config_error(config, "poll_interval_s", "intervals and timeouts must be > 0")
+        self.model = config.model or p.served_model or config.id
+        self.served_model = p.served_model or self.model
+        self.gpu_indices = tuple(p.gpu_indices)  # for an energy meter on this host
+        self._profile = convert_profile(config, GPU_PROFILE)
+        self.adapters = parse_adapters(config)
+        self._deployments = build_deployments(
+            config, self.model, self._profile.max_context or 131072, self.adapters
+        )
+        headers = {"Authorization": f"Bearer {p.api_key}"} if p.api_key else {}
+        self.upstreams = [Upstream(url, headers, p.connect_timeout_s) for url in p.urls]
+        self._pollers: list[asyncio.Task[None]] = []
+        self._read_timeout = aiohttp.ClientTimeout(
+            total=None, connect=p.connect_timeout_s, sock_read=p.request_timeout_s
+        )
+
+    @property
+    def deployments(self) -> Sequence[Deployment]:
+        return self._deployments
+
+    @property
+    def profile(self) -> HardwareProfile:
+        return self._profile
+
+    async def start(self) -> None:
+        for upstream in self.upstreams:
+            upstream.open()
+        # One round before reporting ready, so health is known at once; a server that is
+        # down does not stop the gateway (its requests fall back until it comes up).
+        timeout = self.params.connect_timeout_s
+        await asyncio.gather(*(u.poll(timeout) for u in self.upstreams))
+        interval = self.params.poll_interval_s
+        self._pollers = [
+            asyncio.create_task(
+                poll_forever(u, interval, self.params.max_backoff_s, timeout + interval),
+                name=f"freshet-vllm-poll-{self.id}-{i}",
+            )
+            for i, u in enumerate(self.upstreams)
+        ]
+
+    async def aclose(self) -> None:
+        await cancel_all(self._pollers)
+        self._pollers = []
+        for upstream in self.upstreams:
+            await upstream.close()
+
+    async def status(self) -> BackendStatus:
+        up = [u for u in self.upstreams if u.healthy]
+        detail = f"{len(up)}/{len(self.upstreams)} vLLM servers up"
+        if up:
+            kv = max(u.load.kv_cache_usage for u in up)
+            detail += f"; KV cache {kv:.0%}"
+        errors = [f"{u.url}: {u.last_error}" for u in self.upstreams if u.last_error]
+        if errors:
+            detail += "; " + "; ".join(errors)
+        return BackendStatus(
+            healthy=bool(up),
+            running=sum(u.load.running for u in up),
+            waiting=sum(u.load.waiting for u in up),
+            observed_at=min((u.observed_at for u in up), default=0.0),
+            detail=detail,
+        )
+
+    def upstream_model(self, request: GenerationRequest) -> str:
+        # vLLM serves each LoRA module under its own name (--lora-modules name=path).
+        return request.adapter or self.served_model
+
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
+        started = time.perf_counter()
+        model = self.upstream_model(request)
+        body = wire.request_body(request, model)
+        resp, upstream = await self._open(request, model, body)
+        first_at: float | None = None
+        usage: wire.Usage | None = None
+        finish: str | None = None
+        complete = False
+        try:
+            async for line in resp.content:
+                event = wire.parse_line(line)
+                if event is None:
+                    continue
+                error = wire.stream_error(event)
+                if error is not None:
+                    raise error
+                text = event.text
+                if text:
+                    if first_at is None:
+                        first_at = time.perf_counter() - started
+                    yield Chunk(text=text)
+                finish = event.finish_reason or finish
+                usage = event.usage or usage
+            complete = True
+        except _CONNECT_ERRORS as exc:
+            upstream.mark_down(f"{type(exc).__name__}: {exc}")
+            raise BackendError(f"vLLM at {upstream.url} failed mid-stream: {exc!r}") from exc
+        finally:
+            # A finished response gives its connection back to the pool; an unfinished
+            # one (client gone, error) closes it, which makes vLLM abort the request.
+            if complete:
+                resp.release()
+            else:
+                resp.close()
+            upstream.in_flight -= 1
+        if finish is None:
+            raise BackendError(f"vLLM at {upstream.url} ended the stream without finishing")
+        duration = time.perf_counter() - started
+        yield Chunk(
+            finish_reason=finish,
+            usage=BackendUsage(
+                prompt_tokens=usage.prompt_tokens if usage else 0,
+                completion_tokens=usage.completion_tokens if usage else 0,
+                time_to_first_token_s=first_at if first_at is not None else duration,
+                duration_s=duration,
+            ),
+        )
+
+    async def _open(
+        self, request: GenerationRequest, model: str, body: dict[str, object]
+    ) -> tuple[aiohttp.ClientResponse, Upstream]:
+        """POST to the least-loaded server that takes it; next server on connection failure."""
+        path = _PATHS[request.operation]
+        failures: list[str] = []
+        limit = self.params.max_in_flight
+        order = pick(self.upstreams)
+        if limit is not None and all(u.in_flight >= limit for u in order):
+            raise RateLimited(
+                f"backend {self.id}: every vLLM server has {limit} requests in flight"
+            )
+        for upstream in order:
+            if limit is not None and upstream.in_flight >= limit:
+                continue
+            assert upstream.session is not None, "start() was not called"
+            upstream.in_flight += 1
+            try:
+                resp = await upstream.session.post(
+                    upstream.url + path, json=body, timeout=self._read_timeout
+                )
+            except _CONNECT_ERRORS as exc:
+                upstream.in_flight -= 1
+                upstream.mark_down(f"{type(exc).__name__}: {exc}")
+                failures.append(f"{upstream.url}: {type(exc).__name__}: {exc}")
+                continue
+            except BaseException:
+                upstream.in_flight -= 1
+                raise
+            if resp.status == 200:
+                return resp, upstream
+            upstream.in_flight -= 1
+            try:
+                error: FreshetError = wire.map_http_error(
+                    resp.status, await resp.read(), request, model, upstream.url
+                )
+            except _CONNECT_ERRORS as exc:
+                error = BackendError(f"vLLM at {upstream.url} failed: {exc!r}")
+            finally:
+                resp.release()
+            if not isinstance(error, BackendError) or len(order) == 1:
+                raise error
+            failures.append(error.message)
+        reasons = "; ".join(failures)
+        raise BackendUnavailable(f"backend {self.id}: no vLLM server took the request: {reasons}")

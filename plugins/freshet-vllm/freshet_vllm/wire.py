@@ -1,0 +1,166 @@
+"""vLLM's OpenAI-compatible wire format, read minimally: SSE events in, errors mapped.
+
+Only what Freshet needs is decoded from each event (text delta, finish reason, usage,
+error); everything else in vLLM's chunks is skipped by msgspec without building objects.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import msgspec
+from msgspec import Struct
+
+from gateway.backend import GenerationRequest
+from gateway.errors import (
+    BackendError,
+    ContextLengthExceeded,
+    FreshetError,
+    InvalidRequest,
+    ModelNotFound,
+    RateLimited,
+)
+
+
+class _Delta(Struct):
+    content: str | None = None
+
+
+class _Choice(Struct):
+    delta: _Delta | None = None  # chat
+    text: str | None = None  # completions
+    finish_reason: str | None = None
+
+
+class Usage(Struct):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+class _ErrorBody(Struct):
+    message: str = ""
+    type: str | None = None
+    code: Any = None
+
+
+class Event(Struct):
+    """One ``data:`` payload of vLLM's stream."""
+
+    choices: list[_Choice] = msgspec.field(default_factory=list)
+    usage: Usage | None = None
+    # vLLM reports errors inside a stream either as {"error": {...}} or, in older
+    # releases, as a top-level {"object": "error", "message": ..., "code": ...}.
+    error: _ErrorBody | None = None
+    object: str | None = None
+    message: str | None = None
+    code: Any = None
+
+    @property
+    def text(self) -> str:
+        out = ""
+        for choice in self.choices:
+            if choice.delta is not None and choice.delta.content:
+                out += choice.delta.content
+            elif choice.text:
+                out += choice.text
+        return out
+
+    @property
+    def finish_reason(self) -> str | None:
+        for choice in self.choices:
+            if choice.finish_reason is not None:
+                return choice.finish_reason
+        return None
+
+
+_decode_event = msgspec.json.Decoder(Event).decode
+DONE = b"[DONE]"
+
+
+def parse_line(line: bytes) -> Event | None:
+    """The event in one SSE line; None for blank lines, comments, other fields and [DONE]."""
+    if not line.startswith(b"data:"):
+        return None
+    payload = line[5:].strip()
+    if not payload or payload == DONE:
+        return None
+    try:
+        return _decode_event(payload)
+    except msgspec.DecodeError as exc:
+        raise BackendError(f"malformed event from vLLM: {payload[:200]!r}") from exc
+
+
+def stream_error(event: Event) -> FreshetError | None:
+    """The error an event reports mid-stream, if any."""
+    if event.error is not None:
+        return BackendError(f"vLLM error mid-stream: {event.error.message}")
+    if event.object == "error":
+        return BackendError(f"vLLM error mid-stream: {event.message or ''}")
+    return None
+
+
+class _HttpError(Struct):
+    error: _ErrorBody | None = None
+    message: str | None = None  # older vLLM: the error fields at the top level
+
+
+# vLLM 0.32 says "This model's maximum context length is N tokens. However, ..." for long
+# prompts and "max_tokens=N cannot be greater than max_model_len=M" for long outputs.
+_CONTEXT = re.compile(r"maximum context length|max_model_len|maximum model length", re.I)
+
+
+def error_message(body: bytes) -> str:
+    try:
+        parsed = msgspec.json.decode(body, type=_HttpError)
+    except msgspec.DecodeError:
+        return body[:500].decode(errors="replace").strip()
+    if parsed.error is not None:
+        return parsed.error.message
+    return parsed.message or body[:500].decode(errors="replace").strip()
+
+
+def map_http_error(
+    status: int, body: bytes, request: GenerationRequest, upstream_model: str, url: str
+) -> FreshetError:
+    """An upstream HTTP error as the gateway error the client should see (or fall back on)."""
+    message = error_message(body)
+    param = "messages" if request.operation == "chat" else "prompt"
+    if status == 400 and _CONTEXT.search(message):
+        return ContextLengthExceeded(message, param=param)
+    if status == 404:
+        return ModelNotFound(
+            f"the vLLM server does not serve {upstream_model!r}: {message}", param="model"
+        )
+    if status == 429:
+        return RateLimited(f"vLLM at {url} is overloaded: {message}")
+    if status in (400, 422):
+        return InvalidRequest(message)
+    # 401/403 (our api_key is wrong), 5xx and anything else: the upstream failed, not the
+    # client, so the gateway may fall back to another backend.
+    return BackendError(f"vLLM at {url} answered HTTP {status}: {message}")
+
+
+def request_body(request: GenerationRequest, upstream_model: str) -> dict[str, Any]:
+    """The OpenAI request vLLM gets: streamed, with exact usage at the end."""
+    body: dict[str, Any] = {
+        "model": upstream_model,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    if request.operation == "chat":
+        body["messages"] = [{"role": m.role, "content": m.content} for m in request.messages]
+    else:
+        body["prompt"] = request.prompt or ""
+    optional = {
+        "max_tokens": request.max_tokens,
+        "temperature": request.temperature,
+        "top_p": request.top_p,
+        "seed": request.seed,
+        "frequency_penalty": request.frequency_penalty,
+        "presence_penalty": request.presence_penalty,
+    }
+    body.update({k: v for k, v in optional.items() if v is not None})
+    if request.stop:
+        body["stop"] = list(request.stop)
+    return body

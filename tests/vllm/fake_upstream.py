@@ -1,0 +1,94 @@
+"""A fake vLLM server on 127.0.0.1, for the faults a real one cannot be made to produce."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+
+class FakeVllm:
+    """Speaks just enough of vLLM's API; ``mode`` says how the next requests behave.
+
+    ok: streams ``words`` then usage · slow: one word every 50 ms, for a long time ·
+    drop: two words then the connection is cut · status: answers HTTP ``status``.
+    """
+
+    def __init__(self) -> None:
+        self.mode = "ok"
+        self.status = 503
+        self.words = ["Hello", " there", "!"]
+        self.running = 0
+        self.waiting = 0
+        self.metrics_status = 200
+        self.requests: list[dict[str, Any]] = []
+        self.disconnected = asyncio.Event()
+        self.in_stream = asyncio.Event()
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", self._generate)
+        app.router.add_post("/v1/completions", self._generate)
+        app.router.add_get("/metrics", self._metrics)
+        self.server = TestServer(app, host="127.0.0.1")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.port}"
+
+    async def start(self) -> None:
+        await self.server.start_server()
+
+    async def close(self) -> None:
+        await self.server.close()
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        if self.metrics_status != 200:
+            return web.Response(status=self.metrics_status)
+        return web.Response(
+            text=(
+                f'vllm:num_requests_running{{engine="0",model_name="m"}} {self.running}.0\n'
+                f'vllm:num_requests_waiting{{engine="0",model_name="m"}} {self.waiting}.0\n'
+                'vllm:kv_cache_usage_perc{engine="0",model_name="m"} 0.125\n'
+            )
+        )
+
+    async def _generate(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        self.requests.append(body)
+        if self.mode == "status":
+            return web.json_response(
+                {"error": {"message": f"fake error {self.status}", "code": self.status}},
+                status=self.status,
+            )
+        resp = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await resp.prepare(request)
+        self.in_stream.set()
+        chat = request.path.endswith("chat/completions")
+        words = self.words if self.mode != "slow" else ["word"] * 10_000
+        try:
+            for i, word in enumerate(words):
+                if self.mode == "drop" and i == 2:
+                    assert request.transport is not None
+                    request.transport.close()
+                    return resp
+                choice = {"index": 0, "finish_reason": None}
+                choice.update({"delta": {"content": word}} if chat else {"text": word})
+                await self._send(resp, {"choices": [choice]})
+                if self.mode == "slow":
+                    await asyncio.sleep(0.05)
+            choice = {"index": 0, "finish_reason": "stop"}
+            choice.update({"delta": {}} if chat else {"text": ""})
+            await self._send(resp, {"choices": [choice]})
+            usage = {"prompt_tokens": 7, "completion_tokens": len(words), "total_tokens": 0}
+            await self._send(resp, {"choices": [], "usage": usage})
+            await resp.write(b"data: [DONE]\n\n")
+        except (ConnectionResetError, asyncio.CancelledError):
+            self.disconnected.set()
+            raise
+        return resp
+
+    @staticmethod
+    async def _send(resp: web.StreamResponse, payload: dict[str, Any]) -> None:
+        await resp.write(b"data: " + json.dumps(payload).encode() + b"\n\n")
