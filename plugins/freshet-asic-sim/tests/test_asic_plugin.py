@@ -1,0 +1,109 @@
+"""Discovery through the entry point, configuration errors, profile and status."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from asic_sim_helpers import chat
+from freshet_asic_sim import AsicSimBackend
+
+from gateway.backend import Backend
+from gateway.errors import BackendUnavailable, ConfigError
+from gateway.fleet import Fleet
+from gateway.plugins import Plugins
+
+
+def test_backend_type_is_found_through_the_entry_point() -> None:
+    plugins = Plugins()
+    types = plugins.backend_types()
+    assert types["asic-sim"] is AsicSimBackend
+    assert plugins.backend_type_owners()["asic-sim"] == "asic-sim"
+    info = {p.name: p for p in plugins.info()}
+    assert info["asic-sim"].distribution == "freshet-asic-sim"
+    assert info["asic-sim"].hooks == ["register_backend_types"]
+    assert not info["asic-sim"].builtin
+
+
+def test_not_found_when_the_plugin_is_blocked() -> None:
+    assert "asic-sim" not in Plugins(blocked=["asic-sim"]).backend_types()
+
+
+def test_defaults_profile_and_deployment(make_backend: Callable[..., AsicSimBackend]) -> None:
+    backend = make_backend()
+    assert isinstance(backend, Backend)
+    assert backend.kind == "asic"
+    p = backend.params
+    assert (p.decode_tokens_per_s, p.prefill_tokens_per_s) == (16_000, 100_000)
+    assert (p.cards, p.streams_per_card, p.max_context) == (1, 1, 2048)
+    assert (p.watts_active, p.watts_idle, p.host_watts) == (200, 80, 50)
+    assert (p.lora_slots, p.lora_swap_s, p.time_scale) == (4, 0.010, 1.0)
+    profile = backend.profile
+    assert profile.kind == "asic"
+    assert (profile.watts_active, profile.watts_idle) == (250, 130)  # card + host share
+    assert profile.capex_per_hour == pytest.approx(0.45)
+    assert (profile.max_concurrency, profile.max_context) == (1, 2048)
+    assert profile.decode_tokens_per_s == 16_000
+    [deployment] = backend.deployments
+    assert (deployment.model, deployment.adapter, deployment.backend_id) == (
+        "llama-3.1-8b",
+        None,
+        "asic",
+    )
+    assert str(deployment.knowledge_cutoff) == "2023-12-01"
+
+
+def test_profile_scales_with_cards(make_backend: Callable[..., AsicSimBackend]) -> None:
+    profile = make_backend(cards=10, streams_per_card=2).profile
+    assert profile.max_concurrency == 20
+    assert profile.watts_active == 2500  # the vendor's 10-card server
+    assert profile.capex_per_hour == pytest.approx(4.5)
+
+
+@pytest.mark.parametrize(
+    ("params", "key"),
+    [
+        ({"decode_tokens_per_s": 0}, "backends[0].decode_tokens_per_s"),
+        ({"cards": "many"}, "backends[0].cards"),
+        ({"time_scael": 0.1}, "backends[0]"),
+        ({"twin": "asic"}, "backends[0].twin"),
+    ],
+)
+def test_bad_params_name_their_key(
+    make_fleet: Callable[[dict[str, Any]], Fleet], params: dict[str, Any], key: str
+) -> None:
+    with pytest.raises(ConfigError) as error:
+        make_fleet({"backends": [{"id": "asic", "type": "asic-sim", **params}]})
+    assert error.value.key is not None
+    assert error.value.key.startswith(key)
+
+
+def test_bad_adapters_name_their_entry(make_fleet: Callable[[dict[str, Any]], Fleet]) -> None:
+    with pytest.raises(ConfigError) as error:
+        make_fleet(
+            {
+                "backends": [
+                    {"id": "asic", "type": "asic-sim", "adapters": [{"name": "a"}, {"name": "a"}]}
+                ]
+            }
+        )
+    assert error.value.key == "backends[0].adapters[1]"
+    with pytest.raises(ConfigError) as error:
+        make_fleet(
+            {"backends": [{"id": "asic", "type": "asic-sim", "adapters": [{"cutoff": "x"}]}]}
+        )
+    assert error.value.key == "backends[0].adapters[0]"
+
+
+@pytest.mark.asyncio
+async def test_an_unknown_twin_fails_at_start(
+    make_fleet: Callable[[dict[str, Any]], Fleet],
+) -> None:
+    fleet = make_fleet({"backends": [{"id": "asic", "type": "asic-sim", "twin": "gpu"}]})
+    backend = fleet.get("asic")
+    assert not (await backend.status()).healthy  # not started: twin unresolved
+    with pytest.raises(BackendUnavailable):
+        await anext(backend.stream(chat("hello", 1)))
+    with pytest.raises(ConfigError, match="gpu"):
+        await fleet.start()
