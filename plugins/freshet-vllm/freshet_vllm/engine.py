@@ -80,6 +80,11 @@ class VllmEngineBackend:
     def profile(self) -> HardwareProfile:
         return self._profile
 
+    @property
+    def engine(self) -> Any:
+        """vLLM's ``AsyncLLMEngine`` once started (None before and after)."""
+        return self._engine
+
     async def start(self) -> None:
         vllm = self._vllm = importlib.import_module("vllm")
         p = self.params
