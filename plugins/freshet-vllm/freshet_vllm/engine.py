@@ -33,7 +33,13 @@ from gateway.backend import (
     HardwareKind,
     HardwareProfile,
 )
-from gateway.errors import BackendError, BackendUnavailable, ContextLengthExceeded, ModelNotFound
+from gateway.errors import (
+    BackendError,
+    BackendUnavailable,
+    ContextLengthExceeded,
+    InvalidRequest,
+    ModelNotFound,
+)
 from gateway.settings import convert_params, convert_profile
 
 
@@ -120,11 +126,18 @@ class VllmEngineBackend:
     def _prompt_ids(self, request: GenerationRequest) -> list[int]:
         tok = self._tokenizer
         if request.operation == "chat":
-            text = tok.apply_chat_template(
-                [{"role": m.role, "content": m.content} for m in request.messages],
-                tokenize=False,
-                add_generation_prompt=True,
-            )
+            try:
+                text = tok.apply_chat_template(
+                    [{"role": m.role, "content": m.content} for m in request.messages],
+                    tokenize=False,
+                    add_generation_prompt=True,
+                )
+            except ValueError as exc:  # transformers: the model has no chat template
+                raise InvalidRequest(
+                    f"model {self.model!r} cannot format chat messages ({exc}); "
+                    "use /v1/completions",
+                    param="messages",
+                ) from exc
             return list(tok.encode(text, add_special_tokens=False))
         return list(tok.encode(request.prompt or ""))
 

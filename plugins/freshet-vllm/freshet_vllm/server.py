@@ -82,6 +82,14 @@ class VllmServerBackend:
         # down does not stop the gateway (its requests fall back until it comes up).
         timeout = self.params.connect_timeout_s
         await asyncio.gather(*(u.poll(timeout) for u in self.upstreams))
+        for upstream in self.upstreams:
+            if not upstream.healthy:
+                log.warning(
+                    "backend %s: vLLM at %s is not answering yet (%s); retrying in the background",
+                    self.id,
+                    upstream.url,
+                    upstream.last_error,
+                )
         interval = self.params.poll_interval_s
         self._pollers = [
             asyncio.create_task(
