@@ -114,6 +114,10 @@ class BackendConfig(Struct, kw_only=True, frozen=True):
     profile: Mapping[str, Any] = field(default_factory=dict)
     adapters: Sequence[Mapping[str, Any]] = ()
     params: Mapping[str, Any] = field(default_factory=dict)
+    # For the cost model: which energy meter and settings (``meter: auto|nvml|rapl|model``),
+    # and list prices per token for paid upstream APIs.
+    energy: Mapping[str, Any] = field(default_factory=dict)
+    list_price: Mapping[str, Any] = field(default_factory=dict)
     index: int = 0
     source: str | None = None
 

@@ -7,12 +7,13 @@ notices; what happened to each candidate is kept for the route explanation.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 
 import msgspec
 from msgspec import Struct
 
 from gateway.backend import Backend, Chunk, Deployment, GenerationRequest
+from gateway.cost import Metering
 from gateway.errors import BackendError, BackendUnavailable, FreshetError
 from gateway.fleet import Fleet
 
@@ -33,16 +34,27 @@ class Opened(Struct, kw_only=True):
     first: Chunk
     rest: AsyncIterator[Chunk]
     attempts: list[Attempt]
+    metering: Metering | None = None
 
 
 async def open_stream(
-    fleet: Fleet, candidates: Sequence[Deployment], request: GenerationRequest
+    fleet: Fleet,
+    candidates: Sequence[Deployment],
+    request: GenerationRequest,
+    begin: Callable[[Deployment], Metering] | None = None,
+    attempts: list[Attempt] | None = None,
 ) -> Opened:
-    attempts: list[Attempt] = []
+    """Try ``candidates`` in order; ``attempts`` (if given) is filled with each failure.
+
+    ``begin`` opens the metering of an attempt before the backend is called, so the
+    prefill's energy is part of it; a failed attempt's metering is closed unused.
+    """
+    attempts = [] if attempts is None else attempts
     failures: list[FreshetError] = []
     for dep in candidates:
         backend = fleet.get(dep.backend_id)
         routed = msgspec.structs.replace(request, model=dep.model, adapter=dep.adapter)
+        metering = begin(dep) if begin is not None else None
         stream = backend.stream(routed)
         try:
             first = await anext(stream)
@@ -55,11 +67,24 @@ async def open_stream(
             # a backend failure so the next candidate can still serve the request.
             log.exception("backend %s failed before its first chunk", dep.backend_id)
             error = BackendError(f"backend {dep.backend_id} failed: {type(exc).__name__}")
+        except BaseException:
+            # Cancelled while waiting (shutdown): release the backend and the metering.
+            await aclose(stream)
+            if metering is not None:
+                metering.end(None)
+            raise
         else:
             return Opened(
-                deployment=dep, backend=backend, first=first, rest=stream, attempts=attempts
+                deployment=dep,
+                backend=backend,
+                first=first,
+                rest=stream,
+                attempts=attempts,
+                metering=metering,
             )
         await aclose(stream)
+        if metering is not None:
+            metering.end(None)
         attempts.append(
             Attempt(backend_id=dep.backend_id, error=error.message, status=error.status)
         )
@@ -77,9 +102,13 @@ def _final_error(failures: list[FreshetError], attempts: list[Attempt]) -> Fresh
 
 
 async def chain(first: Chunk, rest: AsyncIterator[Chunk]) -> AsyncIterator[Chunk]:
-    yield first
-    async for chunk in rest:
-        yield chunk
+    """The opened stream again, from its first chunk. Closing it closes the backend's."""
+    try:
+        yield first
+        async for chunk in rest:
+            yield chunk
+    finally:
+        await aclose(rest)
 
 
 async def aclose(stream: AsyncIterator[Chunk]) -> None:

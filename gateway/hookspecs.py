@@ -41,6 +41,17 @@ def register_energy_meters(register: Callable[[str, Any], None]) -> None:
 
 
 @hookspec
+def register_cost_models(register: Callable[[str, Any], None]) -> None:
+    """Register cost models by name; the config's ``cost: {model: NAME}`` picks one.
+
+    Called once at start. ``register(name, factory)`` where
+    ``factory(prices, meters)`` gets the config's ``prices:`` mapping and the registered
+    energy meters and returns a :class:`gateway.cost.CostModel`. Without any, the gateway
+    charges list prices only and records no joules.
+    """
+
+
+@hookspec
 def register_routers(register: Callable[[str, Any], None]) -> None:
     """Register routing policies by name, selectable per group in the config.
 

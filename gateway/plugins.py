@@ -83,6 +83,11 @@ class Plugins:
             name: factory for name, (_, factory) in self._collect("register_energy_meters").items()
         }
 
+    def cost_models(self) -> dict[str, Any]:
+        return {
+            name: factory for name, (_, factory) in self._collect("register_cost_models").items()
+        }
+
     def routers(self) -> dict[str, Any]:
         return {name: factory for name, (_, factory) in self._collect("register_routers").items()}
 

@@ -6,8 +6,11 @@ import asyncio
 import logging
 import time
 
+from gateway.accounting import Accounting, build_cost_model
 from gateway.fleet import Fleet
+from gateway.ledger import Ledger, SQLiteLedger
 from gateway.plugins import Plugins
+from gateway.service import Service
 from gateway.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -18,6 +21,15 @@ class Runtime:
         self.settings = settings
         self.plugins = plugins or Plugins(blocked=settings.blocked_plugins)
         self.fleet = Fleet(settings, self.plugins)
+        self.ledger: Ledger = SQLiteLedger(settings.data_dir)
+        self.accounting = Accounting(
+            build_cost_model(settings, self.plugins),
+            self.fleet.backends,
+            settings,
+            self.ledger,
+            self.plugins,
+        )
+        self.service = Service(self)
         self.ready = asyncio.Event()
         self.start_error: BaseException | None = None
         self.started_at = time.time()
@@ -25,6 +37,7 @@ class Runtime:
     async def start(self) -> None:
         """Load every backend; ``/ready`` turns true when this returns."""
         try:
+            await self.ledger.start()
             await self.fleet.start()
         except Exception as exc:
             self.start_error = exc
@@ -35,3 +48,4 @@ class Runtime:
 
     async def aclose(self) -> None:
         await self.fleet.aclose()
+        await self.ledger.aclose()  # after the backends: flushes every record

@@ -19,6 +19,7 @@ import yaml
 from msgspec import Struct, field
 
 from gateway.backend import BackendConfig, HardwareProfile
+from gateway.cost import ListPrice
 from gateway.errors import ConfigError
 
 T = TypeVar("T")
@@ -37,8 +38,17 @@ EMBEDDED_DEFAULT: Mapping[str, Any] = {
 }
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-_BACKEND_KEYS = {"id", "type", "model", "knowledge_cutoff", "profile", "adapters"}
-_TOP_KEYS = {"backends", "groups", "server", "plugins"}
+_BACKEND_KEYS = {
+    "id",
+    "type",
+    "model",
+    "knowledge_cutoff",
+    "profile",
+    "adapters",
+    "energy",
+    "list_price",
+}
+_TOP_KEYS = {"backends", "groups", "server", "plugins", "prices", "cost"}
 
 
 class ServerSettings(Struct, kw_only=True, forbid_unknown_fields=True):
@@ -52,6 +62,11 @@ class PluginSettings(Struct, kw_only=True, forbid_unknown_fields=True):
     block: list[str] = field(default_factory=list)
 
 
+class CostSettings(Struct, kw_only=True, forbid_unknown_fields=True):
+    # The cost model plugin to use; "energy" comes with freshet-energy.
+    model: str = "energy"
+
+
 class Settings(Struct, kw_only=True):
     host: str
     port: int
@@ -62,6 +77,8 @@ class Settings(Struct, kw_only=True):
     backends: tuple[BackendConfig, ...]
     groups: dict[str, tuple[str, ...]]
     blocked_plugins: tuple[str, ...]
+    prices: dict[str, Any] = field(default_factory=dict)
+    cost: CostSettings = field(default_factory=CostSettings)
 
 
 def default_data_dir(env: Mapping[str, str]) -> Path:
@@ -90,6 +107,10 @@ def load_settings(
         )
     server = _convert(raw.get("server") or {}, ServerSettings, source, "server")
     plugins = _convert(raw.get("plugins") or {}, PluginSettings, source, "plugins")
+    cost = _convert(raw.get("cost") or {}, CostSettings, source, "cost")
+    prices = raw.get("prices") or {}
+    if not isinstance(prices, dict):
+        raise ConfigError("must be a mapping", file=source, key="prices")
     backends = _parse_backends(raw.get("backends"), source)
     groups = _parse_groups(raw.get("groups") or {}, backends, source)
     blocked = [*plugins.block, *_split(env.get("FRESHET_BLOCK_PLUGINS", ""))]
@@ -104,6 +125,8 @@ def load_settings(
         backends=tuple(backends),
         groups=groups,
         blocked_plugins=tuple(dict.fromkeys(blocked)),
+        prices=prices,
+        cost=cost,
     )
 
 
@@ -116,6 +139,17 @@ def convert_profile(config: BackendConfig, defaults: HardwareProfile) -> Hardwar
     """The backend's hardware profile: the plugin's defaults overlaid with the config's."""
     merged = {**msgspec.structs.asdict(defaults), **dict(config.profile)}
     return _convert(merged, HardwareProfile, config.source, f"backends[{config.index}].profile")
+
+
+def convert_list_price(config: BackendConfig) -> ListPrice:
+    return _convert(
+        dict(config.list_price), ListPrice, config.source, f"backends[{config.index}].list_price"
+    )
+
+
+def convert_section(value: Any, type_: type[T], source: str | None, key: str) -> T:
+    """Validate a config section for a plugin; errors name ``key`` and the file."""
+    return _convert(value, type_, source, key)
 
 
 def _read_file(path: str) -> dict[str, Any]:
@@ -169,10 +203,15 @@ def _parse_backends(value: Any, source: str) -> list[BackendConfig]:
         cutoff = entry.get("knowledge_cutoff")
         profile = entry.get("profile") or {}
         adapters = entry.get("adapters") or []
+        energy = entry.get("energy") or {}
+        list_price = entry.get("list_price") or {}
         if not isinstance(profile, dict):
             raise ConfigError("must be a mapping", file=source, key=f"{key}.profile")
         if not isinstance(adapters, list):
             raise ConfigError("must be a list", file=source, key=f"{key}.adapters")
+        for name, section in (("energy", energy), ("list_price", list_price)):
+            if not isinstance(section, dict):
+                raise ConfigError("must be a mapping", file=source, key=f"{key}.{name}")
         out.append(
             BackendConfig(
                 id=backend_id,
@@ -181,6 +220,8 @@ def _parse_backends(value: Any, source: str) -> list[BackendConfig]:
                 knowledge_cutoff=parse_date(cutoff, source, f"{key}.knowledge_cutoff"),
                 profile=profile,
                 adapters=adapters,
+                energy=energy,
+                list_price=list_price,
                 params={k: v for k, v in entry.items() if k not in _BACKEND_KEYS},
                 index=i,
                 source=source,

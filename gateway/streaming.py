@@ -15,6 +15,7 @@ from msgspec import Struct
 
 from gateway import protocol as p
 from gateway.backend import BackendUsage, Chunk
+from gateway.cost import Costing, Metering
 from gateway.dispatch import aclose
 from gateway.errors import BackendError, FreshetError
 
@@ -25,13 +26,18 @@ DONE = b"data: [DONE]\n\n"
 
 
 class Outcome(Struct, kw_only=True):
-    """How a generation ended, filled in as the stream runs (for usage and logging)."""
+    """How a generation ended, filled in as the stream runs (for usage and the ledger)."""
 
     text_parts: list[str] = msgspec.field(default_factory=list)
     finish_reason: str | None = None
     usage: BackendUsage | None = None
     error: FreshetError | None = None
     client_disconnected: bool = False
+    metering: Metering | None = None
+    chunks: int = 0
+    ttft_s: float | None = None
+    prompt_tokens_estimate: int = 0
+    finalized: bool = False
 
     @property
     def text(self) -> str:
@@ -50,14 +56,17 @@ def error_body(error: FreshetError) -> p.ErrorResponse:
     )
 
 
-def to_usage(usage: BackendUsage | None) -> p.Usage:
-    if usage is None:
-        return p.Usage(prompt_tokens=0, completion_tokens=0, total_tokens=0)
+def to_usage(usage: BackendUsage | None, costing: Costing | None = None) -> p.Usage:
+    prompt = usage.prompt_tokens if usage else 0
+    completion = usage.completion_tokens if usage else 0
     return p.Usage(
-        prompt_tokens=usage.prompt_tokens,
-        completion_tokens=usage.completion_tokens,
-        total_tokens=usage.prompt_tokens + usage.completion_tokens,
-        energy_joules=usage.energy_joules,
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        total_tokens=prompt + completion,
+        cost=round(costing.usd_total, 12) if costing else None,
+        energy_joules=(
+            round(costing.joules, 9) if costing is not None and costing.joules is not None else None
+        ),
     )
 
 
@@ -72,6 +81,9 @@ async def collect(chunks: AsyncIterator[Chunk], outcome: Outcome) -> Outcome:
 def _absorb(chunk: Chunk, outcome: Outcome) -> None:
     if chunk.text:
         outcome.text_parts.append(chunk.text)
+        outcome.chunks += 1
+        if outcome.metering is not None:
+            outcome.metering.tokens += 1
     if chunk.finish_reason is not None:
         outcome.finish_reason = chunk.finish_reason
     if chunk.usage is not None:
@@ -85,13 +97,15 @@ async def sse(
     make_delta: Callable[[str | None, str | None, bool], Struct],
     make_usage: Callable[[p.Usage], Struct],
     include_usage: bool,
-    on_end: Callable[[Outcome], None] | None = None,
+    finalize: Callable[[Outcome], p.Usage],
 ) -> AsyncIterator[bytes]:
     """Encode a backend stream as server-sent events.
 
     ``make_delta(text, finish_reason, first)`` builds one wire chunk; ``make_usage`` the
-    trailing usage chunk. When the client disconnects, the server cancels this generator;
-    ``finally`` then closes the backend stream, which stops the generation.
+    trailing usage chunk from what ``finalize`` returns. ``finalize`` (metering and the
+    usage record) runs exactly once: when the backend is done, or when the client leaves.
+    When the client disconnects, the server cancels this generator; ``finally`` then closes
+    the backend stream, which stops the generation.
     """
     first = True
     try:
@@ -112,15 +126,18 @@ async def sse(
             await aclose(chunks)
         if outcome.error is None and outcome.finish_reason is None:
             outcome.error = BackendError("backend stream ended without a finish reason")
+        outcome.finalized = True
+        wire_usage = finalize(outcome)
         if outcome.error is not None:
             yield event(error_body(outcome.error))
         elif include_usage:
-            yield event(make_usage(to_usage(outcome.usage)))
+            yield event(make_usage(wire_usage))
         yield DONE
     except BaseException:
         # GeneratorExit or cancellation: the client went away mid-stream.
         outcome.client_disconnected = True
         raise
     finally:
-        if on_end is not None:
-            on_end(outcome)
+        if not outcome.finalized:
+            outcome.finalized = True
+            finalize(outcome)

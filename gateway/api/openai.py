@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -13,12 +12,13 @@ from litestar.response import Stream
 from msgspec import Struct
 
 from gateway import protocol as p
+from gateway.accounting import RequestContext
 from gateway.backend import GenerationRequest
-from gateway.dispatch import Opened, chain, open_stream
-from gateway.errors import BackendError, BackendUnavailable, FreshetError
+from gateway.dispatch import Opened, chain
 from gateway.requests import from_chat, from_completion
 from gateway.runtime import Runtime
-from gateway.streaming import Outcome, collect, sse, to_usage
+from gateway.service import Service, cost_headers
+from gateway.streaming import sse
 
 _ERRORS: dict[int, ResponseSpec] = {
     status: ResponseSpec(data_container=p.ErrorResponse, description=desc)
@@ -35,9 +35,9 @@ _SSE = "text/event-stream"
 _STREAM_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
-def _runtime(request: Request[Any, Any, Any]) -> Runtime:
+def _service(request: Request[Any, Any, Any]) -> Service:
     runtime: Runtime = request.app.state.runtime
-    return runtime
+    return runtime.service
 
 
 def _request_id(request: Request[Any, Any, Any]) -> str:
@@ -56,47 +56,23 @@ def _headers(opened: Opened) -> dict[str, str]:
     return headers
 
 
-def _energy_headers(headers: dict[str, str], outcome: Outcome) -> None:
-    if outcome.usage and outcome.usage.energy_joules is not None:
-        headers["x-freshet-energy-joules"] = f"{outcome.usage.energy_joules:.6g}"
-
-
-async def _open(runtime: Runtime, gen: GenerationRequest, model: str, skip: int = 0) -> Opened:
-    if not runtime.ready.is_set():
-        raise BackendUnavailable("backends are still loading; retry shortly")
-    candidates = runtime.fleet.catalog.resolve(model).deployments[skip:]
-    return await open_stream(runtime.fleet, candidates, gen)
-
-
-async def _complete(runtime: Runtime, gen: GenerationRequest, model: str) -> tuple[Opened, Outcome]:
-    """Non-streaming: nothing reaches the client until the end, so a failure anywhere
-    before then may still fall back to the remaining candidates."""
-    skip = 0
-    while True:
-        opened = await _open(runtime, gen, model, skip)
-        try:
-            return opened, await collect(chain(opened.first, opened.rest), Outcome())
-        except FreshetError:
-            remaining = runtime.fleet.catalog.resolve(model).deployments
-            skip = remaining.index(opened.deployment) + 1
-            if skip >= len(remaining):
-                raise
-        except Exception as exc:
-            raise BackendError(f"backend {opened.deployment.backend_id} failed: {exc!r}") from exc
-
-
-def _stream_response(
-    opened: Opened,
+async def _stream_response(
+    service: Service,
+    ctx: RequestContext,
+    gen: GenerationRequest,
     include_usage: bool,
-    make_delta: Callable[[str | None, str | None, bool], Struct],
-    make_usage: Callable[[p.Usage], Struct],
+    make_delta: Callable[[str, str | None, str | None, bool], Struct],
+    make_usage: Callable[[str, p.Usage], Struct],
 ) -> Stream:
+    opened, outcome = await service.open(ctx, gen)
+    name = opened.deployment.name
     body = sse(
         chain(opened.first, opened.rest),
-        Outcome(),
-        make_delta=make_delta,
-        make_usage=make_usage,
+        outcome,
+        make_delta=lambda text, finish, first: make_delta(name, text, finish, first),
+        make_usage=lambda usage: make_usage(name, usage),
         include_usage=include_usage,
+        finalize=lambda done: service.finalize(ctx, opened, done),
     )
     return Stream(body, media_type=_SSE, headers={**_headers(opened), **_STREAM_HEADERS})
 
@@ -114,20 +90,19 @@ class OpenAIController(Controller):
     async def chat_completions(
         self, request: Request[Any, Any, Any], data: JSONBody[p.ChatCompletionRequest]
     ) -> Response[p.ChatCompletion] | Stream:
-        runtime = _runtime(request)
+        service = _service(request)
         request_id = _request_id(request)
         gen = from_chat(data, request_id)
-        created = int(time.time())
+        ctx = service.context(request_id, data.model, "chat", bool(data.stream))
+        created = int(ctx.arrived)
         completion_id = f"chatcmpl-{request_id[4:]}"
         if data.stream:
-            opened = await _open(runtime, gen, data.model)
-            name = opened.deployment.name
 
-            def delta(text: str | None, finish: str | None, first: bool) -> Struct:
+            def delta(model: str, text: str | None, finish: str | None, first: bool) -> Struct:
                 return p.ChatCompletionChunk(
                     id=completion_id,
                     created=created,
-                    model=name,
+                    model=model,
                     choices=[
                         p.ChunkChoice(
                             delta=p.ChoiceDelta(
@@ -139,15 +114,15 @@ class OpenAIController(Controller):
                     ],
                 )
 
-            def usage(u: p.Usage) -> Struct:
+            def usage(model: str, u: p.Usage) -> Struct:
                 return p.ChatCompletionChunk(
-                    id=completion_id, created=created, model=name, choices=[], usage=u
+                    id=completion_id, created=created, model=model, choices=[], usage=u
                 )
 
             include = bool(data.stream_options and data.stream_options.include_usage)
-            return _stream_response(opened, include, delta, usage)
+            return await _stream_response(service, ctx, gen, include, delta, usage)
 
-        opened, outcome = await _complete(runtime, gen, data.model)
+        opened, outcome, wire_usage = await service.complete(ctx, gen)
         body = p.ChatCompletion(
             id=completion_id,
             created=created,
@@ -159,10 +134,10 @@ class OpenAIController(Controller):
                     message=p.AssistantMessage(content=outcome.text),
                 )
             ],
-            usage=to_usage(outcome.usage),
+            usage=wire_usage,
         )
         headers = _headers(opened)
-        _energy_headers(headers, outcome)
+        cost_headers(headers, wire_usage)
         return Response(body, headers=headers)
 
     @post(
@@ -174,32 +149,31 @@ class OpenAIController(Controller):
     async def completions(
         self, request: Request[Any, Any, Any], data: JSONBody[p.CompletionRequest]
     ) -> Response[p.Completion] | Stream:
-        runtime = _runtime(request)
+        service = _service(request)
         request_id = _request_id(request)
         gen = from_completion(data, request_id)
-        created = int(time.time())
+        ctx = service.context(request_id, data.model, "text_completion", bool(data.stream))
+        created = int(ctx.arrived)
         completion_id = f"cmpl-{request_id[4:]}"
         if data.stream:
-            opened = await _open(runtime, gen, data.model)
-            name = opened.deployment.name
 
-            def delta(text: str | None, finish: str | None, first: bool) -> Struct:
+            def delta(model: str, text: str | None, finish: str | None, first: bool) -> Struct:
                 return p.Completion(
                     id=completion_id,
                     created=created,
-                    model=name,
+                    model=model,
                     choices=[p.CompletionChoice(index=0, text=text or "", finish_reason=finish)],
                 )
 
-            def usage(u: p.Usage) -> Struct:
+            def usage(model: str, u: p.Usage) -> Struct:
                 return p.Completion(
-                    id=completion_id, created=created, model=name, choices=[], usage=u
+                    id=completion_id, created=created, model=model, choices=[], usage=u
                 )
 
             include = bool(data.stream_options and data.stream_options.include_usage)
-            return _stream_response(opened, include, delta, usage)
+            return await _stream_response(service, ctx, gen, include, delta, usage)
 
-        opened, outcome = await _complete(runtime, gen, data.model)
+        opened, outcome, wire_usage = await service.complete(ctx, gen)
         body = p.Completion(
             id=completion_id,
             created=created,
@@ -207,15 +181,15 @@ class OpenAIController(Controller):
             choices=[
                 p.CompletionChoice(index=0, text=outcome.text, finish_reason=outcome.finish_reason)
             ],
-            usage=to_usage(outcome.usage),
+            usage=wire_usage,
         )
         headers = _headers(opened)
-        _energy_headers(headers, outcome)
+        cost_headers(headers, wire_usage)
         return Response(body, headers=headers)
 
     @get("/models", summary="List models and groups, with knowledge cutoffs")
     async def models(self, request: Request[Any, Any, Any]) -> p.ModelList:
-        runtime = _runtime(request)
+        runtime: Runtime = request.app.state.runtime
         created = int(runtime.started_at)
         return p.ModelList(
             data=[

@@ -14,6 +14,7 @@ from gateway.app import create_app
 from gateway.deterministic import DeterministicBackend
 from gateway.runtime import Runtime
 from gateway.settings import load_settings
+from tests.support.inprocess import wait_ready
 
 
 def _settings(tmp_path: Any, backends: list[dict[str, Any]], groups: dict[str, list[str]]) -> Any:
@@ -46,7 +47,7 @@ async def fleet_client(tmp_path: Any) -> AsyncIterator[tuple[AsyncTestClient[Any
     )
     runtime = Runtime(settings)
     async with AsyncTestClient(app=create_app(settings, runtime)) as client:
-        await runtime.ready.wait()
+        await wait_ready(client)
         yield client, runtime
 
 
@@ -122,7 +123,39 @@ async def test_backends_report_and_usage(fleet_client: Any) -> None:
     before = good.served
     resp = await client.post("/v1/completions", json={"model": "m-good", "prompt": "a b c"})
     body = resp.json()
-    assert body["usage"] == {"completion_tokens": 16, "prompt_tokens": 3, "total_tokens": 19}
+    usage = body["usage"]
+    assert (usage["completion_tokens"], usage["prompt_tokens"], usage["total_tokens"]) == (
+        16,
+        3,
+        19,
+    )
     assert good.served == before + 1
     listing = (await client.get("/freshet/backends")).json()
     assert [b["id"] for b in listing] == ["broken", "flaky", "small", "good"]
+
+
+@pytest.mark.asyncio
+async def test_closing_the_chained_stream_closes_the_backend_stream() -> None:
+    """A client that leaves closes `chain`; the backend's own iterator must close too,
+    not whenever the garbage collector gets to it (a twin would keep generating)."""
+    from gateway.backend import Chunk
+    from gateway.dispatch import chain
+
+    closed = []
+
+    async def backend() -> AsyncIterator[Chunk]:
+        try:
+            for i in range(100):
+                yield Chunk(text=str(i))
+        finally:
+            closed.append(True)
+
+    rest = backend()
+    first = await anext(rest)
+    keep_alive = rest  # a reference elsewhere (as a twin's ASIC holds it) defeats refcounting
+    stream = chain(first, rest)
+    await anext(stream)
+    await anext(stream)
+    await stream.aclose()  # type: ignore[attr-defined]
+    assert closed == [True]
+    assert keep_alive is rest

@@ -18,6 +18,7 @@ from gateway.errors import ConfigError
 from gateway.plugins import Plugins
 from gateway.runtime import Runtime
 from gateway.settings import load_settings
+from tests.support.inprocess import wait_ready
 
 DOCS = Path(__file__).parents[2] / "docs" / "plugins.md"
 
@@ -65,7 +66,7 @@ async def test_documented_example_plugin_serves_requests(tmp_path: Path) -> None
     plugins.register(_docs_example_module(), "shout")
     runtime = Runtime(settings, plugins)
     async with AsyncTestClient(app=create_app(settings, runtime)) as client:
-        await runtime.ready.wait()
+        await wait_ready(client)
         resp = await client.post(
             "/v1/chat/completions",
             json={"model": "auto", "messages": [{"role": "user", "content": "hello river"}]},

@@ -1,0 +1,139 @@
+"""Quote and meter interfaces: what a request is expected to cost, and what it did cost.
+
+A *cost model* (registered by a plugin through ``register_cost_models``; the default is
+``energy`` from ``freshet-energy``) hands out one :class:`BackendCost` per backend. The
+gateway asks it for a :class:`Quote` before sending (routing) and opens a
+:class:`Metering` for each request that reaches the backend; the metering's ``end``
+returns the request's real :class:`Costing`.
+
+Without any cost plugin the :class:`ListPriceOnly` model applies: no joules, and dollars
+only from configured list prices per token.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from msgspec import Struct
+
+from gateway.backend import Backend, BackendConfig, BackendStatus, BackendUsage, EnergySource
+
+
+class RequestShape(Struct, kw_only=True, frozen=True):
+    """What the router knows of a request before sending it."""
+
+    prompt_tokens: int
+    output_tokens: int
+
+
+class Quote(Struct, kw_only=True, frozen=True):
+    """Expected cost of a request on one deployment, now."""
+
+    joules: float
+    usd_energy: float
+    usd_capex: float
+    usd_list: float
+    queue_s: float = 0.0
+    ttft_s: float = 0.0
+    duration_s: float = 0.0
+
+    @property
+    def usd_total(self) -> float:
+        return self.usd_energy + self.usd_capex + self.usd_list
+
+
+class Costing(Struct, kw_only=True):
+    """What one request really cost. Input/output splits follow prefill/decode work."""
+
+    joules: float | None
+    energy_source: EnergySource | None
+    joules_input: float = 0.0
+    joules_output: float = 0.0
+    busy_s: float = 0.0
+    usd_energy: float = 0.0
+    usd_capex: float = 0.0
+    usd_list: float = 0.0
+    usd_input: float = 0.0
+    usd_output: float = 0.0
+
+    @property
+    def usd_total(self) -> float:
+        return self.usd_energy + self.usd_capex + self.usd_list
+
+
+class Metering(Protocol):
+    """One request's share of a backend's energy and busy time, from begin to end.
+
+    ``tokens`` is advanced by the gateway as chunks pass (one per chunk), so concurrent
+    requests on one board can be apportioned by the work each has done.
+    """
+
+    tokens: int
+
+    def end(self, usage: BackendUsage | None, at: float | None = None) -> Costing: ...
+
+
+class BackendCost(Protocol):
+    def quote(self, shape: RequestShape, status: BackendStatus) -> Quote: ...
+
+    def begin(self, request_id: str, prompt_tokens: int, at: float | None = None) -> Metering: ...
+
+
+class CostModel(Protocol):
+    def for_backend(self, backend: Backend, config: BackendConfig) -> BackendCost: ...
+
+
+class ListPrice(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """Per-token prices of a paid upstream API, in USD per million tokens."""
+
+    input_per_mtok: float = 0.0
+    output_per_mtok: float = 0.0
+
+    def usd(self, prompt_tokens: int, completion_tokens: int) -> tuple[float, float]:
+        return (
+            prompt_tokens * self.input_per_mtok / 1e6,
+            completion_tokens * self.output_per_mtok / 1e6,
+        )
+
+
+class _ListPriceMetering:
+    def __init__(self, price: ListPrice) -> None:
+        self.tokens = 0
+        self._price = price
+
+    def end(self, usage: BackendUsage | None, at: float | None = None) -> Costing:
+        if usage is None:
+            return Costing(joules=None, energy_source=None)
+        usd_in, usd_out = self._price.usd(usage.prompt_tokens, usage.completion_tokens)
+        return Costing(
+            joules=usage.energy_joules,
+            energy_source=usage.energy_source,
+            usd_list=usd_in + usd_out,
+            usd_input=usd_in,
+            usd_output=usd_out,
+        )
+
+
+class _ListPriceCost:
+    def __init__(self, price: ListPrice) -> None:
+        self._price = price
+
+    def quote(self, shape: RequestShape, status: BackendStatus) -> Quote:
+        usd_in, usd_out = self._price.usd(shape.prompt_tokens, shape.output_tokens)
+        return Quote(joules=0.0, usd_energy=0.0, usd_capex=0.0, usd_list=usd_in + usd_out)
+
+    def begin(self, request_id: str, prompt_tokens: int, at: float | None = None) -> Metering:
+        return _ListPriceMetering(self._price)
+
+
+class ListPriceOnly:
+    """The fallback cost model when no cost plugin is installed."""
+
+    def __init__(self, prices: Mapping[str, Any]) -> None:
+        self._prices = prices
+
+    def for_backend(self, backend: Backend, config: BackendConfig) -> BackendCost:
+        from gateway.settings import convert_list_price  # settings imports this module
+
+        return _ListPriceCost(convert_list_price(config))
