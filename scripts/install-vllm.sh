@@ -4,8 +4,8 @@
 # The freshet-vllm tests start a real vLLM server from here.
 #
 # Both land under ~/.cache/freshet so they survive between CI runs on the same machine and
-# are reused when complete (stamp files carry the versions). A cold install downloads about
-# 1 GB and fills about 3.5 GB; see plugins/freshet-vllm/README.md for measured times.
+# are reused when complete (stamp files carry the versions). The venv fills about 3.5 GB;
+# see plugins/freshet-vllm/README.md for measured times.
 #
 #   FRESHET_VLLM_VENV    the virtualenv     (default ~/.cache/freshet/vllm-venv)
 #   FRESHET_VLLM_MODEL   the converted model (default ~/.cache/freshet/smollm2-safetensors)
@@ -51,7 +51,7 @@ if [ "$(cat "$MODEL_STAMP" 2>/dev/null)" != "$WANT_MODEL" ]; then
   echo "install-vllm: converting SmolLM2-135M-Instruct GGUF to safetensors in $MODEL_DIR" >&2
   converted=$SECONDS
   tmp="$MODEL_DIR.tmp.$$"
-  rm -rf "$tmp"
+  trap 'rm -rf "$tmp"' EXIT
   HF_HUB_OFFLINE=1 "$PY" - "$tmp" <<'EOF'
 import importlib.metadata as md
 import sys

@@ -33,9 +33,11 @@ class Upstream:
 
     def open(self) -> None:
         # One keep-alive pool per upstream; per-request timeouts are set on each call.
+        # Idle connections are dropped before vLLM's own keep-alive (5 s) closes them, so
+        # a POST never races the server closing the connection it was about to reuse.
         self.session = aiohttp.ClientSession(
             headers=self._headers,
-            connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=60),
+            connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=4.0),
             timeout=aiohttp.ClientTimeout(total=None, connect=self._connect_timeout_s),
             raise_for_status=False,
         )
