@@ -30,6 +30,10 @@ class HardwareProfile(Struct, kw_only=True, frozen=True):
     decode_tokens_per_s: float = 0.0
     max_concurrency: int = 1
     max_context: int | None = None
+    # Board watts by number of concurrent requests, e.g. ((0, 100), (1, 300), (128, 600)):
+    # piecewise-linear between points. Empty: linear from watts_idle at 0 requests to
+    # watts_active at max_concurrency.
+    power_curve: tuple[tuple[float, float], ...] = ()
 
 
 class Deployment(Struct, kw_only=True, frozen=True):

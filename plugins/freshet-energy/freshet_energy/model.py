@@ -1,0 +1,206 @@
+"""The ``energy`` cost model: quotes before sending, joules and dollars after."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
+
+from msgspec import Struct, field
+
+from freshet_energy.board import BoardAccount, Share
+from freshet_energy.counters import Counter, ModelledCounter
+from freshet_energy.power import PowerCurve
+from freshet_energy.prices import Prices, dollars
+from gateway.backend import Backend, BackendConfig, BackendStatus, BackendUsage, EnergySource
+from gateway.cost import Costing, ListPrice, Quote, RequestShape
+from gateway.errors import ConfigError
+from gateway.settings import convert_list_price, convert_section
+
+log = logging.getLogger(__name__)
+
+MeterName = Literal["auto", "nvml", "rapl", "model", "simulated"]
+MeterFactory = Callable[["EnergySettings", Backend, Callable[[float], float]], Counter]
+
+
+class EnergySettings(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """A backend's ``energy:`` section."""
+
+    meter: str = "auto"
+    gpu_indices: tuple[int, ...] = ()
+    rapl_root: str = "/sys/class/powercap"
+    options: dict[str, Any] = field(default_factory=dict)  # for third-party meters
+
+
+class EnergyMetering(Share):
+    __slots__ = ("_cost",)
+
+    def __init__(self, cost: BackendEnergyCost, prompt_tokens: int) -> None:
+        super().__init__(float(prompt_tokens))
+        self._cost = cost
+
+    def end(self, usage: BackendUsage | None, at: float | None = None) -> Costing:
+        return self._cost.settle(self, usage, time.time() if at is None else at)
+
+
+class BackendEnergyCost:
+    def __init__(
+        self,
+        backend: Backend,
+        config: BackendConfig,
+        prices: Prices,
+        counter: Counter,
+        simulated: bool,
+    ) -> None:
+        self._profile = backend.profile
+        self._curve = PowerCurve(backend.profile)
+        self._prices = prices
+        self._list = convert_list_price(config)
+        self._simulated = simulated
+        self.board = BoardAccount(counter, backend.profile, time.monotonic, prices.idle)
+
+    @property
+    def source(self) -> EnergySource:
+        return "simulated" if self._simulated else self.board.counter.source
+
+    def quote(self, shape: RequestShape, status: BackendStatus) -> Quote:
+        p = self._profile
+        slots = max(1, p.max_concurrency)
+        batch = min(status.running + 1, slots)
+        prefill_s = shape.prompt_tokens / p.prefill_tokens_per_s if p.prefill_tokens_per_s else 0.0
+        decode_s = shape.output_tokens / p.decode_tokens_per_s if p.decode_tokens_per_s else 0.0
+        service_s = prefill_s + decode_s
+        queued = max(0, status.running + status.waiting + 1 - slots)
+        queue_s = queued * service_s / slots
+        joules = self._curve.watts(batch) / batch * service_s
+        d = dollars(
+            self._prices,
+            joules=joules,
+            busy_s=service_s / batch,
+            pue=p.pue,
+            capex_per_hour=p.capex_per_hour,
+            list_price=self._list,
+            prompt_tokens=shape.prompt_tokens,
+            completion_tokens=shape.output_tokens,
+            at=time.time(),
+        )
+        return Quote(
+            joules=joules,
+            usd_energy=d.energy,
+            usd_capex=d.capex,
+            usd_list=d.list_in + d.list_out,
+            queue_s=queue_s,
+            ttft_s=queue_s + prefill_s,
+            duration_s=queue_s + service_s,
+        )
+
+    def begin(self, request_id: str, prompt_tokens: int, at: float | None = None) -> EnergyMetering:
+        metering = EnergyMetering(self, prompt_tokens)
+        self.board.begin_share(metering)
+        return metering
+
+    def settle(self, share: EnergyMetering, usage: BackendUsage | None, at: float) -> Costing:
+        self.board.end(share)
+        j_in, j_out, busy, source = share.joules_in, share.joules_out, share.busy_s, self.source
+        if usage is not None and usage.energy_joules is not None and self._simulated:
+            j_in, j_out, busy = _simulated_split(usage, self._prices.idle)
+            source = usage.energy_source or "simulated"
+        elif self._simulated:
+            source = "model"  # no simulated figure (client gone): the profile's model
+        joules = j_in + j_out
+        prompt = usage.prompt_tokens if usage else 0
+        completion = usage.completion_tokens if usage else share.tokens
+        d = dollars(
+            self._prices,
+            joules=joules,
+            busy_s=busy,
+            pue=self._profile.pue,
+            capex_per_hour=self._profile.capex_per_hour,
+            list_price=self._list,
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            at=at,
+        )
+        f_in = j_in / joules if joules > 0 else (1.0 if completion == 0 else 0.0)
+        return Costing(
+            joules=joules,
+            energy_source=source,
+            joules_input=j_in,
+            joules_output=j_out,
+            busy_s=busy,
+            usd_energy=d.energy,
+            usd_capex=d.capex,
+            usd_list=d.list_in + d.list_out,
+            usd_input=(d.energy + d.capex) * f_in + d.list_in,
+            usd_output=(d.energy + d.capex) * (1.0 - f_in) + d.list_out,
+        )
+
+
+def _simulated_split(usage: BackendUsage, idle: str) -> tuple[float, float, float]:
+    """Input/output joules and busy seconds from a simulated backend's own figures."""
+    t = usage.timings
+    total = float(usage.energy_joules or 0.0)
+    if "energy_card_active_j" in t:
+        active = t["energy_card_active_j"] + t.get("energy_host_active_j", 0.0)
+        if idle != "attribute":
+            total = active  # the simulator's idle share stays idle overhead
+        decode = t.get("energy_card_decode_j", 0.0) + t.get("energy_host_decode_j", 0.0)
+        j_out = min(decode, total)
+        return total - j_out, j_out, float(t.get("busy_s", usage.duration_s or 0.0))
+    return 0.0, total, float(usage.duration_s or 0.0)
+
+
+class EnergyCostModel:
+    def __init__(self, prices: Mapping[str, Any], meters: Mapping[str, MeterFactory]) -> None:
+        self.prices = convert_section(dict(prices), Prices, None, "prices")
+        self._meters = meters
+        self.costs: dict[str, BackendEnergyCost] = {}
+
+    def for_backend(self, backend: Backend, config: BackendConfig) -> BackendEnergyCost:
+        key = f"backends[{config.index}].energy"
+        settings = convert_section(dict(config.energy), EnergySettings, config.source, key)
+        if "gpu_indices" not in config.energy and "gpu_indices" in config.params:
+            settings = EnergySettings(
+                meter=settings.meter,
+                gpu_indices=tuple(config.params["gpu_indices"]),
+                rapl_root=settings.rapl_root,
+                options=settings.options,
+            )
+        name = settings.meter if settings.meter != "auto" else _auto_meter(backend, settings)
+        curve = PowerCurve(backend.profile)
+        if name == "simulated":
+            counter: Counter = ModelledCounter(curve.watts, time.monotonic)
+        else:
+            factory = self._meters.get(name)
+            if factory is None:
+                raise ConfigError(
+                    f"unknown energy meter {name!r} (installed: {sorted(self._meters)})",
+                    file=config.source,
+                    key=f"{key}.meter",
+                )
+            try:
+                counter = factory(settings, backend, curve.watts)
+            except (ConfigError, OSError, ImportError) as exc:
+                if settings.meter != "auto":
+                    raise ConfigError(
+                        f"energy meter {name!r} unavailable: {exc}", file=config.source, key=key
+                    ) from exc
+                log.info("backend %s: no %s meter here (%s); modelling power", config.id, name, exc)
+                counter = ModelledCounter(curve.watts, time.monotonic)
+        cost = BackendEnergyCost(backend, config, self.prices, counter, name == "simulated")
+        self.costs[config.id] = cost
+        return cost
+
+
+def _auto_meter(backend: Backend, settings: EnergySettings) -> MeterName:
+    if backend.kind == "asic":
+        return "simulated"
+    if backend.kind == "gpu" and settings.gpu_indices:
+        return "nvml"
+    if backend.kind == "cpu":
+        return "rapl"
+    return "model"
+
+
+__all__ = ["BackendEnergyCost", "EnergyCostModel", "EnergySettings", "ListPrice"]

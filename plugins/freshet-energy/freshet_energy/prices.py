@@ -1,0 +1,76 @@
+"""Electricity prices (with tariff windows by hour of day) and the dollar arithmetic."""
+
+from __future__ import annotations
+
+import datetime as dt
+from zoneinfo import ZoneInfo
+
+from msgspec import Struct, field
+
+from freshet_energy.board import IdleMode
+from gateway.cost import ListPrice
+
+
+class Tariff(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """``kwh_usd`` applies from ``start`` to ``end`` (``HH:MM``, local to ``timezone``);
+    a window may wrap midnight (22:00 to 06:00)."""
+
+    start: dt.time
+    end: dt.time
+    kwh_usd: float
+
+    def covers(self, at: dt.time) -> bool:
+        if self.start <= self.end:
+            return self.start <= at < self.end
+        return at >= self.start or at < self.end
+
+
+class Prices(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """The config's ``prices:`` section. Defaults: US commercial electricity (EIA 2025)
+    and the Uptime Institute's average PUE (data/profiles-sources.md)."""
+
+    kwh_usd: float = 0.12
+    pue: float = 1.58
+    tariffs: tuple[Tariff, ...] = ()
+    timezone: str = "UTC"
+    idle: IdleMode = "overhead"
+    policy: str = "full"  # default quote policy: "full" or "marginal" (energy only)
+    groups: dict[str, str] = field(default_factory=dict)  # per-group policy
+
+    def kwh_at(self, at: float) -> float:
+        if not self.tariffs:
+            return self.kwh_usd
+        local = dt.datetime.fromtimestamp(at, ZoneInfo(self.timezone)).time()
+        for tariff in self.tariffs:
+            if tariff.covers(local):
+                return tariff.kwh_usd
+        return self.kwh_usd
+
+
+class Dollars(Struct, kw_only=True):
+    energy: float
+    capex: float
+    list_in: float
+    list_out: float
+
+
+def dollars(
+    prices: Prices,
+    *,
+    joules: float,
+    busy_s: float,
+    pue: float | None,
+    capex_per_hour: float,
+    list_price: ListPrice,
+    prompt_tokens: int,
+    completion_tokens: int,
+    at: float,
+) -> Dollars:
+    """``E * PUE * $/kWh / 3.6e6`` + ``capex/h / 3600 * busy share`` + list prices."""
+    list_in, list_out = list_price.usd(prompt_tokens, completion_tokens)
+    return Dollars(
+        energy=joules * (pue if pue is not None else prices.pue) * prices.kwh_at(at) / 3.6e6,
+        capex=capex_per_hour / 3600.0 * busy_s,
+        list_in=list_in,
+        list_out=list_out,
+    )
