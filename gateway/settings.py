@@ -33,8 +33,17 @@ EMBEDDED_DEFAULT: Mapping[str, Any] = {
             # Estimate from SmolLM2's training data; configurable like every cutoff.
             "knowledge_cutoff": "2024-06-01",
         },
+        {
+            # A simulated etched ASIC (Llama 3.1 8B in silicon); its text comes from the
+            # CPU model, its timings and joules from the card's model.
+            "id": "asic",
+            "type": "asic-sim",
+            "model": "llama-3.1-8b",
+            "knowledge_cutoff": "2023-12-01",
+            "twin": "cpu",
+        },
     ],
-    "groups": {"auto": ["cpu"]},
+    "groups": {"auto": ["asic", "cpu"]},
 }
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")

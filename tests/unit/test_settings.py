@@ -16,7 +16,8 @@ def test_embedded_default_needs_no_file() -> None:
     cpu = s.backends[0]
     assert (cpu.id, cpu.type, cpu.model) == ("cpu", "llamacpp", "smollm2-135m")
     assert cpu.knowledge_cutoff == dt.date(2024, 6, 1)
-    assert s.groups["auto"][0] == "cpu"
+    assert s.groups["auto"] == ("asic", "cpu")
+    assert s.backends[1].type == "asic-sim"
 
 
 def test_precedence_arguments_env_file(tmp_path: Path) -> None:
