@@ -95,6 +95,11 @@ class BoardAccount:
             share.joules_out += d_e * f_out
             share.busy_s += d_t * (f_in + f_out)
 
+    def advance(self) -> None:
+        """Book the energy drawn since the last event (e.g. idle time, for a report)."""
+        with self._lock:
+            self._advance()
+
     def begin_share(self, share: Share) -> None:
         with self._lock:
             self._advance()

@@ -15,14 +15,19 @@ class Tariff(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
     """``kwh_usd`` applies from ``start`` to ``end`` (``HH:MM``, local to ``timezone``);
     a window may wrap midnight (22:00 to 06:00)."""
 
-    start: dt.time
-    end: dt.time
+    start: str
+    end: str
     kwh_usd: float
 
+    def __post_init__(self) -> None:
+        for value in (self.start, self.end):
+            dt.time.fromisoformat(value)  # ValueError -> a config error naming the key
+
     def covers(self, at: dt.time) -> bool:
-        if self.start <= self.end:
-            return self.start <= at < self.end
-        return at >= self.start or at < self.end
+        start, end = dt.time.fromisoformat(self.start), dt.time.fromisoformat(self.end)
+        if start <= end:
+            return start <= at < end
+        return at >= start or at < end
 
 
 class Prices(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
