@@ -67,8 +67,10 @@ class BoardAccount:
 
     def _advance(self) -> None:
         now = self._clock()
+        if now <= self._t:
+            return  # no time passed: keep the work for the interval it belongs to
         energy = self.counter.read()
-        d_e, d_t = max(0.0, energy - self._e), max(0.0, now - self._t)
+        d_e, d_t = max(0.0, energy - self._e), now - self._t
         self._t, self._e = now, energy
         if not self._active:
             if self._idle_mode == "attribute":

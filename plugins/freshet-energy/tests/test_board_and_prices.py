@@ -65,7 +65,7 @@ def test_concurrent_requests_split_energy_by_work_and_conserve_it() -> None:
 
 
 def test_idle_attribute_mode_carries_idle_energy_to_the_next_requests() -> None:
-    board, counter, clock = _board("attribute")
+    board, _, clock = _board("attribute")
     clock.t = 5.0  # 500 J of idle
     share = Share(0.0)
     board.begin_share(share)

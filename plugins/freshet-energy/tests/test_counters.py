@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 from freshet_energy.counters import ModelledCounter, NvmlCounter, RaplCounter
