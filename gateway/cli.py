@@ -1,20 +1,32 @@
-"""The ``freshet`` command: serve, plugins, backends."""
+"""The ``freshet`` command: serve, plugins, backends, cost report."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import sqlite3
 import sys
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import click
 import msgspec
 
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, InvalidRequest
 from gateway.plugins import Plugins
+from gateway.report_format import to_csv, to_table
+from gateway.reports import (
+    GROUP_BY,
+    GroupBy,
+    SQLiteRows,
+    cost_report,
+    empty_report,
+    open_read_only,
+    usage_query,
+)
 from gateway.settings import load_settings
 
 T = TypeVar("T")
@@ -136,6 +148,77 @@ def backends(config_file: str | None, url: str | None, as_json: bool) -> None:
         for r in rows
     ]
     click.echo(_table(("id", "type", "models", "knowledge cutoff", "health"), table_rows))
+
+
+@main.group()
+def cost() -> None:
+    """Cost reports from the ledger."""
+
+
+@cost.command("report")
+@click.option(
+    "--by",
+    "group_by",
+    type=click.Choice(GROUP_BY),
+    default="backend",
+    show_default=True,
+    help="One row per backend, model, API key, model group or hour.",
+)
+@click.option(
+    "--since",
+    default=None,
+    help="From: 24h, 7d, 30m (before now), an ISO-8601 date/time, or unix seconds. "
+    "Default: the first record.",
+)
+@click.option(
+    "--until",
+    default=None,
+    help="To (exclusive), in the same forms. Default: now.",
+)
+@click.option("--config", "config_file", default=None, help="YAML config (for its data dir).")
+@click.option("--json", "as_json", is_flag=True, help="The report as JSON (as the HTTP API).")
+@click.option("--csv", "as_csv", is_flag=True, help="The report's rows as CSV.")
+def cost_report_command(
+    group_by: str,
+    since: str | None,
+    until: str | None,
+    config_file: str | None,
+    as_json: bool,
+    as_csv: bool,
+) -> None:
+    """Requests, tokens, joules and dollars per backend, model, key, group or hour.
+
+    Reads the ledger in the data directory read-only, so it works whether or not the
+    gateway runs.
+    """
+    if as_json and as_csv:
+        raise click.UsageError("choose one of --json and --csv")
+    settings = _fail_on_config_error(lambda: load_settings(config_file))
+    try:
+        query = usage_query(since=since, until=until)
+    except InvalidRequest as exc:
+        raise click.BadParameter(exc.message, param_hint=f"--{exc.param}") from exc
+    by = cast(GroupBy, group_by)
+    path = settings.data_dir / "ledger.sqlite3"  # where SQLiteLedger writes
+    if not path.exists():
+        click.echo(f"freshet: no ledger at {path} yet (no request recorded)", err=True)
+        report = empty_report(by, query)
+    else:
+        try:
+            conn = open_read_only(path)
+            try:
+                report = asyncio.run(cost_report(SQLiteRows(conn), by, query))
+            finally:
+                conn.close()
+        except sqlite3.Error as exc:
+            click.echo(f"freshet: cannot read the ledger {path}: {exc}", err=True)
+            sys.exit(1)
+    if as_json:
+        click.echo(msgspec.json.encode(report).decode())
+    elif as_csv:
+        click.echo(to_csv(report), nl=False)
+    else:
+        click.echo(to_table(report))
 
 
 def _live_backends(base_url: str) -> dict[str, dict[str, Any]] | None:

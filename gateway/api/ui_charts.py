@@ -83,7 +83,7 @@ function niceAxis(max) {
   return {top: ticks[ticks.length - 1], ticks};
 }
 
-const SIZE = {w: 640, h: 250, left: 64, right: 14, top: 12, bottom: 46};
+const SIZE = {w: 640, h: 250, left: 64, right: 14, top: 12, bottom: 50};
 
 function frame(title, yTitle, axis, factor) {
   const plotH = SIZE.h - SIZE.top - SIZE.bottom;
@@ -125,7 +125,8 @@ function noData(figure, message) {
 
 const charts = {
   // Bars per time bucket, one stacked segment per series: {name, values[]} (null = 0).
-  stackedBars(figure, {labels, series, unit, yTitle, xTitle, empty}) {
+  // `labels` name the buckets; `dates` (optional) add the date under the first tick of a day.
+  stackedBars(figure, {labels, dates, series, unit, yTitle, xTitle, empty}) {
     const totals = labels.map((_, i) => series.reduce((sum, s) => sum + (s.values[i] || 0), 0));
     const max = Math.max(0, ...totals);
     if (!series.length || max === 0) { noData(figure, empty); return; }
@@ -140,7 +141,8 @@ const charts = {
       s.values.forEach((value, i) => {
         if (!value) return;
         const top = base[i] + value;
-        const tip = `${s.name} · ${labels[i]} · ${fmt.significant(value * factor)} ${shown}`;
+        const when = dates ? `${dates[i]} ${labels[i]}` : labels[i];
+        const tip = `${s.name} · ${when} · ${fmt.significant(value * factor)} ${shown}`;
         group.append(svg("rect", {
           x: SIZE.left + i * band + band * 0.1, width: Math.max(1, band * 0.8),
           y: y(top), height: Math.max(0.5, y(base[i]) - y(top)),
@@ -149,11 +151,18 @@ const charts = {
       });
       root.append(group);
     }
+    // Tick labels: the time, and under it the date where it changes (and at the first tick).
     const every = Math.max(1, Math.ceil(labels.length / 8));
+    let lastDate = null;
     labels.forEach((label, i) => {
       if (i % every) return;
       const x = SIZE.left + (i + 0.5) * band;
-      root.append(svg("text", {x, y: SIZE.h - SIZE.bottom + 16, "text-anchor": "middle"}, label));
+      const base = SIZE.h - SIZE.bottom;
+      root.append(svg("text", {x, y: base + 14, "text-anchor": "middle"}, label));
+      if (dates && dates[i] !== lastDate) {
+        root.append(svg("text", {x, y: base + 26, "text-anchor": "middle"}, dates[i]));
+        lastDate = dates[i];
+      }
     });
     root.append(svg("text", {class: "axis-title", x: SIZE.left + plotW / 2, y: SIZE.h - 8,
                              "text-anchor": "middle"}, xTitle));

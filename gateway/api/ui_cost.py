@@ -71,14 +71,14 @@ const COLUMNS = [
   ["prompt_tokens", "tokens in", fmt.integer],
   ["completion_tokens", "tokens out", fmt.integer],
   ["joules", "energy (J)", fmt.significant],
-  ["j_per_input_token", "J / token in", fmt.significant],
-  ["j_per_output_token", "J / token out", fmt.significant],
-  ["usd_energy", "energy $", fmt.usd],
-  ["usd_capex", "hardware $", fmt.usd],
-  ["usd_list", "list price $", fmt.usd],
-  ["usd_total", "total $", fmt.usd],
-  ["usd_per_mtok_input", "$ / Mtok in", fmt.usd],
-  ["usd_per_mtok_output", "$ / Mtok out", fmt.usd],
+  ["j_per_input_token", "J/tok in", fmt.significant],
+  ["j_per_output_token", "J/tok out", fmt.significant],
+  ["usd_energy", "$ energy", fmt.usd],
+  ["usd_capex", "$ hardware", fmt.usd],
+  ["usd_list", "$ list price", fmt.usd],
+  ["usd_total", "$ total", fmt.usd],
+  ["usd_per_mtok_input", "$/Mtok in", fmt.usd],
+  ["usd_per_mtok_output", "$/Mtok out", fmt.usd],
 ];
 
 async function getJSON(path, params) {
@@ -90,10 +90,6 @@ async function getJSON(path, params) {
   return body;
 }
 
-function bucketLabel(iso, bucket) {
-  if (bucket === "day") return iso.slice(5, 10);
-  return iso.slice(11, 16);
-}
 
 function card(label, value, sub) {
   return h("div", {class: "card"}, h("div", {class: "label"}, label),
@@ -130,30 +126,37 @@ function drawCards(totals) {
   );
 }
 
+const NO_ENERGY = "No energy recorded in this range (no meter or power profile for them).";
+const NO_COST = "No cost recorded in this range (no prices configured?).";
+
 function drawCharts(series, byBackend) {
-  const labels = series.buckets.map((iso) => bucketLabel(iso, series.bucket));
+  // Buckets are ISO-8601 UTC: "2025-06-01T14:00:00Z".
+  const byDay = series.bucket === "day";
+  const labels = series.buckets.map((iso) => (byDay ? iso.slice(0, 10) : iso.slice(11, 16)));
+  const dates = byDay ? null : series.buckets.map((iso) => iso.slice(0, 10));
   const xTitle = `time (UTC, per ${series.bucket})`;
-  const lines = (field) => series.series.map((s) => ({name: s.backend, values: s[field]}));
+  // Series in the order of the report (most expensive first), as in the other charts.
+  const rank = (s) => byBackend.rows.findIndex((r) => r.value === s.backend);
+  const sorted = [...series.series].sort((a, b) => rank(a) - rank(b));
+  const lines = (field) => sorted.map((s) => ({name: s.backend, values: s[field]}));
   charts.stackedBars(document.getElementById("chart-cost"), {
-    labels, xTitle, series: lines("usd_total"), unit: "$", yTitle: `cost per ${series.bucket}`,
-    empty: "No cost recorded in this range (no prices configured?).",
+    labels, dates, xTitle, series: lines("usd_total"), empty: NO_COST,
+    unit: "$", yTitle: `cost per ${series.bucket}`,
   });
   charts.stackedBars(document.getElementById("chart-energy"), {
-    labels, xTitle, series: lines("joules"), unit: "J", yTitle: `energy per ${series.bucket}`,
-    empty: "No energy measured in this range (no energy meter for these backends).",
+    labels, dates, xTitle, series: lines("joules"), empty: NO_ENERGY,
+    unit: "J", yTitle: `energy per ${series.bucket}`,
   });
   const rows = byBackend.rows.filter((r) => r.value !== null);
   charts.pairedBars(document.getElementById("chart-j-per-token"), {
-    unit: "J", yTitle: "energy per token",
+    unit: "J", yTitle: "energy per token", empty: NO_ENERGY,
     categories: rows.map((r) => ({name: r.value, input: r.j_per_input_token,
                                   output: r.j_per_output_token})),
-    empty: "No energy measured in this range (no energy meter for these backends).",
   });
   charts.pairedBars(document.getElementById("chart-usd-per-mtok"), {
-    unit: "$", yTitle: "price per million tokens",
+    unit: "$", yTitle: "price per million tokens", empty: NO_COST,
     categories: rows.map((r) => ({name: r.value, input: r.usd_per_mtok_input,
                                   output: r.usd_per_mtok_output})),
-    empty: "No cost recorded in this range (no prices configured?).",
   });
 }
 

@@ -25,7 +25,7 @@ nav a {
   color: var(--muted); text-decoration: none; padding: 0.4rem 0.8rem; border-radius: 6px;
 }
 nav a[aria-current="page"] { color: var(--accent); background: #e8effc; font-weight: 600; }
-main { padding: 1rem 1.5rem 2rem; max-width: 1400px; margin: 0 auto; }
+main { padding: 1rem 1.5rem 2rem; max-width: 1500px; margin: 0 auto; }
 .toolbar { display: flex; flex-wrap: wrap; align-items: center; gap: 1rem; }
 .toolbar h2 { margin: 0 1rem 0 0; font-size: 1.3rem; }
 .toolbar label { color: var(--muted); font-size: 0.9rem; }
@@ -66,8 +66,8 @@ ul.legend .swatch { display: inline-block; width: 0.8rem; height: 0.8rem; border
 h3 { margin: 1.5rem 0 0.5rem; font-size: 1.05rem; }
 .table-wrap { overflow-x: auto; background: var(--panel); border: 1px solid var(--line);
   border-radius: 8px; }
-table { border-collapse: collapse; width: 100%; font-size: 0.88rem; }
-th, td { padding: 0.45rem 0.7rem; border-bottom: 1px solid var(--line); white-space: nowrap; }
+table { border-collapse: collapse; width: 100%; font-size: 0.8rem; }
+th, td { padding: 0.4rem 0.45rem; border-bottom: 1px solid var(--line); white-space: nowrap; }
 th { text-align: right; color: var(--muted); font-weight: 600; background: #fafbfc; }
 th:first-child, td:first-child { text-align: left; }
 td { text-align: right; font-variant-numeric: tabular-nums; }
