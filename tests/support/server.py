@@ -26,7 +26,8 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, proc: subprocess.Popen[bytes], port: int, log: Path) -> None:
+    def __init__(self, proc: subprocess.Popen[bytes], port: int, log: Path, data_dir: Path) -> None:
+        self.data_dir = data_dir
         self.proc = proc
         self.port = port
         self.log = log
@@ -70,7 +71,7 @@ def running_server(
     log = tmp / f"server-{port}.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=full_env)
-    server = Server(proc, port, log)
+    server = Server(proc, port, log, tmp / "data")
     try:
         deadline = time.monotonic() + ready_timeout
         while True:
