@@ -6,7 +6,7 @@ from typing import Annotated, Any, cast
 
 import msgspec
 from litestar import Controller, Request, Response, get
-from litestar.di import Provide
+from litestar.di import NamedDependency, Provide
 from litestar.params import Parameter
 from msgspec import Struct
 
@@ -79,7 +79,7 @@ class ReportsController(Controller):
     async def usage(
         self,
         request: Request[Any, Any, Any],
-        filters: UsageQuery,
+        filters: NamedDependency[UsageQuery],
         limit: Annotated[int, Parameter(description="Records per page, 1 to 1000")] = 100,
         offset: Annotated[int, Parameter(description="Records to skip")] = 0,
     ) -> UsagePage:
@@ -95,7 +95,7 @@ class ReportsController(Controller):
     async def report(
         self,
         request: Request[Any, Any, Any],
-        filters: UsageQuery,
+        filters: NamedDependency[UsageQuery],
         group_by: Annotated[
             str, Parameter(description="backend, model, key, group or hour")
         ] = "backend",
@@ -122,7 +122,7 @@ class ReportsController(Controller):
     async def series(
         self,
         request: Request[Any, Any, Any],
-        filters: UsageQuery,
+        filters: NamedDependency[UsageQuery],
         bucket: Annotated[
             str, Parameter(description="auto, minute, hour or day (auto: by the range)")
         ] = "auto",
