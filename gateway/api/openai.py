@@ -14,10 +14,10 @@ from msgspec import Struct
 from gateway import protocol as p
 from gateway.accounting import RequestContext
 from gateway.backend import GenerationRequest
-from gateway.dispatch import Opened, chain
+from gateway.dispatch import chain
 from gateway.requests import from_chat, from_completion
 from gateway.runtime import Runtime
-from gateway.service import Service, cost_headers
+from gateway.service import Routed, Service, cost_headers
 from gateway.streaming import sse
 
 _ERRORS: dict[int, ResponseSpec] = {
@@ -45,11 +45,11 @@ def _request_id(request: Request[Any, Any, Any]) -> str:
     return request_id
 
 
-def _headers(opened: Opened) -> dict[str, str]:
-    dep = opened.deployment
+def _headers(routed: Routed) -> dict[str, str]:
+    dep = routed.opened.deployment
     headers = {
         "x-freshet-backend": dep.backend_id,
-        "x-freshet-route": f"chosen={dep.backend_id}; failed_over={len(opened.attempts)}",
+        "x-freshet-route": routed.route_header(),
     }
     if dep.knowledge_cutoff:
         headers["x-freshet-knowledge-cutoff"] = dep.knowledge_cutoff.isoformat()
@@ -64,17 +64,18 @@ async def _stream_response(
     make_delta: Callable[[str, str | None, str | None, bool], Struct],
     make_usage: Callable[[str, p.Usage], Struct],
 ) -> Stream:
-    opened, outcome = await service.open(ctx, gen)
+    routed = await service.open(ctx, gen)
+    opened = routed.opened
     name = opened.deployment.name
     body = sse(
         chain(opened.first, opened.rest),
-        outcome,
+        routed.outcome,
         make_delta=lambda text, finish, first: make_delta(name, text, finish, first),
         make_usage=lambda usage: make_usage(name, usage),
         include_usage=include_usage,
         finalize=lambda done: service.finalize(ctx, opened, done),
     )
-    return Stream(body, media_type=_SSE, headers={**_headers(opened), **_STREAM_HEADERS})
+    return Stream(body, media_type=_SSE, headers={**_headers(routed), **_STREAM_HEADERS})
 
 
 class OpenAIController(Controller):
@@ -93,7 +94,15 @@ class OpenAIController(Controller):
         service = _service(request)
         request_id = _request_id(request)
         gen = from_chat(data, request_id)
-        ctx = service.context(request_id, data.model, "chat", bool(data.stream))
+        ctx = service.context(
+            request_id,
+            data.model,
+            "chat",
+            bool(data.stream),
+            freshness=data.freshness,
+            max_ttft_ms=data.max_ttft_ms,
+            headers=request.headers,
+        )
         created = int(ctx.arrived)
         completion_id = f"chatcmpl-{request_id[4:]}"
         if data.stream:
@@ -122,7 +131,8 @@ class OpenAIController(Controller):
             include = bool(data.stream_options and data.stream_options.include_usage)
             return await _stream_response(service, ctx, gen, include, delta, usage)
 
-        opened, outcome, wire_usage = await service.complete(ctx, gen)
+        routed, wire_usage = await service.complete(ctx, gen)
+        opened, outcome = routed.opened, routed.outcome
         body = p.ChatCompletion(
             id=completion_id,
             created=created,
@@ -136,7 +146,7 @@ class OpenAIController(Controller):
             ],
             usage=wire_usage,
         )
-        headers = _headers(opened)
+        headers = _headers(routed)
         cost_headers(headers, wire_usage)
         return Response(body, headers=headers)
 
@@ -152,7 +162,15 @@ class OpenAIController(Controller):
         service = _service(request)
         request_id = _request_id(request)
         gen = from_completion(data, request_id)
-        ctx = service.context(request_id, data.model, "text_completion", bool(data.stream))
+        ctx = service.context(
+            request_id,
+            data.model,
+            "text_completion",
+            bool(data.stream),
+            freshness=data.freshness,
+            max_ttft_ms=data.max_ttft_ms,
+            headers=request.headers,
+        )
         created = int(ctx.arrived)
         completion_id = f"cmpl-{request_id[4:]}"
         if data.stream:
@@ -173,7 +191,8 @@ class OpenAIController(Controller):
             include = bool(data.stream_options and data.stream_options.include_usage)
             return await _stream_response(service, ctx, gen, include, delta, usage)
 
-        opened, outcome, wire_usage = await service.complete(ctx, gen)
+        routed, wire_usage = await service.complete(ctx, gen)
+        opened, outcome = routed.opened, routed.outcome
         body = p.Completion(
             id=completion_id,
             created=created,
@@ -183,7 +202,7 @@ class OpenAIController(Controller):
             ],
             usage=wire_usage,
         )
-        headers = _headers(opened)
+        headers = _headers(routed)
         cost_headers(headers, wire_usage)
         return Response(body, headers=headers)
 

@@ -83,6 +83,7 @@ function niceAxis(max) {
   return {top: ticks[ticks.length - 1], ticks};
 }
 
+const NICE_STEPS = [1, 2, 3, 5, 6, 10, 12, 15, 20, 30, 60, 120, 180, 360, 720, 1440];
 const SIZE = {w: 640, h: 250, left: 64, right: 14, top: 12, bottom: 50};
 
 function frame(title, yTitle, axis, factor) {
@@ -125,8 +126,8 @@ function noData(figure, message) {
 
 const charts = {
   // Bars per time bucket, one stacked segment per series: {name, values[]} (null = 0).
-  // `labels` name the buckets; `dates` (optional) add the date under the first tick of a day.
-  stackedBars(figure, {labels, dates, series, unit, yTitle, xTitle, empty}) {
+  // `labels` name the buckets; `dates` and `keys` are optional (see the tick labels below).
+  stackedBars(figure, {labels, dates, keys, series, unit, yTitle, xTitle, empty}) {
     const totals = labels.map((_, i) => series.reduce((sum, s) => sum + (s.values[i] || 0), 0));
     const max = Math.max(0, ...totals);
     if (!series.length || max === 0) { noData(figure, empty); return; }
@@ -151,11 +152,13 @@ const charts = {
       });
       root.append(group);
     }
-    // Tick labels: the time, and under it the date where it changes (and at the first tick).
-    const every = Math.max(1, Math.ceil(labels.length / 8));
+    // At most ~8 tick labels, on round times (every 10 minutes, 3 hours...) when `keys`
+    // (bucket numbers since the epoch) are given; the date goes under the first tick of a day.
+    const want = labels.length / 8;
+    const every = NICE_STEPS.find((step) => step >= want) || Math.ceil(want);
     let lastDate = null;
     labels.forEach((label, i) => {
-      if (i % every) return;
+      if ((keys ? keys[i] : i) % every) return;
       const x = SIZE.left + (i + 0.5) * band;
       const base = SIZE.h - SIZE.bottom;
       root.append(svg("text", {x, y: base + 14, "text-anchor": "middle"}, label));

@@ -134,17 +134,18 @@ function drawCharts(series, byBackend) {
   const byDay = series.bucket === "day";
   const labels = series.buckets.map((iso) => (byDay ? iso.slice(0, 10) : iso.slice(11, 16)));
   const dates = byDay ? null : series.buckets.map((iso) => iso.slice(0, 10));
+  const keys = series.starts.map((start) => Math.round(start / series.bucket_s));
   const xTitle = `time (UTC, per ${series.bucket})`;
   // Series in the order of the report (most expensive first), as in the other charts.
   const rank = (s) => byBackend.rows.findIndex((r) => r.value === s.backend);
   const sorted = [...series.series].sort((a, b) => rank(a) - rank(b));
   const lines = (field) => sorted.map((s) => ({name: s.backend, values: s[field]}));
   charts.stackedBars(document.getElementById("chart-cost"), {
-    labels, dates, xTitle, series: lines("usd_total"), empty: NO_COST,
+    labels, dates, keys, xTitle, series: lines("usd_total"), empty: NO_COST,
     unit: "$", yTitle: `cost per ${series.bucket}`,
   });
   charts.stackedBars(document.getElementById("chart-energy"), {
-    labels, dates, xTitle, series: lines("joules"), empty: NO_ENERGY,
+    labels, dates, keys, xTitle, series: lines("joules"), empty: NO_ENERGY,
     unit: "J", yTitle: `energy per ${series.bucket}`,
   });
   const rows = byBackend.rows.filter((r) => r.value !== null);

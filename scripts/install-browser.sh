@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Install the headless browser that tests/e2e/test_ui_browser.py drives: Debian's
+# `chromium` package, at /usr/bin/chromium, and fonts for it. Idempotent: does nothing
+# when chromium is there. Needs root (apt-get).
+#
+# Playwright (a Python requirement) drives this system browser through
+# `executable_path`; `playwright install` is not used, as it downloads its own browsers.
+set -euo pipefail
+
+if [ -x /usr/bin/chromium ]; then
+  echo "install-browser: $(/usr/bin/chromium --version 2>/dev/null || echo chromium) already installed" >&2
+  exit 0
+fi
+if [ "$(id -u)" -ne 0 ]; then
+  echo "install-browser: /usr/bin/chromium is missing; run as root (or: sudo apt-get install -y chromium)" >&2
+  exit 1
+fi
+if ! command -v apt-get >/dev/null 2>&1; then
+  echo "install-browser: no apt-get here; install a Chromium at /usr/bin/chromium yourself" >&2
+  exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -q
+# Fonts are only "recommended" by chromium; without them the page's text renders as boxes.
+apt-get install -y -q --no-install-recommends chromium fonts-liberation fonts-dejavu-core
+/usr/bin/chromium --version >&2
