@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install the headless browser that tests/e2e/test_ui_browser.py drives: Debian's
 # `chromium` package, at /usr/bin/chromium, and fonts for it. Idempotent: does nothing
-# when chromium is there. Needs root (apt-get).
+# when chromium is there; only says what to do when not root or without apt-get.
 #
 # Playwright (a Python requirement) drives this system browser through
 # `executable_path`; `playwright install` is not used, as it downloads its own browsers.
@@ -11,13 +11,14 @@ if [ -x /usr/bin/chromium ]; then
   echo "install-browser: $(/usr/bin/chromium --version 2>/dev/null || echo chromium) already installed" >&2
   exit 0
 fi
+# Not root, or not Debian: say what to do and carry on (the browser test skips without it).
 if [ "$(id -u)" -ne 0 ]; then
-  echo "install-browser: /usr/bin/chromium is missing; run as root (or: sudo apt-get install -y chromium)" >&2
-  exit 1
+  echo "install-browser: /usr/bin/chromium is missing; as root: apt-get install chromium" >&2
+  exit 0
 fi
 if ! command -v apt-get >/dev/null 2>&1; then
-  echo "install-browser: no apt-get here; install a Chromium at /usr/bin/chromium yourself" >&2
-  exit 1
+  echo "install-browser: no apt-get; install Chromium at /usr/bin/chromium to run the UI test" >&2
+  exit 0
 fi
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -q
