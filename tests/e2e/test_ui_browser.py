@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from playwright.sync_api import Browser, Page, sync_playwright
 
 from tests.support.server import Server, running_server
 
@@ -87,9 +88,8 @@ def gateway(tmp_path: Path) -> Iterator[Server]:
 
 
 @pytest.fixture
-def browser() -> Iterator[Any]:
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as playwright:
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
             yield chromium
@@ -97,7 +97,7 @@ def browser() -> Iterator[Any]:
             chromium.close()
 
 
-def _open(browser: Any, url: str, problems: list[str]) -> Any:
+def _open(browser: Browser, url: str, problems: list[str]) -> Page:
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.on(
         "console",
@@ -122,14 +122,14 @@ def _open(browser: Any, url: str, problems: list[str]) -> Any:
     return page
 
 
-def _series_names(page: Any, chart: str) -> list[str]:
+def _series_names(page: Page, chart: str) -> list[str]:
     names: list[str] = page.eval_on_selector_all(
         f"#{chart} svg g.series", "gs => gs.map(g => g.dataset.series)"
     )
     return names
 
 
-def _legend(page: Any, chart: str) -> list[str]:
+def _legend(page: Page, chart: str) -> list[str]:
     names: list[str] = page.eval_on_selector_all(
         f"#{chart} ul.legend li", "lis => lis.map(li => li.textContent.trim())"
     )
@@ -144,7 +144,7 @@ def _assert_same(cell: str, value: float | None, field: str) -> None:
         assert float(cell) == pytest.approx(value, rel=1e-12, abs=0), field
 
 
-def test_cost_page_draws_the_report(gateway: Server, browser: Any, tmp_path: Path) -> None:
+def test_cost_page_draws_the_report(gateway: Server, browser: Browser, tmp_path: Path) -> None:
     for i in range(4):
         _chat(gateway, "m-gpu", 3 + i)
         _chat(gateway, "m-cpu", 5 + i)
@@ -226,7 +226,7 @@ def test_cost_page_draws_the_report(gateway: Server, browser: Any, tmp_path: Pat
     assert problems == []
 
 
-def test_empty_ledger_shows_the_empty_state(gateway: Server, browser: Any) -> None:
+def test_empty_ledger_shows_the_empty_state(gateway: Server, browser: Browser) -> None:
     problems: list[str] = []
     page = _open(browser, gateway.url + "/freshet/ui", problems)
     assert page.locator("#cost-empty").is_visible()
