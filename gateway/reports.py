@@ -229,6 +229,9 @@ async def cost_series(
     lo, hi = (await run(f"SELECT MIN(ts), MAX(ts) FROM usage {where}", params))[0]
     start = query.since if query.since is not None else lo
     end = query.until if query.until is not None else max(now, hi or now)
+    too_long = start is not None and (end - start) / BUCKET_S["day"] > MAX_BUCKETS
+    if bucket is None and too_long and lo is not None and lo > start:
+        start = lo  # since=0 and the like: draw from the first record, not from 1970
     chosen: Bucket = bucket or auto_bucket(end - start if start is not None else 0.0)
     size = BUCKET_S[chosen]
     if start is None:  # no records and no since: nothing to draw

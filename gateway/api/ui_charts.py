@@ -126,8 +126,8 @@ function noData(figure, message) {
 
 const charts = {
   // Bars per time bucket, one stacked segment per series: {name, values[]} (null = 0).
-  // `labels` name the buckets; `dates` and `keys` are optional (see the tick labels below).
-  stackedBars(figure, {labels, dates, keys, series, unit, yTitle, xTitle, empty}) {
+  // `labels` name the buckets; `dates`, `keys`, `tickSteps` are optional (see tick labels).
+  stackedBars(figure, {labels, dates, keys, tickSteps, series, unit, yTitle, xTitle, empty}) {
     const totals = labels.map((_, i) => series.reduce((sum, s) => sum + (s.values[i] || 0), 0));
     const max = Math.max(0, ...totals);
     if (!series.length || max === 0) { noData(figure, empty); return; }
@@ -155,7 +155,7 @@ const charts = {
     // At most ~8 tick labels, on round times (every 10 minutes, 3 hours...) when `keys`
     // (bucket numbers since the epoch) are given; the date goes under the first tick of a day.
     const want = labels.length / 8;
-    const every = NICE_STEPS.find((step) => step >= want) || Math.ceil(want);
+    const every = (tickSteps || NICE_STEPS).find((step) => step >= want) || Math.ceil(want);
     let lastDate = null;
     labels.forEach((label, i) => {
       if ((keys ? keys[i] : i) % every) return;

@@ -25,7 +25,7 @@ COST_HTML = """
     </select>
   </label>
   <button id="cost-refresh" type="button">Refresh</button>
-  <a id="cost-csv" href="/freshet/cost/report?format=csv">Download CSV</a>
+  <a id="cost-csv" href="/freshet/cost/report?format=csv" download>Download CSV</a>
   <span id="cost-status" class="muted" aria-live="polite"></span>
 </div>
 <div id="cost-error" class="error" role="alert" hidden></div>
@@ -127,6 +127,12 @@ function drawCards(totals) {
 }
 
 const NO_ENERGY = "No energy recorded in this range (no meter or power profile for them).";
+// Tick spacing in buckets: round numbers of minutes, hours that divide a day, days.
+const TICK_STEPS = {
+  minute: [1, 2, 5, 10, 15, 30, 60, 120, 180],
+  hour: [1, 2, 3, 6, 12, 24, 48],
+  day: [1, 2, 7, 14, 28],
+};
 const NO_COST = "No cost recorded in this range (no prices configured?).";
 
 function drawCharts(series, byBackend) {
@@ -135,17 +141,18 @@ function drawCharts(series, byBackend) {
   const labels = series.buckets.map((iso) => (byDay ? iso.slice(0, 10) : iso.slice(11, 16)));
   const dates = byDay ? null : series.buckets.map((iso) => iso.slice(0, 10));
   const keys = series.starts.map((start) => Math.round(start / series.bucket_s));
+  const tickSteps = TICK_STEPS[series.bucket];
   const xTitle = `time (UTC, per ${series.bucket})`;
   // Series in the order of the report (most expensive first), as in the other charts.
   const rank = (s) => byBackend.rows.findIndex((r) => r.value === s.backend);
   const sorted = [...series.series].sort((a, b) => rank(a) - rank(b));
   const lines = (field) => sorted.map((s) => ({name: s.backend, values: s[field]}));
   charts.stackedBars(document.getElementById("chart-cost"), {
-    labels, dates, keys, xTitle, series: lines("usd_total"), empty: NO_COST,
+    labels, dates, keys, tickSteps, xTitle, series: lines("usd_total"), empty: NO_COST,
     unit: "$", yTitle: `cost per ${series.bucket}`,
   });
   charts.stackedBars(document.getElementById("chart-energy"), {
-    labels, dates, keys, xTitle, series: lines("joules"), empty: NO_ENERGY,
+    labels, dates, keys, tickSteps, xTitle, series: lines("joules"), empty: NO_ENERGY,
     unit: "J", yTitle: `energy per ${series.bucket}`,
   });
   const rows = byBackend.rows.filter((r) => r.value !== null);

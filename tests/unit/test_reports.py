@@ -299,6 +299,9 @@ async def test_series_adds_up_to_the_report(loaded: Client) -> None:
     hourly = (await loaded.get("/freshet/cost/series", params={"bucket": "hour"})).json()
     assert hourly["bucket"] == "hour"
     assert sum(sum(s["requests"]) for s in hourly["series"]) == N
+    everything = (await loaded.get("/freshet/cost/series", params={"since": "0"})).json()
+    assert everything["bucket"] == "minute"  # from the first record, not from 1970
+    assert sum(sum(s["requests"]) for s in everything["series"]) == N
     empty = (await loaded.get("/freshet/cost/series", params={"backend": "nope"})).json()
     assert (empty["buckets"], empty["series"]) == ([], [])
 
