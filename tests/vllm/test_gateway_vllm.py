@@ -109,10 +109,10 @@ def test_chat_usage_and_text_equal_vllms_own(client: openai.OpenAI, direct: open
 
 def test_chat_streaming_matches_non_streaming(client: openai.OpenAI) -> None:
     args: dict[str, Any] = {"messages": STORY, "max_tokens": 40, "temperature": 0.0, "seed": 2}
-    plain = client.chat.completions.create(model="chat", **args)
+    plain = client.chat.completions.create(model=SERVED_MODEL, **args)
     chunks = list(
         client.chat.completions.create(
-            model="chat", stream=True, stream_options={"include_usage": True}, **args
+            model=SERVED_MODEL, stream=True, stream_options={"include_usage": True}, **args
         )
     )
     assert chunks[0].choices[0].delta.role == "assistant"
@@ -237,12 +237,12 @@ def test_killed_server_falls_back_then_recovers(
 ) -> None:
     assert backend_view(gateway)["healthy"]
     vllm_server.kill()
-    # Straight away, before the poller notices: the request itself fails over.
+    # Straight away: either the request fails over after vLLM refuses the connection, or
+    # the poller has already marked vLLM down and the router skips it.
     raw = client.chat.completions.with_raw_response.create(
         model="chat", messages=QUESTION, max_tokens=5
     )
     assert raw.headers["x-freshet-backend"] == "det"
-    assert "failed_over=1" in raw.headers["x-freshet-route"]
     assert raw.parse().choices[0].message.content
     wait_for(lambda: not backend_view(gateway)["healthy"], 5, "gpu marked unhealthy")
     chunks = list(
@@ -256,6 +256,7 @@ def test_killed_server_falls_back_then_recovers(
     vllm_server.start()
     wait_for(lambda: backend_view(gateway)["healthy"], 10, "gpu healthy again")
     raw = client.chat.completions.with_raw_response.create(
-        model="chat", messages=QUESTION, max_tokens=5
+        model=SERVED_MODEL, messages=QUESTION, max_tokens=5
     )
     assert raw.headers["x-freshet-backend"] == "gpu"
+    assert raw.parse().choices[0].message.content
