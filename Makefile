@@ -3,12 +3,12 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.freshet-installed
 
-.PHONY: run test install lint typecheck unit clean
+.PHONY: run test install install-vllm install-browser lint typecheck clean
 
 run: install
 	$(BIN)/freshet serve
 
-test: install lint typecheck
+test: install install-vllm install-browser lint typecheck
 	$(BIN)/pytest
 
 install: $(STAMP)
@@ -16,6 +16,14 @@ install: $(STAMP)
 $(STAMP): pyproject.toml plugins/*/pyproject.toml requirements/constraints.txt scripts/install.sh
 	bash scripts/install.sh
 	@touch $@
+
+# vLLM's CPU build in its own venv (~2 min and 3.5 GB once, cached under ~/.cache/freshet).
+install-vllm:
+	bash scripts/install-vllm.sh
+
+# Debian's chromium for the UI's browser test (root + apt-get; otherwise the test skips).
+install-browser:
+	bash scripts/install-browser.sh
 
 lint: install
 	$(BIN)/ruff check gateway plugins tests benchmarks

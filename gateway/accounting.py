@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
+import msgspec
 from msgspec import Struct
 
 from gateway.backend import Backend, Deployment
@@ -14,6 +15,7 @@ from gateway.cost import BackendCost, Costing, CostModel, ListPriceOnly, Meterin
 from gateway.errors import ConfigError
 from gateway.ledger import Ledger
 from gateway.plugins import Plugins
+from gateway.protocol import Freshness
 from gateway.settings import Settings
 from gateway.streaming import Outcome
 from gateway.usage import Status, UsageRecord
@@ -31,6 +33,10 @@ class RequestContext(Struct, kw_only=True):
     operation: str
     stream: bool
     key: str | None = None
+    # What routing needs from the request (not recorded).
+    freshness: Freshness | None = None
+    max_ttft_ms: float | None = None
+    headers: Mapping[str, str] = msgspec.field(default_factory=dict)
 
 
 def build_cost_model(settings: Settings, plugins: Plugins) -> CostModel:
@@ -66,6 +72,7 @@ class Accounting:
         self._ledger = ledger
         self._plugins = plugins
         self._hooks: set[asyncio.Task[None]] = set()
+        self.on_record: Callable[[UsageRecord], None] | None = None
 
     def cost(self, backend_id: str) -> BackendCost:
         return self._costs[backend_id]
@@ -131,6 +138,8 @@ class Accounting:
             fallbacks=fallbacks,
         )
         self._ledger.record(record)
+        if self.on_record is not None:
+            self.on_record(record)
         task = asyncio.create_task(self._plugins.usage_recorded(record))
         self._hooks.add(task)
         task.add_done_callback(self._hooks.discard)

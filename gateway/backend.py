@@ -102,6 +102,7 @@ class BackendStatus(Struct, kw_only=True):
     waiting: int = 0
     observed_at: float = 0.0
     detail: str | None = None
+    saturated: bool = False  # every slot busy and the queue full: a request would get 429
 
 
 class BackendConfig(Struct, kw_only=True, frozen=True):

@@ -16,6 +16,7 @@ from gateway.backend import Backend, Chunk, Deployment, GenerationRequest
 from gateway.cost import Metering
 from gateway.errors import BackendError, BackendUnavailable, FreshetError
 from gateway.fleet import Fleet
+from gateway.state import HealthState
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,7 @@ async def open_stream(
     request: GenerationRequest,
     begin: Callable[[Deployment], Metering] | None = None,
     attempts: list[Attempt] | None = None,
+    health: HealthState | None = None,
 ) -> Opened:
     """Try ``candidates`` in order; ``attempts`` (if given) is filled with each failure.
 
@@ -74,6 +76,8 @@ async def open_stream(
                 metering.end(None)
             raise
         else:
+            if health is not None:
+                health.success(dep.backend_id)
             return Opened(
                 deployment=dep,
                 backend=backend,
@@ -85,6 +89,8 @@ async def open_stream(
         await aclose(stream)
         if metering is not None:
             metering.end(None)
+        if health is not None and error.status >= 500:
+            health.failure(dep.backend_id)  # refusals (context, queue full) are not faults
         attempts.append(
             Attempt(backend_id=dep.backend_id, error=error.message, status=error.status)
         )

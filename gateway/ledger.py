@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 from msgspec import Struct
 
+from gateway.errors import BackendUnavailable
 from gateway.usage import COLUMNS, UsageRecord
 
 log = logging.getLogger(__name__)
@@ -140,6 +141,9 @@ class SQLiteLedger:
         self._executor.shutdown(wait=True)
 
     async def rows(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        if self._conn is None:
+            raise BackendUnavailable("the ledger is still opening; retry shortly")
+
         def run() -> list[tuple[Any, ...]]:
             assert self._conn is not None
             return list(self._conn.execute(sql, tuple(params)).fetchall())

@@ -22,7 +22,10 @@ from gateway.errors import ConfigError
 log = logging.getLogger(__name__)
 
 # Built into the core distribution; registered under these names through the same hooks.
-BUILTINS: tuple[tuple[str, str], ...] = (("deterministic", "gateway.deterministic"),)
+BUILTINS: tuple[tuple[str, str], ...] = (
+    ("deterministic", "gateway.deterministic"),
+    ("routing", "gateway.routing"),
+)
 
 
 class PluginInfo(Struct, kw_only=True):

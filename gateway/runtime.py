@@ -12,6 +12,7 @@ from gateway.ledger import Ledger, SQLiteLedger
 from gateway.plugins import Plugins
 from gateway.service import Service
 from gateway.settings import Settings
+from gateway.state import LocalHealth
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +30,7 @@ class Runtime:
             self.ledger,
             self.plugins,
         )
+        self.health = LocalHealth()
         self.service = Service(self)
         self.ready = asyncio.Event()
         self.start_error: BaseException | None = None

@@ -3,15 +3,30 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
+
+from msgspec import Struct
 
 from gateway import protocol as p
 from gateway.accounting import RequestContext
 from gateway.backend import Deployment, GenerationRequest
-from gateway.cost import Costing, Metering
+from gateway.cost import Costing, Metering, RequestShape
 from gateway.dispatch import Attempt, Opened, chain, open_stream
-from gateway.errors import BackendError, BackendUnavailable, FreshetError
+from gateway.errors import (
+    BackendError,
+    BackendUnavailable,
+    ConfigError,
+    FreshetError,
+    InvalidRequest,
+)
+from gateway.freshness import resolve_need
+from gateway.protocol import Freshness
+from gateway.routing import Decision, OutputEstimate, Router, decide
+from gateway.settings import GroupPolicy
 from gateway.streaming import Outcome, collect, to_usage
+
+HEADER_TTFT = "x-freshet-max-ttft-ms"
 
 if TYPE_CHECKING:
     from gateway.runtime import Runtime
@@ -23,15 +38,60 @@ def estimate_prompt_tokens(request: GenerationRequest) -> int:
     return max(1, chars // 4)
 
 
+DEFAULT_POLICY = GroupPolicy()
+
+
+class Routed(Struct, kw_only=True):
+    """A request on its way: the backend stream, how it is going, why it went there."""
+
+    opened: Opened
+    outcome: Outcome
+    decision: Decision
+
+    def route_header(self) -> str:
+        return self.decision.header(
+            served=self.opened.deployment.backend_id, failed_over=len(self.opened.attempts)
+        )
+
+
 class Service:
     def __init__(self, runtime: Runtime) -> None:
         self._rt = runtime
+        settings = runtime.settings
+        routers = runtime.plugins.routers()
+        self._routers: dict[str, Router] = {}
+        for group, policy in settings.group_policies.items():
+            if policy.router not in routers:
+                raise ConfigError(
+                    f"unknown router {policy.router!r} (installed: {sorted(routers)})",
+                    file=settings.config_file,
+                    key=f"groups.{group}.router",
+                )
+        for name, factory in routers.items():
+            self._routers[name] = factory()
+        self.outputs = OutputEstimate(settings.routing.default_output_tokens)
+        self._max_attempts = settings.routing.max_attempts
 
-    def _candidates(self, model: str, skip: int = 0) -> tuple[Deployment, ...]:
-        return self._rt.fleet.catalog.resolve(model).deployments[skip:]
-
-    def context(self, request_id: str, model: str, operation: str, stream: bool) -> RequestContext:
+    def context(
+        self,
+        request_id: str,
+        model: str,
+        operation: str,
+        stream: bool,
+        *,
+        freshness: Freshness | None = None,
+        max_ttft_ms: float | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> RequestContext:
         entry = self._rt.fleet.catalog.resolve(model)  # 404 before anything else
+        headers = headers or {}
+        if max_ttft_ms is None and HEADER_TTFT in headers:
+            try:
+                max_ttft_ms = float(headers[HEADER_TTFT])
+            except ValueError:
+                raise InvalidRequest(
+                    f"{HEADER_TTFT} must be a number of milliseconds", param=HEADER_TTFT
+                ) from None
         return RequestContext(
             request_id=request_id,
             arrived=time.time(),
@@ -39,13 +99,46 @@ class Service:
             group=entry.name if entry.kind == "group" else None,
             operation=operation,
             stream=stream,
+            freshness=freshness,
+            max_ttft_ms=max_ttft_ms,
+            headers=headers,
+        )
+
+    async def decide(
+        self, ctx: RequestContext, gen: GenerationRequest, exclude: frozenset[str] = frozenset()
+    ) -> Decision:
+        """The route for a request; also the dry run of ``/freshet/route``."""
+        if not self._rt.ready.is_set():
+            raise BackendUnavailable("backends are still loading; retry shortly")
+        entry = self._rt.fleet.catalog.resolve(ctx.requested_model)
+        policy = self._rt.settings.group_policies.get(entry.name, DEFAULT_POLICY)
+        need = resolve_need(ctx.freshness, ctx.headers, None, policy.freshness)
+        shape = RequestShape(
+            prompt_tokens=estimate_prompt_tokens(gen),
+            output_tokens=gen.max_tokens or self.outputs.expect(ctx.group, ctx.key),
+        )
+        deployments = [d for d in entry.deployments if d.backend_id not in exclude]
+        backends = self._rt.fleet.backends
+        statuses = {d.backend_id: await backends[d.backend_id].status() for d in deployments}
+        return decide(
+            entry.name,
+            deployments,
+            shape,
+            need,
+            statuses,
+            self._rt.accounting.cost,
+            self._rt.health.available,
+            self._routers[policy.router],
+            policy.router,
+            policy.policy,
+            ctx.max_ttft_ms,
+            gen.max_tokens,
         )
 
     async def open(
-        self, ctx: RequestContext, gen: GenerationRequest, skip: int = 0
-    ) -> tuple[Opened, Outcome]:
-        if not self._rt.ready.is_set():
-            raise BackendUnavailable("backends are still loading; retry shortly")
+        self, ctx: RequestContext, gen: GenerationRequest, exclude: frozenset[str] = frozenset()
+    ) -> Routed:
+        decision = await self.decide(ctx, gen, exclude)
         estimate = estimate_prompt_tokens(gen)
         accounting = self._rt.accounting
 
@@ -53,9 +146,11 @@ class Service:
             return accounting.begin(dep.backend_id, ctx.request_id, estimate)
 
         attempts: list[Attempt] = []
-        candidates = self._candidates(ctx.requested_model, skip)
+        candidates = [c.deployment for c in decision.ordered[: self._max_attempts]]
         try:
-            opened = await open_stream(self._rt.fleet, candidates, gen, begin, attempts)
+            opened = await open_stream(
+                self._rt.fleet, candidates, gen, begin, attempts, self._rt.health
+            )
         except FreshetError as exc:
             if attempts:  # it reached a backend: one record, for the last one tried
                 last = next(d for d in candidates if d.backend_id == attempts[-1].backend_id)
@@ -66,7 +161,7 @@ class Service:
             ttft_s=time.time() - ctx.arrived,
             prompt_tokens_estimate=estimate,
         )
-        return opened, outcome
+        return Routed(opened=opened, outcome=outcome, decision=decision)
 
     def _record_failure(
         self, ctx: RequestContext, dep: Deployment, error: FreshetError, fallbacks: int
@@ -79,22 +174,25 @@ class Service:
         costing = self._rt.accounting.finish(
             ctx, opened.deployment, opened.backend.kind, outcome, len(opened.attempts)
         )
+        if outcome.usage is not None and outcome.error is None:
+            self.outputs.observe(ctx.group, ctx.key, outcome.usage.completion_tokens)
         return to_usage(outcome.usage, costing)
 
-    async def complete(
-        self, ctx: RequestContext, gen: GenerationRequest
-    ) -> tuple[Opened, Outcome, p.Usage]:
+    async def complete(self, ctx: RequestContext, gen: GenerationRequest) -> tuple[Routed, p.Usage]:
         """Non-streaming: nothing reaches the client until the end, so a failure anywhere
         before then may still fall back to the remaining candidates."""
-        skip = 0
+        tried: set[str] = set()
         while True:
-            opened, outcome = await self.open(ctx, gen, skip)
+            routed = await self.open(ctx, gen, frozenset(tried))
+            opened, outcome = routed.opened, routed.outcome
             try:
                 await collect(chain(opened.first, opened.rest), outcome)
             except FreshetError as exc:
-                remaining = self._candidates(ctx.requested_model)
-                skip = remaining.index(opened.deployment) + 1
-                if skip >= len(remaining):
+                tried.add(opened.deployment.backend_id)
+                tried.update(a.backend_id for a in opened.attempts)
+                if exc.status >= 500:
+                    self._rt.health.failure(opened.deployment.backend_id)
+                if len(tried) >= self._max_attempts or len(routed.decision.ordered) <= 1:
                     outcome.error = exc
                     self.finalize(ctx, opened, outcome)
                     raise
@@ -109,7 +207,7 @@ class Service:
                 outcome.client_disconnected = True
                 self.finalize(ctx, opened, outcome)
                 raise
-            return opened, outcome, self.finalize(ctx, opened, outcome)
+            return routed, self.finalize(ctx, opened, outcome)
 
 
 def cost_headers(headers: dict[str, str], usage: p.Usage) -> None:

@@ -12,7 +12,7 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import msgspec
 import yaml
@@ -21,6 +21,7 @@ from msgspec import Struct, field
 from gateway.backend import BackendConfig, HardwareProfile
 from gateway.cost import ListPrice
 from gateway.errors import ConfigError
+from gateway.protocol import Freshness
 
 T = TypeVar("T")
 
@@ -57,7 +58,7 @@ _BACKEND_KEYS = {
     "energy",
     "list_price",
 }
-_TOP_KEYS = {"backends", "groups", "server", "plugins", "prices", "cost"}
+_TOP_KEYS = {"backends", "groups", "server", "plugins", "prices", "cost", "routing"}
 
 
 class ServerSettings(Struct, kw_only=True, forbid_unknown_fields=True):
@@ -69,6 +70,19 @@ class ServerSettings(Struct, kw_only=True, forbid_unknown_fields=True):
 
 class PluginSettings(Struct, kw_only=True, forbid_unknown_fields=True):
     block: list[str] = field(default_factory=list)
+
+
+class GroupPolicy(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """How a group routes: the policy plugin, what its quotes count, its default need."""
+
+    router: str = "cheapest-fresh"
+    policy: Literal["full", "marginal"] = "full"
+    freshness: Freshness | None = None
+
+
+class RoutingSettings(Struct, kw_only=True, forbid_unknown_fields=True):
+    max_attempts: int = 3  # backends tried per request before giving up (retry budget)
+    default_output_tokens: int = 256  # expected output when max_tokens is absent, at first
 
 
 class CostSettings(Struct, kw_only=True, forbid_unknown_fields=True):
@@ -88,6 +102,8 @@ class Settings(Struct, kw_only=True):
     blocked_plugins: tuple[str, ...]
     prices: dict[str, Any] = field(default_factory=dict)
     cost: CostSettings = field(default_factory=CostSettings)
+    group_policies: dict[str, GroupPolicy] = field(default_factory=dict)
+    routing: RoutingSettings = field(default_factory=RoutingSettings)
 
 
 def default_data_dir(env: Mapping[str, str]) -> Path:
@@ -121,7 +137,8 @@ def load_settings(
     if not isinstance(prices, dict):
         raise ConfigError("must be a mapping", file=source, key="prices")
     backends = _parse_backends(raw.get("backends"), source)
-    groups = _parse_groups(raw.get("groups") or {}, backends, source)
+    groups, policies = _parse_groups(raw.get("groups") or {}, backends, source)
+    routing = _convert(raw.get("routing") or {}, RoutingSettings, source, "routing")
     blocked = [*plugins.block, *_split(env.get("FRESHET_BLOCK_PLUGINS", ""))]
     data_dir = env.get("FRESHET_DATA_DIR") or server.data_dir
     return Settings(
@@ -136,6 +153,8 @@ def load_settings(
         blocked_plugins=tuple(dict.fromkeys(blocked)),
         prices=prices,
         cost=cost,
+        group_policies=policies,
+        routing=routing,
     )
 
 
@@ -241,22 +260,30 @@ def _parse_backends(value: Any, source: str) -> list[BackendConfig]:
 
 def _parse_groups(
     value: Any, backends: list[BackendConfig], source: str
-) -> dict[str, tuple[str, ...]]:
+) -> tuple[dict[str, tuple[str, ...]], dict[str, GroupPolicy]]:
+    """``name: [ids]``, or ``name: {backends: [ids], router, policy, freshness}``."""
     if not isinstance(value, dict):
         raise ConfigError(
             "must be a mapping of group name to backend ids", file=source, key="groups"
         )
     ids = {b.id for b in backends}
     groups: dict[str, tuple[str, ...]] = {}
-    for name, members in value.items():
+    policies: dict[str, GroupPolicy] = {}
+    for name, spec in value.items():
         key = f"groups.{name}"
+        members = spec
+        if isinstance(spec, dict):
+            members = spec.get("backends")
+            rest = {k: v for k, v in spec.items() if k != "backends"}
+            policies[str(name)] = _convert(rest, GroupPolicy, source, key)
+            key = f"{key}.backends"
         if not isinstance(members, list) or not members:
             raise ConfigError("must be a non-empty list of backend ids", file=source, key=key)
         for member in members:
             if member not in ids:
                 raise ConfigError(f"unknown backend id {member!r}", file=source, key=key)
         groups[str(name)] = tuple(str(m) for m in members)
-    return groups
+    return groups, policies
 
 
 def parse_date(value: Any, source: str | None, key: str) -> dt.date | None:

@@ -147,6 +147,9 @@ class LlamaCppBackend:
             waiting=self._waiting,
             observed_at=time.time(),
             detail=None if self._loaded else "model not loaded",
+            saturated=self._free is not None
+            and self._free.empty()
+            and self._waiting >= self.params.queue_limit,
         )
 
     async def aclose(self) -> None:

@@ -1,0 +1,195 @@
+"""Choosing where a request goes: the cheapest deployment that is fresh enough.
+
+For a model or group, every deployment is a candidate. Candidates are dropped, each with
+a reason kept for the explanation: freshness unmet, unhealthy (circuit open), at capacity
+with a full queue, prompt + output over the context, expected time to first token over
+the request's ``max_ttft_ms``. The rest are scored by the cost model's quote (``full``:
+energy + capex share + list price; ``marginal``: energy only) and ordered by the group's
+routing policy (a plugin; default ``cheapest-fresh``). The first is chosen; the others
+are the fallback list.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Literal, Protocol
+
+from msgspec import Struct
+
+from gateway.backend import BackendStatus, Deployment
+from gateway.cost import BackendCost, Quote, RequestShape
+from gateway.errors import (
+    BackendUnavailable,
+    ContextLengthExceeded,
+    FreshnessUnsatisfiable,
+    RateLimited,
+)
+from gateway.freshness import Need
+from gateway.hookspecs import hookimpl
+
+Policy = Literal["full", "marginal"]
+
+# The router sees an estimate of the prompt's tokens (about 4 characters a token for
+# English; tests/unit/test_token_estimate.py measures the error against the model's
+# tokenizer). A deployment is dropped for context only when even the estimate's lower
+# bound does not fit; in between, the backend counts exactly and refuses before its first
+# byte, and the request falls through to the next candidate.
+CONTEXT_SLACK = 0.7
+
+
+class Candidate(Struct, kw_only=True):
+    deployment: Deployment
+    load: int = 0
+    quote: Quote | None = None
+    score: float = math.inf
+    dropped: str | None = None
+
+
+class Decision(Struct, kw_only=True):
+    ordered: list[Candidate]  # eligible, best first: [0] is chosen, the rest fall back
+    dropped: list[Candidate]
+    need: Need
+    policy: Policy
+    router: str
+
+    def header(self, served: str | None = None, failed_over: int = 0) -> str:
+        chosen = self.ordered[0]
+        parts = [
+            self.router,
+            f"chosen={served or chosen.deployment.backend_id}",
+            f"quote_usd={chosen.quote.usd_total:.3g}" if chosen.quote else "quote_usd=?",
+            f"candidates={len(self.ordered) + len(self.dropped)}",
+            f"failed_over={failed_over}",
+        ]
+        if self.dropped:
+            reasons = ",".join(f"{c.deployment.backend_id}:{c.dropped}" for c in self.dropped)
+            parts.append(f"dropped={reasons}")
+        return "; ".join(parts)
+
+
+class Router(Protocol):
+    """A routing policy: orders the eligible candidates (best first)."""
+
+    def order(self, candidates: list[Candidate], group: str) -> list[Candidate]: ...
+
+
+class CheapestFresh:
+    """Lowest quote first; ties go to the least loaded."""
+
+    def order(self, candidates: list[Candidate], group: str) -> list[Candidate]:
+        return sorted(candidates, key=_cheapest_key)
+
+
+def _cheapest_key(c: Candidate) -> tuple[float, int]:
+    return (c.score, c.load)
+
+
+class RoundRobin:
+    """Takes eligible candidates in turn, ignoring cost (a baseline, and for A/B tests)."""
+
+    def __init__(self) -> None:
+        self._next: dict[str, int] = {}
+
+    def order(self, candidates: list[Candidate], group: str) -> list[Candidate]:
+        i = self._next.get(group, 0)
+        self._next[group] = i + 1
+        k = i % len(candidates)
+        return candidates[k:] + candidates[:k]
+
+
+class OutputEstimate:
+    """Expected output tokens when a request sets no max: a running average per group
+    and key of what such requests really produced."""
+
+    def __init__(self, default: int, weight: float = 0.1) -> None:
+        self._default = float(default)
+        self._weight = weight
+        self._avg: dict[tuple[str | None, str | None], float] = {}
+
+    def expect(self, group: str | None, key: str | None) -> int:
+        return max(1, round(self._avg.get((group, key), self._default)))
+
+    def observe(self, group: str | None, key: str | None, tokens: int) -> None:
+        old = self._avg.get((group, key), self._default)
+        self._avg[(group, key)] = old + self._weight * (tokens - old)
+
+
+def decide(
+    name: str,
+    deployments: Sequence[Deployment],
+    shape: RequestShape,
+    need: Need,
+    statuses: Mapping[str, BackendStatus],
+    costs: Callable[[str], BackendCost],
+    available: Callable[[str], bool],
+    router: Router,
+    router_name: str,
+    policy: Policy = "full",
+    max_ttft_ms: float | None = None,
+    max_tokens: int | None = None,
+) -> Decision:
+    """Drop, score and order ``deployments``; ``max_tokens`` is the request's own limit
+    (the context check counts it; the quote counts the expected output in ``shape``)."""
+    eligible: list[Candidate] = []
+    dropped: list[Candidate] = []
+    need_date = need.min_cutoff
+    context_need = int(shape.prompt_tokens * CONTEXT_SLACK) + (max_tokens or 0)
+    for dep in deployments:
+        status = statuses[dep.backend_id]
+        c = Candidate(deployment=dep, load=status.running + status.waiting)
+        cutoff = dep.knowledge_cutoff
+        if need_date is not None and (cutoff is None or cutoff < need_date):
+            c.dropped = f"freshness(cutoff {cutoff.isoformat() if cutoff else 'unknown'})"
+        elif not status.healthy or not available(dep.backend_id):
+            c.dropped = "unhealthy"
+        elif status.saturated:
+            c.dropped = "at_capacity"
+        elif context_need > dep.max_context:
+            c.dropped = f"context(~{shape.prompt_tokens}+{max_tokens or 0}>{dep.max_context})"
+        else:
+            quote = costs(dep.backend_id).quote(shape, status)
+            if max_ttft_ms is not None and quote.ttft_s * 1000 > max_ttft_ms:
+                c.dropped = f"ttft(~{quote.ttft_s * 1000:.0f}ms>{max_ttft_ms:.0f}ms)"
+            else:
+                c.quote = quote
+                c.score = quote.usd_energy if policy == "marginal" else quote.usd_total
+                eligible.append(c)
+                continue
+        dropped.append(c)
+    if not eligible:
+        raise _nothing_eligible(name, dropped, need, shape)
+    ordered = router.order(eligible, name)
+    return Decision(ordered=ordered, dropped=dropped, need=need, policy=policy, router=router_name)
+
+
+def _nothing_eligible(
+    name: str, dropped: list[Candidate], need: Need, shape: RequestShape
+) -> Exception:
+    fresh = [c for c in dropped if not (c.dropped or "").startswith("freshness")]
+    if not fresh:
+        cutoffs = [c.deployment.knowledge_cutoff for c in dropped if c.deployment.knowledge_cutoff]
+        freshest = max(cutoffs).isoformat() if cutoffs else "unknown"
+        return FreshnessUnsatisfiable(
+            f"no deployment of {name!r} is fresh enough: the request needs a knowledge cutoff "
+            f"{need.describe()}, the freshest available is {freshest}",
+            param="freshness",
+        )
+    if all((c.dropped or "").startswith("context") for c in fresh):
+        largest = max(c.deployment.max_context for c in fresh)
+        return ContextLengthExceeded(
+            f"the prompt (about {shape.prompt_tokens} tokens) and max_tokens do not fit the "
+            f"context of any deployment of {name!r} (largest: {largest} tokens)",
+            param="messages",
+        )
+    reasons = "; ".join(f"{c.deployment.backend_id}: {c.dropped}" for c in dropped)
+    if any(c.dropped == "at_capacity" for c in fresh):
+        # Busy, not broken: the client should come back shortly.
+        return RateLimited(f"every deployment of {name!r} is at capacity ({reasons})")
+    return BackendUnavailable(f"no deployment of {name!r} can take the request now ({reasons})")
+
+
+@hookimpl
+def register_routers(register: Callable[[str, object], None]) -> None:
+    register("cheapest-fresh", CheapestFresh)
+    register("round-robin", RoundRobin)
