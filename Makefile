@@ -30,7 +30,7 @@ lint: install
 
 typecheck: install
 	$(BIN)/mypy
-	$(BIN)/mypy --strict $(wildcard plugins/*/freshet_*)
+	$(BIN)/mypy --strict $(patsubst %/__init__.py,%,$(wildcard plugins/*/freshet_*/__init__.py))
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
