@@ -13,7 +13,7 @@ from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin
 
-from gateway.api import admin, openai, reports, ui
+from gateway.api import admin, openai, reports, route, ui
 from gateway.api.errors import freshet_error, http_error, server_error
 from gateway.api.request_id import request_id_middleware
 from gateway.errors import FreshetError
@@ -45,6 +45,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Litestar:
         route_handlers=[
             openai.OpenAIController,
             admin.AdminController,
+            route.RouteController,
             reports.ReportsController,
             ui.UIController,
             *runtime.plugins.extra_routes(),

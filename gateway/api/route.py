@@ -1,0 +1,124 @@
+"""``/freshet/route``: dry-run the router for a request and show every candidate."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from litestar import Controller, Request, get, post
+from litestar.params import JSONBody
+from msgspec import Struct
+
+from gateway import protocol as p
+from gateway.backend import GenerationRequest, Message
+from gateway.cost import Quote
+from gateway.requests import from_chat
+from gateway.routing import Candidate, Decision
+from gateway.runtime import Runtime
+
+
+class CandidateView(Struct, kw_only=True):
+    backend: str
+    deployment: str
+    knowledge_cutoff: dt.date | None
+    load: int
+    eligible: bool
+    rank: int | None
+    reason: str | None
+    quote_usd: float | None
+    quote: Quote | None
+
+
+class RouteView(Struct, kw_only=True):
+    model: str
+    router: str
+    policy: str
+    need: str
+    chosen: str
+    fallbacks: list[str]
+    candidates: list[CandidateView]
+
+
+def _view(c: Candidate, rank: int | None) -> CandidateView:
+    return CandidateView(
+        backend=c.deployment.backend_id,
+        deployment=c.deployment.name,
+        knowledge_cutoff=c.deployment.knowledge_cutoff,
+        load=c.load,
+        eligible=rank is not None,
+        rank=rank,
+        reason=c.dropped,
+        quote_usd=c.quote.usd_total if c.quote else None,
+        quote=c.quote,
+    )
+
+
+def _render(model: str, decision: Decision) -> RouteView:
+    ordered = [c.deployment.backend_id for c in decision.ordered]
+    return RouteView(
+        model=model,
+        router=decision.router,
+        policy=decision.policy,
+        need=decision.need.describe(),
+        chosen=ordered[0],
+        fallbacks=ordered[1:],
+        candidates=[_view(c, i) for i, c in enumerate(decision.ordered)]
+        + [_view(c, None) for c in decision.dropped],
+    )
+
+
+class RouteController(Controller):
+    path = "/freshet/route"
+    tags = ["Freshet"]
+
+    @get(summary="Dry-run the router for a model (query: model, prompt_tokens, max_tokens)")
+    async def route_get(
+        self,
+        request: Request[Any, Any, Any],
+        model: str,
+        prompt_tokens: int = 16,
+        max_tokens: int | None = None,
+        min_knowledge_cutoff: dt.date | None = None,
+        max_staleness_days: int | None = None,
+        max_ttft_ms: float | None = None,
+    ) -> RouteView:
+        runtime: Runtime = request.app.state.runtime
+        service = runtime.service
+        freshness = p.Freshness(
+            min_knowledge_cutoff=min_knowledge_cutoff, max_staleness_days=max_staleness_days
+        )
+        ctx = service.context(
+            "dry-run",
+            model,
+            "chat",
+            False,
+            freshness=freshness,
+            max_ttft_ms=max_ttft_ms,
+            headers=request.headers,
+        )
+        # A prompt of about `prompt_tokens` tokens for the estimate (4 characters a token).
+        gen = GenerationRequest(
+            request_id="dry-run",
+            operation="chat",
+            model=model,
+            messages=[Message(role="user", content="x" * max(0, 4 * prompt_tokens - 8))],
+            max_tokens=max_tokens,
+        )
+        return _render(model, await service.decide(ctx, gen))
+
+    @post(status_code=200, summary="Dry-run the router for a chat completion request body")
+    async def route_post(
+        self, request: Request[Any, Any, Any], data: JSONBody[p.ChatCompletionRequest]
+    ) -> RouteView:
+        runtime: Runtime = request.app.state.runtime
+        service = runtime.service
+        ctx = service.context(
+            "dry-run",
+            data.model,
+            "chat",
+            False,
+            freshness=data.freshness,
+            max_ttft_ms=data.max_ttft_ms,
+            headers=request.headers,
+        )
+        return _render(data.model, await service.decide(ctx, from_chat(data, "dry-run")))
