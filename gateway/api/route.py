@@ -6,7 +6,7 @@ import datetime as dt
 from typing import Any
 
 from litestar import Controller, Request, get, post
-from litestar.params import JSONBody
+from litestar.params import FromQuery, JSONBody
 from msgspec import Struct
 
 from gateway import protocol as p
@@ -75,12 +75,12 @@ class RouteController(Controller):
     async def route_get(
         self,
         request: Request[Any, Any, Any],
-        model: str,
-        prompt_tokens: int = 16,
-        max_tokens: int | None = None,
-        min_knowledge_cutoff: dt.date | None = None,
-        max_staleness_days: int | None = None,
-        max_ttft_ms: float | None = None,
+        model: FromQuery[str],
+        prompt_tokens: FromQuery[int] = 16,
+        max_tokens: FromQuery[int | None] = None,
+        min_knowledge_cutoff: FromQuery[dt.date | None] = None,
+        max_staleness_days: FromQuery[int | None] = None,
+        max_ttft_ms: FromQuery[float | None] = None,
     ) -> RouteView:
         runtime: Runtime = request.app.state.runtime
         service = runtime.service
