@@ -22,6 +22,8 @@ from gateway.backend import BackendConfig, HardwareProfile
 from gateway.cost import ListPrice
 from gateway.errors import ConfigError
 from gateway.protocol import Freshness
+from gateway.state_settings import TOP_KEYS as _STATE_KEYS
+from gateway.state_settings import SharedSettings, load_shared
 
 T = TypeVar("T")
 
@@ -58,7 +60,7 @@ _BACKEND_KEYS = {
     "energy",
     "list_price",
 }
-_TOP_KEYS = {"backends", "groups", "server", "plugins", "prices", "cost", "routing"}
+_TOP_KEYS = {"backends", "groups", "server", "plugins", "prices", "cost", "routing", *_STATE_KEYS}
 
 
 class ServerSettings(Struct, kw_only=True, forbid_unknown_fields=True):
@@ -104,6 +106,7 @@ class Settings(Struct, kw_only=True):
     cost: CostSettings = field(default_factory=CostSettings)
     group_policies: dict[str, GroupPolicy] = field(default_factory=dict)
     routing: RoutingSettings = field(default_factory=RoutingSettings)
+    shared: SharedSettings = field(default_factory=SharedSettings)
 
 
 def default_data_dir(env: Mapping[str, str]) -> Path:
@@ -155,6 +158,7 @@ def load_settings(
         cost=cost,
         group_policies=policies,
         routing=routing,
+        shared=load_shared(raw, env, source),
     )
 
 

@@ -10,7 +10,7 @@ from litestar.params import FromQuery, JSONBody
 from msgspec import Struct
 
 from gateway import protocol as p
-from gateway.backend import GenerationRequest, Message
+from gateway.backend import GenerationRequest
 from gateway.cost import Quote
 from gateway.requests import from_chat
 from gateway.routing import Candidate, Decision
@@ -96,15 +96,11 @@ class RouteController(Controller):
             max_ttft_ms=max_ttft_ms,
             headers=request.headers,
         )
-        # A prompt of about `prompt_tokens` tokens for the estimate (4 characters a token).
         gen = GenerationRequest(
-            request_id="dry-run",
-            operation="chat",
-            model=model,
-            messages=[Message(role="user", content="x" * max(0, 4 * prompt_tokens - 8))],
-            max_tokens=max_tokens,
+            request_id="dry-run", operation="chat", model=model, max_tokens=max_tokens
         )
-        return _render(model, await service.decide(ctx, gen))
+        decision = await service.decide(ctx, gen, prompt_estimate=prompt_tokens)
+        return _render(model, decision)
 
     @post(status_code=200, summary="Dry-run the router for a chat completion request body")
     async def route_post(

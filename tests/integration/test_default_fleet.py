@@ -61,5 +61,6 @@ def test_auto_prefers_asic_and_long_prompts_fall_through_to_cpu(client: openai.O
         model="auto", messages=[{"role": "user", "content": long_prompt}], max_tokens=4
     )
     assert long.headers["x-freshet-backend"] == "cpu"
-    assert "failed_over=1" in long.headers["x-freshet-route"]
+    # The router sees the prompt cannot fit the ASIC's 2,048 tokens and never sends it.
+    assert "dropped=asic:context" in long.headers["x-freshet-route"]
     assert long.parse().usage.prompt_tokens > 3000

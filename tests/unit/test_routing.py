@@ -17,7 +17,7 @@ from gateway.errors import (
     RateLimited,
 )
 from gateway.freshness import NO_NEED, Need
-from gateway.routing import CheapestFresh, Decision, RoundRobin, decide
+from gateway.routing import CONTEXT_SLACK, CheapestFresh, Decision, RoundRobin, decide
 
 
 class FixedCost:
@@ -175,11 +175,11 @@ def test_all_busy_is_429_and_all_too_small_is_400() -> None:
 
 
 def test_context_check_uses_the_estimate_lower_bound() -> None:
-    # Estimated 1,000 prompt tokens: clearly over 512, but maybe under 800 (the backend
-    # counts exactly and refuses itself if so), so 800 stays a candidate.
+    # Estimated 1,000 prompt tokens: clearly over 512, but maybe under 950 (the backend
+    # counts exactly and refuses itself if so), so 950 stays a candidate.
     shape = RequestShape(prompt_tokens=1000, output_tokens=10)
     d = run(
-        [dep("a", context=512), dep("b", context=800)],
+        [dep("a", context=512), dep("b", context=950)],
         {"a": FixedCost(1), "b": FixedCost(1)},
         shape=shape,
     )
@@ -262,7 +262,7 @@ def test_property_chosen_is_eligible_and_cheapest(
         fresh = the_need.min_cutoff is None or (
             d_.knowledge_cutoff is not None and d_.knowledge_cutoff >= the_need.min_cutoff
         )
-        fits = int(prompt * 0.7) + (max_tokens or 0) <= d_.max_context
+        fits = int(prompt * CONTEXT_SLACK) + (max_tokens or 0) <= d_.max_context
         return fresh and s.healthy and not s.saturated and fits
 
     def score(i: int) -> float:
