@@ -135,28 +135,36 @@ def decide(
     dropped: list[Candidate] = []
     need_date = need.min_cutoff
     context_need = int(shape.prompt_tokens * CONTEXT_SLACK) + (max_tokens or 0)
+    marginal = policy == "marginal"
     for dep in deployments:
-        status = statuses[dep.backend_id]
-        c = Candidate(deployment=dep, load=status.running + status.waiting)
+        backend_id = dep.backend_id
+        status = statuses[backend_id]
         cutoff = dep.knowledge_cutoff
+        reason: str | None = None
         if need_date is not None and (cutoff is None or cutoff < need_date):
-            c.dropped = f"freshness(cutoff {cutoff.isoformat() if cutoff else 'unknown'})"
-        elif not status.healthy or not available(dep.backend_id):
-            c.dropped = "unhealthy"
+            reason = f"freshness(cutoff {cutoff.isoformat() if cutoff else 'unknown'})"
+        elif not status.healthy or not available(backend_id):
+            reason = "unhealthy"
         elif status.saturated:
-            c.dropped = "at_capacity"
+            reason = "at_capacity"
         elif context_need > dep.max_context:
-            c.dropped = f"context(~{shape.prompt_tokens}+{max_tokens or 0}>{dep.max_context})"
+            reason = f"context(~{shape.prompt_tokens}+{max_tokens or 0}>{dep.max_context})"
         else:
-            quote = costs(dep.backend_id).quote(shape, status)
-            if max_ttft_ms is not None and quote.ttft_s * 1000 > max_ttft_ms:
-                c.dropped = f"ttft(~{quote.ttft_s * 1000:.0f}ms>{max_ttft_ms:.0f}ms)"
-            else:
-                c.quote = quote
-                c.score = quote.usd_energy if policy == "marginal" else quote.usd_total
-                eligible.append(c)
+            quote = costs(backend_id).quote(shape, status)
+            if max_ttft_ms is None or quote.ttft_s * 1000 <= max_ttft_ms:
+                eligible.append(
+                    Candidate(
+                        deployment=dep,
+                        load=status.running + status.waiting,
+                        quote=quote,
+                        score=quote.usd_energy if marginal else quote.usd_total,
+                    )
+                )
                 continue
-        dropped.append(c)
+            reason = f"ttft(~{quote.ttft_s * 1000:.0f}ms>{max_ttft_ms:.0f}ms)"
+        dropped.append(
+            Candidate(deployment=dep, load=status.running + status.waiting, dropped=reason)
+        )
     if not eligible:
         raise _nothing_eligible(name, dropped, need, shape)
     ordered = router.order(eligible, name)

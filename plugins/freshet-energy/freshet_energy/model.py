@@ -59,37 +59,46 @@ class BackendEnergyCost:
         self._list = convert_list_price(config)
         self._simulated = simulated
         self.board = BoardAccount(counter, backend.profile, time.monotonic, prices.idle)
+        self._prepare_quotes()
 
     @property
     def source(self) -> EnergySource:
         return "simulated" if self._simulated else self.board.counter.source
 
-    def quote(self, shape: RequestShape, status: BackendStatus) -> Quote:
+    def _prepare_quotes(self) -> None:
+        """Everything a quote needs that does not change per request, computed once:
+        the router quotes every candidate of every request."""
         p = self._profile
-        slots = max(1, p.max_concurrency)
+        self._slots = max(1, p.max_concurrency)
+        self._c_prefill = 1.0 / p.prefill_tokens_per_s if p.prefill_tokens_per_s else 0.0
+        self._c_decode = 1.0 / p.decode_tokens_per_s if p.decode_tokens_per_s else 0.0
+        self._watts_per_request = [0.0] + [
+            self._curve.watts(b) / b for b in range(1, self._slots + 1)
+        ]
+        self._capex_per_s = p.capex_per_hour / 3600.0
+        self._pue = p.pue if p.pue is not None else self._prices.pue
+        self._in_per_tok = self._list.input_per_mtok / 1e6
+        self._out_per_tok = self._list.output_per_mtok / 1e6
+
+    def _usd_per_joule(self) -> float:
+        prices = self._prices
+        kwh = prices.kwh_at(time.time()) if prices.tariffs else prices.kwh_usd
+        return self._pue * kwh / 3.6e6
+
+    def quote(self, shape: RequestShape, status: BackendStatus) -> Quote:
+        slots = self._slots
         batch = min(status.running + 1, slots)
-        prefill_s = shape.prompt_tokens / p.prefill_tokens_per_s if p.prefill_tokens_per_s else 0.0
-        decode_s = shape.output_tokens / p.decode_tokens_per_s if p.decode_tokens_per_s else 0.0
-        service_s = prefill_s + decode_s
-        queued = max(0, status.running + status.waiting + 1 - slots)
-        queue_s = queued * service_s / slots
-        joules = self._curve.watts(batch) / batch * service_s
-        d = dollars(
-            self._prices,
-            joules=joules,
-            busy_s=service_s / batch,
-            pue=p.pue,
-            capex_per_hour=p.capex_per_hour,
-            list_price=self._list,
-            prompt_tokens=shape.prompt_tokens,
-            completion_tokens=shape.output_tokens,
-            at=time.time(),
-        )
+        prefill_s = shape.prompt_tokens * self._c_prefill
+        service_s = prefill_s + shape.output_tokens * self._c_decode
+        queued = status.running + status.waiting + 1 - slots
+        queue_s = queued * service_s / slots if queued > 0 else 0.0
+        joules = self._watts_per_request[batch] * service_s
         return Quote(
             joules=joules,
-            usd_energy=d.energy,
-            usd_capex=d.capex,
-            usd_list=d.list_in + d.list_out,
+            usd_energy=joules * self._usd_per_joule(),
+            usd_capex=self._capex_per_s * service_s / batch,
+            usd_list=shape.prompt_tokens * self._in_per_tok
+            + shape.output_tokens * self._out_per_tok,
             queue_s=queue_s,
             ttft_s=queue_s + prefill_s,
             duration_s=queue_s + service_s,
