@@ -121,6 +121,7 @@ async def test_fifty_mixed_requests_make_fifty_exact_records(tmp_path: Path) -> 
             killed = await _killed_mid_stream(client)
             failed = await _failing_backend(client)
             await asyncio.sleep(0.5)  # the killed stream's record is written off the hot path
+            report = (await client.get("/freshet/cost/report?group_by=backend")).json()
     # The server was stopped gracefully (SIGTERM): everything is flushed.
     with sqlite3.connect(tmp_path / "data" / "ledger.sqlite3") as conn:
         conn.row_factory = sqlite3.Row
@@ -144,3 +145,14 @@ async def test_fifty_mixed_requests_make_fifty_exact_records(tmp_path: Path) -> 
     assert rows[failed]["error_code"] == "backend_error"
     assert rows[failed]["completion_tokens"] == 3
     assert {r["backend"] for r in rows.values()} == {"paced", "asic", "broken"}
+    # The report's sums are the records' sums, per backend and in total.
+    by_backend = {row["value"]: row for row in report["rows"]}
+    for backend in ("paced", "asic", "broken"):
+        mine = [r for r in rows.values() if r["backend"] == backend]
+        assert by_backend[backend]["requests"] == len(mine)
+        for field in ("prompt_tokens", "completion_tokens", "joules", "usd_total"):
+            assert by_backend[backend][field] == pytest.approx(sum(r[field] for r in mine)), field
+    assert report["totals"]["requests"] == 50
+    assert report["totals"]["usd_total"] == pytest.approx(
+        sum(r["usd_total"] for r in rows.values())
+    )
