@@ -10,10 +10,13 @@ from collections.abc import Callable, Mapping
 import msgspec
 from msgspec import Struct
 
+from gateway.admission import Admission
 from gateway.backend import Backend, Deployment
 from gateway.cost import BackendCost, Costing, CostModel, ListPriceOnly, Metering
 from gateway.errors import ConfigError
+from gateway.keys import ApiKey
 from gateway.ledger import Ledger
+from gateway.limits import Reservation
 from gateway.plugins import Plugins
 from gateway.protocol import Freshness
 from gateway.settings import Settings
@@ -32,7 +35,9 @@ class RequestContext(Struct, kw_only=True):
     group: str | None
     operation: str
     stream: bool
-    key: str | None = None
+    key: str | None = None  # the API key's name
+    api_key: ApiKey | None = None
+    reservation: Reservation | None = None  # what the key's limits hold for it
     # What routing needs from the request (not recorded).
     freshness: Freshness | None = None
     max_ttft_ms: float | None = None
@@ -64,6 +69,7 @@ class Accounting:
         settings: Settings,
         ledger: Ledger,
         plugins: Plugins,
+        admission: Admission | None = None,
     ) -> None:
         self._costs: dict[str, BackendCost] = {
             config.id: model.for_backend(backends[config.id], config)
@@ -71,6 +77,7 @@ class Accounting:
         }
         self._ledger = ledger
         self._plugins = plugins
+        self._admission = admission
         self._hooks: set[asyncio.Task[None]] = set()
         self.on_record: Callable[[UsageRecord], None] | None = None
 
@@ -137,6 +144,9 @@ class Accounting:
             usd_total=costing.usd_total,
             fallbacks=fallbacks,
         )
+        if self._admission is not None:  # settle the key's reservation with the real cost
+            tokens = record.prompt_tokens + record.completion_tokens
+            self._admission.settle(ctx, costing, tokens)
         self._ledger.record(record)
         if self.on_record is not None:
             self.on_record(record)

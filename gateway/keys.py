@@ -164,10 +164,9 @@ class KeyRing:
     async def _loop(self) -> None:
         while True:
             await asyncio.sleep(self._refresh_s)
-            try:
+            # Unavailable: the store's own warning says so; the snapshot stays in use.
+            with contextlib.suppress(KeyStoreUnavailable):
                 await self.refresh()
-            except KeyStoreUnavailable:
-                pass  # the store's own warning says so; the snapshot stays in use
 
     def cached(self, secret_digest: str) -> ApiKey | None:
         return self._by_digest.get(secret_digest)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+import msgspec
+
 from gateway.keys import ApiKey, KeyExists, decode_key, encode_key
 
 FILENAME = "keys.sqlite3"
@@ -55,7 +57,7 @@ class SQLiteKeyStore:
         if row is None:
             return False
         key = decode_key(row[0])
-        revoked = ApiKey(**{**_fields(key), "revoked": True})
+        revoked = msgspec.structs.replace(key, revoked=True)
         db.execute("UPDATE keys SET record = ? WHERE name = ?", (encode_key(revoked), name))
         return True
 
@@ -68,7 +70,3 @@ class SQLiteKeyStore:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
-
-
-def _fields(key: ApiKey) -> dict[str, object]:
-    return {f: getattr(key, f) for f in ApiKey.__struct_fields__}

@@ -68,8 +68,8 @@ def _schema() -> str:
 
 
 class SQLiteLedger:
-    def __init__(self, data_dir: Path) -> None:
-        self.path = data_dir / "ledger.sqlite3"
+    def __init__(self, data_dir: Path, filename: str = "ledger.sqlite3") -> None:
+        self.path = data_dir / filename
         self._pending: list[UsageRecord] = []
         # One thread owns the connection: writes and reads are serialised there.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger")

@@ -109,7 +109,7 @@ class RedisStore:
         # Loops until Redis answers and every recovery has run with Redis still up (a
         # failure during recovery marks it down again while this task still runs).
         while True:
-            while not await self.ping():
+            while not await self.ping():  # noqa: ASYNC110 (polling a remote server)
                 await asyncio.sleep(PROBE_S)
             down_since = self.stats.down_since or time.time()
             self.stats.up = True

@@ -8,11 +8,12 @@ import time
 
 from gateway.accounting import Accounting, build_cost_model
 from gateway.fleet import Fleet
-from gateway.ledger import Ledger, SQLiteLedger
+from gateway.ledger import Ledger
 from gateway.plugins import Plugins
 from gateway.service import Service
 from gateway.settings import Settings
-from gateway.state import LocalHealth
+from gateway.shared import SharedState
+from gateway.state import HealthState
 
 log = logging.getLogger(__name__)
 
@@ -22,15 +23,20 @@ class Runtime:
         self.settings = settings
         self.plugins = plugins or Plugins(blocked=settings.blocked_plugins)
         self.fleet = Fleet(settings, self.plugins)
-        self.ledger: Ledger = SQLiteLedger(settings.data_dir)
+        # Keys, limits, health and the ledger: in-process/SQLite, or Redis when configured.
+        self.shared = SharedState(settings)
+        self.auth = self.shared.auth
+        self.admission = self.shared.admission
+        self.ledger: Ledger = self.shared.ledger
         self.accounting = Accounting(
             build_cost_model(settings, self.plugins),
             self.fleet.backends,
             settings,
             self.ledger,
             self.plugins,
+            self.admission,
         )
-        self.health = LocalHealth()
+        self.health: HealthState = self.shared.health
         self.service = Service(self)
         self.ready = asyncio.Event()
         self.start_error: BaseException | None = None
@@ -39,6 +45,7 @@ class Runtime:
     async def start(self) -> None:
         """Load every backend; ``/ready`` turns true when this returns."""
         try:
+            await self.shared.start()
             await self.ledger.start()
             await self.fleet.start()
         except Exception as exc:
@@ -51,3 +58,4 @@ class Runtime:
     async def aclose(self) -> None:
         await self.fleet.aclose()
         await self.ledger.aclose()  # after the backends: flushes every record
+        await self.shared.aclose()

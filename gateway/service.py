@@ -22,6 +22,7 @@ from gateway.errors import (
     InvalidRequest,
 )
 from gateway.freshness import resolve_need
+from gateway.keys import ApiKey
 from gateway.protocol import Freshness
 from gateway.routing import Decision, OutputEstimate, Router, decide
 from gateway.settings import GroupPolicy
@@ -103,6 +104,7 @@ class Service:
         freshness: Freshness | None = None,
         max_ttft_ms: float | None = None,
         headers: Mapping[str, str] | None = None,
+        api_key: ApiKey | None = None,
     ) -> RequestContext:
         entry = self._rt.fleet.catalog.resolve(model)  # 404 before anything else
         headers = headers or {}
@@ -123,6 +125,8 @@ class Service:
             freshness=freshness,
             max_ttft_ms=max_ttft_ms,
             headers=headers,
+            key=api_key.name if api_key is not None else None,
+            api_key=api_key,
         )
 
     async def decide(
@@ -137,7 +141,8 @@ class Service:
             raise BackendUnavailable("backends are still loading; retry shortly")
         entry = self._rt.fleet.catalog.resolve(ctx.requested_model)
         policy = self._rt.settings.group_policies.get(entry.name, DEFAULT_POLICY)
-        need = resolve_need(ctx.freshness, ctx.headers, None, policy.freshness)
+        key_default = ctx.api_key.freshness if ctx.api_key is not None else None
+        need = resolve_need(ctx.freshness, ctx.headers, key_default, policy.freshness)
         shape = RequestShape(
             prompt_tokens=prompt_estimate or estimate_prompt_tokens(gen),
             output_tokens=gen.max_tokens or self.outputs.expect(ctx.group, ctx.key),
@@ -165,6 +170,9 @@ class Service:
     ) -> Routed:
         estimate = estimate_prompt_tokens(gen)
         decision = await self.decide(ctx, gen, exclude, estimate)
+        # The key's rate limits and budget: reserve the chosen quote (429/402 when over).
+        output = gen.max_tokens or self.outputs.expect(ctx.group, ctx.key)
+        await self._rt.admission.admit(ctx, decision.ordered[0].quote, estimate + output)
         accounting = self._rt.accounting
 
         def begin(dep: Deployment) -> Metering:

@@ -1,5 +1,8 @@
 """Shared mutable state behind small interfaces: backend health (circuit breakers).
 
+Limits and budgets are in :mod:`gateway.limits` / :mod:`gateway.limits_redis`; the shared
+breakers in :mod:`gateway.health_redis`.
+
 The embedded default keeps it in-process; a shared store implements the same methods.
 """
 
@@ -59,6 +62,19 @@ class LocalHealth:
 
     def available(self, backend_id: str) -> bool:
         return self.circuit(backend_id).state != "open"
+
+    def adopt(self, backend_id: str, circuit: Circuit) -> None:
+        """Take a circuit's state from elsewhere (the shared store); ``opened_at`` is in
+        this breaker's clock."""
+        self._circuits[backend_id] = circuit
+
+    @property
+    def settings(self) -> BreakerSettings:
+        return self._settings
+
+    @property
+    def clock(self) -> Callable[[], float]:
+        return self._clock
 
     def success(self, backend_id: str) -> None:
         circuit = self.circuit(backend_id)

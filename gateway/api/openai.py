@@ -13,6 +13,7 @@ from msgspec import Struct
 
 from gateway import protocol as p
 from gateway.accounting import RequestContext
+from gateway.api.auth import request_key
 from gateway.backend import GenerationRequest
 from gateway.dispatch import chain
 from gateway.requests import from_chat, from_completion
@@ -102,6 +103,7 @@ class OpenAIController(Controller):
             freshness=data.freshness,
             max_ttft_ms=data.max_ttft_ms,
             headers=request.headers,
+            api_key=request_key(request),
         )
         created = int(ctx.arrived)
         completion_id = f"chatcmpl-{request_id[4:]}"
@@ -170,6 +172,7 @@ class OpenAIController(Controller):
             freshness=data.freshness,
             max_ttft_ms=data.max_ttft_ms,
             headers=request.headers,
+            api_key=request_key(request),
         )
         created = int(ctx.arrived)
         completion_id = f"cmpl-{request_id[4:]}"

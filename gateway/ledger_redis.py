@@ -1,0 +1,283 @@
+"""The shared ledger: usage records through a Redis Stream into one aggregate.
+
+Write path (every process): ``record()`` queues in memory; a writer task ``XADD``s each
+batch to ``<prefix>:ledger:stream``. A sent record is kept until it is seen in the
+aggregate (checked after :data:`CONFIRM_AFTER_S`) and sent again if it is not there after
+:data:`RESEND_S`, so a Redis that dies before persisting an entry loses nothing while the
+gateway lives. Redis unreachable: batches go to a bounded on-disk spool
+(:mod:`gateway.spool`), replayed when Redis is back.
+
+Aggregation (every process is a consumer of the group ``aggregators``): entries are read
+with ``XREADGROUP`` and folded by one Lua script that, atomically, stores the record under
+its request id in ``<prefix>:ledger:records`` unless it is there already (``HSETNX``),
+gives each new record the next sequence number (``<prefix>:ledger:seq``, a sorted set),
+and ``XACK``s and ``XDEL``s the entry. A record is acknowledged only in the same atomic
+step that makes it durable in the aggregate (with Redis's AOF on), and a record sent twice
+(a resend, a replayed spool) is counted once. Entries left pending by a dead consumer are
+claimed by the others after :data:`CLAIM_IDLE_MS`.
+
+Reports: each data directory keeps a SQLite *mirror* of the aggregate (same schema as the
+embedded ledger), brought up to the aggregate's latest sequence number before every
+report, so the SQL reports of :mod:`gateway.reports` run unchanged and every replica
+answers with the same numbers. The mirror is a cache: deleting it rebuilds it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import socket
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from redis.exceptions import RedisError, ResponseError
+
+from gateway.ledger import FLUSH_INTERVAL_S, SQLiteLedger, UsageQuery
+from gateway.ledger_mirror import Mirror
+from gateway.redis_store import UNAVAILABLE, RedisStore
+from gateway.spool import Spool
+from gateway.usage import UsageRecord
+
+log = logging.getLogger(__name__)
+
+GROUP = "aggregators"
+CONFIRM_AFTER_S = 1.0
+RESEND_S = 10.0
+CLAIM_IDLE_MS = 15_000
+BATCH = 500
+_encode = msgspec.json.Encoder().encode
+
+_AGGREGATE = """
+local n = 0
+for i = 2, #ARGV, 3 do
+  if ARGV[i + 1] ~= '' and redis.call('HSETNX', KEYS[2], ARGV[i + 1], ARGV[i + 2]) == 1 then
+    redis.call('ZADD', KEYS[3], redis.call('INCR', KEYS[4]), ARGV[i + 1])
+    n = n + 1
+  end
+  redis.call('XACK', KEYS[1], ARGV[1], ARGV[i])
+  redis.call('XDEL', KEYS[1], ARGV[i])
+end
+return n
+"""
+
+_PRESENT = """
+local out = {}
+for i, id in ipairs(ARGV) do out[i] = redis.call('HEXISTS', KEYS[1], id) end
+return out
+"""
+
+
+class RedisLedger:
+    def __init__(self, store: RedisStore, data_dir: Path) -> None:
+        self._store = store
+        self.stream = store.key("ledger", "stream")
+        self.records = store.key("ledger", "records")
+        self.seq = store.key("ledger", "seq")
+        self.counter = store.key("ledger", "count")
+        self.consumer = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+        self._mirror_db = SQLiteLedger(data_dir, "ledger-mirror.sqlite3")
+        self.mirror = Mirror(store, self._mirror_db, self.records, self.seq)
+        self.spool = Spool(data_dir / "spool", store.settings.spool_max_bytes)
+        self._pending: list[UsageRecord] = []
+        self._sent: dict[str, tuple[UsageRecord, float]] = {}
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._aggregate = store.client.register_script(_AGGREGATE)
+        self._present = store.client.register_script(_PRESENT)
+        self._block_ms = max(10, int(store.settings.timeout_s * 500))
+        store.on_recovery(self._recovered)
+
+    # -- writing ----------------------------------------------------------------------
+
+    def record(self, record: UsageRecord) -> None:
+        """Queue a record; never blocks, never does I/O."""
+        self._pending.append(record)
+        self._wake.set()
+
+    async def _send(self) -> None:
+        if not self._pending:
+            return
+        batch, self._pending = self._pending, []
+        if not self._store.up:
+            self.spool.append(batch)
+            return
+        try:
+            await self._xadd(batch)
+        except (*UNAVAILABLE, RedisError) as exc:
+            self._store.failed(exc, "ledger write")
+            self.spool.append(batch)
+            return
+        now = time.monotonic()
+        for r in batch:
+            self._sent[r.request_id] = (r, now)
+
+    async def _xadd(self, batch: Sequence[UsageRecord]) -> None:
+        pipe = self._store.client.pipeline(transaction=False)
+        for r in batch:
+            pipe.xadd(self.stream, {"id": r.request_id, "r": _encode(r)})
+        await pipe.execute()
+
+    async def _write_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            await asyncio.sleep(FLUSH_INTERVAL_S)  # gather a batch
+            self._wake.clear()
+            await self._send()
+
+    async def _confirm(self, older_than_s: float) -> None:
+        """Forget sent records the aggregate has; send again those missing for long."""
+        now = time.monotonic()
+        due = [rid for rid, (_, at) in self._sent.items() if now - at >= older_than_s]
+        for i in range(0, len(due), BATCH):
+            chunk = due[i : i + BATCH]
+            present = await self._present(keys=[self.records], args=chunk)
+            resend = []
+            for rid, found in zip(chunk, present, strict=True):
+                if found:
+                    del self._sent[rid]
+                elif now - self._sent[rid][1] >= RESEND_S:
+                    resend.append(self._sent[rid][0])
+            if resend:
+                log.warning("%d usage records not in the aggregate; sending again", len(resend))
+                await self._xadd(resend)
+                for r in resend:
+                    self._sent[r.request_id] = (r, time.monotonic())
+
+    async def _confirm_loop(self) -> None:
+        while True:
+            await asyncio.sleep(CONFIRM_AFTER_S / 2)
+            if self._store.up and self._sent:
+                try:
+                    await self._confirm(CONFIRM_AFTER_S)
+                except (*UNAVAILABLE, RedisError) as exc:
+                    self._store.failed(exc, "ledger confirm")
+
+    # -- aggregating ------------------------------------------------------------------
+
+    async def _ensure_group(self) -> None:
+        with contextlib.suppress(ResponseError):  # BUSYGROUP: it exists
+            await self._store.client.xgroup_create(self.stream, GROUP, id="0", mkstream=True)
+
+    async def _fold(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> int:
+        args: list[Any] = [GROUP]
+        for entry_id, fields in entries:
+            if b"id" in fields:
+                args += [entry_id, fields[b"id"], fields[b"r"]]
+            else:  # not ours (or emptied): acknowledge and drop it
+                args += [entry_id, b"", b""]
+        keys = [self.stream, self.records, self.seq, self.counter]
+        return int(await self._aggregate(keys=keys, args=args))
+
+    async def aggregate_once(self, block_ms: int | None = None) -> int:
+        try:
+            reply: Any = await self._store.client.xreadgroup(
+                GROUP, self.consumer, {self.stream: ">"}, count=BATCH, block=block_ms
+            )
+        except ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            await self._ensure_group()  # Redis restarted without the group
+            return 0
+        folded = 0
+        for _stream, entries in reply or []:
+            if entries:
+                folded += await self._fold(entries)
+        return folded
+
+    async def _claim_orphans(self) -> None:
+        reply: list[Any] = await self._store.client.xautoclaim(
+            self.stream, GROUP, self.consumer, CLAIM_IDLE_MS, count=BATCH
+        )
+        entries = reply[1]
+        if entries:
+            await self._fold([e for e in entries if e and e[1] is not None])
+
+    async def _consume_loop(self) -> None:
+        last_claim = time.monotonic()
+        while True:
+            if not self._store.up:
+                await asyncio.sleep(0.2)
+                continue
+            try:
+                await self.aggregate_once(self._block_ms)
+                if time.monotonic() - last_claim > CLAIM_IDLE_MS / 1000:
+                    last_claim = time.monotonic()
+                    await self._claim_orphans()
+            except (*UNAVAILABLE, RedisError) as exc:
+                self._store.failed(exc, "ledger aggregate")
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    async def _recovered(self) -> None:
+        await self._ensure_group()
+        replay = self.spool.drain()
+        if replay:
+            log.warning("replaying %d spooled usage records to redis", len(replay))
+            self._pending[:0] = replay
+            await self._send()
+
+    async def start(self) -> None:
+        await self._mirror_db.start()
+        self.spool.open()
+        self.spool.adopt_orphans()
+        if self._store.up:
+            try:
+                await self._recovered()
+            except (*UNAVAILABLE, RedisError) as exc:
+                self._store.failed(exc, "ledger start")
+        for name, loop in (
+            ("writer", self._write_loop),
+            ("confirm", self._confirm_loop),
+            ("aggregate", self._consume_loop),
+        ):
+            self._tasks.append(asyncio.create_task(loop(), name=f"freshet-ledger-{name}"))
+
+    async def flush(self) -> None:
+        """Send what is queued, fold what is waiting, and bring the mirror up to date."""
+        await self._send()
+        if not self._store.up:
+            return
+        try:
+            while await self.aggregate_once() or 0:
+                pass
+            await self.mirror.sync()
+        except (*UNAVAILABLE, RedisError) as exc:
+            self._store.failed(exc, "ledger flush")
+
+    async def aclose(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self._drain_for_shutdown()
+        left = [r for r, _ in self._sent.values()] + self._pending
+        if left:
+            self.spool.append(left)
+            log.warning("%d usage records left in the spool for the next start", len(left))
+        self.spool.close()
+        await self._mirror_db.aclose()
+
+    async def _drain_for_shutdown(self, timeout_s: float = 3.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        with contextlib.suppress(*UNAVAILABLE, RedisError):
+            await self._send()
+            while self._sent and self._store.up and time.monotonic() < deadline:
+                await self.aggregate_once()
+                await self._confirm(0.0)
+                if self._sent:
+                    await asyncio.sleep(0.05)
+
+    # -- reading ----------------------------------------------------------------------
+
+    async def rows(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        return await self._mirror_db.rows(sql, params)
+
+    async def query(self, query: UsageQuery) -> tuple[list[UsageRecord], int]:
+        return await self._mirror_db.query(query)
