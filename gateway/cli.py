@@ -15,6 +15,7 @@ from typing import Any, TypeVar, cast
 import click
 import msgspec
 
+from gateway.cli_keys import keys
 from gateway.errors import ConfigError, InvalidRequest
 from gateway.plugins import Plugins
 from gateway.report_format import to_csv, to_table
@@ -61,7 +62,16 @@ def main() -> None:
 @click.option("--port", type=int, default=None, help="Port (env FRESHET_PORT, default 8400).")
 @click.option("--config", "config_file", default=None, help="YAML config (env FRESHET_CONFIG).")
 @click.option("--log-level", default="info", show_default=True)
-def serve(host: str | None, port: int | None, config_file: str | None, log_level: str) -> None:
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Processes sharing the port (share limits and health through FRESHET_REDIS_URL).",
+)
+def serve(
+    host: str | None, port: int | None, config_file: str | None, log_level: str, workers: int
+) -> None:
     """Start the gateway. With no config: the embedded default fleet."""
     import uvicorn
 
@@ -74,6 +84,11 @@ def serve(host: str | None, port: int | None, config_file: str | None, log_level
     settings = _fail_on_config_error(lambda: load_settings(config_file, host=host, port=port))
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     runtime = _fail_on_config_error(lambda: Runtime(settings))
+    if workers > 1:  # each worker builds its own Runtime; this one only checked the config
+        from gateway.workers import serve_workers
+
+        serve_workers(settings, workers, log_level)
+        return
     app = create_app(settings, runtime)
     source = settings.config_file or "embedded default"
     click.echo(
@@ -229,6 +244,8 @@ def _live_backends(base_url: str) -> dict[str, dict[str, Any]] | None:
         return None
     return {item["id"]: item for item in data}
 
+
+main.add_command(keys)
 
 if __name__ == "__main__":
     main()
