@@ -79,7 +79,8 @@ class Accounting:
         self._plugins = plugins
         self._admission = admission
         self._hooks: set[asyncio.Task[None]] = set()
-        self.on_record: Callable[[UsageRecord], None] | None = None
+        # Told of each record with the outcome it came from (telemetry).
+        self.on_record: Callable[[UsageRecord, Outcome], None] | None = None
 
     def cost(self, backend_id: str) -> BackendCost:
         return self._costs[backend_id]
@@ -149,7 +150,7 @@ class Accounting:
             self._admission.settle(ctx, costing, tokens)
         self._ledger.record(record)
         if self.on_record is not None:
-            self.on_record(record)
+            self.on_record(record, outcome)
         task = asyncio.create_task(self._plugins.usage_recorded(record))
         self._hooks.add(task)
         task.add_done_callback(self._hooks.discard)

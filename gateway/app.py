@@ -13,7 +13,7 @@ from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin
 
-from gateway.api import admin, openai, reports, route, state, ui
+from gateway.api import admin, openai, reports, route, state, traces, ui
 from gateway.api.auth import auth_middleware
 from gateway.api.errors import freshet_error, http_error, server_error
 from gateway.api.request_id import request_id_middleware
@@ -50,10 +50,15 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Litestar:
             reports.ReportsController,
             state.StateController,
             ui.UIController,
+            traces.TelemetryController,
             *runtime.plugins.extra_routes(),
         ],
         lifespan=[lifespan],
-        middleware=[request_id_middleware, auth_middleware],
+        middleware=[
+            request_id_middleware,
+            traces.tracing_middleware(runtime.telemetry),
+            auth_middleware,
+        ],
         exception_handlers={
             FreshetError: freshet_error,
             HTTPException: http_error,

@@ -14,6 +14,7 @@ from gateway.service import Service
 from gateway.settings import Settings
 from gateway.shared import SharedState
 from gateway.state import HealthState
+from gateway.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,13 @@ class Runtime:
             self.admission,
         )
         self.health: HealthState = self.shared.health
+        self.telemetry = Telemetry(
+            settings,
+            self.fleet.backends,
+            circuit_state=lambda backend_id: self.health.circuit(backend_id).state,
+            ready=lambda: self.ready.is_set(),
+        )
+        self.accounting.on_record = self.telemetry.on_record
         self.service = Service(self)
         self.ready = asyncio.Event()
         self.start_error: BaseException | None = None
@@ -44,6 +52,7 @@ class Runtime:
 
     async def start(self) -> None:
         """Load every backend; ``/ready`` turns true when this returns."""
+        self.telemetry.start()
         try:
             await self.shared.start()
             await self.ledger.start()
@@ -59,3 +68,4 @@ class Runtime:
         await self.fleet.aclose()
         await self.ledger.aclose()  # after the backends: flushes every record
         await self.shared.aclose()
+        await self.telemetry.aclose()  # last: spans of requests ended above

@@ -106,6 +106,7 @@ class Service:
         headers: Mapping[str, str] | None = None,
         api_key: ApiKey | None = None,
     ) -> RequestContext:
+        self._rt.telemetry.requested(request_id, model)
         entry = self._rt.fleet.catalog.resolve(model)  # 404 before anything else
         headers = headers or {}
         if max_ttft_ms is None and HEADER_TTFT in headers:
@@ -169,13 +170,16 @@ class Service:
         self, ctx: RequestContext, gen: GenerationRequest, exclude: frozenset[str] = frozenset()
     ) -> Routed:
         estimate = estimate_prompt_tokens(gen)
-        decision = await self.decide(ctx, gen, exclude, estimate)
+        decision = await self._rt.telemetry.route(
+            ctx.request_id, gen, self.decide(ctx, gen, exclude, estimate)
+        )
         # The key's rate limits and budget: reserve the chosen quote (429/402 when over).
         output = gen.max_tokens or self.outputs.expect(ctx.group, ctx.key)
         await self._rt.admission.admit(ctx, decision.ordered[0].quote, estimate + output)
         accounting = self._rt.accounting
 
         def begin(dep: Deployment) -> Metering:
+            self._rt.telemetry.attempt(ctx.request_id, dep, attempts)
             return accounting.begin(dep.backend_id, ctx.request_id, estimate)
 
         attempts: list[Attempt] = []

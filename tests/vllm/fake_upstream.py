@@ -25,6 +25,7 @@ class FakeVllm:
         self.waiting = 0
         self.metrics_status = 200
         self.requests: list[dict[str, Any]] = []
+        self.headers: list[dict[str, str]] = []  # of each generation request
         self.disconnected = asyncio.Event()
         self.in_stream = asyncio.Event()
         app = web.Application()
@@ -57,6 +58,7 @@ class FakeVllm:
     async def _generate(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
         self.requests.append(body)
+        self.headers.append(dict(request.headers))
         if self.mode == "status":
             return web.json_response(
                 {"error": {"message": f"fake error {self.status}", "code": self.status}},

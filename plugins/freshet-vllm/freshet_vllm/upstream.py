@@ -9,10 +9,29 @@ import time
 from collections.abc import Sequence
 
 import aiohttp
+from opentelemetry import propagate
 
 from freshet_vllm.metrics import Load, MetricsError, parse_load
 
 log = logging.getLogger(__name__)
+
+
+async def _inject_trace_context(
+    session: aiohttp.ClientSession,
+    context: object,
+    params: aiohttp.TraceRequestStartParams,
+) -> None:
+    # While the gateway calls a backend, its "backend" span is the current OpenTelemetry
+    # context: a request sent then carries it as `traceparent`, so vLLM's own spans (when
+    # it traces) join the client's trace. Polls of /metrics run outside any request and
+    # carry nothing.
+    propagate.inject(params.headers)
+
+
+def _trace_propagation() -> aiohttp.TraceConfig:
+    config = aiohttp.TraceConfig()
+    config.on_request_start.append(_inject_trace_context)
+    return config
 
 
 class Upstream:
@@ -40,6 +59,7 @@ class Upstream:
             connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=4.0),
             timeout=aiohttp.ClientTimeout(total=None, connect=self._connect_timeout_s),
             raise_for_status=False,
+            trace_configs=[_trace_propagation()],
         )
 
     async def close(self) -> None:

@@ -1,0 +1,282 @@
+"""OpenTelemetry traces and Prometheus/OTLP metrics for every request (DESIGN §9).
+
+:class:`Telemetry` is created with the app's :class:`~gateway.runtime.Runtime` (never at
+import) and is the only thing the request path calls:
+
+- the tracing middleware (:mod:`gateway.api.traces`) calls :meth:`begin` when a request
+  arrives (honouring its ``traceparent``) and :meth:`end` once its response has ended or
+  its client has left;
+- the service calls :meth:`requested`, :meth:`route` and :meth:`attempt`; the accounting
+  calls :meth:`on_record` with the request's usage record.
+
+These only note ids, timestamps and references. At :meth:`end` the spans are built and
+handed to the span processors (the in-memory :class:`RecentTraces` behind
+``/freshet/traces``, and the OTLP batch processor when configured), and the metrics are
+recorded. While a backend is being called its span is the current OpenTelemetry context,
+so an HTTP backend injects it as the ``traceparent`` of its own request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping
+
+from opentelemetry import context as otel_context
+from opentelemetry import propagate
+from opentelemetry import trace as otel_trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import SpanLimits, SynchronousMultiSpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags
+
+from gateway.backend import Backend, BackendStatus, Deployment, GenerationRequest
+from gateway.dispatch import Attempt
+from gateway.plugins import core_version
+from gateway.routing import Decision
+from gateway.settings import Settings
+from gateway.streaming import Outcome
+from gateway.telemetry_export import (
+    EXPORTER_LOGGERS,
+    MetricsExport,
+    in_daemon_thread,
+    quiet,
+    span_exporter,
+    wanted,
+)
+from gateway.telemetry_metrics import Metrics
+from gateway.telemetry_store import RecentTraces
+from gateway.telemetry_trace import BackendCall, RequestTrace, RouteStep, SpanFactory
+from gateway.usage import UsageRecord
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TRACES_KEPT = 200
+SHUTDOWN_TIMEOUT_S = 5.0
+_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+_NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
+
+
+class Telemetry:
+    def __init__(
+        self,
+        settings: Settings,
+        backends: Mapping[str, Backend],
+        circuit_state: Callable[[str], str],
+        ready: Callable[[], bool],
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        env = os.environ if env is None else env
+        self._backends = backends
+        self._circuit_state = circuit_state
+        self._ready = ready
+        # OTEL_SDK_DISABLED=true turns tracing off (no spans, no propagation); metrics stay.
+        self.tracing = env.get("OTEL_SDK_DISABLED", "").strip().lower() != "true"
+        self.resource = _resource()
+        self.scope = InstrumentationScope("freshet", core_version())
+        self.recent = RecentTraces(keep=_int(env, "FRESHET_TRACES_KEPT", DEFAULT_TRACES_KEPT))
+        self.processors = SynchronousMultiSpanProcessor()  # type: ignore[no-untyped-call]
+        self.processors.add_span_processor(self.recent)
+        # The provider owns the sampler (OTEL_TRACES_SAMPLER), the id generator and the
+        # processors; plugins may make their own spans with ``telemetry.tracer``.
+        self.provider = TracerProvider(
+            resource=self.resource, shutdown_on_exit=False, active_span_processor=self.processors
+        )
+        self.tracer = self.provider.get_tracer("freshet", core_version())
+        self._ids = self.provider.id_generator
+        self._sampler = self.provider.sampler
+        self.metrics = Metrics()
+        self._spans = SpanFactory(
+            self.resource,
+            self.scope,
+            {config.id: config.type for config in settings.backends},
+            settings.capture_content,
+            SpanLimits().max_span_attribute_length,
+        )
+        self.active: dict[str, RequestTrace] = {}
+        self._export_traces = self.tracing and wanted(env, "traces")
+        self._export_metrics = wanted(env, "metrics")
+        self._metrics_interval_s = _int(env, "OTEL_METRIC_EXPORT_INTERVAL", 60000) / 1000
+        self._batch: BatchSpanProcessor | None = None
+        self._metrics_export: MetricsExport | None = None
+        self._metrics_task: asyncio.Task[None] | None = None
+        self._undo: list[Callable[[], None]] = []
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the OTLP exporters that the environment asks for (in the lifespan)."""
+        if self._export_traces and self._batch is None:
+            exporter = span_exporter()
+            self._undo.append(quiet(EXPORTER_LOGGERS, [exporter.health]))
+            self._batch = BatchSpanProcessor(exporter)  # OTEL_BSP_* apply
+            self.processors.add_span_processor(self._batch)
+            log.info("exporting traces over OTLP to %s", exporter.health.endpoint)
+        if self._export_metrics and self._metrics_export is None:
+            export = MetricsExport(
+                self.metrics.registry, self.resource, self.scope, self._metrics_interval_s
+            )
+            self._undo.append(quiet(EXPORTER_LOGGERS, [export.health]))
+            self._metrics_export = export
+            self._metrics_task = asyncio.create_task(
+                export.run(self.refresh), name="freshet-otlp-metrics"
+            )
+            log.info("exporting metrics over OTLP to %s", export.health.endpoint)
+
+    async def aclose(self) -> None:
+        """Flush what is left, within :data:`SHUTDOWN_TIMEOUT_S` each; never hang the exit."""
+        if self._metrics_task is not None:
+            self._metrics_task.cancel()
+            await asyncio.gather(self._metrics_task, return_exceptions=True)
+            self._metrics_task = None
+        export = self._metrics_export
+        if export is not None:
+            await self.refresh()
+            data = export.collect()
+            await in_daemon_thread(
+                lambda: export.exporter.export(data), "metrics", SHUTDOWN_TIMEOUT_S
+            )
+            export.exporter.shutdown()
+        if self._batch is not None:
+            await in_daemon_thread(self.provider.shutdown, "spans", SHUTDOWN_TIMEOUT_S)
+        for undo in self._undo:
+            undo()
+        self._undo.clear()
+
+    # -- the request path -----------------------------------------------------------
+
+    def begin(
+        self,
+        request_id: str,
+        operation: str,
+        headers: Mapping[str, str],
+        server: tuple[str, int | None],
+    ) -> RequestTrace:
+        """A request arrived: its trace id (the client's, from ``traceparent``, or new)."""
+        start_ns = time.time_ns()
+        if not self.tracing:
+            context = SpanContext(0, 0, is_remote=False)
+            trace = RequestTrace(request_id, operation, start_ns, context, None, server)
+            self.active[request_id] = trace
+            return trace
+        incoming = propagate.extract(headers)
+        parent: SpanContext | None = otel_trace.get_current_span(incoming).get_span_context()
+        if parent is not None and not parent.is_valid:
+            parent = None
+        trace_id = parent.trace_id if parent is not None else self._ids.generate_trace_id()
+        sampling = self._sampler.should_sample(incoming, trace_id, operation, SpanKind.SERVER)
+        context = SpanContext(
+            trace_id,
+            self._ids.generate_span_id(),
+            is_remote=False,
+            trace_flags=_SAMPLED if sampling.decision.is_sampled() else _NOT_SAMPLED,  # type: ignore[no-untyped-call]
+            trace_state=sampling.trace_state,
+        )
+        trace = RequestTrace(request_id, operation, start_ns, context, parent, server)
+        self.active[request_id] = trace
+        current = otel_trace.set_span_in_context(NonRecordingSpan(context), incoming)
+        trace.context_token = otel_context.attach(current)
+        return trace
+
+    def requested(self, request_id: str, model: str) -> None:
+        """The request names ``model`` (before it is resolved: a 404 still shows it)."""
+        trace = self.active.get(request_id)
+        if trace is not None:
+            trace.model = model
+
+    async def route(
+        self, request_id: str, gen: GenerationRequest, deciding: Awaitable[Decision]
+    ) -> Decision:
+        """Await the routing decision as the ``route`` span."""
+        trace = self.active.get(request_id)
+        if trace is None:
+            return await deciding
+        trace.gen = gen
+        step = RouteStep(self._ids.generate_span_id(), time.time_ns())
+        trace.routes.append(step)
+        try:
+            step.decision = await deciding
+        except BaseException as exc:
+            step.error = exc
+            raise
+        finally:
+            step.end_ns = time.time_ns()
+        return step.decision
+
+    def attempt(self, request_id: str, deployment: Deployment, attempts: list[Attempt]) -> None:
+        """The dispatcher is about to call ``deployment``'s backend (``attempts``: its
+        failures so far); the ``backend`` span becomes the current context."""
+        trace = self.active.get(request_id)
+        if trace is None:
+            return
+        call = BackendCall(deployment, self._ids.generate_span_id(), time.time_ns(), attempts)
+        trace.calls.append(call)
+        if self.tracing:
+            # Left attached: the request's own token, detached at its end, undoes it.
+            span = NonRecordingSpan(trace.child(call.span_id))
+            otel_context.attach(otel_trace.set_span_in_context(span))
+
+    def on_record(self, record: UsageRecord, outcome: Outcome) -> None:
+        trace = self.active.get(record.request_id)
+        if trace is not None:
+            trace.record = record
+            trace.outcome = outcome
+            trace.record_ns = time.time_ns()
+
+    def end(self, trace: RequestTrace, http_status: int, error_type: str | None) -> None:
+        """The response has ended (or the client left): build the spans, record metrics."""
+        trace.end_ns = time.time_ns()
+        trace.http_status = http_status
+        outcome = trace.outcome
+        if error_type is None and outcome is not None and outcome.error is not None:
+            error_type = outcome.error.code or outcome.error.type
+        trace.error_type = error_type
+        self.active.pop(trace.request_id, None)
+        if trace.context_token is not None:
+            otel_context.detach(trace.context_token)  # type: ignore[arg-type]
+        if trace.context.trace_flags.sampled:
+            for span in self._spans.spans(trace):
+                self.processors.on_end(span)
+        self.metrics.request_done(trace)
+
+    # -- metrics --------------------------------------------------------------------
+
+    def in_flight(self) -> Counter[str]:
+        """Requests of this process waiting on each backend (open, no record yet)."""
+        return Counter(
+            t.calls[-1].deployment.backend_id
+            for t in list(self.active.values())
+            if t.calls and t.record is None
+        )
+
+    async def refresh(self) -> None:
+        """Bring the per-backend gauges up to date (before a scrape or an export)."""
+        statuses: dict[str, BackendStatus] = {}
+        if self._ready():
+            for backend_id, backend in self._backends.items():
+                statuses[backend_id] = await backend.status()
+        circuits = {backend_id: self._circuit_state(backend_id) for backend_id in self._backends}
+        self.metrics.backends(statuses, circuits, self.in_flight())
+
+
+def _resource() -> Resource:
+    # Resource.create reads OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME.
+    resource = Resource.create({"service.version": core_version()})
+    if str(resource.attributes.get("service.name", "")).startswith("unknown_service"):
+        resource = resource.merge(Resource({"service.name": "freshet"}))
+    return resource
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        log.warning("%s=%r is not an integer; using %d", name, raw, default)
+        return default

@@ -1,0 +1,205 @@
+"""The last N traces, kept in memory so ``/freshet/ui`` shows traces with nothing installed.
+
+A span processor like any other: it receives every finished span of this process's
+tracer provider, groups them by trace and forgets the oldest trace beyond ``keep``.
+Ending a span costs an append under a lock; the JSON views are built when asked for.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping
+from typing import Any
+
+from msgspec import Struct
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+from opentelemetry.trace import SpanKind, StatusCode, format_span_id, format_trace_id
+
+MAX_SPANS_PER_TRACE = 256
+_MS = 1_000_000
+
+
+class TraceSummary(Struct, kw_only=True):
+    """One row of the trace list: the request(s) in the trace, summed."""
+
+    trace_id: str
+    time: str  # ISO 8601 UTC, when the trace's first span started
+    start_unix_ms: float
+    name: str
+    model: str | None
+    response_model: str | None
+    backend: str | None
+    status: str  # ok | error | client_disconnected
+    http_status: int | None
+    error_type: str | None
+    input_tokens: int | None
+    output_tokens: int | None
+    ttft_ms: float | None
+    duration_ms: float
+    joules: float | None
+    usd: float | None
+    requests: int
+    spans: int
+
+
+class EventView(Struct, kw_only=True):
+    name: str
+    time_ms: float  # from the trace's start
+    attributes: dict[str, Any]
+
+
+class SpanView(Struct, kw_only=True):
+    span_id: str
+    parent_span_id: str | None
+    name: str
+    kind: str
+    start_ms: float  # from the trace's start
+    duration_ms: float
+    status: str  # unset | ok | error
+    status_message: str | None
+    attributes: dict[str, Any]
+    events: list[EventView]
+
+
+class TraceView(Struct, kw_only=True):
+    summary: TraceSummary
+    spans: list[SpanView]  # by start time
+
+
+class RecentTraces(SpanProcessor):
+    def __init__(self, keep: int, max_spans: int = MAX_SPANS_PER_TRACE) -> None:
+        self.keep = keep
+        self._max_spans = max_spans
+        self._traces: OrderedDict[int, list[ReadableSpan]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        return None
+
+    def on_end(self, span: ReadableSpan) -> None:
+        context = span.context
+        if context is None or self.keep <= 0:
+            return
+        with self._lock:
+            spans = self._traces.get(context.trace_id)
+            if spans is None:
+                spans = self._traces[context.trace_id] = []
+                if len(self._traces) > self.keep:
+                    self._traces.popitem(last=False)
+            else:
+                self._traces.move_to_end(context.trace_id)
+            if len(spans) < self._max_spans:
+                spans.append(span)
+
+    def shutdown(self) -> None:
+        return None
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
+
+    def _snapshot(self) -> list[tuple[int, list[ReadableSpan]]]:
+        with self._lock:
+            return [(tid, list(spans)) for tid, spans in reversed(self._traces.items())]
+
+    def summaries(self, limit: int) -> list[TraceSummary]:
+        """Newest first: one row per trace, from its server span(s)."""
+        return [_summary(tid, spans) for tid, spans in self._snapshot()[:limit]]
+
+    def trace(self, trace_id: str) -> TraceView | None:
+        try:
+            wanted = int(trace_id, 16)
+        except ValueError:
+            return None
+        with self._lock:
+            spans = list(self._traces.get(wanted, ()))
+        if not spans:
+            return None
+        spans.sort(key=lambda s: s.start_time or 0)
+        origin = spans[0].start_time or 0
+        return TraceView(
+            summary=_summary(wanted, spans), spans=[_span_view(s, origin) for s in spans]
+        )
+
+
+def _is_request(span: ReadableSpan) -> bool:
+    return span.kind is SpanKind.SERVER and "freshet.request.id" in (span.attributes or {})
+
+
+def _summary(trace_id: int, spans: list[ReadableSpan]) -> TraceSummary:
+    requests = sorted((s for s in spans if _is_request(s)), key=lambda s: s.start_time or 0)
+    roots = requests or sorted(spans, key=lambda s: s.start_time or 0)[:1]
+    first = roots[0]
+    a: Mapping[str, Any] = first.attributes or {}
+    start = min(s.start_time or 0 for s in spans)
+    end = max(s.end_time or 0 for s in spans)
+
+    def total(key: str) -> float | None:
+        values = [_number((r.attributes or {}).get(key)) for r in requests]
+        numbers = [v for v in values if v is not None]
+        return sum(numbers) if numbers else None
+
+    ttft = a.get("gen_ai.server.time_to_first_token")
+    errors = [(r.attributes or {}).get("error.type") for r in requests]
+    errors = [e for e in errors if e is not None]
+    tokens_in, tokens_out = total("gen_ai.usage.input_tokens"), total("gen_ai.usage.output_tokens")
+    return TraceSummary(
+        trace_id=format_trace_id(trace_id),
+        time=dt.datetime.fromtimestamp(start / 1e9, dt.UTC).isoformat(timespec="milliseconds"),
+        start_unix_ms=start / _MS,
+        name=first.name,
+        model=a.get("gen_ai.request.model"),
+        response_model=a.get("gen_ai.response.model"),
+        backend=a.get("freshet.backend.id"),
+        status=_status(requests),
+        http_status=a.get("http.response.status_code"),
+        error_type=str(errors[0]) if errors else None,
+        input_tokens=None if tokens_in is None else int(tokens_in),
+        output_tokens=None if tokens_out is None else int(tokens_out),
+        ttft_ms=ttft * 1000 if isinstance(ttft, int | float) else None,
+        duration_ms=(end - start) / _MS,
+        joules=total("freshet.energy_joules"),
+        usd=total("freshet.cost_usd"),
+        requests=len(requests),
+        spans=len(spans),
+    )
+
+
+def _number(value: object) -> float | None:
+    return value if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _status(requests: list[ReadableSpan]) -> str:
+    attributes = [r.attributes or {} for r in requests]
+    if any("error.type" in a for a in attributes):
+        return "error"
+    if any(a.get("freshet.status") == "client_disconnected" for a in attributes):
+        return "client_disconnected"
+    return "ok"
+
+
+def _span_view(span: ReadableSpan, origin: int) -> SpanView:
+    context = span.context
+    start, end = span.start_time or origin, span.end_time or origin
+    error = span.status.status_code is StatusCode.ERROR
+    return SpanView(
+        span_id=format_span_id(context.span_id) if context else "",
+        parent_span_id=format_span_id(span.parent.span_id) if span.parent else None,
+        name=span.name,
+        kind=span.kind.name.lower(),
+        start_ms=(start - origin) / _MS,
+        duration_ms=(end - start) / _MS,
+        status=span.status.status_code.name.lower(),
+        status_message=span.status.description if error else None,
+        attributes=dict(span.attributes or {}),
+        events=[
+            EventView(
+                name=e.name,
+                time_ms=((e.timestamp or start) - origin) / _MS,
+                attributes=dict(e.attributes or {}),
+            )
+            for e in span.events
+        ],
+    )
