@@ -197,6 +197,7 @@ class Telemetry:
             return await deciding
         trace.gen = gen
         step = RouteStep(self._ids.generate_span_id(), time.time_ns())
+        trace.end_calls(step.start_ns, failed_only=False)  # routing again: they are done
         trace.routes.append(step)
         try:
             step.decision = await deciding
@@ -213,7 +214,9 @@ class Telemetry:
         trace = self.active.get(request_id)
         if trace is None:
             return
-        call = BackendCall(deployment, self._ids.generate_span_id(), time.time_ns(), attempts)
+        now = time.time_ns()
+        trace.end_calls(now, failed_only=True)  # the dispatcher moves on after a failure
+        call = BackendCall(deployment, self._ids.generate_span_id(), now, attempts)
         trace.calls.append(call)
         if self.tracing:
             # Left attached: the request's own token, detached at its end, undoes it.
@@ -226,6 +229,7 @@ class Telemetry:
             trace.record = record
             trace.outcome = outcome
             trace.record_ns = time.time_ns()
+            trace.end_calls(trace.record_ns, failed_only=True)
 
     def end(self, trace: RequestTrace, http_status: int, error_type: str | None) -> None:
         """The response has ended (or the client left): build the spans, record metrics."""

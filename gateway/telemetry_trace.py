@@ -131,12 +131,15 @@ class RequestTrace:
             trace_state=self.context.trace_state,
         )
 
+    def end_calls(self, now_ns: int, failed_only: bool) -> None:
+        for call in self.calls:
+            if call.end_ns is None and (not failed_only or call.failure() is not None):
+                call.end_ns = now_ns
+
     def close_calls(self, now_ns: int) -> None:
-        """End the backend calls that did not serve the request: failed before their first
+        """Say how each backend call ended: served the request, failed before its first
         chunk, or abandoned (a non-streaming request retried elsewhere, or no record)."""
         for call in self.calls:
-            if call.end_ns is not None:
-                continue
             call.error = call.failure()
             served = (
                 call.error is None
@@ -144,7 +147,8 @@ class RequestTrace:
                 and call is self.calls[-1]
                 and call.deployment.backend_id == self.record.backend
             )
-            call.end_ns = self.record_ns if served else now_ns
+            if call.end_ns is None:
+                call.end_ns = self.record_ns if served else now_ns
             if not served and call.error is None:
                 call.error = ABANDONED
 
