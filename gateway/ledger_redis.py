@@ -47,7 +47,11 @@ from gateway.usage import UsageRecord
 log = logging.getLogger(__name__)
 
 GROUP = "aggregators"
-CONFIRM_AFTER_S = 1.0
+CONFIRM_AFTER_S = 0.5
+# A record is forgotten only once seen in the aggregate twice, PERSIST_S apart: by then
+# Redis's AOF (appendfsync everysec) has it on disk, so a Redis killed even right after
+# the aggregation cannot lose a record this process no longer holds.
+PERSIST_S = 2.5
 RESEND_S = 10.0
 CLAIM_IDLE_MS = 15_000
 BATCH = 500
@@ -73,6 +77,15 @@ return out
 """
 
 
+class _Sent:
+    __slots__ = ("at", "record", "seen")
+
+    def __init__(self, record: UsageRecord, at: float) -> None:
+        self.record = record
+        self.at = at
+        self.seen: float | None = None
+
+
 class RedisLedger:
     def __init__(self, store: RedisStore, data_dir: Path) -> None:
         self._store = store
@@ -85,7 +98,8 @@ class RedisLedger:
         self.mirror = Mirror(store, self._mirror_db, self.records, self.seq)
         self.spool = Spool(data_dir / "spool", store.settings.spool_max_bytes)
         self._pending: list[UsageRecord] = []
-        self._sent: dict[str, tuple[UsageRecord, float]] = {}
+        # request id -> [record, when sent, when first seen in the aggregate]
+        self._sent: dict[str, _Sent] = {}
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._aggregate = store.client.register_script(_AGGREGATE)
@@ -115,7 +129,7 @@ class RedisLedger:
             return
         now = time.monotonic()
         for r in batch:
-            self._sent[r.request_id] = (r, now)
+            self._sent[r.request_id] = _Sent(r, now)
 
     async def _xadd(self, batch: Sequence[UsageRecord]) -> None:
         pipe = self._store.client.pipeline(transaction=False)
@@ -130,24 +144,30 @@ class RedisLedger:
             self._wake.clear()
             await self._send()
 
-    async def _confirm(self, older_than_s: float) -> None:
-        """Forget sent records the aggregate has; send again those missing for long."""
+    async def _confirm(self, older_than_s: float, persist_s: float = PERSIST_S) -> None:
+        """Forget records the aggregate has held for ``persist_s``; send again those
+        missing for :data:`RESEND_S` (lost by Redis, or never read)."""
         now = time.monotonic()
-        due = [rid for rid, (_, at) in self._sent.items() if now - at >= older_than_s]
+        due = [rid for rid, sent in self._sent.items() if now - sent.at >= older_than_s]
         for i in range(0, len(due), BATCH):
             chunk = due[i : i + BATCH]
             present = await self._present(keys=[self.records], args=chunk)
             resend = []
             for rid, found in zip(chunk, present, strict=True):
-                if found:
+                sent = self._sent[rid]
+                if not found:
+                    sent.seen = None  # never there, or lost by a Redis restart
+                    if now - sent.at >= RESEND_S:
+                        resend.append(sent.record)
+                elif sent.seen is None:
+                    sent.seen = now
+                if sent.seen is not None and now - sent.seen >= persist_s:
                     del self._sent[rid]
-                elif now - self._sent[rid][1] >= RESEND_S:
-                    resend.append(self._sent[rid][0])
             if resend:
                 log.warning("%d usage records not in the aggregate; sending again", len(resend))
                 await self._xadd(resend)
                 for r in resend:
-                    self._sent[r.request_id] = (r, time.monotonic())
+                    self._sent[r.request_id] = _Sent(r, time.monotonic())
 
     async def _confirm_loop(self) -> None:
         while True:
@@ -257,7 +277,7 @@ class RedisLedger:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self._drain_for_shutdown()
-        left = [r for r, _ in self._sent.values()] + self._pending
+        left = [s.record for s in self._sent.values()] + self._pending
         if left:
             self.spool.append(left)
             log.warning("%d usage records left in the spool for the next start", len(left))
@@ -270,7 +290,7 @@ class RedisLedger:
             await self._send()
             while self._sent and self._store.up and time.monotonic() < deadline:
                 await self.aggregate_once()
-                await self._confirm(0.0)
+                await self._confirm(0.0, persist_s=0.0)  # a graceful stop: Redis is up
                 if self._sent:
                     await asyncio.sleep(0.05)
 

@@ -60,9 +60,10 @@ class RedisStore:
                 self.settings.url or "",
                 socket_timeout=self.settings.timeout_s,
                 socket_connect_timeout=self.settings.timeout_s,
-                # No retries inside the client: an unavailable Redis must cost the request
-                # path one failed attempt, then nothing until the monitor sees it back.
-                retry=Retry(NoBackoff(), 0),
+                # One immediate retry (a pooled connection may be stale after a restart),
+                # no backoff: an unavailable Redis costs the request path one failed
+                # command, then nothing until the monitor sees it back.
+                retry=Retry(NoBackoff(), 1),
                 health_check_interval=10,
                 client_name="freshet",
             )
@@ -112,6 +113,9 @@ class RedisStore:
             while not await self.ping():  # noqa: ASYNC110 (polling a remote server)
                 await asyncio.sleep(PROBE_S)
             down_since = self.stats.down_since or time.time()
+            # Connections opened before the outage are dead: start afresh.
+            with contextlib.suppress(*UNAVAILABLE, RedisError):
+                await self.client.connection_pool.disconnect()
             self.stats.up = True
             for recover in self._recoveries:
                 try:
