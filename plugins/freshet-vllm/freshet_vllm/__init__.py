@@ -1,16 +1,18 @@
 """Freshet's GPU backend: vLLM servers over HTTP (mode ``server``) or vLLM in-process
-(mode ``engine``). Backend type ``vllm``."""
+(mode ``engine``), backend type ``vllm``; and, on the same HTTP path, any other
+OpenAI-compatible server by URL, backend type ``openai-compatible``."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from freshet_vllm.openai_compatible import OpenAICompatibleBackend
 from freshet_vllm.params import mode_of
 from freshet_vllm.server import VllmServerBackend
 from gateway import hookimpl
 from gateway.backend import Backend, BackendConfig, Fleet
 
-__all__ = ["VllmServerBackend", "create_backend"]
+__all__ = ["OpenAICompatibleBackend", "VllmServerBackend", "create_backend"]
 
 
 def create_backend(config: BackendConfig, fleet: Fleet) -> Backend:
@@ -25,3 +27,4 @@ def create_backend(config: BackendConfig, fleet: Fleet) -> Backend:
 @hookimpl
 def register_backend_types(register: Any) -> None:
     register("vllm", create_backend)
+    register("openai-compatible", OpenAICompatibleBackend)

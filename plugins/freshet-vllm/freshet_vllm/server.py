@@ -41,6 +41,7 @@ _CONNECT_ERRORS = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, Ti
 
 class VllmServerBackend:
     kind: HardwareKind = "gpu"
+    label = "vLLM"  # names the upstream in error messages
 
     def __init__(self, config: BackendConfig, fleet: Fleet) -> None:
         self.id = config.id
@@ -132,28 +133,32 @@ class VllmServerBackend:
         body = wire.request_body(request, model)
         resp, upstream = await self._open(request, model, body)
         first_at: float | None = None
+        pieces = 0  # completion tokens when the server sends no usage
         usage: wire.Usage | None = None
         finish: str | None = None
         complete = False
         try:
             async for line in resp.content:
-                event = wire.parse_line(line)
+                event = wire.parse_line(line, self.label)
                 if event is None:
                     continue
-                error = wire.stream_error(event)
+                error = wire.stream_error(event, self.label)
                 if error is not None:
                     raise error
                 text = event.text
                 if text:
                     if first_at is None:
                         first_at = time.perf_counter() - started
+                    pieces += 1
                     yield Chunk(text=text)
                 finish = event.finish_reason or finish
                 usage = event.usage or usage
             complete = True
         except _CONNECT_ERRORS as exc:
             upstream.mark_down(f"{type(exc).__name__}: {exc}")
-            raise BackendError(f"vLLM at {upstream.url} failed mid-stream: {exc!r}") from exc
+            raise BackendError(
+                f"{self.label} at {upstream.url} failed mid-stream: {exc!r}"
+            ) from exc
         finally:
             # A finished response gives its connection back to the pool; an unfinished
             # one (client gone, error) closes it, which makes vLLM abort the request.
@@ -163,13 +168,13 @@ class VllmServerBackend:
                 resp.close()
             upstream.in_flight -= 1
         if finish is None:
-            raise BackendError(f"vLLM at {upstream.url} ended the stream without finishing")
+            raise BackendError(f"{self.label} at {upstream.url} ended the stream without finishing")
         duration = time.perf_counter() - started
         yield Chunk(
             finish_reason=finish,
             usage=BackendUsage(
                 prompt_tokens=usage.prompt_tokens if usage else 0,
-                completion_tokens=usage.completion_tokens if usage else 0,
+                completion_tokens=usage.completion_tokens if usage else pieces,
                 time_to_first_token_s=first_at if first_at is not None else duration,
                 duration_s=duration,
             ),
@@ -185,7 +190,7 @@ class VllmServerBackend:
         order = pick(self.upstreams)
         if limit is not None and all(u.in_flight >= limit for u in order):
             raise RateLimited(
-                f"backend {self.id}: every vLLM server has {limit} requests in flight"
+                f"backend {self.id}: every {self.label} server has {limit} requests in flight"
             )
         for upstream in order:
             if limit is not None and upstream.in_flight >= limit:
@@ -209,14 +214,16 @@ class VllmServerBackend:
             upstream.in_flight -= 1
             try:
                 error: FreshetError = wire.map_http_error(
-                    resp.status, await resp.read(), request, model, upstream.url
+                    resp.status, await resp.read(), request, model, upstream.url, self.label
                 )
             except _CONNECT_ERRORS as exc:
-                error = BackendError(f"vLLM at {upstream.url} failed: {exc!r}")
+                error = BackendError(f"{self.label} at {upstream.url} failed: {exc!r}")
             finally:
                 resp.release()
             if not isinstance(error, BackendError) or len(order) == 1:
                 raise error
             failures.append(error.message)
         reasons = "; ".join(failures)
-        raise BackendUnavailable(f"backend {self.id}: no vLLM server took the request: {reasons}")
+        raise BackendUnavailable(
+            f"backend {self.id}: no {self.label} server took the request: {reasons}"
+        )

@@ -78,7 +78,7 @@ _decode_event = msgspec.json.Decoder(Event).decode
 DONE = b"[DONE]"
 
 
-def parse_line(line: bytes) -> Event | None:
+def parse_line(line: bytes, label: str = "vLLM") -> Event | None:
     """The event in one SSE line; None for blank lines, comments, other fields and [DONE]."""
     if not line.startswith(b"data:"):
         return None
@@ -88,15 +88,15 @@ def parse_line(line: bytes) -> Event | None:
     try:
         return _decode_event(payload)
     except msgspec.DecodeError as exc:
-        raise BackendError(f"malformed event from vLLM: {payload[:200]!r}") from exc
+        raise BackendError(f"malformed event from {label}: {payload[:200]!r}") from exc
 
 
-def stream_error(event: Event) -> FreshetError | None:
+def stream_error(event: Event, label: str = "vLLM") -> FreshetError | None:
     """The error an event reports mid-stream, if any."""
     if event.error is not None:
-        return BackendError(f"vLLM error mid-stream: {event.error.message}")
+        return BackendError(f"{label} error mid-stream: {event.error.message}")
     if event.object == "error":
-        return BackendError(f"vLLM error mid-stream: {event.message or ''}")
+        return BackendError(f"{label} error mid-stream: {event.message or ''}")
     return None
 
 
@@ -121,7 +121,12 @@ def error_message(body: bytes) -> str:
 
 
 def map_http_error(
-    status: int, body: bytes, request: GenerationRequest, upstream_model: str, url: str
+    status: int,
+    body: bytes,
+    request: GenerationRequest,
+    upstream_model: str,
+    url: str,
+    label: str = "vLLM",
 ) -> FreshetError:
     """An upstream HTTP error as the gateway error the client should see (or fall back on)."""
     message = error_message(body)
@@ -130,15 +135,15 @@ def map_http_error(
         return ContextLengthExceeded(message, param=param)
     if status == 404:
         return ModelNotFound(
-            f"the vLLM server does not serve {upstream_model!r}: {message}", param="model"
+            f"the {label} server does not serve {upstream_model!r}: {message}", param="model"
         )
     if status == 429:
-        return RateLimited(f"vLLM at {url} is overloaded: {message}")
+        return RateLimited(f"{label} at {url} is overloaded: {message}")
     if status in (400, 422):
         return InvalidRequest(message)
     # 401/403 (our api_key is wrong), 5xx and anything else: the upstream failed, not the
     # client, so the gateway may fall back to another backend.
-    return BackendError(f"vLLM at {url} answered HTTP {status}: {message}")
+    return BackendError(f"{label} at {url} answered HTTP {status}: {message}")
 
 
 def request_body(request: GenerationRequest, upstream_model: str) -> dict[str, Any]:

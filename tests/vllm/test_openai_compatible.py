@@ -1,0 +1,309 @@
+"""Backend type ``openai-compatible`` against the fake upstream: no polling, health from
+its own requests, profile and kind from the config, list prices for the cost."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.metadata as md
+import socket
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from freshet_vllm import OpenAICompatibleBackend, create_backend
+
+from gateway.backend import (
+    Backend,
+    BackendConfig,
+    BackendUsage,
+    Chunk,
+    GenerationRequest,
+    Message,
+)
+from gateway.cost import ListPriceOnly
+from gateway.errors import BackendError, ConfigError, InvalidRequest, RateLimited
+from tests.support.server import running_server
+from tests.vllm.fake_upstream import FakeVllm
+
+
+class NoFleet:
+    def get(self, backend_id: str) -> Backend:
+        raise KeyError(backend_id)
+
+
+def request(operation: str = "chat") -> GenerationRequest:
+    return GenerationRequest(
+        request_id="req_t",
+        operation=operation,  # type: ignore[arg-type]
+        model="m",
+        messages=[Message(role="user", content="hi")] if operation == "chat" else (),
+        prompt="once" if operation != "chat" else None,
+        max_tokens=4,
+    )
+
+
+def config(**params: Any) -> BackendConfig:
+    extra = {k: params.pop(k) for k in ("profile", "list_price") if k in params}
+    return BackendConfig(
+        id="api", type="openai-compatible", model="m", params=params, index=1, **extra
+    )
+
+
+def closed_port_url() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}"
+
+
+@pytest_asyncio.fixture
+async def fake() -> AsyncIterator[FakeVllm]:
+    server = FakeVllm()
+    await server.start()
+    yield server
+    await server.close()
+
+
+@pytest_asyncio.fixture
+async def make() -> AsyncIterator[Callable[..., Any]]:
+    made: list[OpenAICompatibleBackend] = []
+
+    async def build(**params: Any) -> OpenAICompatibleBackend:
+        backend = OpenAICompatibleBackend(config(**params), NoFleet())
+        await backend.start()
+        made.append(backend)
+        return backend
+
+    yield build
+    for backend in made:
+        await backend.aclose()
+
+
+async def collect(stream: AsyncIterator[Chunk]) -> list[Chunk]:
+    return [chunk async for chunk in stream]
+
+
+@pytest.mark.asyncio
+async def test_streams_text_and_usage_without_polling(fake: FakeVllm, make: Any) -> None:
+    fake.metrics_status = 404  # an OpenAI-compatible server need not have /metrics
+    backend = await make(url=fake.url + "/v1/", served_model="served", api_key="k")
+    assert (await backend.status()).healthy
+    chunks = await collect(backend.stream(request()))
+    assert "".join(c.text for c in chunks) == "Hello there!"
+    usage = chunks[-1].usage
+    assert chunks[-1].finish_reason == "stop"
+    assert usage is not None
+    assert (usage.prompt_tokens, usage.completion_tokens) == (7, 3)
+    assert fake.requests[-1]["model"] == "served"
+    await collect(backend.stream(request("text_completion")))
+    assert fake.requests[-1]["prompt"] == "once"
+    assert backend._pollers == []
+
+
+@pytest.mark.asyncio
+async def test_load_is_its_own_in_flight_requests(fake: FakeVllm, make: Any) -> None:
+    fake.mode = "slow"
+    backend = await make(url=fake.url)
+    streams = [backend.stream(request()) for _ in range(3)]
+    for stream in streams:
+        await anext(stream)
+    status = await backend.status()
+    assert (status.running, status.waiting, status.healthy) == (3, 0, True)
+    assert "3 in flight" in (status.detail or "")
+    for stream in streams:
+        await stream.aclose()  # type: ignore[attr-defined]
+    assert (await backend.status()).running == 0
+
+
+@pytest.mark.asyncio
+async def test_down_after_a_refused_connection_then_retried_and_up(
+    fake: FakeVllm, make: Any
+) -> None:
+    backend = await make(urls=[closed_port_url()], retry_after_s=0.2)
+    with pytest.raises(BackendError, match="upstream"):
+        await collect(backend.stream(request()))
+    status = await backend.status()
+    assert not status.healthy
+    assert "0/1 upstreams up" in (status.detail or "")
+    await asyncio.sleep(0.25)
+    assert (await backend.status()).healthy  # may be tried again
+    backend.upstreams[0].url = fake.url  # the server came back
+    chunks = await collect(backend.stream(request()))
+    assert chunks[-1].finish_reason == "stop"
+    status = await backend.status()
+    assert status.healthy
+    assert "1/1 upstreams up" in (status.detail or "")
+    assert backend.upstreams[0].failures == 0
+
+
+@pytest.mark.asyncio
+async def test_backoff_doubles_up_to_the_limit(make: Any) -> None:
+    backend = await make(url=closed_port_url(), retry_after_s=1, max_backoff_s=3)
+    upstream = backend._passive[0]
+    waits = []
+    for _ in range(4):
+        upstream.mark_down("refused")
+        waits.append(round(upstream.retry_at - time.monotonic()))
+    assert waits == [1, 2, 3, 3]
+
+
+@pytest.mark.asyncio
+async def test_http_errors_are_mapped_with_the_upstream_named(fake: FakeVllm, make: Any) -> None:
+    backend = await make(url=fake.url)
+    fake.mode, fake.status = "status", 503
+    with pytest.raises(BackendError, match=r"upstream at .* answered HTTP 503"):
+        await collect(backend.stream(request()))
+    fake.status = 400
+    with pytest.raises(InvalidRequest):
+        await collect(backend.stream(request()))
+    fake.status = 429
+    with pytest.raises(RateLimited):
+        await collect(backend.stream(request()))
+    # An HTTP answer is an answer: the server is still up.
+    assert (await backend.status()).healthy
+    assert backend.upstreams[0].in_flight == 0
+
+
+@pytest.mark.asyncio
+async def test_max_in_flight_saturates(fake: FakeVllm, make: Any) -> None:
+    fake.mode = "slow"
+    backend = await make(url=fake.url, max_in_flight=1)
+    stream = backend.stream(request())
+    await anext(stream)
+    assert (await backend.status()).saturated
+    with pytest.raises(RateLimited):
+        await collect(backend.stream(request()))
+    await stream.aclose()  # type: ignore[attr-defined]
+    assert not (await backend.status()).saturated
+
+
+@pytest.mark.asyncio
+async def test_no_usage_from_the_server_counts_the_pieces(fake: FakeVllm, make: Any) -> None:
+    backend = await make(url=fake.url)
+    fake.words = ["a", "b", "c", "d"]
+    original = fake._send
+
+    async def without_usage(resp: Any, payload: dict[str, Any]) -> None:
+        if "usage" not in payload:
+            await original(resp, payload)
+
+    fake._send = without_usage  # type: ignore[method-assign]
+    chunks = await collect(backend.stream(request()))
+    assert chunks[-1].usage is not None
+    assert chunks[-1].usage.completion_tokens == 4
+
+
+def test_api_key_and_headers(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BENCH_KEY", "s3cret")
+    backend = OpenAICompatibleBackend(
+        config(url="https://api.example/v1", api_key_env="BENCH_KEY", headers={"X-Org": "o"}),
+        NoFleet(),
+    )
+    upstream = backend.upstreams[0]
+    assert upstream.url == "https://api.example"
+    assert upstream._headers == {"X-Org": "o", "Authorization": "Bearer s3cret"}
+
+
+def test_profile_kind_and_list_price() -> None:
+    plain = OpenAICompatibleBackend(config(url="http://a"), NoFleet())
+    assert plain.kind == plain.profile.kind == "remote"
+    assert (plain.profile.watts_idle, plain.profile.watts_active) == (0.0, 0.0)
+    assert plain.profile.capex_per_hour == 0.0
+    assert plain.deployments[0].max_context == 131072
+    local = OpenAICompatibleBackend(
+        config(url="http://a", kind="gpu", profile={"watts_active": 300, "max_context": 8192}),
+        NoFleet(),
+    )
+    assert (local.kind, local.profile.kind, local.profile.watts_active) == ("gpu", "gpu", 300.0)
+    assert local.deployments[0].max_context == 8192
+    paid = config(url="http://a", list_price={"input_per_mtok": 1.0, "output_per_mtok": 4.0})
+    backend = OpenAICompatibleBackend(paid, NoFleet())
+    cost = ListPriceOnly({}).for_backend(backend, paid)
+    costing = cost.begin("r", 10).end(BackendUsage(prompt_tokens=1000, completion_tokens=500))
+    assert costing.usd_total == pytest.approx(0.001 + 0.002)
+
+
+@pytest.mark.parametrize(
+    ("params", "key", "reason"),
+    [
+        ({}, "url", "base URL"),
+        ({"url": "127.0.0.1:8000"}, "urls[0]", "not an http"),
+        ({"url": "http://a", "poll_interval_s": 1}, "poll_interval_s", "unknown field"),
+        ({"url": "http://a", "kind": "tpu"}, "kind", "Invalid enum value"),
+        ({"url": "http://a", "api_key_env": "FRESHET_NO_SUCH_VAR"}, "api_key_env", "not set"),
+    ],
+)
+def test_config_errors_name_the_key(params: dict[str, Any], key: str, reason: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        OpenAICompatibleBackend(config(**params), NoFleet())
+    assert info.value.key is not None
+    assert info.value.key.startswith("backends[1]")
+    assert key in info.value.key or key in info.value.reason
+    assert reason in info.value.reason
+
+
+def test_registered_beside_vllm() -> None:
+    (entry,) = [e for e in md.entry_points(group="freshet") if e.name == "vllm"]
+    registered: dict[str, Any] = {}
+    entry.load().register_backend_types(register=registered.__setitem__)
+    assert registered == {"vllm": create_backend, "openai-compatible": OpenAICompatibleBackend}
+
+
+def test_through_freshet_serve(tmp_path: Path) -> None:
+    """The real gateway, the openai client and the fake upstream in its own thread."""
+    import threading
+
+    import openai
+
+    loop = asyncio.new_event_loop()
+    fakes: list[FakeVllm] = []
+    started = threading.Event()
+
+    def serve() -> None:
+        asyncio.set_event_loop(loop)
+        fakes.append(FakeVllm())
+        loop.run_until_complete(fakes[0].start())
+        started.set()
+        loop.run_forever()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    assert started.wait(10)
+    fake = fakes[0]
+    try:
+        cfg = {
+            "backends": [
+                {
+                    "id": "api",
+                    "type": "openai-compatible",
+                    "model": "m",
+                    "url": fake.url,
+                    "list_price": {"input_per_mtok": 1.0, "output_per_mtok": 2.0},
+                }
+            ],
+            "groups": {"chat": ["api"]},
+        }
+        with running_server(tmp_path, cfg) as server:
+            client = openai.OpenAI(base_url=server.url + "/v1", api_key="x")
+            raw = client.chat.completions.with_raw_response.create(
+                model="chat", messages=[{"role": "user", "content": "hi"}]
+            )
+            reply = raw.parse()
+            assert reply.choices[0].message.content == "Hello there!"
+            assert raw.headers["x-freshet-backend"] == "api"
+            assert float(raw.headers["x-freshet-cost-usd"]) == pytest.approx(7e-6 + 6e-6)
+            pieces = [
+                c.choices[0].delta.content or ""
+                for c in client.chat.completions.create(
+                    model="chat", messages=[{"role": "user", "content": "hi"}], stream=True
+                )
+                if c.choices
+            ]
+            assert "".join(pieces) == "Hello there!"
+    finally:
+        asyncio.run_coroutine_threadsafe(fake.close(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
