@@ -8,6 +8,7 @@ router talk to the :class:`~gateway.state.HealthState`, :class:`~gateway.ledger.
 from __future__ import annotations
 
 import logging
+import os
 
 from msgspec import Struct
 
@@ -30,6 +31,7 @@ log = logging.getLogger(__name__)
 class StateView(Struct, kw_only=True):
     """``GET /freshet/state``: where shared state lives and how it is doing."""
 
+    pid: int  # this process (one of several with `freshet serve --workers N`)
     store: str  # "local" or "redis"
     auth: str | None
     keys: int
@@ -79,6 +81,7 @@ class SharedState:
 
     def view(self) -> StateView:
         view = StateView(
+            pid=os.getpid(),
             store="redis" if self.store else "local",
             auth=self.auth.state,
             keys=len(self.keys),
