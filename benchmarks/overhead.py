@@ -45,9 +45,11 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def _measure(port: int, requests: int, body: bytes) -> list[float]:
+def _measure(port: int, requests: int, body: bytes, key: str | None = None) -> list[float]:
     conn = http.client.HTTPConnection("127.0.0.1", port)
     headers = {"content-type": "application/json"}
+    if key is not None:
+        headers["authorization"] = f"Bearer {key}"
     latencies = []
     for i in range(requests + 50):
         started = time.perf_counter()
@@ -83,15 +85,31 @@ def _baseline_server() -> Iterator[int]:
         proc.wait()
 
 
-def http_overhead(requests: int) -> dict[str, float]:
+def _limited_key(data_dir: Path) -> str:
+    """A key with rpm, tpm and a $ budget (too high to refuse), so auth and limits run."""
+    import asyncio
+
+    from gateway.keys import new_key
+    from gateway.keys_sqlite import SQLiteKeyStore
+
+    secret, key = new_key("bench", rpm=10**9, tpm=10**12, budget_usd=1e9)
+    store = SQLiteKeyStore(data_dir)
+    asyncio.run(store.add(key))
+    asyncio.run(store.aclose())
+    return secret
+
+
+def http_overhead(requests: int, with_key: bool = False) -> dict[str, float]:
     config = {
         "backends": [{"id": "det", "type": "deterministic", "model": "det", "tokens_per_s": 0}],
         "groups": {"auto": ["det"]},
     }
     with _baseline_server() as port:
         base = _measure(port, requests, BODY)
-    with tempfile.TemporaryDirectory() as tmp, running_server(Path(tmp), config) as server:
-        gw = _measure(server.port, requests, BODY)
+    with tempfile.TemporaryDirectory() as tmp:
+        key = _limited_key(Path(tmp) / "data") if with_key else None
+        with running_server(Path(tmp), config) as server:
+            gw = _measure(server.port, requests, BODY, key)
     out = {
         "baseline_p50_ms": statistics.median(base),
         "baseline_p99_ms": _percentile(base, 0.99),
@@ -175,9 +193,12 @@ def main() -> None:
     parser.add_argument("--model-requests", type=int, default=5)
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--skip-model", action="store_true")
+    parser.add_argument(
+        "--with-key", action="store_true", help="Send an API key with limits (auth on)."
+    )
     args = parser.parse_args()
     print(f"machine: {platform.machine()}, {os.cpu_count()} cpus, load {os.getloadavg()[0]:.2f}")
-    h = http_overhead(args.requests)
+    h = http_overhead(args.requests, args.with_key)
     print(f"\nHTTP overhead, {args.requests} sequential non-streaming requests (keep-alive):")
     for label, key in (("bare ASGI baseline", "baseline"), ("freshet, det. backend", "gateway")):
         p50, p99 = h[f"{key}_p50_ms"], h[f"{key}_p99_ms"]
