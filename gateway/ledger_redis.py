@@ -1,10 +1,10 @@
 """The shared ledger: usage records through a Redis Stream into one aggregate.
 
 Write path (every process): ``record()`` queues in memory; a writer task ``XADD``s each
-batch to ``<prefix>:ledger:stream``. A sent record is kept until it is seen in the
-aggregate (checked after :data:`CONFIRM_AFTER_S`) and sent again if it is not there after
-:data:`RESEND_S`, so a Redis that dies before persisting an entry loses nothing while the
-gateway lives. Redis unreachable: batches go to a bounded on-disk spool
+batch to ``<prefix>:ledger:stream``. A sent record is kept until it has been in the
+aggregate for :data:`PERSIST_S` (by then Redis's AOF has it on disk) and sent again if it
+is not there after :data:`RESEND_S`, so a Redis killed before persisting an entry loses
+nothing while the gateway lives. Redis unreachable: batches go to a bounded on-disk spool
 (:mod:`gateway.spool`), replayed when Redis is back.
 
 Aggregation (every process is a consumer of the group ``aggregators``): entries are read
@@ -27,18 +27,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import secrets
-import socket
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import msgspec
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import RedisError
 
 from gateway.ledger import FLUSH_INTERVAL_S, SQLiteLedger, UsageQuery
+from gateway.ledger_aggregate import BATCH, CLAIM_IDLE_MS, Aggregator
 from gateway.ledger_mirror import Mirror
 from gateway.redis_store import UNAVAILABLE, RedisStore
 from gateway.spool import Spool
@@ -46,29 +44,13 @@ from gateway.usage import UsageRecord
 
 log = logging.getLogger(__name__)
 
-GROUP = "aggregators"
 CONFIRM_AFTER_S = 0.5
 # A record is forgotten only once seen in the aggregate twice, PERSIST_S apart: by then
 # Redis's AOF (appendfsync everysec) has it on disk, so a Redis killed even right after
 # the aggregation cannot lose a record this process no longer holds.
 PERSIST_S = 2.5
 RESEND_S = 10.0
-CLAIM_IDLE_MS = 15_000
-BATCH = 500
 _encode = msgspec.json.Encoder().encode
-
-_AGGREGATE = """
-local n = 0
-for i = 2, #ARGV, 3 do
-  if ARGV[i + 1] ~= '' and redis.call('HSETNX', KEYS[2], ARGV[i + 1], ARGV[i + 2]) == 1 then
-    redis.call('ZADD', KEYS[3], redis.call('INCR', KEYS[4]), ARGV[i + 1])
-    n = n + 1
-  end
-  redis.call('XACK', KEYS[1], ARGV[1], ARGV[i])
-  redis.call('XDEL', KEYS[1], ARGV[i])
-end
-return n
-"""
 
 _PRESENT = """
 local out = {}
@@ -93,7 +75,6 @@ class RedisLedger:
         self.records = store.key("ledger", "records")
         self.seq = store.key("ledger", "seq")
         self.counter = store.key("ledger", "count")
-        self.consumer = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
         self._mirror_db = SQLiteLedger(data_dir, "ledger-mirror.sqlite3")
         self.mirror = Mirror(store, self._mirror_db, self.records, self.seq)
         self.spool = Spool(data_dir / "spool", store.settings.spool_max_bytes)
@@ -102,7 +83,7 @@ class RedisLedger:
         self._sent: dict[str, _Sent] = {}
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-        self._aggregate = store.client.register_script(_AGGREGATE)
+        self.aggregator = Aggregator(store, self.stream, self.records, self.seq, self.counter)
         self._present = store.client.register_script(_PRESENT)
         self._block_ms = max(10, int(store.settings.timeout_s * 500))
         store.on_recovery(self._recovered)
@@ -180,44 +161,6 @@ class RedisLedger:
 
     # -- aggregating ------------------------------------------------------------------
 
-    async def _ensure_group(self) -> None:
-        with contextlib.suppress(ResponseError):  # BUSYGROUP: it exists
-            await self._store.client.xgroup_create(self.stream, GROUP, id="0", mkstream=True)
-
-    async def _fold(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> int:
-        args: list[Any] = [GROUP]
-        for entry_id, fields in entries:
-            if b"id" in fields:
-                args += [entry_id, fields[b"id"], fields[b"r"]]
-            else:  # not ours (or emptied): acknowledge and drop it
-                args += [entry_id, b"", b""]
-        keys = [self.stream, self.records, self.seq, self.counter]
-        return int(await self._aggregate(keys=keys, args=args))
-
-    async def aggregate_once(self, block_ms: int | None = None) -> int:
-        try:
-            reply: Any = await self._store.client.xreadgroup(
-                GROUP, self.consumer, {self.stream: ">"}, count=BATCH, block=block_ms
-            )
-        except ResponseError as exc:
-            if "NOGROUP" not in str(exc):
-                raise
-            await self._ensure_group()  # Redis restarted without the group
-            return 0
-        folded = 0
-        for _stream, entries in reply or []:
-            if entries:
-                folded += await self._fold(entries)
-        return folded
-
-    async def _claim_orphans(self) -> None:
-        reply: list[Any] = await self._store.client.xautoclaim(
-            self.stream, GROUP, self.consumer, CLAIM_IDLE_MS, count=BATCH
-        )
-        entries = reply[1]
-        if entries:
-            await self._fold([e for e in entries if e and e[1] is not None])
-
     async def _consume_loop(self) -> None:
         last_claim = time.monotonic()
         while True:
@@ -225,17 +168,17 @@ class RedisLedger:
                 await asyncio.sleep(0.2)
                 continue
             try:
-                await self.aggregate_once(self._block_ms)
+                await self.aggregator.once(self._block_ms)
                 if time.monotonic() - last_claim > CLAIM_IDLE_MS / 1000:
                     last_claim = time.monotonic()
-                    await self._claim_orphans()
+                    await self.aggregator.claim_orphans()
             except (*UNAVAILABLE, RedisError) as exc:
                 self._store.failed(exc, "ledger aggregate")
 
     # -- lifecycle --------------------------------------------------------------------
 
     async def _recovered(self) -> None:
-        await self._ensure_group()
+        await self.aggregator.ensure_group()
         replay = self.spool.drain()
         if replay:
             log.warning("replaying %d spooled usage records to redis", len(replay))
@@ -264,7 +207,7 @@ class RedisLedger:
         if not self._store.up:
             return
         try:
-            while await self.aggregate_once() or 0:
+            while await self.aggregator.once() or 0:
                 pass
             await self.mirror.sync()
         except (*UNAVAILABLE, RedisError) as exc:
@@ -289,7 +232,7 @@ class RedisLedger:
         with contextlib.suppress(*UNAVAILABLE, RedisError):
             await self._send()
             while self._sent and self._store.up and time.monotonic() < deadline:
-                await self.aggregate_once()
+                await self.aggregator.once()
                 await self._confirm(0.0, persist_s=0.0)  # a graceful stop: Redis is up
                 if self._sent:
                     await asyncio.sleep(0.05)
