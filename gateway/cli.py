@@ -215,6 +215,10 @@ def cost_report_command(
         raise click.BadParameter(exc.message, param_hint=f"--{exc.param}") from exc
     by = cast(GroupBy, group_by)
     path = settings.data_dir / "ledger.sqlite3"  # where SQLiteLedger writes
+    if settings.shared.redis.url:  # the shared ledger: this data dir's mirror, brought up to date
+        from gateway.ledger_mirror import refresh_mirror
+
+        path = asyncio.run(refresh_mirror(settings.shared.redis, settings.data_dir))
     if not path.exists():
         click.echo(f"freshet: no ledger at {path} yet (no request recorded)", err=True)
         report = empty_report(by, query)

@@ -10,14 +10,19 @@ replaced or emptied: it then starts again from nothing.
 
 from __future__ import annotations
 
+import logging
 import secrets
+from pathlib import Path
 from typing import Any
 
 import msgspec
 
 from gateway.ledger import SQLiteLedger
 from gateway.redis_store import RedisStore
+from gateway.state_settings import RedisSettings
 from gateway.usage import UsageRecord
+
+log = logging.getLogger(__name__)
 
 PAGE = 1000
 _decode = msgspec.json.Decoder(UsageRecord).decode
@@ -79,3 +84,26 @@ class Mirror:
             last = int(page[-1][1])
             await self._set_meta("seq", str(last))
             copied += len(page)
+
+
+MIRROR_FILE = "ledger-mirror.sqlite3"
+
+
+async def refresh_mirror(settings: RedisSettings, data_dir: Path) -> Path:
+    """Bring ``data_dir``'s mirror up to date (for ``freshet cost report``); when Redis
+    does not answer, the mirror is reported as last synced, with a warning."""
+    store = RedisStore(settings)
+    db = SQLiteLedger(data_dir, MIRROR_FILE)
+    await db.start()
+    try:
+        await store.start()
+        if store.up:
+            await Mirror(
+                store, db, store.key("ledger", "records"), store.key("ledger", "seq")
+            ).sync()
+        else:
+            log.warning("redis unavailable: the report is from the mirror as last synced")
+    finally:
+        await db.aclose()
+        await store.aclose()
+    return db.path

@@ -37,7 +37,7 @@ from redis.exceptions import RedisError
 
 from gateway.ledger import FLUSH_INTERVAL_S, SQLiteLedger, UsageQuery
 from gateway.ledger_aggregate import BATCH, CLAIM_IDLE_MS, Aggregator
-from gateway.ledger_mirror import Mirror
+from gateway.ledger_mirror import MIRROR_FILE, Mirror
 from gateway.redis_store import UNAVAILABLE, RedisStore
 from gateway.spool import Spool
 from gateway.usage import UsageRecord
@@ -75,7 +75,7 @@ class RedisLedger:
         self.records = store.key("ledger", "records")
         self.seq = store.key("ledger", "seq")
         self.counter = store.key("ledger", "count")
-        self._mirror_db = SQLiteLedger(data_dir, "ledger-mirror.sqlite3")
+        self._mirror_db = SQLiteLedger(data_dir, MIRROR_FILE)
         self.mirror = Mirror(store, self._mirror_db, self.records, self.seq)
         self.spool = Spool(data_dir / "spool", store.settings.spool_max_bytes)
         self._pending: list[UsageRecord] = []

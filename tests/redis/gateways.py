@@ -126,3 +126,16 @@ async def spread(
 
 def canonical(data: Any) -> str:
     return json.dumps(data, sort_keys=True)
+
+
+def cli_report(redis_url: str, data_dir: Path) -> Any:
+    """``freshet cost report --by key --json`` with its own data directory."""
+    env = {**os.environ, "FRESHET_REDIS_URL": redis_url, "FRESHET_DATA_DIR": str(data_dir)}
+    out = subprocess.run(
+        [FRESHET, "cost", "report", "--by", "key", "--json"],
+        env=env,
+        capture_output=True,
+        check=True,
+        timeout=60,
+    )
+    return json.loads(out.stdout)

@@ -14,6 +14,7 @@ from tests.redis.gateways import (
     USD_PER_TOKEN,
     backend,
     canonical,
+    cli_report,
     create_key,
     gateways,
     report,
@@ -53,6 +54,8 @@ async def test_budget_holds_across_three_gateways(tmp_path: Path, redis_url: str
         ids = usage_ids(servers[1])
         assert len(ids) == len(set(ids))  # exactly one record per served request
         assert set(ids) == {r.headers["x-request-id"] for r in served}
+    # `freshet cost report` on another machine (its own data dir) reads the same numbers.
+    assert canonical(cli_report(redis_url, tmp_path / "elsewhere")) == canonical(reports[0])
 
 
 @pytest.mark.asyncio
