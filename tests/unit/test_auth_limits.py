@@ -48,6 +48,15 @@ CONFIG: dict[str, Any] = {
             "energy": {"meter": "model"},
             "list_price": {"output_per_mtok": USD_PER_TOKEN * 1e6 * 10},
         },
+        {
+            "id": "broken",
+            "type": "deterministic",
+            "model": "m-broken",
+            "fail_before_first": True,
+            "profile": FREE,
+            "energy": {"meter": "model"},
+            "list_price": {"output_per_mtok": USD_PER_TOKEN * 1e6},
+        },
     ],
     "groups": {"g": ["old", "new"]},
     "limits": {"window_s": 60},
@@ -163,6 +172,21 @@ async def test_budget_reserves_the_quote_and_402_when_exhausted(gateway: Any) ->
     assert third.status_code == 200
     usd, _ = runtime.shared.limits.local.spent("budget")
     assert usd == pytest.approx(3 * USD_PER_TOKEN)
+
+
+@pytest.mark.asyncio
+async def test_a_failed_request_gives_its_reservation_back(gateway: Any) -> None:
+    client, runtime, secrets = gateway
+    headers = _auth(secrets["budget"])
+    failed = await client.post(
+        "/v1/chat/completions", json=_chat(model="m-broken"), headers=headers
+    )
+    assert failed.status_code in (502, 503)
+    local = runtime.shared.limits.local
+    assert local.spent("budget") == (0.0, 0.0)
+    assert local._keys["budget"].usd_reserved == 0.0
+    ok = await client.post("/v1/chat/completions", json=_chat(), headers=headers)
+    assert ok.status_code == 200
 
 
 @pytest.mark.asyncio
