@@ -18,6 +18,9 @@ if TYPE_CHECKING:
     from gateway.accounting import RequestContext
 
 
+_NOTHING = Costing(joules=None, energy_source=None)
+
+
 class Limits(Protocol):
     shared: bool
 
@@ -57,6 +60,11 @@ class Admission:
         usd = quote.usd_total if quote is not None else 0.0
         joules = quote.joules if quote is not None else 0.0
         ctx.reservation = await self.limits.admit(key, tokens, usd, joules)
+
+    def release(self, ctx: RequestContext) -> None:
+        """Give the reservation back unspent (a request that never reached a backend);
+        nothing when it was settled already."""
+        self.settle(ctx, _NOTHING, 0)
 
     def settle(self, ctx: RequestContext, costing: Costing, tokens: int) -> None:
         r = ctx.reservation

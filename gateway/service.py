@@ -192,6 +192,10 @@ class Service:
             if attempts:  # it reached a backend: one record, for the last one tried
                 last = next(d for d in candidates if d.backend_id == attempts[-1].backend_id)
                 self._record_failure(ctx, last, exc, len(attempts) - 1)
+            self._rt.admission.release(ctx)  # no record, no cost: the reservation goes back
+            raise
+        except BaseException:
+            self._rt.admission.release(ctx)  # cancelled before any backend answered
             raise
         outcome = Outcome(
             metering=opened.metering,
