@@ -55,8 +55,12 @@ class Auth:
     def decide(self) -> State:
         mode = self._settings.auth
         n = len(self.keys)
-        if mode == "auto":
-            state: State = "off" if is_loopback(self._host) and n == 0 else "on"
+        if mode == "auto" and not self.keys.loaded:
+            # Keys unknown (the shared store did not answer): never open up by accident.
+            state: State = "on"
+            why = "auto: the key store could not be read at start"
+        elif mode == "auto":
+            state = "off" if is_loopback(self._host) and n == 0 else "on"
             why = (
                 f"auto: bound to {self._host} with no API keys"
                 if state == "off"

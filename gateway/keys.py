@@ -142,6 +142,11 @@ class KeyRing:
         self._version: str | None = None
         self._task: asyncio.Task[None] | None = None
 
+    @property
+    def loaded(self) -> bool:
+        """Whether the store has been read at least once."""
+        return self._version is not None
+
     def __len__(self) -> int:
         return sum(1 for k in self._by_digest.values() if not k.revoked)
 

@@ -263,8 +263,32 @@ def test_auth_auto(tmp_path: Path, host: str, keys: int, mode: str, state: str) 
     if keys:
         _, key = new_key("x")
         ring._by_digest[key.digest] = key
+    ring._version = "1"  # read
     settings = SharedSettings(auth=mode)  # type: ignore[arg-type]
     assert Auth(settings, host, ring).decide() == state
+
+
+@pytest.mark.asyncio
+async def test_redis_down_at_start_serves_with_auth_on(tmp_path: Path) -> None:
+    """Keys unreadable: `auto` must not open the gateway; requests are still served."""
+    from tests.support.server import free_port
+
+    path = tmp_path / "c.yaml"
+    path.write_bytes(msgspec.yaml.encode(CONFIG))
+    env = {
+        "FRESHET_DATA_DIR": str(tmp_path / "data"),
+        "FRESHET_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",  # nothing listens
+        "FRESHET_ADMIN_KEY": ADMIN,
+    }
+    settings = load_settings(str(path), env=env)
+    runtime = Runtime(settings)
+    async with AsyncTestClient(app=create_app(settings, runtime)) as client:
+        await wait_ready(client)
+        assert runtime.auth.state == "on"
+        assert (await client.post("/v1/chat/completions", json=_chat())).status_code == 401
+        state = (await client.get("/freshet/state", headers=_auth(ADMIN))).json()
+        assert state["store"] == "redis"
+        assert state["redis"]["up"] is False
 
 
 def test_loopback() -> None:
