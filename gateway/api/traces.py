@@ -9,12 +9,12 @@ the client left, which cancels it): never before.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Request, Response, get
 from litestar.enums import ScopeType
-from litestar.params import Parameter
+from litestar.params import FromPath, QueryParameter
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from prometheus_client.exposition import choose_encoder
 
@@ -131,12 +131,12 @@ class TelemetryController(Controller):
     async def traces(
         self,
         request: Request[Any, Any, Any],
-        limit: int = Parameter(default=100, ge=1, le=10_000, query="limit"),
+        limit: Annotated[int, QueryParameter(ge=1, le=10_000)] = 100,
     ) -> list[TraceSummary]:
         return _telemetry(request).recent.summaries(limit)
 
     @get("/freshet/traces/{trace_id:str}", summary="One kept trace, with all its spans")
-    async def trace(self, request: Request[Any, Any, Any], trace_id: str) -> TraceView:
+    async def trace(self, request: Request[Any, Any, Any], trace_id: FromPath[str]) -> TraceView:
         view = _telemetry(request).recent.trace(trace_id)
         if view is None:
             raise NotFound(f"no trace {trace_id!r} is kept (only the most recent are)")
