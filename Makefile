@@ -3,12 +3,12 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.freshet-installed
 
-.PHONY: run test install install-vllm install-browser lint typecheck clean
+.PHONY: run test install install-vllm install-browser install-redis lint typecheck clean
 
 run: install
 	$(BIN)/freshet serve
 
-test: install install-vllm install-browser lint typecheck
+test: install install-vllm install-browser install-redis lint typecheck
 	$(BIN)/pytest
 
 install: $(STAMP)
@@ -24,6 +24,10 @@ install-vllm:
 # Debian's chromium for the UI's browser test (root + apt-get; otherwise the test skips).
 install-browser:
 	bash scripts/install-browser.sh
+
+# Debian's redis-server for the shared-state tests (root + apt-get; otherwise they skip).
+install-redis:
+	bash scripts/install-redis.sh
 
 lint: install
 	$(BIN)/ruff check gateway plugins tests benchmarks
