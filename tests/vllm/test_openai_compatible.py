@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
+from aiohttp.test_utils import TestServer
 from freshet_vllm import OpenAICompatibleBackend, create_backend
 
 from gateway.backend import (
@@ -118,10 +119,9 @@ async def test_load_is_its_own_in_flight_requests(fake: FakeVllm, make: Any) -> 
 
 
 @pytest.mark.asyncio
-async def test_down_after_a_refused_connection_then_retried_and_up(
-    fake: FakeVllm, make: Any
-) -> None:
-    backend = await make(urls=[closed_port_url()], retry_after_s=0.2)
+async def test_down_after_a_refused_connection_then_retried_and_up(make: Any) -> None:
+    url = closed_port_url()
+    backend = await make(urls=[url], retry_after_s=0.2)
     with pytest.raises(BackendError, match="upstream"):
         await collect(backend.stream(request()))
     status = await backend.status()
@@ -129,8 +129,13 @@ async def test_down_after_a_refused_connection_then_retried_and_up(
     assert "0/1 upstreams up" in (status.detail or "")
     await asyncio.sleep(0.25)
     assert (await backend.status()).healthy  # may be tried again
-    backend.upstreams[0].url = fake.url  # the server came back
-    chunks = await collect(backend.stream(request()))
+    fake = FakeVllm()  # the server comes back on its port
+    fake.server = TestServer(fake.server.app, host="127.0.0.1", port=int(url.rsplit(":")[-1]))
+    await fake.start()
+    try:
+        chunks = await collect(backend.stream(request()))
+    finally:
+        await fake.close()
     assert chunks[-1].finish_reason == "stop"
     status = await backend.status()
     assert status.healthy
@@ -307,3 +312,120 @@ def test_through_freshet_serve(tmp_path: Path) -> None:
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
         loop.close()
+
+
+# -- the lean HTTP/1.1 client (freshet_vllm.http1) under faults aiohttp's fake can't make --
+
+SSE_BODY = (
+    b'data: {"choices":[{"delta":{"content":"Hi"},"finish_reason":null}]}\n\n'
+    b'data: {"choices":[{"delta":{},"finish_reason":"stop"}],'
+    b'"usage":{"prompt_tokens":2,"completion_tokens":1}}\n\ndata: [DONE]\n\n'
+)
+
+
+def sse_reply(extra: bytes = b"") -> bytes:
+    return (
+        b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: %d\r\n%s\r\n"
+        % (len(SSE_BODY), extra)
+    ) + SSE_BODY
+
+
+class RawServer:
+    """A loopback server answering each request on a connection per ``script``: a list of
+    replies (bytes to send, None to close without answering, "hang" to say nothing)."""
+
+    def __init__(self, script: list[bytes | str | None]) -> None:
+        self.script = script
+        self.connections = 0
+        self.requests = 0
+        self.server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> str:
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+                await reader.readexactly(length)
+                step = self.script[min(self.requests, len(self.script) - 1)]
+                self.requests += 1
+                if step is None:
+                    break
+                if step == "hang":
+                    await asyncio.sleep(30)
+                assert isinstance(step, bytes)
+                writer.write(step)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+@pytest.mark.asyncio
+async def test_content_length_body_and_keep_alive(make: Any) -> None:
+    raw = RawServer([sse_reply()])
+    async with raw as url:
+        backend = await make(url=url)
+        for _ in range(3):
+            chunks = await collect(backend.stream(request()))
+            assert "".join(c.text for c in chunks) == "Hi"
+    assert (raw.connections, raw.requests) == (1, 3)
+
+
+@pytest.mark.asyncio
+async def test_connection_close_is_not_reused(make: Any) -> None:
+    raw = RawServer([sse_reply(b"connection: close\r\n")])
+    async with raw as url:
+        backend = await make(url=url)
+        for _ in range(2):
+            await collect(backend.stream(request()))
+    assert (raw.connections, raw.requests) == (2, 2)
+
+
+@pytest.mark.asyncio
+async def test_kept_alive_connection_closed_by_the_server_is_retried_once(make: Any) -> None:
+    # The second request on a connection is dropped unanswered, as by a server whose
+    # keep-alive ran out as the request was written: it is sent again on a new connection.
+    raw = RawServer([sse_reply(), None, sse_reply()])
+    async with raw as url:
+        backend = await make(url=url)
+        await collect(backend.stream(request()))
+        chunks = await collect(backend.stream(request()))
+    assert chunks[-1].finish_reason == "stop"
+    assert raw.connections == 2
+
+
+@pytest.mark.asyncio
+async def test_silence_longer_than_the_request_timeout(make: Any) -> None:
+    raw = RawServer(["hang"])
+    async with raw as url:
+        backend = await make(url=url, request_timeout_s=0.2)
+        started = time.monotonic()
+        with pytest.raises(BackendError, match="TimeoutError"):
+            await collect(backend.stream(request()))
+    assert time.monotonic() - started < 2
+    assert backend.upstreams[0].in_flight == 0
+
+
+@pytest.mark.asyncio
+async def test_malformed_http_is_a_backend_error(make: Any) -> None:
+    raw = RawServer([b"HTTP/1.1 2OO Fine\r\n\r\n"])
+    async with raw as url:
+        backend = await make(url=url)
+        with pytest.raises(BackendError, match="malformed HTTP"):
+            await collect(backend.stream(request()))
+
+
+def test_header_with_a_line_break_is_a_config_error() -> None:
+    with pytest.raises(ConfigError) as info:
+        OpenAICompatibleBackend(config(url="http://a", headers={"X-A": "b\r\nX-B: c"}), NoFleet())
+    assert info.value.key == "backends[1].headers.X-A"

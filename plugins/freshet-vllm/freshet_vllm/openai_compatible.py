@@ -15,10 +15,10 @@ import os
 import time
 from typing import Annotated
 
-import aiohttp
 import msgspec
 from msgspec import Meta, Struct, field
 
+from freshet_vllm.http1 import Response
 from freshet_vllm.params import ServerParams, build_deployments, config_error, parse_adapters
 from freshet_vllm.server import VllmServerBackend
 from freshet_vllm.upstream import Upstream
@@ -139,6 +139,9 @@ class OpenAICompatibleBackend(VllmServerBackend):
             config, self.model, self._profile.max_context or DEFAULT_MAX_CONTEXT, self.adapters
         )
         headers = dict(own.headers)
+        for name, value in headers.items():
+            if any(c in name + value for c in "\r\n\0"):
+                raise config_error(config, f"headers.{name}", "a line break in a header")
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"
         self._passive = [
@@ -149,9 +152,6 @@ class OpenAICompatibleBackend(VllmServerBackend):
         ]
         self.upstreams = list(self._passive)
         self._pollers = []
-        self._read_timeout = aiohttp.ClientTimeout(
-            total=None, connect=own.connect_timeout_s, sock_read=own.request_timeout_s
-        )
 
     async def start(self) -> None:
         for upstream in self.upstreams:
@@ -176,7 +176,7 @@ class OpenAICompatibleBackend(VllmServerBackend):
 
     async def _open(
         self, request: GenerationRequest, model: str, body: dict[str, object]
-    ) -> tuple[aiohttp.ClientResponse, Upstream]:
+    ) -> tuple[Response, Upstream]:
         resp, upstream = await super()._open(request, model, body)
         if isinstance(upstream, PassiveUpstream):
             upstream.mark_up()

@@ -8,8 +8,10 @@ import time
 from collections.abc import AsyncIterator, Sequence
 
 import aiohttp
+import msgspec
 
 from freshet_vllm import wire
+from freshet_vllm.http1 import Response
 from freshet_vllm.params import (
     GPU_PROFILE,
     ServerParams,
@@ -17,7 +19,7 @@ from freshet_vllm.params import (
     config_error,
     parse_adapters,
 )
-from freshet_vllm.upstream import Upstream, cancel_all, pick, poll_forever
+from freshet_vllm.upstream import Upstream, cancel_all, pick, poll_forever, trace_headers
 from gateway.backend import (
     BackendConfig,
     BackendStatus,
@@ -37,6 +39,7 @@ log = logging.getLogger(__name__)
 _PATHS = {"chat": "/v1/chat/completions", "text_completion": "/v1/completions"}
 # Failures that mean "this server did not take the request": try the next one.
 _CONNECT_ERRORS = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError)
+_encode = msgspec.json.Encoder().encode
 
 
 class VllmServerBackend:
@@ -64,9 +67,6 @@ class VllmServerBackend:
         headers = {"Authorization": f"Bearer {p.api_key}"} if p.api_key else {}
         self.upstreams = [Upstream(url, headers, p.connect_timeout_s) for url in p.urls]
         self._pollers: list[asyncio.Task[None]] = []
-        self._read_timeout = aiohttp.ClientTimeout(
-            total=None, connect=p.connect_timeout_s, sock_read=p.request_timeout_s
-        )
 
     @property
     def deployments(self) -> Sequence[Deployment]:
@@ -182,12 +182,13 @@ class VllmServerBackend:
 
     async def _open(
         self, request: GenerationRequest, model: str, body: dict[str, object]
-    ) -> tuple[aiohttp.ClientResponse, Upstream]:
+    ) -> tuple[Response, Upstream]:
         """POST to the least-loaded server that takes it; next server on connection failure."""
         path = _PATHS[request.operation]
         failures: list[str] = []
         limit = self.params.max_in_flight
         order = pick(self.upstreams)
+        encoded = _encode(body)
         if limit is not None and all(u.in_flight >= limit for u in order):
             raise RateLimited(
                 f"backend {self.id}: every {self.label} server has {limit} requests in flight"
@@ -195,11 +196,11 @@ class VllmServerBackend:
         for upstream in order:
             if limit is not None and upstream.in_flight >= limit:
                 continue
-            assert upstream.session is not None, "start() was not called"
+            assert upstream.http is not None, "start() was not called"
             upstream.in_flight += 1
             try:
-                resp = await upstream.session.post(
-                    upstream.url + path, json=body, timeout=self._read_timeout
+                resp = await upstream.http.post(
+                    path, encoded, self.params.request_timeout_s, trace_headers()
                 )
             except _CONNECT_ERRORS as exc:
                 upstream.in_flight -= 1

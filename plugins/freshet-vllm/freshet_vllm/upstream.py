@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import aiohttp
 from opentelemetry import propagate
 
+from freshet_vllm.http1 import Pool
 from freshet_vllm.metrics import Load, MetricsError, parse_load
 
 log = logging.getLogger(__name__)
@@ -28,6 +29,13 @@ async def _inject_trace_context(
     propagate.inject(params.headers)
 
 
+def trace_headers() -> dict[str, str]:
+    """The current trace context as headers (``traceparent``) for a request to send now."""
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return carrier
+
+
 def _trace_propagation() -> aiohttp.TraceConfig:
     config = aiohttp.TraceConfig()
     config.on_request_start.append(_inject_trace_context)
@@ -41,7 +49,8 @@ class Upstream:
         self.url = url.rstrip("/")
         self._headers = headers
         self._connect_timeout_s = connect_timeout_s
-        self.session: aiohttp.ClientSession | None = None
+        self.session: aiohttp.ClientSession | None = None  # /metrics
+        self.http: Pool | None = None  # generation requests: the lean client
         self.load = Load()
         self.in_flight = 0
         self._in_flight_at_poll = 0
@@ -61,8 +70,12 @@ class Upstream:
             raise_for_status=False,
             trace_configs=[_trace_propagation()],
         )
+        self.http = Pool(self.url, self._headers, self._connect_timeout_s, idle_timeout_s=4.0)
 
     async def close(self) -> None:
+        if self.http is not None:
+            await self.http.close()
+            self.http = None
         if self.session is not None:
             await self.session.close()
             self.session = None
