@@ -42,15 +42,17 @@ from gateway.settings import Settings
 from gateway.streaming import Outcome
 from gateway.telemetry_export import (
     EXPORTER_LOGGERS,
-    MetricsExport,
     in_daemon_thread,
     quiet,
     span_exporter,
     wanted,
 )
 from gateway.telemetry_metrics import Metrics
-from gateway.telemetry_store import RecentTraces
-from gateway.telemetry_trace import BackendCall, RequestTrace, RouteStep, SpanFactory
+from gateway.telemetry_otlp_metrics import MetricsExport
+from gateway.telemetry_pipeline import SpanPipeline
+from gateway.telemetry_spans import SpanFactory
+from gateway.telemetry_store import RecentTraces, TraceSummary, TraceView
+from gateway.telemetry_trace import BackendCall, RequestTrace, RouteStep
 from gateway.usage import UsageRecord
 
 log = logging.getLogger(__name__)
@@ -88,6 +90,7 @@ class Telemetry:
         )
         self.tracer = self.provider.get_tracer("freshet", core_version())
         self._ids = self.provider.id_generator
+        self._propagated = frozenset(propagate.get_global_textmap().fields)
         self._sampler = self.provider.sampler
         self.metrics = Metrics()
         self._spans = SpanFactory(
@@ -97,6 +100,7 @@ class Telemetry:
             settings.capture_content,
             SpanLimits().max_span_attribute_length,
         )
+        self.pipeline = SpanPipeline(self._spans, self.recent, self.metrics)
         self.active: dict[str, RequestTrace] = {}
         self._export_traces = self.tracing and wanted(env, "traces")
         self._export_metrics = wanted(env, "metrics")
@@ -109,12 +113,15 @@ class Telemetry:
     # -- lifecycle ------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the OTLP exporters that the environment asks for (in the lifespan)."""
+        """Start building spans off the request path, and the OTLP exporters that the
+        environment asks for (in the lifespan)."""
+        self.pipeline.start()
         if self._export_traces and self._batch is None:
             exporter = span_exporter()
             self._undo.append(quiet(EXPORTER_LOGGERS, [exporter.health]))
             self._batch = BatchSpanProcessor(exporter)  # OTEL_BSP_* apply
             self.processors.add_span_processor(self._batch)
+            self.pipeline.batch = self._batch
             log.info("exporting traces over OTLP to %s", exporter.health.endpoint)
         if self._export_metrics and self._metrics_export is None:
             export = MetricsExport(
@@ -129,6 +136,7 @@ class Telemetry:
 
     async def aclose(self) -> None:
         """Flush what is left, within :data:`SHUTDOWN_TIMEOUT_S` each; never hang the exit."""
+        self.pipeline.stop()
         if self._metrics_task is not None:
             self._metrics_task.cancel()
             await asyncio.gather(self._metrics_task, return_exceptions=True)
@@ -163,7 +171,12 @@ class Telemetry:
             trace = RequestTrace(request_id, operation, start_ns, context, None, server)
             self.active[request_id] = trace
             return trace
-        incoming = propagate.extract(headers)
+        # Without any header the propagators read, there is nothing to extract.
+        incoming = (
+            propagate.extract(headers)
+            if not self._propagated.isdisjoint(headers)
+            else otel_context.Context()
+        )
         parent: SpanContext | None = otel_trace.get_current_span(incoming).get_span_context()
         if parent is not None and not parent.is_valid:
             parent = None
@@ -232,7 +245,7 @@ class Telemetry:
             trace.end_calls(trace.record_ns, failed_only=True)
 
     def end(self, trace: RequestTrace, http_status: int, error_type: str | None) -> None:
-        """The response has ended (or the client left): build the spans, record metrics."""
+        """The response has ended (or the client left): its spans and metrics follow."""
         trace.end_ns = time.time_ns()
         trace.http_status = http_status
         outcome = trace.outcome
@@ -242,12 +255,18 @@ class Telemetry:
         self.active.pop(trace.request_id, None)
         if trace.context_token is not None:
             otel_context.detach(trace.context_token)  # type: ignore[arg-type]
-        if trace.context.trace_flags.sampled:
-            for span in self._spans.spans(trace):
-                self.processors.on_end(span)
-        self.metrics.request_done(trace)
+        self.pipeline.submit(trace)
 
-    # -- metrics --------------------------------------------------------------------
+    # -- reading ------------------------------------------------------------------
+
+    def recent_traces(self, limit: int) -> list[TraceSummary]:
+        self.pipeline.flush()
+        return self.recent.summaries(limit)
+
+    def recent_trace(self, trace_id: str) -> TraceView | None:
+        self.pipeline.flush()
+        return self.recent.trace(trace_id)
+
 
     def in_flight(self) -> Counter[str]:
         """Requests of this process waiting on each backend (open, no record yet)."""
@@ -258,7 +277,8 @@ class Telemetry:
         )
 
     async def refresh(self) -> None:
-        """Bring the per-backend gauges up to date (before a scrape or an export)."""
+        """Bring the metrics up to date (before a scrape or an export)."""
+        self.pipeline.flush()
         statuses: dict[str, BackendStatus] = {}
         if self._ready():
             for backend_id, backend in self._backends.items():

@@ -14,7 +14,7 @@ attribute names, and the Prometheus name derived from them.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Literal
+from typing import Any, Literal
 
 from msgspec import Struct
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -181,21 +181,19 @@ class Metrics:
             for s in SPECS
             if s.kind == "gauge"
         }
-        # Label children by label values: looking one up is most of a recording's cost.
-        self._h: dict[tuple[str, tuple[str, ...]], Histogram] = {}
-        self._c: dict[tuple[str, tuple[str, ...]], Counter] = {}
+        # Label children by label values: looking one up is most of a recording's cost,
+        # so a request's are found with one lookup of its label values.
+        self._series: dict[tuple[str, ...], dict[str, Any]] = {}
         self._g: dict[tuple[str, tuple[str, ...]], Gauge] = {}
 
-    def _histogram(self, spec: Spec, values: tuple[str, ...]) -> Histogram:
-        child = self._h.get((spec.name, values))
+    def _child(self, base: tuple[str, ...], key: str, spec: Spec, *extra: str) -> Any:
+        series = self._series.get(base)
+        if series is None:
+            series = self._series[base] = {}
+        child = series.get(key)
         if child is None:
-            child = self._h[(spec.name, values)] = self._histograms[spec.name].labels(*values)
-        return child
-
-    def _counter(self, spec: Spec, values: tuple[str, ...]) -> Counter:
-        child = self._c.get((spec.name, values))
-        if child is None:
-            child = self._c[(spec.name, values)] = self._counters[spec.name].labels(*values)
+            parent = self._histograms.get(spec.name) or self._counters[spec.name]
+            child = series[key] = parent.labels(*base, *extra)
         return child
 
     def _gauge(self, spec: Spec, values: tuple[str, ...]) -> Gauge:
@@ -207,28 +205,35 @@ class Metrics:
     def request_done(self, t: RequestTrace) -> None:
         """One finished request (called once, after its response ended)."""
         record = t.record
-        routed = bool(t.routes)  # the model resolved, so it is safe as a label value
-        base = (
-            t.operation,
-            (t.model or "") if routed else "",
-            _served(record) if record else "",
-            record.backend if record else "",
-            (record.group or "") if record else "",
-        )
         duration = (t.end_ns - t.start_ns) / 1e9
-        self._histogram(DURATION, (*base, t.error_type or "")).observe(duration)
+        error = t.error_type or ""
         if record is None:
+            # The model may not exist (404): never a label value.
+            model = (t.model or "") if t.routes else ""
+            base = (t.operation, model, "", "", "")
+            self._child(base, "duration " + error, DURATION, error).observe(duration)
             return
-        self._histogram(TOKENS, (*base, "input")).observe(record.prompt_tokens)
-        self._histogram(TOKENS, (*base, "output")).observe(record.completion_tokens)
-        self._counter(COST, base).inc(record.usd_total)
+        base = (t.operation, t.model or "", _served(record), record.backend, record.group or "")
+        series = self._series.get(base)
+        if series is None or "output" not in series:
+            self._child(base, "input", TOKENS, "input")
+            self._child(base, "output", TOKENS, "output")
+            self._child(base, "cost", COST)
+            self._child(base, "ttft", TTFT)
+            self._child(base, "tpot", TPOT)
+            series = self._series[base]
+        self._child(base, "duration " + error, DURATION, error).observe(duration)
+        series["input"].observe(record.prompt_tokens)
+        series["output"].observe(record.completion_tokens)
+        series["cost"].inc(record.usd_total)
         if record.joules is not None:
-            self._counter(ENERGY, (*base, record.energy_source or "")).inc(record.joules)
+            source = record.energy_source or ""
+            self._child(base, "energy " + source, ENERGY, source).inc(record.joules)
         if record.ttft_s is not None:
-            self._histogram(TTFT, base).observe(record.ttft_s)
+            series["ttft"].observe(record.ttft_s)
             if record.status == "ok" and record.completion_tokens > 1:
                 per_token = (record.duration_s - record.ttft_s) / (record.completion_tokens - 1)
-                self._histogram(TPOT, base).observe(max(0.0, per_token))
+                series["tpot"].observe(max(0.0, per_token))
 
     def backends(
         self,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from msgspec import Struct
@@ -80,19 +80,26 @@ class RecentTraces(SpanProcessor):
         return None
 
     def on_end(self, span: ReadableSpan) -> None:
-        context = span.context
-        if context is None or self.keep <= 0:
+        self.keep_spans((span,))
+
+    def keep_spans(self, spans: Sequence[ReadableSpan]) -> None:
+        """Keep finished spans (a request's are handed over together: one lock)."""
+        if self.keep <= 0:
             return
         with self._lock:
-            spans = self._traces.get(context.trace_id)
-            if spans is None:
-                spans = self._traces[context.trace_id] = []
-                if len(self._traces) > self.keep:
-                    self._traces.popitem(last=False)
-            else:
-                self._traces.move_to_end(context.trace_id)
-            if len(spans) < self._max_spans:
-                spans.append(span)
+            for span in spans:
+                context = span.context
+                if context is None:
+                    continue
+                kept = self._traces.get(context.trace_id)
+                if kept is None:
+                    kept = self._traces[context.trace_id] = []
+                    if len(self._traces) > self.keep:
+                        self._traces.popitem(last=False)
+                else:
+                    self._traces.move_to_end(context.trace_id)
+                if len(kept) < self._max_spans:
+                    kept.append(span)
 
     def shutdown(self) -> None:
         return None

@@ -133,11 +133,11 @@ class TelemetryController(Controller):
         request: Request[Any, Any, Any],
         limit: Annotated[int, QueryParameter(ge=1, le=10_000)] = 100,
     ) -> list[TraceSummary]:
-        return _telemetry(request).recent.summaries(limit)
+        return _telemetry(request).recent_traces(limit)
 
     @get("/freshet/traces/{trace_id:str}", summary="One kept trace, with all its spans")
     async def trace(self, request: Request[Any, Any, Any], trace_id: FromPath[str]) -> TraceView:
-        view = _telemetry(request).recent.trace(trace_id)
+        view = _telemetry(request).recent_trace(trace_id)
         if view is None:
             raise NotFound(f"no trace {trace_id!r} is kept (only the most recent are)")
         return view

@@ -144,3 +144,25 @@ def otlp_receiver() -> Iterator[Receiver]:
         server.shutdown()
         server.server_close()
         thread.join()
+
+
+def main() -> None:
+    """``python -m tests.support.otlp PORT``: receive until SIGTERM, then print the counts
+    (for benchmarks, which keep the receiver's work out of the measuring process)."""
+    import signal
+    import sys
+
+    receiver = Receiver()
+    server = ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), _handler(receiver))
+
+    def stop(*_: object) -> None:
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
+    server.serve_forever()
+    server.server_close()
+    print(f"spans={len(receiver.spans)} trace_requests={receiver.requests['traces']}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
