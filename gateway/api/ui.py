@@ -1,7 +1,6 @@
 """``GET /freshet/ui``: a self-contained page (inline script and SVG, nothing fetched
 from elsewhere) showing the gateway's data. Each :class:`View` is one nav entry and one
-section; "Cost" is the first, and a later view (recent traces) is one more entry in
-:data:`VIEWS`.
+section: "Cost", then "Traces" (the recent traces kept in memory).
 """
 
 from __future__ import annotations
@@ -16,6 +15,7 @@ from msgspec import Struct
 from gateway.api.ui_charts import CHARTS_JS
 from gateway.api.ui_cost import COST_HTML, COST_JS
 from gateway.api.ui_page import CSS, document
+from gateway.api.ui_traces import TRACES_CSS, TRACES_HTML, TRACES_JS
 from gateway.plugins import core_version
 
 
@@ -24,9 +24,13 @@ class View(Struct, kw_only=True, frozen=True):
     title: str
     html: str  # the section's content
     script: str  # registers views[id] = {load(), init()?}
+    css: str = ""  # the view's own styles, after the page's
 
 
-VIEWS: tuple[View, ...] = (View(id="cost", title="Cost", html=COST_HTML, script=COST_JS),)
+VIEWS: tuple[View, ...] = (
+    View(id="cost", title="Cost", html=COST_HTML, script=COST_JS),
+    View(id="traces", title="Traces", html=TRACES_HTML, script=TRACES_JS, css=TRACES_CSS),
+)
 
 # Shows the view named by the URL fragment (default: the first) and loads its data.
 _SHELL_JS = r"""
@@ -66,11 +70,12 @@ def page(views: tuple[View, ...] = VIEWS) -> tuple[str, str]:
         for v in views
     )
     script = _script(views)
+    style = CSS + "".join(v.css for v in views)
     policy = "; ".join(
         (
             "default-src 'none'",
             f"script-src {_csp_hash(script)}",
-            f"style-src {_csp_hash(CSS)}",
+            f"style-src {_csp_hash(style)}",
             "connect-src 'self'",
             "img-src data:",
             "base-uri 'none'",
@@ -78,14 +83,16 @@ def page(views: tuple[View, ...] = VIEWS) -> tuple[str, str]:
             "frame-ancestors 'none'",
         )
     )
-    body = document(nav=nav, sections=sections, script=script, version=html.escape(core_version()))
+    body = document(
+        nav=nav, sections=sections, script=script, version=html.escape(core_version()), style=style
+    )
     return body, policy
 
 
 class UIController(Controller):
     include_in_schema = False
 
-    @get("/freshet/ui", media_type=MediaType.HTML, summary="The cost report as charts")
+    @get("/freshet/ui", media_type=MediaType.HTML, summary="Cost charts and recent traces")
     async def ui(self) -> Response[str]:
         body, policy = page()
         return Response(

@@ -76,7 +76,7 @@ footer { color: var(--muted); font-size: 0.8rem; padding: 0 1.5rem 1.5rem; text-
 """
 
 
-def document(*, nav: str, sections: str, script: str, version: str) -> str:
+def document(*, nav: str, sections: str, script: str, version: str, style: str = CSS) -> str:
     """The whole page; ``nav``, ``sections`` and ``script`` are trusted, built by the views."""
     return f"""<!doctype html>
 <html lang="en">
@@ -85,7 +85,7 @@ def document(*, nav: str, sections: str, script: str, version: str) -> str:
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>Freshet</title>
 <link rel="icon" href="data:,">
-<style>{CSS}</style>
+<style>{style}</style>
 </head>
 <body>
 <header class="top">
@@ -97,7 +97,8 @@ def document(*, nav: str, sections: str, script: str, version: str) -> str:
 </main>
 <footer>Times are UTC. Energy is what the meters measured or modelled; dollars are energy,
 hardware (capex) and list prices. Data: <code>/freshet/cost/report</code>,
-<code>/freshet/cost/series</code>, <code>/freshet/usage</code>.</footer>
+<code>/freshet/cost/series</code>, <code>/freshet/usage</code>,
+<code>/freshet/traces</code>.</footer>
 <script>{script}</script>
 </body>
 </html>
