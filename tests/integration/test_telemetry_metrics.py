@@ -15,6 +15,7 @@ import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from gateway.telemetry_metrics import exposed_names
 from tests.support.server import Server, running_server
 
 CONFIG: dict[str, Any] = {
@@ -146,6 +147,8 @@ def test_errors_are_counted_with_their_type(gateway: Server, client: openai.Open
 
 def test_backend_gauges(gateway: Server) -> None:
     samples, _ = scrape(gateway)
+    # What the deploy/ dashboard is checked against is what /metrics really shows.
+    assert {name for name, _ in samples} <= exposed_names()
     for backend in ("gpu-a", "cpu-b", "slow"):
         assert total(samples, "freshet_backend_up", freshet_backend_id=backend) == 1
         assert (
