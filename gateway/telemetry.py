@@ -41,7 +41,9 @@ from gateway.routing import Decision
 from gateway.settings import Settings
 from gateway.streaming import Outcome
 from gateway.telemetry_export import (
-    EXPORTER_LOGGERS,
+    METRIC_LOGGERS,
+    SPAN_LOGGERS,
+    GuardedSpanExporter,
     in_daemon_thread,
     quiet,
     span_exporter,
@@ -106,6 +108,7 @@ class Telemetry:
         self._export_metrics = wanted(env, "metrics")
         self._metrics_interval_s = _int(env, "OTEL_METRIC_EXPORT_INTERVAL", 60000) / 1000
         self._batch: BatchSpanProcessor | None = None
+        self._exporter: GuardedSpanExporter | None = None
         self._metrics_export: MetricsExport | None = None
         self._metrics_task: asyncio.Task[None] | None = None
         self._undo: list[Callable[[], None]] = []
@@ -118,7 +121,8 @@ class Telemetry:
         self.pipeline.start()
         if self._export_traces and self._batch is None:
             exporter = span_exporter()
-            self._undo.append(quiet(EXPORTER_LOGGERS, [exporter.health]))
+            self._undo.append(quiet(SPAN_LOGGERS, [exporter.health]))
+            self._exporter = exporter
             self._batch = BatchSpanProcessor(exporter)  # OTEL_BSP_* apply
             self.processors.add_span_processor(self._batch)
             self.pipeline.batch = self._batch
@@ -127,7 +131,7 @@ class Telemetry:
             export = MetricsExport(
                 self.metrics.registry, self.resource, self.scope, self._metrics_interval_s
             )
-            self._undo.append(quiet(EXPORTER_LOGGERS, [export.health]))
+            self._undo.append(quiet(METRIC_LOGGERS, [export.health]))
             self._metrics_export = export
             self._metrics_task = asyncio.create_task(
                 export.run(self.refresh), name="freshet-otlp-metrics"
@@ -143,14 +147,18 @@ class Telemetry:
             self._metrics_task = None
         export = self._metrics_export
         if export is not None:
-            await self.refresh()
-            data = export.collect()
-            await in_daemon_thread(
-                lambda: export.exporter.export(data), "metrics", SHUTDOWN_TIMEOUT_S
-            )
+            if export.health.ok:  # a collector known to be down gets no last attempt
+                await self.refresh()
+                data = export.collect()
+                work = lambda: export.exporter.export(data)  # noqa: E731
+                if not await in_daemon_thread(work, "metrics", SHUTDOWN_TIMEOUT_S):
+                    log.warning("OTLP metrics: the last export did not finish in time")
             export.exporter.shutdown()
         if self._batch is not None:
-            await in_daemon_thread(self.provider.shutdown, "spans", SHUTDOWN_TIMEOUT_S)
+            if self._exporter is not None and not self._exporter.health.ok:
+                self._exporter.inner.shutdown()  # type: ignore[no-untyped-call]
+            if not await in_daemon_thread(self.provider.shutdown, "spans", SHUTDOWN_TIMEOUT_S):
+                log.warning("OTLP spans: the last export did not finish in time")
         for undo in self._undo:
             undo()
         self._undo.clear()

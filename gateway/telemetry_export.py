@@ -26,11 +26,11 @@ from gateway.telemetry_wire import TraceWriter
 log = logging.getLogger(__name__)
 
 # The SDK's exporters log every failed batch (and every retry); Health reports instead.
-EXPORTER_LOGGERS = (
+SPAN_LOGGERS = (
     "opentelemetry.exporter.otlp.proto.http.trace_exporter",
-    "opentelemetry.exporter.otlp.proto.http.metric_exporter",
     "opentelemetry.exporter.otlp.common.http",
 )
+METRIC_LOGGERS = ("opentelemetry.exporter.otlp.proto.http.metric_exporter",)
 
 
 def wanted(env: Mapping[str, str], signal: str) -> bool:
@@ -66,15 +66,20 @@ class Health(logging.Filter):
         self.endpoint = endpoint
         self.ok = True
         self.failures = 0
-        self.reason = "no answer"
+        self._messages: list[str] = []  # the SDK's, since the last result
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno >= logging.WARNING:
-            self.reason = record.getMessage()
+            if len(self._messages) < 8:
+                self._messages.append(record.getMessage())
             return False
         return True
 
-    def result(self, ok: bool) -> None:
+    def result(self, ok: bool, reason: str | None = None) -> None:
+        # The first message says why (the connection was refused...), the last only
+        # that the SDK gave up.
+        reason = reason or (self._messages[0] if self._messages else "no answer")
+        self._messages.clear()
         if ok and not self.ok:
             log.info("OTLP %s export to %s works again", self.what, self.endpoint)
         elif not ok:
@@ -85,7 +90,7 @@ class Health(logging.Filter):
                     "(requests are not affected)",
                     self.what,
                     self.endpoint,
-                    self.reason,
+                    reason,
                     self.what,
                 )
         self.ok = ok
@@ -111,7 +116,11 @@ class GuardedSpanExporter(SpanExporter):
         else:
             sent = self._send(self._writer.request(spans))
             ok = bool(getattr(sent, "success", False))
-            result = SpanExportResult.SUCCESS if ok else SpanExportResult.FAILURE
+            why = getattr(sent, "error", None) or getattr(sent, "reason", None)
+            if why is not None and not isinstance(why, str):
+                why = f"{type(why).__name__}: {why}"
+            self.health.result(ok, why or None)
+            return SpanExportResult.SUCCESS if ok else SpanExportResult.FAILURE
         self.health.result(result is SpanExportResult.SUCCESS)
         return result
 
@@ -142,9 +151,12 @@ def quiet(loggers: Sequence[str], filters: Sequence[logging.Filter]) -> Callable
     return undo
 
 
-async def in_daemon_thread(work: Callable[[], object], what: str, timeout_s: float) -> bool:
+async def in_daemon_thread(
+    work: Callable[[], object], what: str, timeout_s: float | None = None
+) -> bool:
     """Run blocking export work in a daemon thread, so that a collector that does not
-    answer can hold up neither the event loop nor the process's exit. False: timed out."""
+    answer can hold up neither the event loop nor the process's exit. False: it did not
+    finish within ``timeout_s`` (it goes on, and is dropped at exit)."""
     loop = asyncio.get_running_loop()
     done = asyncio.Event()
 
@@ -165,6 +177,5 @@ async def in_daemon_thread(work: Callable[[], object], what: str, timeout_s: flo
     try:
         await asyncio.wait_for(done.wait(), timeout_s)
     except TimeoutError:
-        log.warning("OTLP %s export did not finish in %.0f s", what, timeout_s)
         return False
     return True

@@ -60,11 +60,10 @@ class MetricsExport:
         await refresh()
         data = self.collect()
         results: list[object] = []
-        done = await in_daemon_thread(
-            lambda: results.append(self.exporter.export(data)), "metrics", self.interval_s
-        )
-        if done:
-            self.health.result(results == [MetricExportResult.SUCCESS])
+        # No timeout of its own: the exporter's (OTEL_EXPORTER_OTLP_TIMEOUT) ends it, and
+        # the next export waits for it, so a slow collector never piles up threads.
+        await in_daemon_thread(lambda: results.append(self.exporter.export(data)), "metrics")
+        self.health.result(results == [MetricExportResult.SUCCESS])
 
     def collect(self) -> MetricsData:
         now = time.time_ns()

@@ -5,9 +5,12 @@ to the ledger's usage record; a client's `traceparent` is continued."""
 
 from __future__ import annotations
 
+import signal
+import socket
 import sqlite3
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import openai
@@ -246,3 +249,35 @@ def test_metrics_are_exported_too(client: openai.OpenAI, receiver: Receiver) -> 
         "freshet.cost",
         "freshet.backend.circuit_state",
     } <= names
+
+
+def test_a_collector_that_is_down_costs_one_warning(tmp_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{s.getsockname()[1]}"
+    env = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": closed,
+        "OTEL_EXPORTER_OTLP_TIMEOUT": "1",
+        "OTEL_BSP_SCHEDULE_DELAY": "50",
+        "OTEL_METRIC_EXPORT_INTERVAL": "200",
+    }
+    with running_server(tmp_path, CONFIG, env=env) as server:
+        client = openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
+        for _ in range(5):
+            started = time.monotonic()
+            done = client.chat.completions.create(
+                model="m-fresh", messages=[{"role": "user", "content": "hi"}], max_tokens=2
+            )
+            assert done.usage is not None
+            assert time.monotonic() - started < 1.0
+            time.sleep(0.3)  # several export attempts fail meanwhile
+        status, _ = server.get("/freshet/traces")
+        assert status == 200
+        stopping = time.monotonic()
+        server.proc.send_signal(signal.SIGTERM)
+        server.proc.wait(timeout=20)
+        assert time.monotonic() - stopping < 12
+    log = server.log_text()
+    assert log.count("OTLP spans export") == 1, log
+    assert log.count("OTLP metrics export") == 1, log
+    assert "Traceback" not in log
