@@ -116,9 +116,7 @@ class Telemetry:
     # -- lifecycle ------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start building spans off the request path, and the OTLP exporters that the
-        environment asks for (in the lifespan)."""
-        self.pipeline.start()
+        """Start the OTLP exporters that the environment asks for (in the lifespan)."""
         if self._export_traces and self._batch is None:
             exporter = span_exporter()
             self._undo.append(quiet(SPAN_LOGGERS, [exporter.health]))
@@ -140,7 +138,6 @@ class Telemetry:
 
     async def aclose(self) -> None:
         """Flush what is left, within :data:`SHUTDOWN_TIMEOUT_S` each; never hang the exit."""
-        self.pipeline.stop()
         if self._metrics_task is not None:
             self._metrics_task.cancel()
             await asyncio.gather(self._metrics_task, return_exceptions=True)
@@ -268,13 +265,10 @@ class Telemetry:
     # -- reading ------------------------------------------------------------------
 
     def recent_traces(self, limit: int) -> list[TraceSummary]:
-        self.pipeline.flush()
         return self.recent.summaries(limit)
 
     def recent_trace(self, trace_id: str) -> TraceView | None:
-        self.pipeline.flush()
         return self.recent.trace(trace_id)
-
 
     def in_flight(self) -> Counter[str]:
         """Requests of this process waiting on each backend (open, no record yet)."""
@@ -285,8 +279,7 @@ class Telemetry:
         )
 
     async def refresh(self) -> None:
-        """Bring the metrics up to date (before a scrape or an export)."""
-        self.pipeline.flush()
+        """Bring the per-backend gauges up to date (before a scrape or an export)."""
         statuses: dict[str, BackendStatus] = {}
         if self._ready():
             for backend_id, backend in self._backends.items():

@@ -280,7 +280,6 @@ def test_writer_matches_the_sdk_encoder() -> None:
 def test_metrics_go_out_over_otlp_under_their_opentelemetry_names(tmp_path: Path) -> None:
     telemetry = _telemetry(tmp_path)
     _run_request(telemetry, {})
-    telemetry.pipeline.flush()
     export = MetricsExport(telemetry.metrics.registry, telemetry.resource, telemetry.scope, 60)
     data = export.collect()
     (resource_metrics,) = data.resource_metrics
