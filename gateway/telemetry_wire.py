@@ -57,6 +57,8 @@ def _any_value(value: object) -> bytes:
         return b"\x18" + _varint(value & 0xFFFFFFFFFFFFFFFF)
     if isinstance(value, float):
         return b"\x21" + _double(value)
+    if isinstance(value, tuple | list):  # before the (slow) abstract checks below
+        return _field(b"\x2a", b"".join(_field(b"\x0a", _any_value(v)) for v in value))
     if isinstance(value, bytes):
         return _field(b"\x3a", value)
     if isinstance(value, Mapping):
