@@ -59,14 +59,23 @@ def _run(args: list[str]) -> str:
 
 @contextlib.contextmanager
 def _process(
-    args: list[str], log: Path, env: Mapping[str, str] | None = None, cwd: Path | None = None
+    args: list[str],
+    log: Path,
+    env: Mapping[str, str | None] | None = None,
+    cwd: Path | None = None,
 ) -> Iterator[subprocess.Popen[bytes]]:
+    full_env = dict(os.environ)
+    for name, value in (env or {}).items():  # None: not in the peer's environment
+        if value is None:
+            full_env.pop(name, None)
+        else:
+            full_env[name] = value
     with log.open("wb") as out:
         proc = subprocess.Popen(
             args,
             stdout=out,
             stderr=subprocess.STDOUT,
-            env={**os.environ, **(env or {})},
+            env=full_env,
             cwd=cwd,
             start_new_session=True,  # its workers are stopped with it, and only they
         )
@@ -176,14 +185,17 @@ def _litellm(upstream: str, work: Path) -> Iterator[Running]:
             }
         )
     )
-    env = {
+    env: dict[str, str | None] = {
         # The model cost map ships in the package: no fetch at start (nothing outside
         # this machine is reached by the benchmark).
         "LITELLM_LOCAL_MODEL_COST_MAP": "True",
         "NO_DOCS": "True",
+        # Without a master key the proxy refuses to start; Freshet and Portkey run here with
+        # no auth too (loopback only), so LiteLLM does the same, by its documented switch.
+        "LITELLM_DANGEROUSLY_PERMIT_WEAK_OR_UNSET_MASTER_KEY": "true",
     }
     for name in ("DATABASE_URL", "REDIS_URL", "LITELLM_MASTER_KEY"):
-        env[name] = ""
+        env[name] = None  # no database, no cache, no auth: the proxy as it starts bare
     args = [str(LITELLM), "--config", str(config), "--host", "127.0.0.1", "--port", str(port)]
     with _process(args, work / "litellm.log", env=env, cwd=work) as proc:
         url = f"http://127.0.0.1:{port}"

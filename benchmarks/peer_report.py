@@ -24,6 +24,7 @@ class PeerResult(Struct, kw_only=True):
     c32: WrkResult | None = None
     c256: WrkResult | None = None
     stream: StreamResult | None = None
+    stream_error: str | None = None
 
 
 class Target(Struct, kw_only=True):
@@ -110,11 +111,12 @@ def markdown(r: Results) -> str:
             out.append(f"| {p.label} | {p.version or '—'} | not run: {p.skipped} ||||||")
             continue
         a = added(p, direct)
+        ttft_added = "failed (see below)" if p.stream_error else _f(a["ttft"])
         rps32 = f"{p.c32.rps:,.0f} ({_f(a['x32'])}x)" if p.c32 else "—"
         rps256 = f"{p.c256.rps:,.0f} ({_f(a['x256'])}x)" if p.c256 else "—"
         out.append(
             f"| {p.label} | {p.version or '—'} | {_f(a['p50'])} / {_f(a['p99'])} | {rps32} "
-            f"| {rps256} | {_errors(p)} | {_f(a['ttft'])} | {_f(p.rss_rest_mb, 0)} |"
+            f"| {rps256} | {_errors(p)} | {ttft_added} | {_f(p.rss_rest_mb, 0)} |"
         )
     out += [
         "",
@@ -137,6 +139,10 @@ def markdown(r: Results) -> str:
             f"| {p.label} | {' | '.join(cells)} | {ttft} | {reads} | {_f(a['cpu_ms'])} "
             f"| {_f(p.rss_after_mb, 0)} | {_f(p.startup_s, 1)} |"
         )
+    failed = [p for p in r.peers if p.stream_error]
+    if failed:
+        out += [""]
+        out += [f"- {p.label}: streaming failed: `{p.stream_error}`" for p in failed]
     out += _extras(r)
     if r.targets:
         out += ["", "## Freshet against the targets of issue 9", ""]

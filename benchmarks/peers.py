@@ -95,8 +95,12 @@ def measure(peer: Peer, upstream: str, args: argparse.Namespace) -> PeerResult:
                 setattr(result, name, wrk)
                 _log(f"    {wrk.rps:,.0f} req/s, p50 {wrk.p50_ms:.2f} ms, {wrk.errors} errors")
             _log(f"  {peer.name}: {args.streams} streams")
-            result.stream = run_streams(url, STREAM_BODY, running.headers, args.streams)
-            _log(f"    TTFT p50 {result.stream.ttft_p50_ms:.2f} ms")
+            try:
+                result.stream = run_streams(url, STREAM_BODY, running.headers, args.streams)
+                _log(f"    TTFT p50 {result.stream.ttft_p50_ms:.2f} ms")
+            except RuntimeError as exc:  # the peer answered a stream with an error
+                result.stream_error = str(exc)[:200]
+                _log(f"    streaming failed: {result.stream_error}")
             time.sleep(1)
             result.rss_after_mb = tree_rss_mb(pids) if pids else None
     except Exception as exc:  # noqa: BLE001 -- a peer that fails gets a row saying why
