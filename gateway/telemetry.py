@@ -28,7 +28,6 @@ from collections.abc import Awaitable, Callable, Mapping
 from opentelemetry import context as otel_context
 from opentelemetry import propagate
 from opentelemetry import trace as otel_trace
-from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanLimits, SynchronousMultiSpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
@@ -44,8 +43,10 @@ from gateway.telemetry_export import (
     METRIC_LOGGERS,
     SPAN_LOGGERS,
     GuardedSpanExporter,
+    env_int,
     in_daemon_thread,
     quiet,
+    service_resource,
     span_exporter,
     wanted,
 )
@@ -80,9 +81,9 @@ class Telemetry:
         self._ready = ready
         # OTEL_SDK_DISABLED=true turns tracing off (no spans, no propagation); metrics stay.
         self.tracing = env.get("OTEL_SDK_DISABLED", "").strip().lower() != "true"
-        self.resource = _resource()
+        self.resource = service_resource(core_version())
         self.scope = InstrumentationScope("freshet", core_version())
-        self.recent = RecentTraces(keep=_int(env, "FRESHET_TRACES_KEPT", DEFAULT_TRACES_KEPT))
+        self.recent = RecentTraces(keep=env_int(env, "FRESHET_TRACES_KEPT", DEFAULT_TRACES_KEPT))
         self.processors = SynchronousMultiSpanProcessor()  # type: ignore[no-untyped-call]
         self.processors.add_span_processor(self.recent)
         # The provider owns the sampler (OTEL_TRACES_SAMPLER), the id generator and the
@@ -106,7 +107,7 @@ class Telemetry:
         self.active: dict[str, RequestTrace] = {}
         self._export_traces = self.tracing and wanted(env, "traces")
         self._export_metrics = wanted(env, "metrics")
-        self._metrics_interval_s = _int(env, "OTEL_METRIC_EXPORT_INTERVAL", 60000) / 1000
+        self._metrics_interval_s = env_int(env, "OTEL_METRIC_EXPORT_INTERVAL", 60000) / 1000
         self._batch: BatchSpanProcessor | None = None
         self._exporter: GuardedSpanExporter | None = None
         self._metrics_export: MetricsExport | None = None
@@ -286,22 +287,3 @@ class Telemetry:
                 statuses[backend_id] = await backend.status()
         circuits = {backend_id: self._circuit_state(backend_id) for backend_id in self._backends}
         self.metrics.backends(statuses, circuits, self.in_flight())
-
-
-def _resource() -> Resource:
-    # Resource.create reads OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME.
-    resource = Resource.create({"service.version": core_version()})
-    if str(resource.attributes.get("service.name", "")).startswith("unknown_service"):
-        resource = resource.merge(Resource({"service.name": "freshet"}))
-    return resource
-
-
-def _int(env: Mapping[str, str], name: str, default: int) -> int:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        log.warning("%s=%r is not an integer; using %d", name, raw, default)
-        return default
