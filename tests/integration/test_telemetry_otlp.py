@@ -269,7 +269,7 @@ def test_a_collector_that_is_down_costs_one_warning(tmp_path: Path) -> None:
                 model="m-fresh", messages=[{"role": "user", "content": "hi"}], max_tokens=2
             )
             assert done.usage is not None
-            assert time.monotonic() - started < 1.0
+            assert time.monotonic() - started < 2.0
             time.sleep(0.3)  # several export attempts fail meanwhile
         status, _ = server.get("/freshet/traces")
         assert status == 200
