@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -115,7 +116,7 @@ class GuardedSpanExporter(SpanExporter):
         if self._send is None:
             result = self.inner.export(spans)
         else:
-            sent = self._send(self._writer.request(spans))
+            sent = self._send(self._writer.request(spans, pause=_let_others_run))
             ok = bool(getattr(sent, "success", False))
             why = getattr(sent, "error", None) or getattr(sent, "reason", None)
             if why is not None and not isinstance(why, str):
@@ -130,6 +131,12 @@ class GuardedSpanExporter(SpanExporter):
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return self.inner.force_flush(timeout_millis)
+
+
+def _let_others_run() -> None:
+    # Encoding a batch is pure Python: without a pause, an event loop waiting for the GIL
+    # waits out the interpreter's switch interval (5 ms), which shows in its p99.
+    time.sleep(0.0001)
 
 
 def span_exporter() -> GuardedSpanExporter:
