@@ -1,11 +1,11 @@
 """Metrics: GenAI semantic-convention histograms, energy and cost counters, backend gauges.
 
 Recorded with ``prometheus-client`` into a registry of this app (not the process-global
-one): a recording with cached label children costs well under a microsecond, against
-about 8 µs through the OpenTelemetry SDK's instruments (measured on this project's 2-vCPU
-machine; see the report in ``benchmarks/tracing_overhead.py``). ``/metrics`` renders the
-registry; when OTLP is configured the same registry is exported over OTLP under the
-OpenTelemetry names (:mod:`gateway.telemetry_export`).
+one). Measured on this project's 2-vCPU machine, one recording with labels costs about
+2 µs there (0.7 µs for a histogram, 0.35 µs for a counter once the label child is kept),
+against about 8 µs through the OpenTelemetry SDK's instruments read by its Prometheus
+exporter. ``/metrics`` renders the registry; when OTLP is configured the same registry is
+exported over OTLP under the OpenTelemetry names (:mod:`gateway.telemetry_otlp_metrics`).
 
 Every instrument is described once by a :class:`Spec`: its OpenTelemetry name, unit and
 attribute names, and the Prometheus name derived from them.
