@@ -237,6 +237,19 @@ def _portkey(upstream: str, work: Path) -> Iterator[Running]:
         yield Running(url=url, pids=[proc.pid], headers=headers)
 
 
+# -- what Python itself allows -------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _floor(upstream: str, work: Path) -> Iterator[Running]:
+    port = free_port()
+    script = Path(__file__).with_name("floor_proxy.py")
+    with _process([sys.executable, str(script), str(port), upstream], work / "floor.log") as proc:
+        url = f"http://127.0.0.1:{port}"
+        _ready(proc, url + "/v1/models", 30, work / "floor.log")
+        yield Running(url=url, pids=[proc.pid])
+
+
 # -- Freshet -----------------------------------------------------------------------------
 
 
@@ -328,6 +341,13 @@ PEERS: dict[str, Peer] = {
         unavailable=_portkey_unavailable,
         version=_portkey_version,
         start=_portkey,
+    ),
+    "python-floor": Peer(
+        name="python-floor",
+        label="Python floor: bare ASGI proxy",
+        unavailable=lambda: None,
+        version=lambda: "uvicorn + Freshet's client",
+        start=_floor,
     ),
     "freshet": Peer(
         name="freshet",

@@ -183,6 +183,18 @@ class Response:
                 return
             await self._wait()
 
+    async def iter_any(self) -> AsyncIterator[bytes]:
+        """The body as it arrives, in the pieces it arrives in."""
+        while True:
+            if self._pieces:
+                data = b"".join(self._pieces)
+                self._pieces.clear()
+                yield data
+                continue
+            if self._complete:
+                return
+            await self._wait()
+
     async def read(self) -> bytes:
         while not self._complete:
             await self._wait()
