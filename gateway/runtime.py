@@ -13,6 +13,7 @@ from gateway.plugins import Plugins
 from gateway.service import Service
 from gateway.settings import Settings
 from gateway.shared import SharedState
+from gateway.shared_metrics import SharedStateCollector
 from gateway.state import HealthState
 from gateway.telemetry import Telemetry
 
@@ -45,6 +46,7 @@ class Runtime:
             ready=lambda: self.ready.is_set(),
         )
         self.accounting.on_record = self.telemetry.on_record
+        self.telemetry.metrics.registry.register(SharedStateCollector(self.shared))
         self.service = Service(self)
         self.ready = asyncio.Event()
         self.start_error: BaseException | None = None
