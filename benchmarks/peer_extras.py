@@ -207,6 +207,29 @@ async def _soak(url: str, pids: list[int], seconds: float, rate: float) -> SoakR
     )
 
 
+class RssResult(Struct, kw_only=True):
+    config: str
+    rss_mb: float
+
+
+def rss_variants(upstream: str) -> list[RssResult]:
+    """RSS at rest (after a warm-up) of Freshet in front of the mock, as configured for the
+    peers, and with the plugins of local models it does not use blocked in its config."""
+    from benchmarks.peer_procs import freshet_config
+
+    out = []
+    for label, block in (
+        ("as for the peers (every installed plugin loaded)", []),
+        ("plugins.block: [llamacpp, asic-sim] (no local-model plugins)", ["llamacpp", "asic-sim"]),
+    ):
+        config = {**freshet_config(upstream), "plugins": {"block": block}}
+        with freshet_server(config) as running:
+            run_wrk(running.url + "/v1/chat/completions", BODY, HEADERS, 8, 2)
+            time.sleep(1)
+            out.append(RssResult(config=label, rss_mb=tree_rss_mb(running.pids)))
+    return out
+
+
 # -- profile -----------------------------------------------------------------------------
 
 _PATH_IN_FRAME = re.compile(r"\((/[^():]*?)(?=:\d+\))")
@@ -263,7 +286,8 @@ def profile(upstream: str, out_dir: Path, seconds: float = 10.0) -> dict[str, An
                 )
         finally:
             load.join(timeout=seconds * 2 + 40)
-        (out_dir / "freshet-c32-flame.svg").write_text(sanitize(svg.read_text()))
+        flame = sanitize(svg.read_text()).replace(str(svg), svg.name)
+        (out_dir / "freshet-c32-flame.svg").write_text(flame)
         top = top_functions(sanitize(raw.read_text()))
         (out_dir / "freshet-c32-profile.txt").write_text(top)
     return {"flame": "freshet-c32-flame.svg", "top": "freshet-c32-profile.txt"}

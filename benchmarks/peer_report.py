@@ -9,7 +9,7 @@ from typing import Any
 from msgspec import Struct
 
 from benchmarks.loadgen import StreamResult, WrkResult
-from benchmarks.peer_extras import AsicResult, CpuResult, SoakResult
+from benchmarks.peer_extras import AsicResult, CpuResult, RssResult, SoakResult
 
 
 class PeerResult(Struct, kw_only=True):
@@ -43,6 +43,7 @@ class Results(Struct, kw_only=True):
     asic: AsicResult | None = None
     cpu: CpuResult | None = None
     soak: SoakResult | None = None
+    rss: list[RssResult] = []
     profile: dict[str, Any] | None = None
     notes: list[str] = []
     targets: list[Target] = []
@@ -182,6 +183,9 @@ def _extras(r: Results) -> list[str]:
             f"{c.direct_tokens_per_s:.1f} tok/s, through Freshet {c.gateway_tokens_per_s:.1f} "
             f"tok/s = **{c.ratio:.1%}**.",
         ]
+    if r.rss:
+        out += ["", "## Freshet's memory at rest, by configuration", ""]
+        out += [f"- {v.config}: **{v.rss_mb:.0f} MB**" for v in r.rss]
     if r.soak is not None:
         s = r.soak
         out += [
@@ -205,29 +209,39 @@ def _extras(r: Results) -> list[str]:
 
 # -- chart ---------------------------------------------------------------------------------
 
-_COLORS = {"direct": "#9aa0a6", "nginx": "#34a853", "freshet": "#1a73e8"}
+_COLORS = {
+    "direct": "#9aa0a6",
+    "nginx": "#34a853",
+    "litellm": "#ea4335",
+    "portkey": "#f29900",
+    "python": "#a142f4",
+    "freshet": "#1a73e8",
+}
 
 
 def chart(r: Results) -> str:
     """Three panels of horizontal bars: throughput, added latency, memory."""
     direct = next((p for p in r.peers if p.name == "direct" and not p.skipped), None)
     rows = [p for p in r.peers if not p.skipped]
-    panels: list[tuple[str, list[float | None], str]] = [
+    # (title, values, unit, issue 9's target for Freshet)
+    panels: list[tuple[str, list[float | None], str, float]] = [
         (
             "req/s at c=32, x direct (higher is better)",
             [added(p, direct)["x32"] for p in rows],
             "x",
+            0.8,
         ),
         (
             "added latency p50 at c=1, ms (lower is better)",
             [added(p, direct)["p50"] for p in rows],
             " ms",
+            0.5,
         ),
-        ("RSS at rest, MB (lower is better)", [p.rss_rest_mb for p in rows], " MB"),
+        ("RSS at rest, MB (lower is better)", [p.rss_rest_mb for p in rows], " MB", 80.0),
     ]
-    label_w, panel_w, row_h, top = 170, 230, 26, 58
+    label_w, panel_w, row_h, top = 205, 230, 26, 58
     width = label_w + len(panels) * (panel_w + 20) + 10
-    height = top + row_h * len(rows) + 40
+    height = top + row_h * len(rows) + 52
     svg = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
         f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="12">',
@@ -240,7 +254,7 @@ def chart(r: Results) -> str:
         y = top + i * row_h + row_h / 2 + 4
         weight = "bold" if p.name.startswith("freshet") else "normal"
         svg.append(f'<text x="10" y="{y}" font-weight="{weight}">{html.escape(p.label)}</text>')
-    for k, (title, values, unit) in enumerate(panels):
+    for k, (title, values, unit, target) in enumerate(panels):
         x0 = label_w + k * (panel_w + 20)
         svg.append(f'<text x="{x0}" y="{top - 12}" font-size="11">{html.escape(title)}</text>')
         known = [v for v in values if v is not None]
@@ -249,13 +263,23 @@ def chart(r: Results) -> str:
             f'<line x1="{x0}" y1="{top - 4}" x2="{x0}" y2="{top + row_h * len(rows)}" '
             'stroke="#555"/>'
         )
+        tx = x0 + panel_w * target / scale
+        bottom = top + row_h * len(rows)
+        svg.append(
+            f'<line x1="{tx:.1f}" y1="{top - 4}" x2="{tx:.1f}" y2="{bottom}" stroke="#d93025" '
+            'stroke-dasharray="4 3"/>'
+        )
+        svg.append(
+            f'<text x="{tx + 3:.1f}" y="{bottom + 12}" font-size="10" fill="#d93025">'
+            f"target {target:g}{unit}</text>"
+        )
         for i, (p, v) in enumerate(zip(rows, values, strict=True)):
             y = top + i * row_h + 4
             if v is None:
                 svg.append(f'<text x="{x0 + 4}" y="{y + 13}" fill="#777">—</text>')
                 continue
             w = max(1.0, panel_w * max(v, 0.0) / scale)
-            color = _COLORS.get(p.name.split("-")[0], "#f29900")
+            color = _COLORS.get(p.name.split("-")[0], "#5f6368")
             svg.append(
                 f'<rect x="{x0}" y="{y}" width="{w:.1f}" height="{row_h - 8}" fill="{color}"/>'
             )
