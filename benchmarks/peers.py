@@ -310,7 +310,7 @@ def main() -> None:
         results.asic = extras.asic()
     if not args.skip_cpu:
         _log("cpu model ...")
-        results.cpu = extras.cpu_model()
+        results.cpu = extras.cpu_model(requests=8)
     results.machine["load_end"] = _load()
     results.seconds = time.time() - started
     results.targets = targets(results)
