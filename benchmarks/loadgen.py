@@ -175,7 +175,7 @@ async def _one_stream(
 
 
 async def _streams(
-    url: str, body: bytes, headers: Mapping[str, str], count: int, concurrency: int
+    url: str, body: bytes, headers: Mapping[str, str], count: int, concurrency: int, warm: bool
 ) -> StreamResult:
     connector = aiohttp.TCPConnector(limit=concurrency)
     timeout = aiohttp.ClientTimeout(total=60)
@@ -183,8 +183,8 @@ async def _streams(
     results: list[tuple[float, float, int, int]] = []
     errors = 0
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-        # One untimed stream first: connections and the peer's lazy paths warm up.
-        await _one_stream(session, url, body, all_headers)
+        if warm:  # one untimed stream first: connections and the peer's lazy paths warm up
+            await _one_stream(session, url, body, all_headers)
         todo = iter(range(count))
         started = time.perf_counter()
 
@@ -212,9 +212,14 @@ async def _streams(
 
 
 def run_streams(
-    url: str, body: bytes, headers: Mapping[str, str], count: int, concurrency: int = 1
+    url: str,
+    body: bytes,
+    headers: Mapping[str, str],
+    count: int,
+    concurrency: int = 1,
+    warm: bool = True,
 ) -> StreamResult:
-    return asyncio.run(_streams(url, body, headers, count, concurrency))
+    return asyncio.run(_streams(url, body, headers, count, concurrency, warm))
 
 
 # -- /proc readings of a process and its descendants ------------------------------------

@@ -72,7 +72,7 @@ def asic(streams: int = 64, repeats: int = 10) -> AsicResult:
         url = running.url + "/v1/chat/completions"
         one = run_streams(url, ASIC_BODY, {}, repeats)
         cpu0 = tree_cpu_s(running.pids)
-        many = run_streams(url, ASIC_BODY, {}, streams, concurrency=streams)
+        many = run_streams(url, ASIC_BODY, {}, streams, concurrency=streams, warm=False)
         cpu = tree_cpu_s(running.pids) - cpu0
     rate = ASIC_TOKENS / (one.duration_p50_ms / 1000)
     share = cpu / many.wall_s if many.wall_s else 0.0

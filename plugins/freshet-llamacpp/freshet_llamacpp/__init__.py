@@ -1,30 +1,37 @@
-"""Freshet's CPU backend: GGUF models through llama.cpp, generation in worker threads."""
+"""Freshet's CPU backend: GGUF models through llama.cpp, generation in worker threads.
+
+llama-cpp-python (and numpy with it: ~18 MB resident) is imported when a ``llamacpp``
+backend is built, not when the plugin registers, so a gateway with no local model does
+not carry it.
+"""
 
 from __future__ import annotations
 
-import atexit
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import llama_cpp._utils
-
-from freshet_llamacpp.backend import LlamaCppBackend
 from gateway import hookimpl
+from gateway.backend import Backend, BackendConfig, Fleet
 
-__all__ = ["LlamaCppBackend"]
+if TYPE_CHECKING:
+    from freshet_llamacpp.backend import LlamaCppBackend
 
-
-def _close_devnull_at_exit() -> None:
-    """llama-cpp-python opens os.devnull twice at import and never closes it, which shows
-    up as a ResourceWarning at every interpreter exit; close them at exit instead."""
-    for name in ("outnull_file", "errnull_file"):
-        handle = getattr(llama_cpp._utils, name, None)
-        if handle is not None:
-            atexit.register(handle.close)
+__all__ = ["LlamaCppBackend", "create_backend"]
 
 
-_close_devnull_at_exit()
+def create_backend(config: BackendConfig, fleet: Fleet) -> Backend:
+    from freshet_llamacpp.backend import LlamaCppBackend
+
+    return LlamaCppBackend(config, fleet)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "LlamaCppBackend":
+        from freshet_llamacpp.backend import LlamaCppBackend
+
+        return LlamaCppBackend
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @hookimpl
 def register_backend_types(register: Any) -> None:
-    register("llamacpp", LlamaCppBackend)
+    register("llamacpp", create_backend)

@@ -7,6 +7,7 @@ token, so a disconnect stops generation within a token.
 
 from __future__ import annotations
 
+import atexit
 import codecs
 import random
 import threading
@@ -16,10 +17,23 @@ from pathlib import Path
 from typing import Any
 
 import llama_cpp
+import llama_cpp._utils
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
 from gateway.backend import BackendUsage, GenerationRequest
 from gateway.errors import ContextLengthExceeded, InvalidRequest
+
+
+def _close_devnull_at_exit() -> None:
+    """llama-cpp-python opens os.devnull twice at import and never closes it, which shows
+    up as a ResourceWarning at every interpreter exit; close them at exit instead."""
+    for name in ("outnull_file", "errnull_file"):
+        handle = getattr(llama_cpp._utils, name, None)
+        if handle is not None:
+            atexit.register(handle.close)
+
+
+_close_devnull_at_exit()
 
 # Roles the OpenAI API knows that chat templates of small models usually don't.
 _ROLE_ALIASES = {"developer": "system"}
