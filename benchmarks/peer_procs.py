@@ -260,6 +260,41 @@ def freshet_config(upstream: str) -> dict[str, Any]:
     }
 
 
+def _granian_unavailable() -> str | None:
+    if shutil.which("granian", path=str(Path(sys.executable).parent)) is None:
+        return "granian is not installed in this venv (pip install granian)"
+    return None
+
+
+def _granian_version() -> str:
+    import importlib.metadata as md
+
+    return f"{_freshet_version()} on granian {md.version('granian')}"
+
+
+@contextlib.contextmanager
+def _freshet_granian(upstream: str, work: Path) -> Iterator[Running]:
+    """The same app on granian (Rust HTTP server, uvloop) instead of uvicorn: the server
+    choice, measured. The app is built by the factory ``freshet serve --workers`` uses."""
+    from tests.support.server import write_config
+
+    port = free_port()
+    config = write_config(work, freshet_config(upstream))
+    granian = str(Path(sys.executable).with_name("granian"))
+    args = [granian, "--interface", "asgi", "--factory", "--host", "127.0.0.1"]
+    args += ["--port", str(port), "--loop", "uvloop", "--no-ws", "--log-level", "warning"]
+    env: dict[str, str | None] = {
+        "FRESHET_CONFIG": str(config),
+        "FRESHET_DATA_DIR": str(work / "data"),
+        "FRESHET_LOG_LEVEL": "warning",
+    }
+    log = work / "granian.log"
+    with _process([*args, "gateway.workers:app_from_env"], log, env=env) as proc:
+        url = f"http://127.0.0.1:{port}"
+        _ready(proc, url + "/ready", 60, log)
+        yield Running(url=url, pids=[proc.pid])
+
+
 def _freshet_version() -> str:
     import importlib.metadata as md
 
@@ -355,6 +390,13 @@ PEERS: dict[str, Peer] = {
         unavailable=lambda: None,
         version=_freshet_version,
         start=_freshet_starter(1),
+    ),
+    "freshet-granian": Peer(
+        name="freshet-granian",
+        label="Freshet on granian",
+        unavailable=_granian_unavailable,
+        version=_granian_version,
+        start=_freshet_granian,
     ),
     "freshet-w2": Peer(
         name="freshet-w2",
