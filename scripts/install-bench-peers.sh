@@ -3,7 +3,8 @@
 #   - Debian's `wrk` (the load generator) and `nginx` (the proxy_pass baseline);
 #   - LiteLLM's proxy (PyPI `litellm[proxy]`) in its own venv: $BENCH/litellm;
 #   - Portkey's gateway (npm `@portkey-ai/gateway`) under $BENCH/portkey, run with node;
-#   - py-spy (the profiler) into Freshet's venv.
+#   - py-spy (the profiler) and granian (the server Freshet is measured on beside uvicorn)
+#     into Freshet's venv.
 # BENCH is $FRESHET_BENCH_DIR, default ~/.cache/freshet/bench. Nothing is started, and no
 # peer goes into Freshet's own environment. Idempotent: what is there is left alone. A
 # peer that cannot be installed is a note, not a failure: the benchmark gives it a row
@@ -64,12 +65,14 @@ else
   note "no npm: Portkey's row will say so"
 fi
 
-# -- py-spy, for the profile of Freshet's hot path -------------------------------------------
-if [ -x "$VENV/bin/py-spy" ]; then
-  note "py-spy already installed"
-elif [ -x "$VENV/bin/pip" ]; then
-  "$VENV/bin/pip" install -q py-spy || note "py-spy could not be installed (no profile)"
-else
-  note "no $VENV: py-spy not installed (no profile)"
-fi
+# -- into Freshet's venv: py-spy (the profile) and granian (the other server, measured) -----
+for tool in py-spy granian; do
+  if [ -x "$VENV/bin/$tool" ]; then
+    note "$tool already installed"
+  elif [ -x "$VENV/bin/pip" ]; then
+    "$VENV/bin/pip" install -q "$tool" || note "$tool could not be installed (its part is skipped)"
+  else
+    note "no $VENV: $tool not installed (its part is skipped)"
+  fi
+done
 exit 0
