@@ -3,7 +3,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.freshet-installed
 
-.PHONY: run test install install-vllm install-browser install-redis lint typecheck clean
+.PHONY: run test install install-vllm install-browser install-redis install-bench-peers bench-peers lint typecheck clean
 
 run: install
 	$(BIN)/freshet serve
@@ -28,6 +28,13 @@ install-browser:
 # Debian's redis-server for the shared-state tests (root + apt-get; otherwise they skip).
 install-redis:
 	bash scripts/install-redis.sh
+
+# wrk, nginx, LiteLLM (own venv), Portkey (npm), py-spy and granian for benchmarks/peers.py
+install-bench-peers:
+	bash scripts/install-bench-peers.sh
+
+bench-peers: install install-bench-peers
+	$(BIN)/python benchmarks/peers.py
 
 lint: install
 	$(BIN)/ruff check gateway plugins tests benchmarks
