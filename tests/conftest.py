@@ -6,6 +6,9 @@ import pytest
 
 from tests.support.server import Server, running_server
 
+# The headless-browser fixture for the UI tests.
+pytest_plugins = ["tests.support.browser"]
+
 
 @pytest.fixture(scope="session")
 def default_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page
 
-from tests.e2e.test_ui_browser import CHROMIUM, CHROMIUM_ARGS
+from tests.support.browser import needs_chromium, open_watched
 from tests.support.server import Server, running_server
 
 CONFIG: dict[str, Any] = {
@@ -49,9 +49,7 @@ CONFIG: dict[str, Any] = {
     "groups": {"auto": ["flaky", "gpu-a", "stale"]},
 }
 
-pytestmark = pytest.mark.skipif(
-    not CHROMIUM.exists(), reason="needs Debian chromium at /usr/bin/chromium"
-)
+pytestmark = needs_chromium
 
 
 def _post(server: Server, body: dict[str, Any], headers: dict[str, str] | None = None) -> int:
@@ -74,39 +72,8 @@ def gateway(tmp_path: Path) -> Iterator[Server]:
         yield server
 
 
-@pytest.fixture
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
-
-
 def _open(browser: Browser, url: str, problems: list[str]) -> Page:
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
-    page.on(
-        "console",
-        lambda m: (
-            problems.append(f"console {m.type}: {m.text}")
-            if m.type in ("error", "warning")
-            else None
-        ),
-    )
-    page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
-    page.on("requestfailed", lambda r: problems.append(f"request failed: {r.url}"))
-    page.on(
-        "request",
-        lambda r: (
-            None
-            if r.url.startswith(("http://127.0.0.1", "data:"))
-            else problems.append(f"off-host request: {r.url}")
-        ),
-    )
-    page.goto(url)
-    page.wait_for_selector("body[data-traces-loaded]", timeout=15_000)
-    return page
+    return open_watched(browser, url, "body[data-traces-loaded]", problems)
 
 
 def _api(server: Server, path: str) -> Any:

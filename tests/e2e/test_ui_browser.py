@@ -16,21 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page
 
+from tests.support.browser import needs_chromium, open_watched
 from tests.support.server import Server, running_server
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 CONFIG: dict[str, Any] = {
     "backends": [
         {
@@ -61,9 +51,7 @@ CONFIG: dict[str, Any] = {
 }
 BACKENDS = {"gpu-a", "cpu-b", "asic-c"}
 
-pytestmark = pytest.mark.skipif(
-    not CHROMIUM.exists(), reason="needs Debian chromium at /usr/bin/chromium"
-)
+pytestmark = needs_chromium
 
 
 def _chat(server: Server, model: str, words: int) -> None:
@@ -87,39 +75,8 @@ def gateway(tmp_path: Path) -> Iterator[Server]:
         yield server
 
 
-@pytest.fixture
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
-
-
 def _open(browser: Browser, url: str, problems: list[str]) -> Page:
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
-    page.on(
-        "console",
-        lambda m: (
-            problems.append(f"console {m.type}: {m.text}")
-            if m.type in ("error", "warning")
-            else None
-        ),
-    )
-    page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
-    page.on("requestfailed", lambda r: problems.append(f"request failed: {r.url}"))
-    page.on(
-        "request",
-        lambda r: (
-            None
-            if r.url.startswith(("http://127.0.0.1", "data:"))
-            else problems.append(f"off-host request: {r.url}")
-        ),
-    )
-    page.goto(url)
-    page.wait_for_selector("body[data-cost-loaded]", timeout=15_000)
-    return page
+    return open_watched(browser, url, "body[data-cost-loaded]", problems)
 
 
 def _series_names(page: Page, chart: str) -> list[str]:
