@@ -256,9 +256,20 @@ def _served(record: UsageRecord) -> str:
     return f"{record.model}:{record.adapter}" if record.adapter else record.model
 
 
+# Read at scrape time from the shared state (gateway/shared_metrics.py).
+SHARED_STATE_SAMPLES = (
+    "freshet_limits_shared",
+    "freshet_redis_up",
+    "freshet_redis_outages_total",
+    "freshet_limits_local_admissions_total",
+    "freshet_ledger_spooled_bytes",
+    "freshet_ledger_spool_dropped_total",
+)
+
+
 def exposed_names(specs: Iterable[Spec] = SPECS) -> set[str]:
     """Every sample name ``/metrics`` can show (for checking dashboards' queries)."""
-    names: set[str] = set()
+    names: set[str] = set(SHARED_STATE_SAMPLES) if specs is SPECS else set()
     for spec in specs:
         if spec.kind == "histogram":
             names.update(f"{spec.prometheus}_{s}" for s in ("bucket", "sum", "count", "created"))

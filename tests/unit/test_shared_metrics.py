@@ -11,6 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from gateway.settings import load_settings
 from gateway.shared import SharedState
 from gateway.shared_metrics import SharedStateCollector
+from gateway.telemetry_metrics import SHARED_STATE_SAMPLES
 from tests.support.server import free_port
 
 
@@ -51,3 +52,4 @@ async def test_redis_outage_is_a_metric(tmp_path: Path) -> None:
     assert after["freshet_redis_outages_total"] == 1.0
     assert after["freshet_limits_local_admissions_total"] == 3.0
     assert after["freshet_ledger_spooled_bytes"] == 0.0
+    assert set(after) == set(SHARED_STATE_SAMPLES)  # what telemetry declares /metrics shows
