@@ -151,7 +151,8 @@ class Accounting:
         self._ledger.record(record)
         if self.on_record is not None:
             self.on_record(record, outcome)
-        task = asyncio.create_task(self._plugins.usage_recorded(record))
-        self._hooks.add(task)
-        task.add_done_callback(self._hooks.discard)
+        if self._plugins.wants_usage():
+            task = asyncio.create_task(self._plugins.usage_recorded(record))
+            self._hooks.add(task)
+            task.add_done_callback(self._hooks.discard)
         return costing

@@ -99,6 +99,11 @@ class Plugins:
         self._pm.hook.extra_routes(register=routes.append)
         return routes
 
+    def wants_usage(self) -> bool:
+        """Whether any plugin implements ``usage_recorded`` (so the gateway can skip
+        scheduling a task per request when none does)."""
+        return bool(self._pm.hook.usage_recorded.get_hookimpls())
+
     async def usage_recorded(self, record: Any) -> None:
         """Tell every plugin about a finished request; a failing plugin is logged, not fatal."""
         for impl in self._pm.hook.usage_recorded.get_hookimpls():
