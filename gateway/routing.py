@@ -38,7 +38,9 @@ Policy = Literal["full", "marginal"]
 CONTEXT_SLACK = 0.9
 
 
-class Candidate(Struct, kw_only=True):
+# Made for every candidate of every request and never part of a reference cycle:
+# untracked by the garbage collector, which keeps its pauses out of the router's tail.
+class Candidate(Struct, kw_only=True, gc=False):
     deployment: Deployment
     load: int = 0
     quote: Quote | None = None
