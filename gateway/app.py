@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 from litestar import Litestar
 from litestar.datastructures import State
@@ -16,6 +17,7 @@ from litestar.openapi.plugins import ScalarRenderPlugin
 from gateway.api import admin, openai, reports, route, state, traces, ui
 from gateway.api.auth import auth_middleware
 from gateway.api.errors import freshet_error, http_error, server_error
+from gateway.api.fastpath import FastPath
 from gateway.api.request_id import request_id_middleware
 from gateway.errors import FreshetError
 from gateway.plugins import core_version
@@ -23,6 +25,20 @@ from gateway.runtime import Runtime
 from gateway.settings import Settings
 
 log = logging.getLogger(__name__)
+
+
+class Gateway(Litestar):
+    """Litestar, with the two generation endpoints answered by the fast path in front."""
+
+    fast_path: FastPath | None = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if self.fast_path is not None and scope["type"] == "http":
+            endpoint = self.fast_path.endpoint(scope)
+            if endpoint is not None:
+                await self.fast_path.serve(endpoint, scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
 
 
 def create_app(settings: Settings, runtime: Runtime | None = None) -> Litestar:
@@ -42,7 +58,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Litestar:
                 await starting
             await runtime.aclose()
 
-    return Litestar(
+    app = Gateway(
         route_handlers=[
             openai.OpenAIController,
             admin.AdminController,
@@ -75,3 +91,6 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Litestar:
         state=State({"runtime": runtime}),
         logging_config=None,
     )
+    if settings.fast_path:
+        app.fast_path = FastPath(runtime, settings.max_body_bytes)
+    return app

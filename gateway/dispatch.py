@@ -117,7 +117,7 @@ async def chain(first: Chunk, rest: AsyncIterator[Chunk]) -> AsyncIterator[Chunk
         await aclose(rest)
 
 
-async def aclose(stream: AsyncIterator[Chunk]) -> None:
+async def aclose(stream: AsyncIterator[object]) -> None:
     """Close a backend stream: async generators stop their work in ``finally`` blocks."""
     close = getattr(stream, "aclose", None)
     if close is not None:

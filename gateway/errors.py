@@ -52,6 +52,13 @@ class ContextLengthExceeded(InvalidRequest):
     code = "context_length_exceeded"
 
 
+class ClientDisconnected(InvalidRequest):
+    """The client closed its connection before its request was read (nginx's 499)."""
+
+    status = 499
+    code = "client_closed_request"
+
+
 class AuthenticationError(FreshetError):
     status = 401
     type = "authentication_error"

@@ -68,6 +68,8 @@ class ServerSettings(Struct, kw_only=True, forbid_unknown_fields=True):
     port: int = 8400
     max_body_bytes: int = 4 * 1024 * 1024
     data_dir: str | None = None
+    # The generation endpoints as raw ASGI in front of Litestar (gateway/api/fastpath.py).
+    fast_path: bool = True
 
 
 class PluginSettings(Struct, kw_only=True, forbid_unknown_fields=True):
@@ -107,6 +109,7 @@ class Settings(Struct, kw_only=True):
     group_policies: dict[str, GroupPolicy] = field(default_factory=dict)
     routing: RoutingSettings = field(default_factory=RoutingSettings)
     shared: SharedSettings = field(default_factory=SharedSettings)
+    fast_path: bool = True
 
 
 def default_data_dir(env: Mapping[str, str]) -> Path:
@@ -159,6 +162,7 @@ def load_settings(
         group_policies=policies,
         routing=routing,
         shared=load_shared(raw, env, source),
+        fast_path=_env_bool(env, "FRESHET_FAST_PATH", server.fast_path),
     )
 
 
@@ -307,6 +311,17 @@ def _env_int(env: Mapping[str, str], name: str, default: int) -> int:
         return int(raw)
     except ValueError as exc:
         raise ConfigError(f"{name} must be an integer, got {raw!r}", key=name) from exc
+
+
+def _env_bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw == "":
+        return default
+    if raw in {"1", "true", "yes", "on"}:
+        return True
+    if raw in {"0", "false", "no", "off"}:
+        return False
+    raise ConfigError(f"{name} must be true or false, got {raw!r}", key=name)
 
 
 def _split(value: str) -> list[str]:

@@ -8,7 +8,7 @@ the client left, which cancels it): never before.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Annotated, Any
 
 import msgspec
@@ -50,7 +50,7 @@ def _error_type(status: int, body: bytes) -> str | None:
     return error.code or error.type or str(status)
 
 
-def _server(scope: Scope, headers: dict[str, str]) -> tuple[str, int | None]:
+def server_address(scope: Mapping[str, Any], headers: Mapping[str, str]) -> tuple[str, int | None]:
     """``server.address`` and ``server.port``: what the client connected to."""
     host = headers.get("host")
     if host:
@@ -77,7 +77,7 @@ def tracing_middleware(telemetry: Telemetry) -> Callable[[ASGIApp], ASGIApp]:
                 return
             headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
             request_id: str = scope["state"]["request_id"]
-            trace = telemetry.begin(request_id, operation, headers, _server(scope, headers))
+            trace = telemetry.begin(request_id, operation, headers, server_address(scope, headers))
             status = 0
             error_body = bytearray()
 

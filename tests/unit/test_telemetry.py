@@ -34,7 +34,7 @@ from opentelemetry.trace import (
 from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.api.traces import _error_type, _server
+from gateway.api.traces import _error_type, server_address
 from gateway.backend import BackendUsage, Deployment, GenerationRequest, Message
 from gateway.cost import Quote
 from gateway.dispatch import Attempt
@@ -347,10 +347,10 @@ def test_error_type_and_server_address() -> None:
     assert _error_type(502, b"not json") == "502"
     assert _error_type(200, b"") is None
     scope: Any = {"server": ("10.0.0.1", 8400)}
-    assert _server(scope, {"host": "gw.example:8443"}) == ("gw.example", 8443)
-    assert _server(scope, {"host": "[::1]:8400"}) == ("::1", 8400)
-    assert _server(scope, {"host": "gw"}) == ("gw", None)
-    assert _server(scope, {}) == ("10.0.0.1", 8400)
+    assert server_address(scope, {"host": "gw.example:8443"}) == ("gw.example", 8443)
+    assert server_address(scope, {"host": "[::1]:8400"}) == ("::1", 8400)
+    assert server_address(scope, {"host": "gw"}) == ("gw", None)
+    assert server_address(scope, {}) == ("10.0.0.1", 8400)
 
 
 def test_a_backend_error_mid_stream_is_the_error_type(tmp_path: Path) -> None:

@@ -1,0 +1,197 @@
+"""The two generation endpoints, independent of the HTTP framework.
+
+``POST /v1/chat/completions`` and ``POST /v1/completions`` are served by the raw ASGI fast
+path (:mod:`gateway.api.fastpath`) and, when it is switched off, by the Litestar controller
+(:mod:`gateway.api.openai`); both call :func:`chat` and :func:`completion` here, which turn
+a decoded body into a :class:`JsonReply` or a :class:`StreamReply`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import NamedTuple
+
+from msgspec import Struct
+
+from gateway import protocol as p
+from gateway.accounting import RequestContext
+from gateway.backend import GenerationRequest
+from gateway.dispatch import chain
+from gateway.keys import ApiKey
+from gateway.requests import from_chat, from_completion
+from gateway.service import Routed, Service, cost_headers
+from gateway.streaming import sse
+
+STREAM_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+
+
+class JsonReply(NamedTuple):
+    body: Struct
+    headers: dict[str, str]
+
+
+class StreamReply(NamedTuple):
+    """Server-sent events; ``body`` must be iterated to the end or closed."""
+
+    body: AsyncIterator[bytes]
+    headers: dict[str, str]
+
+
+Reply = JsonReply | StreamReply
+DeltaMaker = Callable[[str, str | None, str | None, bool], Struct]
+UsageMaker = Callable[[str, p.Usage], Struct]
+
+
+def route_headers(routed: Routed) -> dict[str, str]:
+    dep = routed.opened.deployment
+    headers = {
+        "x-freshet-backend": dep.backend_id,
+        "x-freshet-route": routed.route_header(),
+    }
+    if dep.knowledge_cutoff:
+        headers["x-freshet-knowledge-cutoff"] = dep.knowledge_cutoff.isoformat()
+    return headers
+
+
+async def _stream(
+    service: Service,
+    ctx: RequestContext,
+    gen: GenerationRequest,
+    include_usage: bool,
+    make_delta: DeltaMaker,
+    make_usage: UsageMaker,
+) -> StreamReply:
+    routed = await service.open(ctx, gen)
+    opened = routed.opened
+    name = opened.deployment.name
+    body = sse(
+        chain(opened.first, opened.rest),
+        routed.outcome,
+        make_delta=lambda text, finish, first: make_delta(name, text, finish, first),
+        make_usage=lambda usage: make_usage(name, usage),
+        include_usage=include_usage,
+        finalize=lambda done: service.finalize(ctx, opened, done),
+    )
+    return StreamReply(body, {**route_headers(routed), **STREAM_HEADERS})
+
+
+def _context(
+    service: Service,
+    data: p.ChatCompletionRequest | p.CompletionRequest,
+    operation: str,
+    request_id: str,
+    headers: Mapping[str, str],
+    api_key: ApiKey | None,
+) -> RequestContext:
+    return service.context(
+        request_id,
+        data.model,
+        operation,
+        bool(data.stream),
+        freshness=data.freshness,
+        max_ttft_ms=data.max_ttft_ms,
+        headers=headers,
+        api_key=api_key,
+    )
+
+
+def _include_usage(data: p.ChatCompletionRequest | p.CompletionRequest) -> bool:
+    return bool(data.stream_options and data.stream_options.include_usage)
+
+
+async def chat(
+    service: Service,
+    data: p.ChatCompletionRequest,
+    request_id: str,
+    headers: Mapping[str, str],
+    api_key: ApiKey | None,
+) -> Reply:
+    gen = from_chat(data, request_id)
+    ctx = _context(service, data, "chat", request_id, headers, api_key)
+    created = int(ctx.arrived)
+    completion_id = f"chatcmpl-{request_id[4:]}"
+    if data.stream:
+
+        def delta(model: str, text: str | None, finish: str | None, first: bool) -> Struct:
+            return p.ChatCompletionChunk(
+                id=completion_id,
+                created=created,
+                model=model,
+                choices=[
+                    p.ChunkChoice(
+                        delta=p.ChoiceDelta(
+                            role="assistant" if first else None,
+                            content=text if text or not first else "",
+                        ),
+                        finish_reason=finish,
+                    )
+                ],
+            )
+
+        def usage(model: str, u: p.Usage) -> Struct:
+            return p.ChatCompletionChunk(
+                id=completion_id, created=created, model=model, choices=[], usage=u
+            )
+
+        return await _stream(service, ctx, gen, _include_usage(data), delta, usage)
+
+    routed, wire_usage = await service.complete(ctx, gen)
+    opened, outcome = routed.opened, routed.outcome
+    body = p.ChatCompletion(
+        id=completion_id,
+        created=created,
+        model=opened.deployment.name,
+        choices=[
+            p.ChatChoice(
+                index=0,
+                finish_reason=outcome.finish_reason,
+                message=p.AssistantMessage(content=outcome.text),
+            )
+        ],
+        usage=wire_usage,
+    )
+    reply_headers = route_headers(routed)
+    cost_headers(reply_headers, wire_usage)
+    return JsonReply(body, reply_headers)
+
+
+async def completion(
+    service: Service,
+    data: p.CompletionRequest,
+    request_id: str,
+    headers: Mapping[str, str],
+    api_key: ApiKey | None,
+) -> Reply:
+    gen = from_completion(data, request_id)
+    ctx = _context(service, data, "text_completion", request_id, headers, api_key)
+    created = int(ctx.arrived)
+    completion_id = f"cmpl-{request_id[4:]}"
+    if data.stream:
+
+        def delta(model: str, text: str | None, finish: str | None, first: bool) -> Struct:
+            return p.Completion(
+                id=completion_id,
+                created=created,
+                model=model,
+                choices=[p.CompletionChoice(index=0, text=text or "", finish_reason=finish)],
+            )
+
+        def usage(model: str, u: p.Usage) -> Struct:
+            return p.Completion(id=completion_id, created=created, model=model, choices=[], usage=u)
+
+        return await _stream(service, ctx, gen, _include_usage(data), delta, usage)
+
+    routed, wire_usage = await service.complete(ctx, gen)
+    opened, outcome = routed.opened, routed.outcome
+    body = p.Completion(
+        id=completion_id,
+        created=created,
+        model=opened.deployment.name,
+        choices=[
+            p.CompletionChoice(index=0, text=outcome.text, finish_reason=outcome.finish_reason)
+        ],
+        usage=wire_usage,
+    )
+    reply_headers = route_headers(routed)
+    cost_headers(reply_headers, wire_usage)
+    return JsonReply(body, reply_headers)

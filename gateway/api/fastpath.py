@@ -1,0 +1,228 @@
+"""The hot path: ``POST /v1/chat/completions`` and ``POST /v1/completions`` as raw ASGI.
+
+Every request a client makes for tokens comes through here, so these two endpoints skip
+Litestar's routing, middleware stack, signature model and response classes, and do only
+what the request needs: an id, the trace, the caller's key, the body (size-limited and
+decoded by msgspec straight into the wire types), the call into
+:mod:`gateway.api.completions`, and the response with pre-encoded headers. Everything
+else (``/v1/models``, ``/freshet/*``, errors of routing such as 405) is Litestar's.
+
+It behaves as the Litestar route does: the same OpenAI-shaped errors (400 naming the
+field, 401, 413, ...), ``x-request-id`` on every response, the server span ending after the
+last byte or when the client leaves, and a client that leaves mid-stream stops the
+generation. ``server.fast_path: false`` hands these endpoints back to Litestar
+(``benchmarks/peers.py`` measures both).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from gateway import protocol as p
+from gateway.api.completions import JsonReply, Reply, StreamReply, chat, completion
+from gateway.api.request_id import new_request_id
+from gateway.api.traces import server_address
+from gateway.dispatch import aclose
+from gateway.errors import ClientDisconnected, FreshetError, InvalidRequest, PayloadTooLarge
+from gateway.keys import ApiKey
+from gateway.service import Service
+from gateway.streaming import error_body
+
+if TYPE_CHECKING:
+    from gateway.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+Handler = Callable[[Service, Any, str, Mapping[str, str], ApiKey | None], Awaitable[Reply]]
+
+_encode = msgspec.json.Encoder().encode
+_JSON = (b"content-type", b"application/json")
+_SSE_HEAD = (
+    (b"content-type", b"text/event-stream"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+)
+_AT = re.compile(r"^(?P<message>.*?)(?: - at `\$\.?(?P<path>[^`]*)`)?$", re.DOTALL)
+_MISSING = re.compile(r"missing required field `([^`]+)`")
+
+
+class Endpoint:
+    """One generation endpoint: its operation name, body decoder and handler."""
+
+    __slots__ = ("decode", "handler", "operation")
+
+    def __init__(self, operation: str, body: type[msgspec.Struct], handler: Handler) -> None:
+        self.operation = operation
+        self.decode = msgspec.json.Decoder(body).decode
+        self.handler = handler
+
+
+def decode_error(exc: msgspec.MsgspecError) -> InvalidRequest:
+    """A body msgspec could not decode, as a 400 whose ``param`` names the field."""
+    if not isinstance(exc, msgspec.ValidationError):
+        return InvalidRequest(f"request body is not valid JSON: {exc}")
+    match = _AT.match(str(exc))
+    message = match.group("message") if match else str(exc)
+    param = (match.group("path") if match else None) or None
+    missing = _MISSING.search(message)
+    if missing:
+        param = f"{param}.{missing.group(1)}" if param else missing.group(1)
+    return InvalidRequest(
+        f"invalid request: {message}" + (f" (at {param})" if param else ""), param=param
+    )
+
+
+def error_response(exc: FreshetError, request_id: str | None) -> tuple[dict[str, Any], bytes]:
+    """The ``http.response.start`` message and body of an OpenAI-shaped error."""
+    body = _encode(error_body(exc))
+    headers = [_JSON, (b"content-length", b"%d" % len(body))]
+    headers += [(k.lower().encode(), v.encode()) for k, v in exc.headers().items()]
+    if exc.status == 401:
+        headers.append((b"www-authenticate", b"Bearer"))
+    if request_id is not None:
+        headers.append((b"x-request-id", request_id.encode()))
+    return {"type": "http.response.start", "status": exc.status, "headers": headers}, body
+
+
+async def send_error(send: Send, exc: FreshetError, request_id: str | None) -> None:
+    start, body = error_response(exc, request_id)
+    await send(start)
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+def _encoded(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
+    return [(k.encode(), v.encode("latin-1")) for k, v in headers.items()]
+
+
+async def read_body(receive: Receive, headers: Mapping[str, str], limit: int) -> bytes:
+    """The whole request body; 413 as soon as it is known to exceed ``limit``."""
+    declared = headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge("request body is larger than the configured limit")
+    message = await receive()
+    body: bytes = message.get("body", b"")
+    if not message.get("more_body"):
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnected("the client left before sending its request")
+        return body
+    parts = [body]
+    size = len(body)
+    while message.get("more_body"):
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnected("the client left before sending its request")
+        part: bytes = message.get("body", b"")
+        size += len(part)
+        if size > limit:
+            raise PayloadTooLarge("request body is larger than the configured limit")
+        parts.append(part)
+    return b"".join(parts)
+
+
+class FastPath:
+    def __init__(self, runtime: Runtime, max_body_bytes: int) -> None:
+        self._rt = runtime
+        self._limit = max_body_bytes
+        self._endpoints = {
+            "/v1/chat/completions": Endpoint("chat", p.ChatCompletionRequest, chat),
+            "/v1/completions": Endpoint("text_completion", p.CompletionRequest, completion),
+        }
+
+    def endpoint(self, scope: Scope) -> Endpoint | None:
+        """The endpoint this request is for, if the fast path serves it."""
+        if scope["method"] != "POST":
+            return None
+        return self._endpoints.get(scope["path"])
+
+    async def serve(self, endpoint: Endpoint, scope: Scope, receive: Receive, send: Send) -> None:
+        request_id = new_request_id()
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        telemetry = self._rt.telemetry
+        trace = telemetry.begin(
+            request_id, endpoint.operation, headers, server_address(scope, headers)
+        )
+        status = 0
+        error_type: str | None = None
+        try:
+            try:
+                key = await self._rt.auth.client(headers.get("authorization"))
+                body = await read_body(receive, headers, self._limit)
+                try:
+                    data = endpoint.decode(body)
+                except msgspec.MsgspecError as exc:
+                    raise decode_error(exc) from None
+                reply = await endpoint.handler(self._rt.service, data, request_id, headers, key)
+            except FreshetError as exc:
+                status = exc.status
+                error_type = exc.code or exc.type or str(status)
+                await send_error(send, exc, request_id)
+                return
+            status = 200
+            if isinstance(reply, JsonReply):
+                await self._json(reply, request_id, send)
+            else:
+                await self._stream(reply, request_id, receive, send)
+        except Exception:
+            if status != 0:
+                raise  # the response has started: the server closes the connection
+            log.exception("unhandled error on POST %s", scope["path"])
+            status = 500
+            error = FreshetError("internal error; see the gateway's log")
+            error_type = error.type
+            await send_error(send, error, request_id)
+        except BaseException as exc:
+            if status == 0:  # nothing sent: the client left, or the server is stopping
+                error_type = type(exc).__name__
+            raise
+        finally:
+            telemetry.end(trace, status, error_type)
+
+    @staticmethod
+    async def _json(reply: JsonReply, request_id: str, send: Send) -> None:
+        body = _encode(reply.body)
+        headers = [_JSON, (b"content-length", b"%d" % len(body)), *_encoded(reply.headers)]
+        headers.append((b"x-request-id", request_id.encode()))
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body, "more_body": False})
+
+    @staticmethod
+    async def _stream(reply: StreamReply, request_id: str, receive: Receive, send: Send) -> None:
+        """Events as they come; a client that leaves cancels the stream, which closes the
+        backend's (``sse`` records the request as the client's disconnect)."""
+        headers = [*_SSE_HEAD, *_encoded(reply.headers), (b"x-request-id", request_id.encode())]
+        task = asyncio.current_task()
+        assert task is not None
+        state = {"done": False, "left": False}
+
+        async def watch() -> None:
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    if not state["done"]:
+                        state["left"] = True
+                        task.cancel()
+                    return
+
+        watcher = asyncio.get_running_loop().create_task(watch())
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            async for event in reply.body:
+                await send({"type": "http.response.body", "body": event, "more_body": True})
+            state["done"] = True
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except asyncio.CancelledError:
+            if not state["left"] or task.uncancel() > 0:
+                raise
+        finally:
+            state["done"] = True
+            watcher.cancel()
+            await aclose(reply.body)
