@@ -43,6 +43,9 @@ class InvalidRequest(FreshetError):
     type = "invalid_request_error"
 
 
+EMPTY_BODY = "request body is empty; expected a JSON object"
+
+
 class PayloadTooLarge(InvalidRequest):
     status = 413
     code = "request_too_large"

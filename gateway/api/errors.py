@@ -10,7 +10,7 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
 from gateway.api.request_id import new_request_id
-from gateway.errors import FreshetError, InvalidRequest, NotFound, PayloadTooLarge
+from gateway.errors import EMPTY_BODY, FreshetError, InvalidRequest, NotFound, PayloadTooLarge
 from gateway.streaming import error_body
 
 log = logging.getLogger(__name__)
@@ -58,6 +58,8 @@ def _validation_error(exc: ValidationException) -> FreshetError:
     item = extra[0] if extra and isinstance(extra[0], dict) else {}
     message = str(item.get("message") or exc.detail)
     key = item.get("key")
+    if key == "data" and message == "'data'":  # Litestar's word for a body with nothing in it
+        return InvalidRequest(EMPTY_BODY)
     param = None if key in (None, "data") else str(key)
     missing = _MISSING.search(message)
     if missing:

@@ -29,7 +29,13 @@ from gateway.api.completions import JsonReply, Reply, StreamReply, chat, complet
 from gateway.api.request_id import new_request_id
 from gateway.api.traces import server_address
 from gateway.dispatch import aclose
-from gateway.errors import ClientDisconnected, FreshetError, InvalidRequest, PayloadTooLarge
+from gateway.errors import (
+    EMPTY_BODY,
+    ClientDisconnected,
+    FreshetError,
+    InvalidRequest,
+    PayloadTooLarge,
+)
 from gateway.keys import ApiKey
 from gateway.service import Service
 from gateway.streaming import error_body
@@ -156,6 +162,8 @@ class FastPath:
             try:
                 key = await self._rt.auth.client(headers.get("authorization"))
                 body = await read_body(receive, headers, self._limit)
+                if not body:
+                    raise InvalidRequest(EMPTY_BODY)
                 try:
                     data = endpoint.decode(body)
                 except msgspec.MsgspecError as exc:
