@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
+from operator import attrgetter
 from typing import Literal, Protocol
 
 from msgspec import Struct
@@ -80,11 +81,10 @@ class CheapestFresh:
     """Lowest quote first; ties go to the least loaded."""
 
     def order(self, candidates: list[Candidate], group: str) -> list[Candidate]:
-        return sorted(candidates, key=_cheapest_key)
+        return sorted(candidates, key=_CHEAPEST)
 
 
-def _cheapest_key(c: Candidate) -> tuple[float, int]:
-    return (c.score, c.load)
+_CHEAPEST = attrgetter("score", "load")
 
 
 class RoundRobin:
@@ -135,9 +135,11 @@ def decide(
     (the context check counts it; the quote counts the expected output in ``shape``)."""
     eligible: list[Candidate] = []
     dropped: list[Candidate] = []
+    keep, drop = eligible.append, dropped.append
     need_date = need.min_cutoff
     context_need = int(shape.prompt_tokens * CONTEXT_SLACK) + (max_tokens or 0)
     marginal = policy == "marginal"
+    max_ttft_s = None if max_ttft_ms is None else max_ttft_ms / 1000
     for dep in deployments:
         backend_id = dep.backend_id
         status = statuses[backend_id]
@@ -153,20 +155,20 @@ def decide(
             reason = f"context(~{shape.prompt_tokens}+{max_tokens or 0}>{dep.max_context})"
         else:
             quote = costs(backend_id).quote(shape, status)
-            if max_ttft_ms is None or quote.ttft_s * 1000 <= max_ttft_ms:
-                eligible.append(
+            if max_ttft_s is None or quote.ttft_s <= max_ttft_s:
+                keep(
                     Candidate(
                         deployment=dep,
                         load=status.running + status.waiting,
                         quote=quote,
-                        score=quote.usd_energy if marginal else quote.usd_total,
+                        score=quote.usd_energy
+                        if marginal
+                        else quote.usd_energy + quote.usd_capex + quote.usd_list,
                     )
                 )
                 continue
             reason = f"ttft(~{quote.ttft_s * 1000:.0f}ms>{max_ttft_ms:.0f}ms)"
-        dropped.append(
-            Candidate(deployment=dep, load=status.running + status.waiting, dropped=reason)
-        )
+        drop(Candidate(deployment=dep, load=status.running + status.waiting, dropped=reason))
     if not eligible:
         raise _nothing_eligible(name, dropped, need, shape)
     ordered = router.order(eligible, name)

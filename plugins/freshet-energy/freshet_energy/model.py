@@ -77,28 +77,32 @@ class BackendEnergyCost:
         ]
         self._capex_per_s = p.capex_per_hour / 3600.0
         self._pue = p.pue if p.pue is not None else self._prices.pue
+        self._usd_per_joule_flat = self._pue * self._prices.kwh_usd / 3.6e6
         self._in_per_tok = self._list.input_per_mtok / 1e6
         self._out_per_tok = self._list.output_per_mtok / 1e6
 
     def _usd_per_joule(self) -> float:
         prices = self._prices
-        kwh = prices.kwh_at(time.time()) if prices.tariffs else prices.kwh_usd
-        return self._pue * kwh / 3.6e6
+        if not prices.tariffs:
+            return self._usd_per_joule_flat
+        return self._pue * prices.kwh_at(time.time()) / 3.6e6
 
     def quote(self, shape: RequestShape, status: BackendStatus) -> Quote:
+        # Called for every candidate of every request: plain arithmetic on locals.
         slots = self._slots
-        batch = min(status.running + 1, slots)
-        prefill_s = shape.prompt_tokens * self._c_prefill
-        service_s = prefill_s + shape.output_tokens * self._c_decode
-        queued = status.running + status.waiting + 1 - slots
+        running = status.running
+        batch = running + 1 if running < slots else slots
+        prompt, output = shape.prompt_tokens, shape.output_tokens
+        prefill_s = prompt * self._c_prefill
+        service_s = prefill_s + output * self._c_decode
+        queued = running + status.waiting + 1 - slots
         queue_s = queued * service_s / slots if queued > 0 else 0.0
         joules = self._watts_per_request[batch] * service_s
         return Quote(
             joules=joules,
             usd_energy=joules * self._usd_per_joule(),
             usd_capex=self._capex_per_s * service_s / batch,
-            usd_list=shape.prompt_tokens * self._in_per_tok
-            + shape.output_tokens * self._out_per_tok,
+            usd_list=prompt * self._in_per_tok + output * self._out_per_tok,
             queue_s=queue_s,
             ttft_s=queue_s + prefill_s,
             duration_s=queue_s + service_s,
