@@ -99,6 +99,26 @@ def _include_usage(data: p.ChatCompletionRequest | p.CompletionRequest) -> bool:
     return bool(data.stream_options and data.stream_options.include_usage)
 
 
+BodyMaker = Callable[[Routed, p.Usage], Struct]
+
+
+async def _reply(
+    service: Service,
+    ctx: RequestContext,
+    gen: GenerationRequest,
+    data: p.ChatCompletionRequest | p.CompletionRequest,
+    make_delta: DeltaMaker,
+    make_usage: UsageMaker,
+    make_body: BodyMaker,
+) -> Reply:
+    if data.stream:
+        return await _stream(service, ctx, gen, _include_usage(data), make_delta, make_usage)
+    routed, wire_usage = await service.complete(ctx, gen)
+    reply_headers = route_headers(routed)
+    cost_headers(reply_headers, wire_usage)
+    return JsonReply(make_body(routed, wire_usage), reply_headers)
+
+
 async def chat(
     service: Service,
     data: p.ChatCompletionRequest,
@@ -110,49 +130,45 @@ async def chat(
     ctx = _context(service, data, "chat", request_id, headers, api_key)
     created = int(ctx.arrived)
     completion_id = f"chatcmpl-{request_id[4:]}"
-    if data.stream:
 
-        def delta(model: str, text: str | None, finish: str | None, first: bool) -> Struct:
-            return p.ChatCompletionChunk(
-                id=completion_id,
-                created=created,
-                model=model,
-                choices=[
-                    p.ChunkChoice(
-                        delta=p.ChoiceDelta(
-                            role="assistant" if first else None,
-                            content=text if text or not first else "",
-                        ),
-                        finish_reason=finish,
-                    )
-                ],
-            )
+    def delta(model: str, text: str | None, finish: str | None, first: bool) -> Struct:
+        return p.ChatCompletionChunk(
+            id=completion_id,
+            created=created,
+            model=model,
+            choices=[
+                p.ChunkChoice(
+                    delta=p.ChoiceDelta(
+                        role="assistant" if first else None,
+                        content=text if text or not first else "",
+                    ),
+                    finish_reason=finish,
+                )
+            ],
+        )
 
-        def usage(model: str, u: p.Usage) -> Struct:
-            return p.ChatCompletionChunk(
-                id=completion_id, created=created, model=model, choices=[], usage=u
-            )
+    def usage(model: str, u: p.Usage) -> Struct:
+        return p.ChatCompletionChunk(
+            id=completion_id, created=created, model=model, choices=[], usage=u
+        )
 
-        return await _stream(service, ctx, gen, _include_usage(data), delta, usage)
+    def body(routed: Routed, u: p.Usage) -> Struct:
+        outcome = routed.outcome
+        return p.ChatCompletion(
+            id=completion_id,
+            created=created,
+            model=routed.opened.deployment.name,
+            choices=[
+                p.ChatChoice(
+                    index=0,
+                    finish_reason=outcome.finish_reason,
+                    message=p.AssistantMessage(content=outcome.text),
+                )
+            ],
+            usage=u,
+        )
 
-    routed, wire_usage = await service.complete(ctx, gen)
-    opened, outcome = routed.opened, routed.outcome
-    body = p.ChatCompletion(
-        id=completion_id,
-        created=created,
-        model=opened.deployment.name,
-        choices=[
-            p.ChatChoice(
-                index=0,
-                finish_reason=outcome.finish_reason,
-                message=p.AssistantMessage(content=outcome.text),
-            )
-        ],
-        usage=wire_usage,
-    )
-    reply_headers = route_headers(routed)
-    cost_headers(reply_headers, wire_usage)
-    return JsonReply(body, reply_headers)
+    return await _reply(service, ctx, gen, data, delta, usage, body)
 
 
 async def completion(
@@ -166,32 +182,28 @@ async def completion(
     ctx = _context(service, data, "text_completion", request_id, headers, api_key)
     created = int(ctx.arrived)
     completion_id = f"cmpl-{request_id[4:]}"
-    if data.stream:
 
-        def delta(model: str, text: str | None, finish: str | None, first: bool) -> Struct:
-            return p.Completion(
-                id=completion_id,
-                created=created,
-                model=model,
-                choices=[p.CompletionChoice(index=0, text=text or "", finish_reason=finish)],
-            )
+    def delta(model: str, text: str | None, finish: str | None, first: bool) -> Struct:
+        return p.Completion(
+            id=completion_id,
+            created=created,
+            model=model,
+            choices=[p.CompletionChoice(index=0, text=text or "", finish_reason=finish)],
+        )
 
-        def usage(model: str, u: p.Usage) -> Struct:
-            return p.Completion(id=completion_id, created=created, model=model, choices=[], usage=u)
+    def usage(model: str, u: p.Usage) -> Struct:
+        return p.Completion(id=completion_id, created=created, model=model, choices=[], usage=u)
 
-        return await _stream(service, ctx, gen, _include_usage(data), delta, usage)
+    def body(routed: Routed, u: p.Usage) -> Struct:
+        outcome = routed.outcome
+        return p.Completion(
+            id=completion_id,
+            created=created,
+            model=routed.opened.deployment.name,
+            choices=[
+                p.CompletionChoice(index=0, text=outcome.text, finish_reason=outcome.finish_reason)
+            ],
+            usage=u,
+        )
 
-    routed, wire_usage = await service.complete(ctx, gen)
-    opened, outcome = routed.opened, routed.outcome
-    body = p.Completion(
-        id=completion_id,
-        created=created,
-        model=opened.deployment.name,
-        choices=[
-            p.CompletionChoice(index=0, text=outcome.text, finish_reason=outcome.finish_reason)
-        ],
-        usage=wire_usage,
-    )
-    reply_headers = route_headers(routed)
-    cost_headers(reply_headers, wire_usage)
-    return JsonReply(body, reply_headers)
+    return await _reply(service, ctx, gen, data, delta, usage, body)
