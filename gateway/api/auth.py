@@ -9,21 +9,19 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import msgspec
 from litestar import Request
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Receive, Scope, Send
 
+from gateway.api.errors import send_error
 from gateway.errors import FreshetError
 from gateway.keys import ApiKey
-from gateway.streaming import error_body
 
 if TYPE_CHECKING:
     from gateway.runtime import Runtime
 
 OPEN_ADMIN = frozenset({"/freshet/ui"})  # the page is static; its data calls are guarded
 STATE_KEY = "api_key"
-_encode = msgspec.json.Encoder().encode
 
 
 def _authorization(scope: Scope) -> str | None:
@@ -48,24 +46,11 @@ def auth_middleware(app: ASGIApp) -> ASGIApp:
             except FreshetError as exc:
                 # Answered here, inside the request-id middleware (Litestar's exception
                 # handlers sit outside every middleware).
-                await _error(exc, send)
+                await send_error(send, exc, None)  # the id is added outside
                 return
         await app(scope, receive, send)
 
     return middleware
-
-
-async def _error(exc: FreshetError, send: Send) -> None:
-    body = _encode(error_body(exc))
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
-        *((k.lower().encode(), v.encode()) for k, v in exc.headers().items()),
-    ]
-    if exc.status == 401:
-        headers.append((b"www-authenticate", b"Bearer"))
-    await send({"type": "http.response.start", "status": exc.status, "headers": headers})
-    await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
 def request_key(request: Request[Any, Any, Any]) -> ApiKey | None:

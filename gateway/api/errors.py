@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
@@ -16,6 +18,10 @@ from gateway.streaming import error_body
 log = logging.getLogger(__name__)
 
 _MISSING = re.compile(r"missing required field `([^`]+)`")
+# msgspec's validation messages: "<what> - at `$.messages[0].role`" (no path at the top).
+_AT = re.compile(r"^(?P<message>.*?)(?: - at `\$\.?(?P<path>[^`]*)`)?$", re.DOTALL)
+_encode = msgspec.json.Encoder().encode
+_JSON = (b"content-type", b"application/json")
 
 
 def _response(request: Request[Any, Any, Any], error: FreshetError) -> Response[Any]:
@@ -60,13 +66,49 @@ def _validation_error(exc: ValidationException) -> FreshetError:
     key = item.get("key")
     if key == "data" and message == "'data'":  # Litestar's word for a body with nothing in it
         return InvalidRequest(EMPTY_BODY)
-    param = None if key in (None, "data") else str(key)
+    return invalid_field(message, None if key in (None, "data") else str(key))
+
+
+def invalid_field(message: str, param: str | None) -> InvalidRequest:
+    """A 400 for a body that failed validation; ``param`` names the field (a missing
+    field's own name is added to its parent's path)."""
     missing = _MISSING.search(message)
     if missing:
         param = f"{param}.{missing.group(1)}" if param else missing.group(1)
     return InvalidRequest(
         f"invalid request: {message}" + (f" (at {param})" if param else ""), param=param
     )
+
+
+def decode_error(exc: msgspec.MsgspecError) -> InvalidRequest:
+    """A body msgspec could not decode, as a 400 whose ``param`` names the field."""
+    if not isinstance(exc, msgspec.ValidationError):
+        return InvalidRequest(f"request body is not valid JSON: {exc}")
+    match = _AT.match(str(exc))
+    if match is None:
+        return invalid_field(str(exc), None)
+    return invalid_field(match.group("message"), match.group("path") or None)
+
+
+def error_response(exc: FreshetError, request_id: str | None) -> tuple[dict[str, Any], bytes]:
+    """An error as raw ASGI: the ``http.response.start`` message and the body."""
+    body = _encode(error_body(exc))
+    headers = [_JSON, (b"content-length", b"%d" % len(body))]
+    headers += [(k.lower().encode(), v.encode()) for k, v in exc.headers().items()]
+    if exc.status == 401:
+        headers.append((b"www-authenticate", b"Bearer"))
+    if request_id is not None:
+        headers.append((b"x-request-id", request_id.encode()))
+    return {"type": "http.response.start", "status": exc.status, "headers": headers}, body
+
+
+async def send_error(
+    send: Callable[[Any], Awaitable[None]], exc: FreshetError, request_id: str | None
+) -> None:
+    """Answer with ``exc`` from raw ASGI code (the fast path, middleware)."""
+    start, body = error_response(exc, request_id)
+    await send(start)
+    await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
 def server_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +25,7 @@ import msgspec
 
 from gateway import protocol as p
 from gateway.api.completions import JsonReply, Reply, StreamReply, chat, completion
+from gateway.api.errors import decode_error, send_error
 from gateway.api.request_id import new_request_id
 from gateway.api.traces import server_address
 from gateway.dispatch import aclose
@@ -38,7 +38,6 @@ from gateway.errors import (
 )
 from gateway.keys import ApiKey
 from gateway.service import Service
-from gateway.streaming import error_body
 
 if TYPE_CHECKING:
     from gateway.runtime import Runtime
@@ -52,13 +51,8 @@ Handler = Callable[[Service, Any, str, Mapping[str, str], ApiKey | None], Awaita
 
 _encode = msgspec.json.Encoder().encode
 _JSON = (b"content-type", b"application/json")
-_SSE_HEAD = (
-    (b"content-type", b"text/event-stream"),
-    (b"cache-control", b"no-cache"),
-    (b"x-accel-buffering", b"no"),
-)
-_AT = re.compile(r"^(?P<message>.*?)(?: - at `\$\.?(?P<path>[^`]*)`)?$", re.DOTALL)
-_MISSING = re.compile(r"missing required field `([^`]+)`")
+_SSE = (b"content-type", b"text/event-stream")
+_SSE_HEAD = (_SSE, (b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no"))
 
 
 class Endpoint:
@@ -70,39 +64,6 @@ class Endpoint:
         self.operation = operation
         self.decode = msgspec.json.Decoder(body).decode
         self.handler = handler
-
-
-def decode_error(exc: msgspec.MsgspecError) -> InvalidRequest:
-    """A body msgspec could not decode, as a 400 whose ``param`` names the field."""
-    if not isinstance(exc, msgspec.ValidationError):
-        return InvalidRequest(f"request body is not valid JSON: {exc}")
-    match = _AT.match(str(exc))
-    message = match.group("message") if match else str(exc)
-    param = (match.group("path") if match else None) or None
-    missing = _MISSING.search(message)
-    if missing:
-        param = f"{param}.{missing.group(1)}" if param else missing.group(1)
-    return InvalidRequest(
-        f"invalid request: {message}" + (f" (at {param})" if param else ""), param=param
-    )
-
-
-def error_response(exc: FreshetError, request_id: str | None) -> tuple[dict[str, Any], bytes]:
-    """The ``http.response.start`` message and body of an OpenAI-shaped error."""
-    body = _encode(error_body(exc))
-    headers = [_JSON, (b"content-length", b"%d" % len(body))]
-    headers += [(k.lower().encode(), v.encode()) for k, v in exc.headers().items()]
-    if exc.status == 401:
-        headers.append((b"www-authenticate", b"Bearer"))
-    if request_id is not None:
-        headers.append((b"x-request-id", request_id.encode()))
-    return {"type": "http.response.start", "status": exc.status, "headers": headers}, body
-
-
-async def send_error(send: Send, exc: FreshetError, request_id: str | None) -> None:
-    start, body = error_response(exc, request_id)
-    await send(start)
-    await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
 def _encoded(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:

@@ -15,7 +15,7 @@ import pytest_asyncio
 from litestar.testing import AsyncTestClient
 
 from gateway import protocol as p
-from gateway.api.fastpath import decode_error
+from gateway.api.errors import decode_error
 from gateway.app import Gateway, create_app
 from gateway.runtime import Runtime
 from gateway.settings import load_settings
