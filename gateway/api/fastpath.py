@@ -52,7 +52,6 @@ Handler = Callable[[Service, Any, str, Mapping[str, str], ApiKey | None], Awaita
 _encode = msgspec.json.Encoder().encode
 _JSON = (b"content-type", b"application/json")
 _SSE = (b"content-type", b"text/event-stream")
-_SSE_HEAD = (_SSE, (b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no"))
 
 
 class Endpoint:
@@ -167,7 +166,7 @@ class FastPath:
     async def _stream(reply: StreamReply, request_id: str, receive: Receive, send: Send) -> None:
         """Events as they come; a client that leaves cancels the stream, which closes the
         backend's (``sse`` records the request as the client's disconnect)."""
-        headers = [*_SSE_HEAD, *_encoded(reply.headers), (b"x-request-id", request_id.encode())]
+        headers = [_SSE, *_encoded(reply.headers), (b"x-request-id", request_id.encode())]
         task = asyncio.current_task()
         assert task is not None
         state = {"done": False, "left": False}

@@ -177,3 +177,15 @@ def test_decode_errors_name_the_field(body: bytes, param: str | None, fragment: 
     assert error.status == 400
     assert error.param == param
     assert fragment in error.message
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+async def test_no_header_is_sent_twice(tmp_path: Path, stream: bool) -> None:
+    body = {"model": "auto", "messages": HI, "max_tokens": 2, "stream": stream}
+    async with await _client(tmp_path, True, {}) as client:
+        await wait_ready(client)
+        resp = await client.post(CHAT, json=body)
+        names = [name.lower() for name, _ in resp.headers.multi_items()]
+        assert resp.status_code == 200
+        assert sorted(names) == sorted(set(names))
