@@ -161,9 +161,7 @@ def decide(
                         deployment=dep,
                         load=status.running + status.waiting,
                         quote=quote,
-                        score=quote.usd_energy
-                        if marginal
-                        else quote.usd_energy + quote.usd_capex + quote.usd_list,
+                        score=quote.usd_energy if marginal else quote.usd_total,
                     )
                 )
                 continue
