@@ -85,6 +85,11 @@ class Accounting:
     def cost(self, backend_id: str) -> BackendCost:
         return self._costs[backend_id]
 
+    @property
+    def costs(self) -> Mapping[str, BackendCost]:
+        """Every backend's cost, by id (the router looks each candidate up here)."""
+        return self._costs
+
     def begin(self, backend_id: str, request_id: str, prompt_tokens: int) -> Metering:
         return self._costs[backend_id].begin(request_id, prompt_tokens)
 

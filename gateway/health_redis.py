@@ -70,6 +70,9 @@ class RedisHealth:
     def available(self, backend_id: str) -> bool:
         return self._local.available(backend_id)
 
+    def unavailable(self) -> frozenset[str]:
+        return self._local.unavailable()
+
     def success(self, backend_id: str) -> None:
         circuit = self._local.circuit(backend_id)
         if circuit.state == "closed" and circuit.failures == 0:

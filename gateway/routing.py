@@ -12,8 +12,7 @@ are the fallback list.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
-from operator import attrgetter
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Literal, Protocol
 
 from msgspec import Struct
@@ -41,11 +40,15 @@ CONTEXT_SLACK = 0.9
 
 # Made for every candidate of every request and never part of a reference cycle:
 # untracked by the garbage collector, which keeps its pauses out of the router's tail.
-class Candidate(Struct, kw_only=True, gc=False):
-    deployment: Deployment
-    load: int = 0
-    quote: Quote | None = None
+# Ordered by (score, load, rank): cheapest first, ties to the least loaded, then the
+# configured order; ``rank`` is unique, so comparisons never reach the deployment and
+# sorting runs in C.
+class Candidate(Struct, kw_only=True, gc=False, order=True):
     score: float = math.inf
+    load: int = 0
+    rank: int = 0  # position among the model's deployments
+    deployment: Deployment
+    quote: Quote | None = None
     dropped: str | None = None
 
 
@@ -81,10 +84,7 @@ class CheapestFresh:
     """Lowest quote first; ties go to the least loaded."""
 
     def order(self, candidates: list[Candidate], group: str) -> list[Candidate]:
-        return sorted(candidates, key=_CHEAPEST)
-
-
-_CHEAPEST = attrgetter("score", "load")
+        return sorted(candidates)  # by (score, load, rank): see Candidate
 
 
 class RoundRobin:
@@ -123,50 +123,55 @@ def decide(
     shape: RequestShape,
     need: Need,
     statuses: Mapping[str, BackendStatus],
-    costs: Callable[[str], BackendCost],
-    available: Callable[[str], bool],
+    costs: Mapping[str, BackendCost],
+    unavailable: Collection[str],
     router: Router,
     router_name: str,
     policy: Policy = "full",
     max_ttft_ms: float | None = None,
     max_tokens: int | None = None,
 ) -> Decision:
-    """Drop, score and order ``deployments``; ``max_tokens`` is the request's own limit
-    (the context check counts it; the quote counts the expected output in ``shape``)."""
+    """Drop, score and order ``deployments``; ``unavailable`` holds the backends whose
+    circuit is open; ``max_tokens`` is the request's own limit (the context check counts
+    it; the quote counts the expected output in ``shape``)."""
     eligible: list[Candidate] = []
     dropped: list[Candidate] = []
     keep, drop = eligible.append, dropped.append
     need_date = need.min_cutoff
     context_need = int(shape.prompt_tokens * CONTEXT_SLACK) + (max_tokens or 0)
     marginal = policy == "marginal"
-    max_ttft_s = None if max_ttft_ms is None else max_ttft_ms / 1000
-    for dep in deployments:
+    max_ttft_s = math.inf if max_ttft_ms is None else max_ttft_ms / 1000
+    for rank, dep in enumerate(deployments):
         backend_id = dep.backend_id
         status = statuses[backend_id]
         cutoff = dep.knowledge_cutoff
-        reason: str | None = None
         if need_date is not None and (cutoff is None or cutoff < need_date):
             reason = f"freshness(cutoff {cutoff.isoformat() if cutoff else 'unknown'})"
-        elif not status.healthy or not available(backend_id):
+        elif not status.healthy or backend_id in unavailable:
             reason = "unhealthy"
         elif status.saturated:
             reason = "at_capacity"
         elif context_need > dep.max_context:
             reason = f"context(~{shape.prompt_tokens}+{max_tokens or 0}>{dep.max_context})"
         else:
-            quote = costs(backend_id).quote(shape, status)
-            if max_ttft_s is None or quote.ttft_s <= max_ttft_s:
+            quote = costs[backend_id].quote(shape, status)
+            if quote.ttft_s <= max_ttft_s:
                 keep(
                     Candidate(
-                        deployment=dep,
-                        load=status.running + status.waiting,
-                        quote=quote,
                         score=quote.usd_energy if marginal else quote.usd_total,
+                        load=status.running + status.waiting,
+                        rank=rank,
+                        deployment=dep,
+                        quote=quote,
                     )
                 )
                 continue
-            reason = f"ttft(~{quote.ttft_s * 1000:.0f}ms>{max_ttft_ms:.0f}ms)"
-        drop(Candidate(deployment=dep, load=status.running + status.waiting, dropped=reason))
+            reason = f"ttft(~{quote.ttft_s * 1000:.0f}ms>{max_ttft_ms or 0:.0f}ms)"
+        drop(
+            Candidate(
+                load=status.running + status.waiting, rank=rank, deployment=dep, dropped=reason
+            )
+        )
     if not eligible:
         raise _nothing_eligible(name, dropped, need, shape)
     ordered = router.order(eligible, name)

@@ -33,6 +33,8 @@ class Circuit(Struct, kw_only=True):
 class HealthState(Protocol):
     def available(self, backend_id: str) -> bool: ...
 
+    def unavailable(self) -> frozenset[str]: ...
+
     def success(self, backend_id: str) -> None: ...
 
     def failure(self, backend_id: str) -> None: ...
@@ -51,6 +53,7 @@ class LocalHealth:
         self._settings = settings or BreakerSettings()
         self._clock = clock
         self._circuits: dict[str, Circuit] = {}
+        self._open: set[str] = set()  # ids whose circuit was open when last looked at
 
     def circuit(self, backend_id: str) -> Circuit:
         circuit = self._circuits.get(backend_id)
@@ -58,15 +61,27 @@ class LocalHealth:
             circuit = self._circuits[backend_id] = Circuit()
         if circuit.state == "open" and self._clock() - circuit.opened_at >= circuit.open_for_s:
             circuit.state = "half_open"
+            self._open.discard(backend_id)
         return circuit
 
     def available(self, backend_id: str) -> bool:
         return self.circuit(backend_id).state != "open"
 
+    def unavailable(self) -> frozenset[str]:
+        """The backends whose circuit is open now: the router asks once per request
+        instead of once per candidate (usually none, so this costs nothing)."""
+        if not self._open:
+            return frozenset()
+        return frozenset(b for b in tuple(self._open) if self.circuit(b).state == "open")
+
     def adopt(self, backend_id: str, circuit: Circuit) -> None:
         """Take a circuit's state from elsewhere (the shared store); ``opened_at`` is in
         this breaker's clock."""
         self._circuits[backend_id] = circuit
+        if circuit.state == "open":
+            self._open.add(backend_id)
+        else:
+            self._open.discard(backend_id)
 
     @property
     def settings(self) -> BreakerSettings:
@@ -81,6 +96,7 @@ class LocalHealth:
         circuit.failures = 0
         circuit.state = "closed"
         circuit.open_for_s = 0.0
+        self._open.discard(backend_id)
 
     def failure(self, backend_id: str) -> None:
         s = self._settings
@@ -92,3 +108,4 @@ class LocalHealth:
             )
             circuit.state = "open"
             circuit.opened_at = self._clock()
+            self._open.add(backend_id)

@@ -18,6 +18,7 @@ from gateway.errors import (
 )
 from gateway.freshness import NO_NEED, Need
 from gateway.routing import CONTEXT_SLACK, CheapestFresh, Decision, RoundRobin, decide
+from gateway.state import BreakerSettings, Circuit, LocalHealth
 
 
 class FixedCost:
@@ -76,8 +77,8 @@ def run(
             d.backend_id: statuses.get(d.backend_id, BackendStatus(healthy=True))
             for d in deployments
         },
-        lambda backend_id: costs[backend_id],  # type: ignore[arg-type,return-value]
-        lambda backend_id: backend_id not in down,
+        costs,  # type: ignore[arg-type]
+        down,
         CheapestFresh(),
         "cheapest-fresh",
         policy,  # type: ignore[arg-type]
@@ -103,6 +104,32 @@ def test_ties_go_to_the_least_loaded() -> None:
     statuses = {"a": BackendStatus(healthy=True, running=5), "b": BackendStatus(healthy=True)}
     d = run([dep("a"), dep("b")], {"a": FixedCost(1), "b": FixedCost(1)}, statuses=statuses)
     assert d.ordered[0].deployment.backend_id == "b"
+
+
+def test_full_ties_keep_the_configured_order() -> None:
+    names = ["c", "a", "d", "b"]
+    d = run([dep(n) for n in names], {n: FixedCost(1) for n in names})
+    assert [c.deployment.backend_id for c in d.ordered] == names
+
+
+def test_open_circuit_drops_the_backend_until_half_open() -> None:
+    now = [0.0]
+    health = LocalHealth(BreakerSettings(failures_to_open=1, open_for_s=5), clock=lambda: now[0])
+    costs = {"a": FixedCost(1), "b": FixedCost(2)}
+    assert health.unavailable() == frozenset()
+    health.failure("a")
+    d = run([dep("a"), dep("b")], costs, down=health.unavailable())
+    assert [c.deployment.backend_id for c in d.ordered] == ["b"]
+    assert [(c.deployment.backend_id, c.dropped) for c in d.dropped] == [("a", "unhealthy")]
+    now[0] = 5.0  # half-open: probes go through again
+    assert health.unavailable() == frozenset()
+    assert run([dep("a"), dep("b")], costs, down=health.unavailable()).ordered[0].rank == 0
+    health.failure("a")  # the probe failed: open again
+    assert health.unavailable() == {"a"}
+    health.success("a")
+    assert health.unavailable() == frozenset()
+    health.adopt("b", Circuit(state="open", opened_at=now[0], open_for_s=60))
+    assert health.unavailable() == {"b"}
 
 
 def test_marginal_policy_counts_energy_only() -> None:
@@ -196,8 +223,8 @@ def test_round_robin_takes_turns() -> None:
             SHAPE,
             NO_NEED,
             {"a": BackendStatus(healthy=True), "b": BackendStatus(healthy=True)},
-            lambda backend_id: FixedCost(1),  # type: ignore[arg-type,return-value]
-            lambda backend_id: True,
+            {"a": FixedCost(1), "b": FixedCost(1)},  # type: ignore[dict-item]
+            frozenset(),
             rr,
             "round-robin",
         )
@@ -272,6 +299,11 @@ def test_property_chosen_is_eligible_and_cheapest(
     chosen = int(d.ordered[0].deployment.backend_id[1:])
     assert eligible(chosen)
     assert all(score(chosen) <= score(i) for i in range(len(deployments)) if eligible(i))
+    # The whole fallback list is in order: cheaper first, ties to the least loaded,
+    # then the configured order.
+    keys = [(c.score, c.load, c.rank) for c in d.ordered]
+    assert keys == sorted(keys)
+    assert [c.score for c in d.ordered] == [score(c.rank) for c in d.ordered]
     assert {c.deployment.backend_id for c in d.ordered} == {
         deployments[i].backend_id for i in range(len(deployments)) if eligible(i)
     }

@@ -67,42 +67,53 @@ class BackendEnergyCost:
 
     def _prepare_quotes(self) -> None:
         """Everything a quote needs that does not change per request, computed once:
-        the router quotes every candidate of every request."""
+        the router quotes every candidate of every request. Per batch size b, one
+        request's share of each second of service: joules (watts at b / b), energy $
+        at the flat price, and capex $ (capex per second / b)."""
         p = self._profile
-        self._slots = max(1, p.max_concurrency)
-        self._c_prefill = 1.0 / p.prefill_tokens_per_s if p.prefill_tokens_per_s else 0.0
-        self._c_decode = 1.0 / p.decode_tokens_per_s if p.decode_tokens_per_s else 0.0
-        self._watts_per_request = [0.0] + [
-            self._curve.watts(b) / b for b in range(1, self._slots + 1)
-        ]
-        self._capex_per_s = p.capex_per_hour / 3600.0
+        slots = max(1, p.max_concurrency)
+        c_prefill = 1.0 / p.prefill_tokens_per_s if p.prefill_tokens_per_s else 0.0
+        c_decode = 1.0 / p.decode_tokens_per_s if p.decode_tokens_per_s else 0.0
         self._pue = p.pue if p.pue is not None else self._prices.pue
-        self._usd_per_joule_flat = self._pue * self._prices.kwh_usd / 3.6e6
-        self._in_per_tok = self._list.input_per_mtok / 1e6
-        self._out_per_tok = self._list.output_per_mtok / 1e6
-
-    def _usd_per_joule(self) -> float:
-        prices = self._prices
-        if not prices.tariffs:
-            return self._usd_per_joule_flat
-        return self._pue * prices.kwh_at(time.time()) / 3.6e6
+        usd_per_joule = self._pue * self._prices.kwh_usd / 3.6e6
+        capex_per_s = p.capex_per_hour / 3600.0
+        self._per_batch: list[tuple[float, float, float]] = [(0.0, 0.0, 0.0)]
+        for b in range(1, slots + 1):
+            j_per_s = self._curve.watts(b) / b
+            self._per_batch.append((j_per_s, j_per_s * usd_per_joule, capex_per_s / b))
+        self._constants = (
+            slots,
+            c_prefill,
+            c_decode,
+            self._list.input_per_mtok / 1e6,
+            self._list.output_per_mtok / 1e6,
+            bool(self._prices.tariffs),
+        )
 
     def quote(self, shape: RequestShape, status: BackendStatus) -> Quote:
-        # Called for every candidate of every request: plain arithmetic on locals.
-        slots = self._slots
-        running = status.running
-        batch = running + 1 if running < slots else slots
+        # Called for every candidate of every request: table lookups and plain arithmetic
+        # on locals.
+        slots, c_prefill, c_decode, in_per_tok, out_per_tok, tariffs = self._constants
         prompt, output = shape.prompt_tokens, shape.output_tokens
-        prefill_s = prompt * self._c_prefill
-        service_s = prefill_s + output * self._c_decode
-        queued = running + status.waiting + 1 - slots
-        queue_s = queued * service_s / slots if queued > 0 else 0.0
-        joules = self._watts_per_request[batch] * service_s
+        prefill_s = prompt * c_prefill
+        service_s = prefill_s + output * c_decode
+        running = status.running
+        if running < slots:
+            j_per_s, usd_e_per_s, usd_c_per_s = self._per_batch[running + 1]
+            queue_s = 0.0
+        else:
+            j_per_s, usd_e_per_s, usd_c_per_s = self._per_batch[slots]
+            queue_s = (running + status.waiting + 1 - slots) * service_s / slots
+        joules = j_per_s * service_s
         return Quote(
             joules=joules,
-            usd_energy=joules * self._usd_per_joule(),
-            usd_capex=self._capex_per_s * service_s / batch,
-            usd_list=prompt * self._in_per_tok + output * self._out_per_tok,
+            usd_energy=(
+                joules * self._pue * self._prices.kwh_at(time.time()) / 3.6e6
+                if tariffs
+                else usd_e_per_s * service_s
+            ),
+            usd_capex=usd_c_per_s * service_s,
+            usd_list=prompt * in_per_tok + output * out_per_tok,
             queue_s=queue_s,
             ttft_s=queue_s + prefill_s,
             duration_s=queue_s + service_s,
