@@ -8,11 +8,21 @@ cost that latency on an idle machine hides.
 
 The three servers run side by side and are measured in alternating blocks of requests
 (never concurrently: they share the cores), so drift in the machine's load hits all of
-them alike. The receiver runs in a process of its own so its work does not slow the
+them alike. Even so, two identical servers differ by up to ±7 % in one run
+(where the scheduler happens to put each process): read a ratio within that as equal.
+The receiver runs in a process of its own so its work does not slow the
 measuring client. Requests are sequential on one keep-alive connection per server, on
 the deterministic backend (no model work): the worst case for relative overhead.
 
-Run:  .venv/bin/python benchmarks/tracing_overhead.py [--requests 4000] [--block 100]
+A second part measures what the issue's target names, the gateway's *added* latency: the
+same three servers in front of the mock OpenAI upstream (benchmarks/mock_upstream.py,
+answering after 20 ms), with the upstream called directly in the same alternation; added
+latency = a block's p50 minus the adjacent direct block's p50. There the event loop waits
+on the upstream most of the time, and the exporter does its work in those moments
+(gateway.telemetry_export.IdleGate).
+
+Run:  .venv/bin/python benchmarks/tracing_overhead.py [--requests 6000] [--block 100]
+          [--upstream-rounds 30] [--upstream-ms 20]
 """
 
 from __future__ import annotations
@@ -33,6 +43,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.overhead import _baseline_server, _percentile  # noqa: E402
+from benchmarks.peer_procs import MODEL, freshet_config  # noqa: E402
+from benchmarks.peers import mock_upstream  # noqa: E402
 from tests.support.server import free_port, running_server  # noqa: E402
 
 CONFIG = {
@@ -73,6 +85,19 @@ class Receiver:
         self.proc.terminate()
         out, _ = self.proc.communicate(timeout=30)
         return out.strip()
+
+
+UPSTREAM_JSON = json.dumps(
+    {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}
+).encode()
+UPSTREAM_STREAM = json.dumps(
+    {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": "hi"}],
+        "max_tokens": 16,
+        "stream": True,
+    }
+).encode()
 
 
 def _block(conn: http.client.HTTPConnection, body: bytes, n: int) -> list[float]:
@@ -139,6 +164,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=6000, help="per server and body")
     parser.add_argument("--block", type=int, default=100)
+    parser.add_argument("--upstream-rounds", type=int, default=30, help="0: skip that part")
+    parser.add_argument("--upstream-ms", type=float, default=20.0)
+    parser.add_argument("--upstream-block", type=int, default=20)
     args = parser.parse_args()
     print(f"machine: {platform.machine()}, {os.cpu_count()} cpus, load {os.getloadavg()[0]:.2f}")
     receiver = Receiver()
@@ -165,6 +193,30 @@ def main() -> None:
             json_runs = _alternate(servers, JSON_BODY, args.requests, args.block)
             del servers["bare"]  # it answers JSON only
             stream_runs = _alternate(servers, STREAM_BODY, args.requests // 2, args.block)
+        upstream_runs: list[tuple[str, Runs]] = []
+        if args.upstream_rounds > 0:
+            with mock_upstream(args.upstream_ms, 16, 1.0) as url:
+                config = freshet_config(url)
+                for name in ("off", "memory", "on"):
+                    (Path(tmp) / f"up-{name}").mkdir()
+                with (
+                    running_server(Path(tmp) / "up-off", config, env=off_env) as off,
+                    running_server(Path(tmp) / "up-memory", config) as memory,
+                    running_server(Path(tmp) / "up-on", config, env=on_env) as on,
+                ):
+                    servers = {
+                        "direct": (int(url.rsplit(":", 1)[1]), None),
+                        "off": (off.port, off.proc.pid),
+                        "memory": (memory.port, memory.proc.pid),
+                        "on": (on.port, on.proc.pid),
+                    }
+                    n = args.upstream_rounds * args.upstream_block
+                    for label, body in (
+                        ("JSON, 1 token", UPSTREAM_JSON),
+                        ("SSE, 16 chunks 1 ms apart", UPSTREAM_STREAM),
+                    ):
+                        runs = _alternate(servers, body, n, args.upstream_block)
+                        upstream_runs.append((label, runs))
     received = receiver.stop()
 
     def p50(values: list[float]) -> float:
@@ -201,6 +253,28 @@ def main() -> None:
                 f"    added over bare ASGI (p50): off {added_off:.3f} ms, on {added_on:.3f} ms"
                 f" (x{added_on / added_off:.3f})"
             )
+    for label, runs in upstream_runs:
+        print(
+            f"\n  upstream {args.upstream_ms:g} ms, {label} ({len(runs.block_p50['direct'])} rounds"
+            f" of {args.upstream_block}): added latency, p50 of each block minus the adjacent"
+            " direct block's"
+        )
+        added = {
+            key: [x - d for x, d in zip(runs.block_p50[key], runs.block_p50["direct"], strict=True)]
+            for key in ("off", "memory", "on")
+        }
+        for mode, key in (("tracing off", "off"), ("in memory", "memory"), ("tracing on", "on")):
+            print(
+                f"    {mode:<12} added p50 {statistics.median(added[key]):.3f} ms   "
+                f"(total p50 {p50(runs.latencies[key]):.3f} ms)"
+            )
+        ratio = statistics.median(
+            on / off for on, off in zip(added["on"], added["off"], strict=True) if off > 0
+        )
+        print(
+            f"    on/off: added latency x{ratio:.3f} (median over rounds), "
+            f"medians x{statistics.median(added['on']) / statistics.median(added['off']):.3f}"
+        )
 
 
 if __name__ == "__main__":

@@ -129,7 +129,12 @@ class BackendConfig(Struct, kw_only=True, frozen=True):
 
 @runtime_checkable
 class Backend(Protocol):
-    """The methods and attributes the gateway uses on a backend object."""
+    """The methods and attributes the gateway uses on a backend object.
+
+    Optional: ``remote = True`` says that generation happens outside this process (an
+    HTTP server), so the event loop is free while a request waits for its first byte;
+    the trace exporter uses such moments (see :func:`is_remote`).
+    """
 
     id: str
     kind: HardwareKind
@@ -153,6 +158,11 @@ class Backend(Protocol):
     async def status(self) -> BackendStatus: ...
 
     async def aclose(self) -> None: ...
+
+
+def is_remote(backend: object) -> bool:
+    """Whether ``backend`` generates outside this process (its ``remote`` attribute)."""
+    return getattr(backend, "remote", False) is True
 
 
 class Fleet(Protocol):

@@ -197,6 +197,7 @@ class Service:
         except BaseException:
             self._rt.admission.release(ctx)  # cancelled before any backend answered
             raise
+        self._rt.telemetry.answered(ctx.request_id)
         outcome = Outcome(
             metering=opened.metering,
             ttft_s=time.time() - ctx.arrived,

@@ -33,7 +33,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags
 
-from gateway.backend import Backend, BackendStatus, Deployment, GenerationRequest
+from gateway.backend import Backend, BackendStatus, Deployment, GenerationRequest, is_remote
 from gateway.dispatch import Attempt
 from gateway.plugins import core_version
 from gateway.routing import Decision
@@ -43,6 +43,7 @@ from gateway.telemetry_export import (
     METRIC_LOGGERS,
     SPAN_LOGGERS,
     GuardedSpanExporter,
+    IdleGate,
     env_int,
     in_daemon_thread,
     quiet,
@@ -77,6 +78,7 @@ class Telemetry:
     ) -> None:
         env = os.environ if env is None else env
         self._backends = backends
+        self._remote = frozenset(i for i, b in backends.items() if is_remote(b))
         self._circuit_state = circuit_state
         self._ready = ready
         # OTEL_SDK_DISABLED=true turns tracing off (no spans, no propagation); metrics stay.
@@ -105,6 +107,10 @@ class Telemetry:
         )
         self.pipeline = SpanPipeline(self._spans, self.recent, self.metrics)
         self.active: dict[str, RequestTrace] = {}
+        # Quiet while no request has work for the loop (none in flight, or all waiting
+        # on a backend's first byte): the exporter thread encodes and sends then, so that
+        # its Python work does not take the GIL from a request (telemetry_export.IdleGate).
+        self.idle = IdleGate()
         self._export_traces = self.tracing and wanted(env, "traces")
         self._export_metrics = wanted(env, "metrics")
         self._metrics_interval_s = env_int(env, "OTEL_METRIC_EXPORT_INTERVAL", 60000) / 1000
@@ -119,7 +125,7 @@ class Telemetry:
     def start(self) -> None:
         """Start the OTLP exporters that the environment asks for (in the lifespan)."""
         if self._export_traces and self._batch is None:
-            exporter = span_exporter()
+            exporter = span_exporter(self.idle)
             self._undo.append(quiet(SPAN_LOGGERS, [exporter.health]))
             self._exporter = exporter
             self._batch = BatchSpanProcessor(exporter)  # OTEL_BSP_* apply
@@ -175,7 +181,7 @@ class Telemetry:
         if not self.tracing:
             context = SpanContext(0, 0, is_remote=False)
             trace = RequestTrace(request_id, operation, start_ns, context, None, server)
-            self.active[request_id] = trace
+            self._activate(trace)
             return trace
         # Without any header the propagators read, there is nothing to extract.
         incoming = (
@@ -196,10 +202,14 @@ class Telemetry:
             trace_state=sampling.trace_state,
         )
         trace = RequestTrace(request_id, operation, start_ns, context, parent, server)
-        self.active[request_id] = trace
+        self._activate(trace)
         current = otel_trace.set_span_in_context(NonRecordingSpan(context), incoming)
         trace.context_token = otel_context.attach(current)
         return trace
+
+    def _activate(self, trace: RequestTrace) -> None:
+        self.active[trace.request_id] = trace
+        self.idle.enter()
 
     def requested(self, request_id: str, model: str) -> None:
         """The request names ``model`` (before it is resolved: a 404 still shows it)."""
@@ -237,10 +247,24 @@ class Telemetry:
         trace.end_calls(now, failed_only=True)  # the dispatcher moves on after a failure
         call = BackendCall(deployment, self._ids.generate_span_id(), now, attempts)
         trace.calls.append(call)
+        remote = deployment.backend_id in self._remote
+        if remote != trace.waiting:  # waiting on a remote backend: the loop is free
+            trace.waiting = remote
+            if remote:
+                self.idle.leave()
+            else:
+                self.idle.enter()
         if self.tracing:
             # Left attached: the request's own token, detached at its end, undoes it.
             span = NonRecordingSpan(trace.child(call.span_id))
             otel_context.attach(otel_trace.set_span_in_context(span))
+
+    def answered(self, request_id: str) -> None:
+        """A backend's first byte is in: the request has the loop's work to do again."""
+        trace = self.active.get(request_id)
+        if trace is not None and trace.waiting:
+            trace.waiting = False
+            self.idle.enter()
 
     def on_record(self, record: UsageRecord, outcome: Outcome) -> None:
         trace = self.active.get(record.request_id)
@@ -258,7 +282,8 @@ class Telemetry:
         if error_type is None and outcome is not None and outcome.error is not None:
             error_type = outcome.error.code or outcome.error.type
         trace.error_type = error_type
-        self.active.pop(trace.request_id, None)
+        if self.active.pop(trace.request_id, None) is not None and not trace.waiting:
+            self.idle.leave()
         if trace.context_token is not None:
             otel_context.detach(trace.context_token)  # type: ignore[arg-type]
         self.pipeline.submit(trace)

@@ -103,9 +103,12 @@ class GuardedSpanExporter(SpanExporter):
     retries: all from the environment), with requests written by :class:`TraceWriter`
     and results reported through :class:`Health`."""
 
-    def __init__(self, inner: OTLPSpanExporter, health: Health) -> None:
+    def __init__(
+        self, inner: OTLPSpanExporter, health: Health, gate: IdleGate | None = None
+    ) -> None:
         self.inner = inner
         self.health = health
+        self.gate = gate or IdleGate()
         self._writer = TraceWriter()
         # The exporter's transport: private in the SDK, so checked for, with its own
         # (slower) encoding as the fallback.
@@ -116,7 +119,10 @@ class GuardedSpanExporter(SpanExporter):
         if self._send is None:
             result = self.inner.export(spans)
         else:
-            sent = self._send(self._writer.request(spans, pause=_let_others_run))
+            pacer = Pacer(self.gate)
+            body = self._writer.request(spans, pause=pacer)
+            pacer.between()
+            sent = self._send(body)
             ok = bool(getattr(sent, "success", False))
             why = getattr(sent, "error", None) or getattr(sent, "reason", None)
             if why is not None and not isinstance(why, str):
@@ -133,15 +139,82 @@ class GuardedSpanExporter(SpanExporter):
         return self.inner.force_flush(timeout_millis)
 
 
-def _let_others_run() -> None:
-    # Encoding a batch is pure Python: without a pause, an event loop waiting for the GIL
-    # waits out the interpreter's switch interval (5 ms), which shows in its p99.
-    time.sleep(0.0001)
+class IdleGate:
+    """Whether the event loop has work in hand, for the exporter thread.
+
+    Encoding and sending spans is Python work in another thread: while it holds the GIL,
+    a request that needs the loop waits, up to the interpreter's switch interval (5 ms).
+    So the exporter works when the loop has nothing to do: it waits, with the GIL
+    released, until no request is in flight or waiting for the loop (the ones waiting
+    on a backend's first byte do not count). The loop thread counts them in and out
+    (``enter``/``leave``); the event flips only when the count leaves or reaches zero.
+    """
+
+    def __init__(self, max_wait_s: float = 0.05) -> None:
+        self._quiet = threading.Event()
+        self._quiet.set()
+        self._busy = 0
+        self.max_wait_s = max_wait_s
+
+    def enter(self) -> None:
+        self._busy += 1
+        if self._busy == 1:
+            self._quiet.clear()
+
+    def leave(self) -> None:
+        self._busy -= 1
+        if self._busy == 0:
+            self._quiet.set()
+
+    @property
+    def busy(self) -> int:
+        return self._busy
+
+    def wait(self) -> bool:
+        """Wait for a quiet loop, at most ``max_wait_s``; False: timed out."""
+        deadline = time.monotonic() + self.max_wait_s
+        quiet = self._quiet
+        # Woken, this thread needs the GIL again, and the loop may have taken up work
+        # meanwhile: the flag is read once more after each wake.
+        while not quiet.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            quiet.wait(left)
+        return True
 
 
-def span_exporter() -> GuardedSpanExporter:
+class Pacer:
+    """Paces one export: called before each span it encodes and before it sends.
+
+    Every few spans it sleeps a moment (the loop, if it waits for the GIL, gets it) and
+    then waits for the gate. Under sustained load there is no quiet moment; once a wait
+    times out, the rest of this export only sleeps, less often, so that exports keep up.
+    """
+
+    QUIET_EVERY = 4  # spans between pauses while waiting for quiet: ~50 us of encoding
+    BUSY_EVERY = 24  # spans between pauses once the loop has had no quiet moment
+
+    def __init__(self, gate: IdleGate) -> None:
+        self._gate = gate
+        self._patient = True
+        self._count = 0
+
+    def __call__(self) -> None:
+        self._count += 1
+        if self._count >= (self.QUIET_EVERY if self._patient else self.BUSY_EVERY):
+            self.between()
+
+    def between(self) -> None:
+        self._count = 0
+        time.sleep(0.0001)
+        if self._patient and not self._gate.wait():
+            self._patient = False
+
+
+def span_exporter(gate: IdleGate | None = None) -> GuardedSpanExporter:
     inner = OTLPSpanExporter()
-    return GuardedSpanExporter(inner, Health("spans", getattr(inner, "_endpoint", "?")))
+    return GuardedSpanExporter(inner, Health("spans", getattr(inner, "_endpoint", "?")), gate)
 
 
 def quiet(loggers: Sequence[str], filters: Sequence[logging.Filter]) -> Callable[[], None]:

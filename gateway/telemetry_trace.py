@@ -75,6 +75,7 @@ class RequestTrace:
         "sampled",
         "server",
         "start_ns",
+        "waiting",
     )
 
     def __init__(
@@ -94,6 +95,7 @@ class RequestTrace:
         self.sampled = context.trace_flags.sampled
         self.server = server
         self.model: str | None = None
+        self.waiting = False  # on a backend's first byte: the loop has nothing to do for it
         self.gen: GenerationRequest | None = None
         self.routes: list[RouteStep] = []
         self.calls: list[BackendCall] = []

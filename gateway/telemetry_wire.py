@@ -27,7 +27,6 @@ _fixed32 = struct.Struct("<I").pack
 # and whether it is (SPAN_FLAGS_CONTEXT_IS_REMOTE_MASK).
 _HAS_IS_REMOTE, _IS_REMOTE = 0x100, 0x200
 _CACHE_LIMIT = 4096
-PAUSE_EVERY = 24  # spans: about half a millisecond of encoding
 # Values unique to each request: keeping their encoding would only churn the cache.
 _UNIQUE = frozenset({"freshet.request.id", "gen_ai.response.id"})
 
@@ -85,15 +84,15 @@ class TraceWriter:
     def request(
         self, spans: Sequence[ReadableSpan], pause: Callable[[], None] | None = None
     ) -> bytes:
-        """The request's bytes; ``pause`` is called every :data:`PAUSE_EVERY` spans (an
-        exporter thread uses it to let the event loop have the GIL)."""
+        """The request's bytes; ``pause`` is called before each span (an exporter thread
+        uses it to let the event loop have the GIL)."""
         # By identity: hashing a Resource serialises its attributes each time.
         resources: dict[int, Resource] = {}
         grouped: dict[int, dict[InstrumentationScope | None, list[bytes]]] = defaultdict(
             lambda: defaultdict(list)
         )
-        for i, span in enumerate(spans, 1):
-            if pause is not None and i % PAUSE_EVERY == 0:
+        for span in spans:
+            if pause is not None:
                 pause()
             resources[id(span.resource)] = span.resource
             scopes = grouped[id(span.resource)]

@@ -45,6 +45,7 @@ _encode = msgspec.json.Encoder().encode
 class VllmServerBackend:
     kind: HardwareKind = "gpu"
     label = "vLLM"  # names the upstream in error messages
+    remote = True  # generation happens in another process: the loop is free meanwhile
 
     def __init__(self, config: BackendConfig, fleet: Fleet) -> None:
         self.id = config.id
