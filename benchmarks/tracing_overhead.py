@@ -14,15 +14,16 @@ The receiver runs in a process of its own so its work does not slow the
 measuring client. Requests are sequential on one keep-alive connection per server, on
 the deterministic backend (no model work): the worst case for relative overhead.
 
-A second part measures what the issue's target names, the gateway's *added* latency: the
-same three servers in front of the mock OpenAI upstream (benchmarks/mock_upstream.py,
-answering after 20 ms), with the upstream called directly in the same alternation; added
-latency = a block's p50 minus the adjacent direct block's p50. There the event loop waits
-on the upstream most of the time, and the exporter does its work in those moments
-(gateway.telemetry_export.IdleGate).
+A second part measures what the issue's target names, the gateway's *added* latency:
+tracing-off and tracing-on gateways in front of the mock OpenAI upstream
+(benchmarks/mock_upstream.py, answering after 20 ms), with the upstream called directly
+in the same alternation; added latency = a block's p50 minus the adjacent direct block's.
+It runs in sessions of fresh processes (placement again), and reports the median of
+on/off over all rounds. There the event loop waits on the upstream most of the time, and
+the exporter does its work in those moments (gateway.telemetry_export.IdleGate).
 
 Run:  .venv/bin/python benchmarks/tracing_overhead.py [--requests 6000] [--block 100]
-          [--upstream-rounds 30] [--upstream-ms 20]
+          [--upstream-sessions 4] [--upstream-rounds 25] [--upstream-ms 20]
 """
 
 from __future__ import annotations
@@ -160,11 +161,45 @@ def _alternate(
     return runs
 
 
+def _upstream_session(
+    url: str, tmp: Path, session: int, args: argparse.Namespace, on_env: dict[str, str]
+) -> list[tuple[str, list[float]]]:
+    """Fresh tracing-off and tracing-on gateways in front of the upstream, measured in
+    alternation with the upstream direct: per round, (on - direct) / (off - direct) of the
+    blocks' p50s. Fresh processes each session, because a process keeps the placement
+    the scheduler gave it, which shifts its latency by a few per cent for its lifetime."""
+    config = freshet_config(url)
+    for name in ("off", "on"):
+        (tmp / f"up-{name}-{session}").mkdir()
+    with (
+        running_server(tmp / f"up-off-{session}", config, env={"OTEL_SDK_DISABLED": "true"}) as off,
+        running_server(tmp / f"up-on-{session}", config, env=on_env) as on,
+    ):
+        servers = {
+            "direct": (int(url.rsplit(":", 1)[1]), None),
+            "off": (off.port, off.proc.pid),
+            "on": (on.port, on.proc.pid),
+        }
+        out = []
+        for label, body in (
+            ("JSON, 1 token", UPSTREAM_JSON),
+            ("SSE, 16 chunks 1 ms apart", UPSTREAM_STREAM),
+        ):
+            runs = _alternate(
+                servers, body, args.upstream_rounds * args.upstream_block, args.upstream_block
+            )
+            d = runs.block_p50["direct"]
+            pairs = zip(runs.block_p50["on"], runs.block_p50["off"], d, strict=True)
+            out.append((label, [(x - y) / (z - y) for x, z, y in pairs if z > y]))
+        return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=6000, help="per server and body")
     parser.add_argument("--block", type=int, default=100)
-    parser.add_argument("--upstream-rounds", type=int, default=30, help="0: skip that part")
+    parser.add_argument("--upstream-sessions", type=int, default=4, help="0: skip that part")
+    parser.add_argument("--upstream-rounds", type=int, default=25, help="per session")
     parser.add_argument("--upstream-ms", type=float, default=20.0)
     parser.add_argument("--upstream-block", type=int, default=20)
     args = parser.parse_args()
@@ -193,30 +228,12 @@ def main() -> None:
             json_runs = _alternate(servers, JSON_BODY, args.requests, args.block)
             del servers["bare"]  # it answers JSON only
             stream_runs = _alternate(servers, STREAM_BODY, args.requests // 2, args.block)
-        upstream_runs: list[tuple[str, Runs]] = []
-        if args.upstream_rounds > 0:
+        upstream: dict[str, list[list[float]]] = {}  # label -> each session's round ratios
+        if args.upstream_sessions > 0:
             with mock_upstream(args.upstream_ms, 16, 1.0) as url:
-                config = freshet_config(url)
-                for name in ("off", "memory", "on"):
-                    (Path(tmp) / f"up-{name}").mkdir()
-                with (
-                    running_server(Path(tmp) / "up-off", config, env=off_env) as off,
-                    running_server(Path(tmp) / "up-memory", config) as memory,
-                    running_server(Path(tmp) / "up-on", config, env=on_env) as on,
-                ):
-                    servers = {
-                        "direct": (int(url.rsplit(":", 1)[1]), None),
-                        "off": (off.port, off.proc.pid),
-                        "memory": (memory.port, memory.proc.pid),
-                        "on": (on.port, on.proc.pid),
-                    }
-                    n = args.upstream_rounds * args.upstream_block
-                    for label, body in (
-                        ("JSON, 1 token", UPSTREAM_JSON),
-                        ("SSE, 16 chunks 1 ms apart", UPSTREAM_STREAM),
-                    ):
-                        runs = _alternate(servers, body, n, args.upstream_block)
-                        upstream_runs.append((label, runs))
+                for session in range(args.upstream_sessions):
+                    for label, ratios in _upstream_session(url, Path(tmp), session, args, on_env):
+                        upstream.setdefault(label, []).append(ratios)
     received = receiver.stop()
 
     def p50(values: list[float]) -> float:
@@ -253,27 +270,13 @@ def main() -> None:
                 f"    added over bare ASGI (p50): off {added_off:.3f} ms, on {added_on:.3f} ms"
                 f" (x{added_on / added_off:.3f})"
             )
-    for label, runs in upstream_runs:
+    for label, sessions in upstream.items():
+        pooled = [r for ratios in sessions for r in ratios]
+        each = ", ".join(f"x{statistics.median(ratios):.3f}" for ratios in sessions)
         print(
-            f"\n  upstream {args.upstream_ms:g} ms, {label} ({len(runs.block_p50['direct'])} rounds"
-            f" of {args.upstream_block}): added latency, p50 of each block minus the adjacent"
-            " direct block's"
-        )
-        added = {
-            key: [x - d for x, d in zip(runs.block_p50[key], runs.block_p50["direct"], strict=True)]
-            for key in ("off", "memory", "on")
-        }
-        for mode, key in (("tracing off", "off"), ("in memory", "memory"), ("tracing on", "on")):
-            print(
-                f"    {mode:<12} added p50 {statistics.median(added[key]):.3f} ms   "
-                f"(total p50 {p50(runs.latencies[key]):.3f} ms)"
-            )
-        ratio = statistics.median(
-            on / off for on, off in zip(added["on"], added["off"], strict=True) if off > 0
-        )
-        print(
-            f"    on/off: added latency x{ratio:.3f} (median over rounds), "
-            f"medians x{statistics.median(added['on']) / statistics.median(added['off']):.3f}"
+            f"\n  upstream {args.upstream_ms:g} ms, {label}: added latency on/off "
+            f"x{statistics.median(pooled):.3f} (median of {len(pooled)} rounds in "
+            f"{len(sessions)} sessions; per session {each})"
         )
 
 
