@@ -46,7 +46,7 @@ async def main(model_dir: str) -> dict[str, Any]:
             "model_path": model_dir,
             "max_model_len": 2048,
             "enforce_eager": True,
-            "dtype": "bfloat16",
+            "dtype": "float32",  # as the server in vllm_process.py: same answer everywhere
         },
     )
     backend = create_backend(config, NoFleet())
