@@ -20,8 +20,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gateway.cost import Costing
-from gateway.keys import ApiKey, digest, new_key
-from gateway.limits import LocalLimits
+from gateway.state.keys import ApiKey, digest, new_key
+from gateway.state.limits import LocalLimits
 
 
 def _us(samples: list[float]) -> str:
@@ -52,9 +52,9 @@ def in_process(n: int) -> None:
 
 
 async def redis(url: str, n: int) -> None:
-    from gateway.limits_redis import RedisLimits
-    from gateway.redis_store import RedisStore
-    from gateway.state_settings import RedisSettings
+    from gateway.settings import RedisSettings
+    from gateway.state.limits_redis import RedisLimits
+    from gateway.state.redis import RedisStore
 
     store = RedisStore(RedisSettings(url=url, prefix="freshet-bench"))
     await store.start()

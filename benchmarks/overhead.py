@@ -89,8 +89,8 @@ def _limited_key(data_dir: Path) -> str:
     """A key with rpm, tpm and a $ budget (too high to refuse), so auth and limits run."""
     import asyncio
 
-    from gateway.keys import new_key
-    from gateway.keys_sqlite import SQLiteKeyStore
+    from gateway.state.keys import new_key
+    from gateway.state.keys_sqlite import SQLiteKeyStore
 
     secret, key = new_key("bench", rpm=10**9, tpm=10**12, budget_usd=1e9)
     store = SQLiteKeyStore(data_dir)

@@ -289,7 +289,7 @@ def _freshet_granian(upstream: str, work: Path) -> Iterator[Running]:
         "FRESHET_LOG_LEVEL": "warning",
     }
     log = work / "granian.log"
-    with _process([*args, "gateway.workers:app_from_env"], log, env=env) as proc:
+    with _process([*args, "gateway.cli.workers:app_from_env"], log, env=env) as proc:
         url = f"http://127.0.0.1:{port}"
         _ready(proc, url + "/ready", 60, log)
         yield Running(url=url, pids=[proc.pid])

@@ -1,6 +1,6 @@
 """Router decision time with 8, 64 and 512 deployments, as p50/p99 microseconds.
 
-Uses the real router (gateway.routing.decide) and the real cost model of freshet-energy
+Uses the real router (gateway.flow.decision.decide) and the real cost model of freshet-energy
 (quotes from hardware profiles, prices, load), over a synthetic fleet of GPU, CPU and
 ASIC deployments with mixed knowledge cutoffs, contexts and loads. Target (issue 5):
 p99 under 100 us at 64 deployments. The cost of a JSON request parse is printed beside
@@ -24,10 +24,11 @@ from freshet_energy import model_meter
 from freshet_energy.model import EnergyCostModel
 
 from gateway.backend import BackendConfig, BackendStatus, Deployment, HardwareProfile
+from gateway.builtins.routers import CheapestFresh
 from gateway.cost import BackendCost, RequestShape
-from gateway.freshness import Need
-from gateway.routing import CheapestFresh, decide
-from gateway.state import LocalHealth
+from gateway.flow.decision import decide
+from gateway.routing import Need
+from gateway.state.health import LocalHealth
 
 KINDS = {
     "gpu": HardwareProfile(

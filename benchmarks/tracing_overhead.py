@@ -20,7 +20,7 @@ tracing-off and tracing-on gateways in front of the mock OpenAI upstream
 in the same alternation; added latency = a block's p50 minus the adjacent direct block's.
 It runs in sessions of fresh processes (placement again), and reports the median of
 on/off over all rounds. There the event loop waits on the upstream most of the time, and
-the exporter does its work in those moments (gateway.telemetry_export.IdleGate).
+the exporter does its work in those moments (gateway.telemetry.export.IdleGate).
 
 Run:  .venv/bin/python benchmarks/tracing_overhead.py [--requests 6000] [--block 100]
           [--upstream-sessions 4] [--upstream-rounds 25] [--upstream-ms 20]

@@ -9,9 +9,14 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 
+import msgspec
 from msgspec import Struct, field
+
+from gateway.errors import ConfigError
+
+T = TypeVar("T")
 
 HardwareKind = Literal["gpu", "cpu", "asic", "remote"]
 Operation = Literal["chat", "text_completion"]
@@ -172,3 +177,20 @@ class Fleet(Protocol):
 
 
 BackendFactory = Callable[[BackendConfig, Fleet], Backend]
+
+
+def convert_section(value: Any, type_: type[T], source: str | None, key: str) -> T:
+    """Validate a config section for a plugin; errors name ``key`` and the file."""
+    return convert(value, type_, source, key)
+
+
+def convert(value: Any, type_: type[T], source: str | None, key: str) -> T:
+    try:
+        return msgspec.convert(value, type_, strict=False)
+    except msgspec.ValidationError as exc:
+        message = str(exc)
+        path = ""
+        if " - at `$" in message:
+            message, _, at = message.partition(" - at `$")
+            path = at.rstrip("`")
+        raise ConfigError(message, file=source, key=f"{key}{path}") from exc

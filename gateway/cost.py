@@ -17,7 +17,14 @@ from typing import Any, Protocol
 
 from msgspec import Struct
 
-from gateway.backend import Backend, BackendConfig, BackendStatus, BackendUsage, EnergySource
+from gateway.backend import (
+    Backend,
+    BackendConfig,
+    BackendStatus,
+    BackendUsage,
+    EnergySource,
+    convert,
+)
 
 
 class RequestShape(Struct, kw_only=True, frozen=True):
@@ -136,6 +143,10 @@ class ListPriceOnly:
         self._prices = prices
 
     def for_backend(self, backend: Backend, config: BackendConfig) -> BackendCost:
-        from gateway.settings import convert_list_price  # settings imports this module
-
         return _ListPriceCost(convert_list_price(config))
+
+
+def convert_list_price(config: BackendConfig) -> ListPrice:
+    return convert(
+        dict(config.list_price), ListPrice, config.source, f"backends[{config.index}].list_price"
+    )

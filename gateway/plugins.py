@@ -23,8 +23,8 @@ log = logging.getLogger(__name__)
 
 # Built into the core distribution; registered under these names through the same hooks.
 BUILTINS: tuple[tuple[str, str], ...] = (
-    ("deterministic", "gateway.deterministic"),
-    ("routing", "gateway.routing"),
+    ("deterministic", "gateway.builtins.deterministic"),
+    ("routing", "gateway.builtins.routers"),
 )
 
 

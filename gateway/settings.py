@@ -19,13 +19,106 @@ import yaml
 from msgspec import Struct, field
 
 from gateway.backend import BackendConfig, HardwareProfile
-from gateway.cost import ListPrice
+from gateway.backend import convert as _convert
 from gateway.errors import ConfigError
 from gateway.protocol import Freshness
-from gateway.state_settings import TOP_KEYS as _STATE_KEYS
-from gateway.state_settings import SharedSettings, load_shared
 
 T = TypeVar("T")
+
+# -- shared state: Settings for shared state: auth, API keys, per-key limits and the Redis store.
+#
+# Config file (all optional)::
+#
+#     auth: auto            # on | off | auto (off only when bound to loopback with no keys)
+#     limits: {window_s: 60}
+#     keys: {refresh_s: 1.0}
+#     redis: {url: redis://127.0.0.1:6379/0, prefix: freshet, timeout_s: 0.5,
+#             spool_max_bytes: 67108864}
+#
+# Environment: ``FRESHET_REDIS_URL`` (beats ``redis.url``), ``FRESHET_AUTH``,
+# ``FRESHET_ADMIN_KEY`` (the key that opens ``/freshet/*`` admin routes when auth is on).
+AuthMode = Literal["on", "off", "auto"]
+TOP_KEYS = frozenset({"auth", "limits", "keys", "redis"})
+
+
+class LimitSettings(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    # Length of the fixed window that rpm and tpm count in. 60 s means the limits are per
+    # minute; tests shorten it (the counts are then "per window").
+    window_s: float = 60.0
+
+
+class KeySettings(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    # How often each process looks for new or revoked keys in the key store.
+    refresh_s: float = 1.0
+
+
+class RedisSettings(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    url: str | None = None
+    prefix: str = "freshet"
+    timeout_s: float = 0.5  # per command; past it Redis counts as unavailable
+    spool_max_bytes: int = 64 * 1024 * 1024  # local disk buffer for usage records
+
+
+class SharedSettings(Struct, kw_only=True, frozen=True):
+    auth: AuthMode = "auto"
+    admin_key: str | None = None
+    limits: LimitSettings = field(default_factory=LimitSettings)
+    keys: KeySettings = field(default_factory=KeySettings)
+    redis: RedisSettings = field(default_factory=RedisSettings)
+
+
+def _auth_mode(value: Any, source: str, key: str) -> AuthMode:
+    # YAML 1.1 reads a bare `on`/`off` as a boolean.
+    if value is True:
+        return "on"
+    if value is False:
+        return "off"
+    text = str(value).strip().lower()
+    if text not in ("on", "off", "auto"):
+        raise ConfigError(f"must be on, off or auto; got {value!r}", file=source, key=key)
+    return text  # type: ignore[return-value]
+
+
+def _section(raw: Mapping[str, Any], name: str, type_: type[Any], source: str) -> Any:
+    value = raw.get(name) or {}
+    try:
+        return msgspec.convert(value, type_, strict=False)
+    except msgspec.ValidationError as exc:
+        message, _, at = str(exc).partition(" - at `$")
+        raise ConfigError(message, file=source, key=name + at.rstrip("`")) from exc
+
+
+def load_shared(raw: Mapping[str, Any], env: Mapping[str, str], source: str) -> SharedSettings:
+    auth = (
+        _auth_mode(env["FRESHET_AUTH"], source, "FRESHET_AUTH")
+        if env.get("FRESHET_AUTH")
+        else _auth_mode(raw.get("auth", "auto"), source, "auth")
+    )
+    limits: LimitSettings = _section(raw, "limits", LimitSettings, source)
+    if limits.window_s <= 0:
+        raise ConfigError(
+            "must be a positive number of seconds", file=source, key="limits.window_s"
+        )
+    keys: KeySettings = _section(raw, "keys", KeySettings, source)
+    redis: RedisSettings = _section(raw, "redis", RedisSettings, source)
+    url = env.get("FRESHET_REDIS_URL") or redis.url
+    if url and not url.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError(
+            f"must be a redis://, rediss:// or unix:// URL; got {url!r}",
+            file=source,
+            key="FRESHET_REDIS_URL" if env.get("FRESHET_REDIS_URL") else "redis.url",
+        )
+    return SharedSettings(
+        auth=auth,
+        admin_key=env.get("FRESHET_ADMIN_KEY") or None,
+        limits=limits,
+        keys=keys,
+        redis=msgspec.structs.replace(redis, url=url or None),
+    )
+
+
+_STATE_KEYS = TOP_KEYS
+
 
 EMBEDDED_DEFAULT: Mapping[str, Any] = {
     "backends": [
@@ -177,17 +270,6 @@ def convert_profile(config: BackendConfig, defaults: HardwareProfile) -> Hardwar
     return _convert(merged, HardwareProfile, config.source, f"backends[{config.index}].profile")
 
 
-def convert_list_price(config: BackendConfig) -> ListPrice:
-    return _convert(
-        dict(config.list_price), ListPrice, config.source, f"backends[{config.index}].list_price"
-    )
-
-
-def convert_section(value: Any, type_: type[T], source: str | None, key: str) -> T:
-    """Validate a config section for a plugin; errors name ``key`` and the file."""
-    return _convert(value, type_, source, key)
-
-
 def _read_file(path: str) -> dict[str, Any]:
     try:
         text = Path(path).read_text(encoding="utf-8")
@@ -202,18 +284,6 @@ def _read_file(path: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError("the top level must be a mapping", file=path)
     return data
-
-
-def _convert(value: Any, type_: type[T], source: str | None, key: str) -> T:
-    try:
-        return msgspec.convert(value, type_, strict=False)
-    except msgspec.ValidationError as exc:
-        message = str(exc)
-        path = ""
-        if " - at `$" in message:
-            message, _, at = message.partition(" - at `$")
-            path = at.rstrip("`")
-        raise ConfigError(message, file=source, key=f"{key}{path}") from exc
 
 
 def _parse_backends(value: Any, source: str) -> list[BackendConfig]:

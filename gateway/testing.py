@@ -1,6 +1,6 @@
 """pytest plugin for plugin authors (``pytest11`` entry point ``freshet``).
 
-Fixtures for configs built on the deterministic backend; see :mod:`gateway.deterministic`.
+Fixtures for configs built on the deterministic backend; see :mod:`gateway.builtins.deterministic`.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from gateway.deterministic import DeterministicBackend, DeterministicParams
+from gateway.builtins.deterministic import DeterministicBackend, DeterministicParams
 
 __all__ = ["DeterministicBackend", "DeterministicParams", "deterministic_config"]
 

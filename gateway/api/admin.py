@@ -8,8 +8,8 @@ from typing import Any
 from litestar import Controller, Request, Response, get
 from msgspec import Struct
 
+from gateway.api.runtime import Runtime
 from gateway.plugins import PluginInfo
-from gateway.runtime import Runtime
 
 
 class Health(Struct, kw_only=True):

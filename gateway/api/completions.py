@@ -14,13 +14,13 @@ from typing import NamedTuple
 from msgspec import Struct
 
 from gateway import protocol as p
-from gateway.accounting import RequestContext
 from gateway.backend import GenerationRequest
-from gateway.dispatch import chain
-from gateway.keys import ApiKey
-from gateway.requests import from_chat, from_completion
-from gateway.service import Routed, Service, cost_headers
-from gateway.streaming import sse
+from gateway.flow.context import RequestContext
+from gateway.flow.dispatch import chain
+from gateway.flow.requests import from_chat, from_completion
+from gateway.flow.service import Routed, Service, cost_headers
+from gateway.flow.streaming import sse
+from gateway.state.keys import ApiKey
 
 STREAM_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 

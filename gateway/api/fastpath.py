@@ -25,10 +25,9 @@ import msgspec
 
 from gateway import protocol as p
 from gateway.api.completions import JsonReply, Reply, StreamReply, chat, completion
-from gateway.api.errors import decode_error, send_error
+from gateway.api.error_response import decode_error, send_error
 from gateway.api.request_id import new_request_id
 from gateway.api.traces import server_address
-from gateway.dispatch import aclose
 from gateway.errors import (
     EMPTY_BODY,
     ClientDisconnected,
@@ -36,11 +35,12 @@ from gateway.errors import (
     InvalidRequest,
     PayloadTooLarge,
 )
-from gateway.keys import ApiKey
-from gateway.service import Service
+from gateway.flow.dispatch import aclose
+from gateway.flow.service import Service
+from gateway.state.keys import ApiKey
 
 if TYPE_CHECKING:
-    from gateway.runtime import Runtime
+    from gateway.api.runtime import Runtime
 
 log = logging.getLogger(__name__)
 

@@ -10,10 +10,10 @@ from litestar.params import JSONBody
 from litestar.response import Stream
 
 from gateway import protocol as p
-from gateway.api.auth import request_key
 from gateway.api.completions import Reply, StreamReply, chat, completion
-from gateway.runtime import Runtime
-from gateway.service import Service
+from gateway.api.guard import request_key
+from gateway.api.runtime import Runtime
+from gateway.flow.service import Service
 
 _ERRORS: dict[int, ResponseSpec] = {
     status: ResponseSpec(data_container=p.ErrorResponse, description=desc)

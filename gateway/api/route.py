@@ -10,11 +10,11 @@ from litestar.params import FromQuery, JSONBody
 from msgspec import Struct
 
 from gateway import protocol as p
+from gateway.api.runtime import Runtime
 from gateway.backend import GenerationRequest
 from gateway.cost import Quote
-from gateway.requests import from_chat
+from gateway.flow.requests import from_chat
 from gateway.routing import Candidate, Decision
-from gateway.runtime import Runtime
 
 
 class CandidateView(Struct, kw_only=True):

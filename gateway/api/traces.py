@@ -18,10 +18,10 @@ from litestar.params import FromPath, QueryParameter
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from prometheus_client.exposition import choose_encoder
 
+from gateway.api.runtime import Runtime
 from gateway.errors import NotFound
-from gateway.runtime import Runtime
-from gateway.telemetry import Telemetry
-from gateway.telemetry_store import TraceSummary, TraceView
+from gateway.telemetry.core import Telemetry
+from gateway.telemetry.store import TraceSummary, TraceView
 
 TRACED = {"/v1/chat/completions": "chat", "/v1/completions": "text_completion"}
 _ERROR_BODY_LIMIT = 64 * 1024

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gateway.ledger import FLUSH_INTERVAL_S
+from gateway.ledger.sqlite import FLUSH_INTERVAL_S
 from tests.support.server import running_server
 
 CONFIG = {

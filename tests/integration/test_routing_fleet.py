@@ -10,8 +10,8 @@ import httpx
 import openai
 import pytest
 
+from gateway.api.runtime import Runtime
 from gateway.backend import GenerationRequest, Message
-from gateway.runtime import Runtime
 from gateway.settings import load_settings
 from tests.support.server import Server
 

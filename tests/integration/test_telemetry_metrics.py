@@ -15,7 +15,7 @@ import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.telemetry_metrics import exposed_names
+from gateway.telemetry.metrics import exposed_names
 from tests.support.server import Server, running_server
 
 CONFIG: dict[str, Any] = {

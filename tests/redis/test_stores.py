@@ -11,16 +11,16 @@ import pytest
 import pytest_asyncio
 
 from gateway.errors import InsufficientQuota, RateLimited
-from gateway.health_redis import POLL_S, RedisHealth
-from gateway.keys import ApiKey, KeyRing, digest, new_key
-from gateway.keys_redis import RedisKeyStore
-from gateway.ledger import UsageQuery
-from gateway.ledger_redis import RedisLedger
-from gateway.limits_redis import RedisLimits
-from gateway.redis_store import RedisStore
-from gateway.state import BreakerSettings
-from gateway.state_settings import RedisSettings
-from gateway.usage import UsageRecord
+from gateway.ledger.record import UsageRecord
+from gateway.ledger.redis import RedisLedger
+from gateway.ledger.sqlite import UsageQuery
+from gateway.settings import RedisSettings
+from gateway.state.health import BreakerSettings
+from gateway.state.health_redis import POLL_S, RedisHealth
+from gateway.state.keys import ApiKey, KeyRing, digest, new_key
+from gateway.state.keys_redis import RedisKeyStore
+from gateway.state.limits_redis import RedisLimits
+from gateway.state.redis import RedisStore
 from tests.support.server import free_port
 
 

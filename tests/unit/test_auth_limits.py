@@ -13,16 +13,15 @@ import pytest
 import pytest_asyncio
 from litestar.testing import AsyncTestClient
 
-from gateway.app import create_app
-from gateway.auth import Auth, is_loopback
+from gateway.api.app import create_app
+from gateway.api.runtime import Runtime
 from gateway.errors import InsufficientQuota, RateLimited
-from gateway.keys import ApiKey, KeyRing, new_key
-from gateway.keys_sqlite import SQLiteKeyStore
-from gateway.limits import LocalLimits
 from gateway.protocol import Freshness
-from gateway.runtime import Runtime
-from gateway.settings import load_settings
-from gateway.state_settings import SharedSettings
+from gateway.settings import SharedSettings, load_settings
+from gateway.state.auth import Auth, is_loopback
+from gateway.state.keys import ApiKey, KeyRing, new_key
+from gateway.state.keys_sqlite import SQLiteKeyStore
+from gateway.state.limits import LocalLimits
 from tests.support.inprocess import wait_ready
 
 ADMIN = "admin-secret"
@@ -305,7 +304,7 @@ async def test_a_new_key_works_at_once(tmp_path: Path) -> None:
     secret, key = new_key("late")
     other = SQLiteKeyStore(tmp_path)
     await other.add(key)
-    from gateway.keys import digest
+    from gateway.state.keys import digest
 
     found = await ring.lookup(digest(secret))
     assert found is not None

@@ -10,9 +10,9 @@ import pytest
 import pytest_asyncio
 from litestar.testing import AsyncTestClient
 
-from gateway.app import create_app
-from gateway.deterministic import DeterministicBackend
-from gateway.runtime import Runtime
+from gateway.api.app import create_app
+from gateway.api.runtime import Runtime
+from gateway.builtins.deterministic import DeterministicBackend
 from gateway.settings import load_settings
 from tests.support.inprocess import wait_ready
 
@@ -139,7 +139,7 @@ async def test_closing_the_chained_stream_closes_the_backend_stream() -> None:
     """A client that leaves closes `chain`; the backend's own iterator must close too,
     not whenever the garbage collector gets to it (a twin would keep generating)."""
     from gateway.backend import Chunk
-    from gateway.dispatch import chain
+    from gateway.flow.dispatch import chain
 
     closed = []
 

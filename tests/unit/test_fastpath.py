@@ -15,9 +15,9 @@ import pytest_asyncio
 from litestar.testing import AsyncTestClient
 
 from gateway import protocol as p
-from gateway.api.errors import decode_error
-from gateway.app import Gateway, create_app
-from gateway.runtime import Runtime
+from gateway.api.app import Gateway, create_app
+from gateway.api.error_response import decode_error
+from gateway.api.runtime import Runtime
 from gateway.settings import load_settings
 from tests.support.inprocess import wait_ready
 

@@ -13,10 +13,10 @@ import pytest
 from litestar.testing import AsyncTestClient
 
 from gateway import hookimpl, hookspecs
-from gateway.app import create_app
+from gateway.api.app import create_app
+from gateway.api.runtime import Runtime
 from gateway.errors import ConfigError
 from gateway.plugins import Plugins
-from gateway.runtime import Runtime
 from gateway.settings import load_settings
 from tests.support.inprocess import wait_ready
 

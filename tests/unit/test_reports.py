@@ -21,12 +21,12 @@ import pytest
 import pytest_asyncio
 from litestar.testing import AsyncTestClient
 
-from gateway.app import create_app
+from gateway.api.app import create_app
+from gateway.api.runtime import Runtime
 from gateway.errors import InvalidRequest
-from gateway.ledger import UsageQuery
-from gateway.report_format import significant, to_table, usd
-from gateway.reports import GROUP_BY, CostReport, ReportRow, parse_time
-from gateway.runtime import Runtime
+from gateway.ledger.formats import significant, to_table, usd
+from gateway.ledger.reports import GROUP_BY, CostReport, ReportRow, parse_time
+from gateway.ledger.sqlite import UsageQuery
 from gateway.settings import load_settings
 from tests.support.inprocess import wait_ready
 

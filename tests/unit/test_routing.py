@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.backend import BackendStatus, Deployment
+from gateway.builtins.routers import CheapestFresh, RoundRobin
 from gateway.cost import Metering, Quote, RequestShape
 from gateway.errors import (
     BackendUnavailable,
@@ -16,9 +17,9 @@ from gateway.errors import (
     FreshnessUnsatisfiable,
     RateLimited,
 )
-from gateway.freshness import NO_NEED, Need
-from gateway.routing import CONTEXT_SLACK, CheapestFresh, Decision, RoundRobin, decide
-from gateway.state import BreakerSettings, Circuit, LocalHealth
+from gateway.flow.decision import CONTEXT_SLACK, decide
+from gateway.routing import NO_NEED, Decision, Need
+from gateway.state.health import BreakerSettings, Circuit, LocalHealth
 
 
 class FixedCost:

@@ -9,9 +9,9 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.settings import load_settings
-from gateway.shared import SharedState
-from gateway.shared_metrics import SharedStateCollector
-from gateway.telemetry_metrics import SHARED_STATE_SAMPLES
+from gateway.state.metrics import SharedStateCollector
+from gateway.state.shared import SharedState
+from gateway.telemetry.metrics import SHARED_STATE_SAMPLES
 from tests.support.server import free_port
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from gateway.spool import Spool
-from gateway.usage import UsageRecord
+from gateway.ledger.record import UsageRecord
+from gateway.ledger.spool import Spool
 
 
 def _record(request_id: str) -> UsageRecord:

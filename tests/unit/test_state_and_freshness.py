@@ -8,12 +8,12 @@ import pytest
 from litestar.testing import AsyncTestClient
 
 from gateway import protocol as p
-from gateway.app import create_app
+from gateway.api.app import create_app
+from gateway.api.runtime import Runtime
 from gateway.errors import ConfigError, InvalidRequest
-from gateway.freshness import resolve_need
-from gateway.runtime import Runtime
+from gateway.flow.freshness import resolve_need
 from gateway.settings import load_settings
-from gateway.state import BreakerSettings, LocalHealth
+from gateway.state.health import BreakerSettings, LocalHealth
 from tests.support.inprocess import wait_ready
 
 TODAY = dt.date(2026, 11, 23)

@@ -37,19 +37,17 @@ from prometheus_client.parser import text_string_to_metric_families
 from gateway.api.traces import _error_type, server_address
 from gateway.backend import BackendUsage, Deployment, GenerationRequest, Message
 from gateway.cost import Quote
-from gateway.dispatch import Attempt
 from gateway.errors import BackendError
-from gateway.freshness import Need
-from gateway.routing import Candidate, Decision
+from gateway.ledger.record import UsageRecord
+from gateway.outcome import Attempt, Outcome
+from gateway.routing import Candidate, Decision, Need
 from gateway.settings import load_settings
-from gateway.streaming import Outcome
-from gateway.telemetry import Telemetry
-from gateway.telemetry_export import SPAN_LOGGERS, GuardedSpanExporter, Health, quiet, wanted
-from gateway.telemetry_otlp_metrics import MetricsExport
-from gateway.telemetry_store import RecentTraces
-from gateway.telemetry_trace import RequestTrace
-from gateway.telemetry_wire import TraceWriter
-from gateway.usage import UsageRecord
+from gateway.telemetry.core import Telemetry
+from gateway.telemetry.export import SPAN_LOGGERS, GuardedSpanExporter, Health, quiet, wanted
+from gateway.telemetry.otlp_metrics import MetricsExport
+from gateway.telemetry.store import RecentTraces
+from gateway.telemetry.trace import RequestTrace
+from gateway.telemetry.wire import TraceWriter
 
 CLIENT_TRACE = 0x4BF92F3577B34DA6A3CE929D0E0E4736
 

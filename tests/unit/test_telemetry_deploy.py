@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 
 from gateway.settings import load_settings
-from gateway.telemetry_metrics import SPECS, exposed_names
+from gateway.telemetry.metrics import SPECS, exposed_names
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 OBSERVABILITY = DEPLOY / "observability"

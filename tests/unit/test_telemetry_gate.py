@@ -12,10 +12,10 @@ from typing import Any
 import yaml
 
 from gateway.backend import Deployment, is_remote
-from gateway.dispatch import Attempt
+from gateway.outcome import Attempt
 from gateway.settings import load_settings
-from gateway.telemetry import Telemetry
-from gateway.telemetry_export import IdleGate, Pacer
+from gateway.telemetry.core import Telemetry
+from gateway.telemetry.export import IdleGate, Pacer
 
 
 class _Remote:

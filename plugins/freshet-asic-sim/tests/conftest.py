@@ -12,7 +12,7 @@ from asic_sim_helpers import NoFleet
 from freshet_asic_sim import AsicSimBackend
 
 from gateway.backend import BackendConfig
-from gateway.fleet import Fleet
+from gateway.flow.fleet import Fleet
 from gateway.plugins import Plugins
 from gateway.settings import load_settings
 

@@ -12,9 +12,9 @@ from asic_sim_helpers import chat, completion
 from freshet_asic_sim import AsicSimBackend
 
 from gateway.backend import BackendUsage, GenerationRequest
-from gateway.dispatch import chain, open_stream
 from gateway.errors import ContextLengthExceeded, ModelNotFound
-from gateway.fleet import Fleet
+from gateway.flow.dispatch import chain, open_stream
+from gateway.flow.fleet import Fleet
 
 SWAP_S = 0.010
 

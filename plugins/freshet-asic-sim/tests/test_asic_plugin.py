@@ -11,7 +11,7 @@ from freshet_asic_sim import AsicSimBackend
 
 from gateway.backend import Backend
 from gateway.errors import BackendUnavailable, ConfigError
-from gateway.fleet import Fleet
+from gateway.flow.fleet import Fleet
 from gateway.plugins import Plugins
 
 

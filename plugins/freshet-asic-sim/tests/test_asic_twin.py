@@ -12,9 +12,9 @@ from asic_sim_helpers import chat, timed
 from freshet_asic_sim import AsicSimBackend
 
 from gateway.backend import Chunk, GenerationRequest
-from gateway.deterministic import DeterministicBackend
+from gateway.builtins.deterministic import DeterministicBackend
 from gateway.errors import BackendError
-from gateway.fleet import Fleet
+from gateway.flow.fleet import Fleet
 
 
 def twin_fleet(

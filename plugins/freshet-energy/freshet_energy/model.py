@@ -13,10 +13,16 @@ from freshet_energy.board import BoardAccount, Share
 from freshet_energy.counters import Counter, ModelledCounter
 from freshet_energy.power import PowerCurve
 from freshet_energy.prices import Prices, dollars
-from gateway.backend import Backend, BackendConfig, BackendStatus, BackendUsage, EnergySource
-from gateway.cost import Costing, ListPrice, Quote, RequestShape
+from gateway.backend import (
+    Backend,
+    BackendConfig,
+    BackendStatus,
+    BackendUsage,
+    EnergySource,
+    convert_section,
+)
+from gateway.cost import Costing, ListPrice, Quote, RequestShape, convert_list_price
 from gateway.errors import ConfigError
-from gateway.settings import convert_list_price, convert_section
 
 log = logging.getLogger(__name__)
 

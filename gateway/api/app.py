@@ -1,0 +1,97 @@
+"""The app factory: ``create_app(settings) -> Litestar``. No module-level state."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from litestar import Litestar
+from litestar.datastructures import State
+from litestar.exceptions import HTTPException
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import ScalarRenderPlugin
+
+from gateway.api import admin, cost_reports, openai, route, shared_state, traces
+from gateway.api.ui import controller as ui
+from gateway.api.error_response import freshet_error, http_error, server_error
+from gateway.api.fastpath import FastPath
+from gateway.api.guard import auth_middleware
+from gateway.api.request_id import request_id_middleware
+from gateway.api.runtime import Runtime
+from gateway.errors import FreshetError
+from gateway.plugins import core_version
+from gateway.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class Gateway(Litestar):
+    """Litestar, with the two generation endpoints answered by the fast path in front."""
+
+    fast_path: FastPath | None = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if self.fast_path is not None and scope["type"] == "http":
+            endpoint = self.fast_path.endpoint(scope)
+            if endpoint is not None:
+                await self.fast_path.serve(endpoint, scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
+
+
+def create_app(settings: Settings, runtime: Runtime | None = None) -> Litestar:
+    runtime = runtime or Runtime(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        # Backends load in the background so /health answers at once and /ready flips
+        # when the models are in memory.
+        starting = asyncio.create_task(runtime.start(), name="freshet-start-backends")
+        try:
+            yield
+        finally:
+            if not starting.done():
+                starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await starting
+            await runtime.aclose()
+
+    app = Gateway(
+        route_handlers=[
+            openai.OpenAIController,
+            admin.AdminController,
+            route.RouteController,
+            cost_reports.ReportsController,
+            shared_state.StateController,
+            ui.UIController,
+            traces.TelemetryController,
+            *runtime.plugins.extra_routes(),
+        ],
+        lifespan=[lifespan],
+        middleware=[
+            request_id_middleware,
+            traces.tracing_middleware(runtime.telemetry),
+            auth_middleware,
+        ],
+        exception_handlers={
+            FreshetError: freshet_error,
+            HTTPException: http_error,
+            Exception: server_error,
+        },
+        request_max_body_size=settings.max_body_bytes,
+        openapi_config=OpenAPIConfig(
+            title="Freshet",
+            version=core_version(),
+            description="OpenAI-compatible gateway routing on knowledge freshness and cost.",
+            path="/schema",
+            render_plugins=[ScalarRenderPlugin()],
+        ),
+        state=State({"runtime": runtime}),
+        logging_config=None,
+    )
+    if settings.fast_path:
+        app.fast_path = FastPath(runtime, settings.max_body_bytes)
+    return app

@@ -1,0 +1,135 @@
+"""Usage records and cost reports over HTTP: ``/freshet/usage``, ``/freshet/cost/...``."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, cast
+
+import msgspec
+from litestar import Controller, Request, Response, get
+from litestar.di import NamedDependency, Provide
+from litestar.params import Parameter
+from msgspec import Struct
+
+from gateway.api.runtime import Runtime
+from gateway.errors import InvalidRequest
+from gateway.ledger.formats import to_csv
+from gateway.ledger.record import UsageRecord
+from gateway.ledger.reports import (
+    BUCKET_S,
+    GROUP_BY,
+    Bucket,
+    CostSeries,
+    GroupBy,
+    check_page,
+    cost_report,
+    cost_series,
+    usage_query,
+)
+from gateway.ledger.sqlite import Ledger, UsageQuery
+
+_TIME = (
+    "unix seconds, an ISO-8601 date or datetime (UTC unless it says otherwise), "
+    "or a time before now such as 30m, 24h, 7d"
+)
+OptionalText = str | None
+
+
+class UsagePage(Struct, kw_only=True):
+    data: list[UsageRecord]  # newest first
+    total: int  # records matching the filters, over all pages
+    limit: int
+    offset: int
+
+
+def usage_filters(
+    since: Annotated[OptionalText, Parameter(description=f"From (inclusive): {_TIME}")] = None,
+    until: Annotated[OptionalText, Parameter(description=f"To (exclusive): {_TIME}")] = None,
+    backend: Annotated[OptionalText, Parameter(description="Only this backend id")] = None,
+    model: Annotated[OptionalText, Parameter(description="Only this model")] = None,
+    key: Annotated[OptionalText, Parameter(description="Only this API key")] = None,
+    group: Annotated[OptionalText, Parameter(description="Only this model group")] = None,
+    status: Annotated[
+        OptionalText, Parameter(description="ok, error or client_disconnected")
+    ] = None,
+) -> UsageQuery:
+    return usage_query(
+        since=since,
+        until=until,
+        backend=backend,
+        model=model,
+        key=key,
+        group=group,
+        status=status,
+    )
+
+
+async def _ledger(request: Request[Any, Any, Any]) -> Ledger:
+    runtime: Runtime = request.app.state.runtime
+    # Records are written in batches off the hot path; write what is queued first, so a
+    # client sees the requests it has just made.
+    await runtime.ledger.flush()
+    return runtime.ledger
+
+
+class ReportsController(Controller):
+    tags = ["Freshet"]
+    dependencies = {"filters": Provide(usage_filters, sync_to_thread=False)}
+
+    @get("/freshet/usage", summary="Usage records, newest first, filtered and paginated")
+    async def usage(
+        self,
+        request: Request[Any, Any, Any],
+        filters: NamedDependency[UsageQuery],
+        limit: Annotated[int, Parameter(description="Records per page, 1 to 1000")] = 100,
+        offset: Annotated[int, Parameter(description="Records to skip")] = 0,
+    ) -> UsagePage:
+        check_page(limit, offset)
+        query = msgspec.structs.replace(filters, limit=limit, offset=offset)
+        records, total = await (await _ledger(request)).query(query)
+        return UsagePage(data=records, total=total, limit=limit, offset=offset)
+
+    @get(
+        "/freshet/cost/report",
+        summary="Requests, tokens, joules and dollars per backend, model, key, group or hour",
+    )
+    async def report(
+        self,
+        request: Request[Any, Any, Any],
+        filters: NamedDependency[UsageQuery],
+        group_by: Annotated[
+            str, Parameter(description="backend, model, key, group or hour")
+        ] = "backend",
+        format: Annotated[str, Parameter(description="json or csv")] = "json",
+    ) -> Response[Any]:
+        if group_by not in GROUP_BY:
+            raise InvalidRequest(
+                f"group_by must be one of {', '.join(GROUP_BY)}; got {group_by!r}",
+                param="group_by",
+            )
+        if format not in ("json", "csv"):
+            raise InvalidRequest(f"format must be json or csv; got {format!r}", param="format")
+        by = cast(GroupBy, group_by)
+        report = await cost_report((await _ledger(request)).rows, by, filters)
+        if format == "csv":
+            return Response(
+                to_csv(report),
+                media_type="text/csv; charset=utf-8",
+                headers={"content-disposition": f'inline; filename="freshet-cost-by-{by}.csv"'},
+            )
+        return Response(report)
+
+    @get("/freshet/cost/series", summary="Cost and energy per time bucket and backend")
+    async def series(
+        self,
+        request: Request[Any, Any, Any],
+        filters: NamedDependency[UsageQuery],
+        bucket: Annotated[
+            str, Parameter(description="auto, minute, hour or day (auto: by the range)")
+        ] = "auto",
+    ) -> CostSeries:
+        if bucket != "auto" and bucket not in BUCKET_S:
+            raise InvalidRequest(
+                f"bucket must be auto, minute, hour or day; got {bucket!r}", param="bucket"
+            )
+        size = None if bucket == "auto" else cast(Bucket, bucket)
+        return await cost_series((await _ledger(request)).rows, filters, size)

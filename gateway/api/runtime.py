@@ -1,0 +1,73 @@
+"""Everything one gateway process holds, created by the app factory, kept on ``app.state``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from gateway.flow.accounting import Accounting, build_cost_model
+from gateway.flow.fleet import Fleet
+from gateway.flow.service import Service
+from gateway.ledger.sqlite import Ledger
+from gateway.plugins import Plugins
+from gateway.settings import Settings
+from gateway.state.health import HealthState
+from gateway.state.metrics import SharedStateCollector
+from gateway.state.shared import SharedState
+from gateway.telemetry.core import Telemetry
+
+log = logging.getLogger(__name__)
+
+
+class Runtime:
+    def __init__(self, settings: Settings, plugins: Plugins | None = None) -> None:
+        self.settings = settings
+        self.plugins = plugins or Plugins(blocked=settings.blocked_plugins)
+        self.fleet = Fleet(settings, self.plugins)
+        # Keys, limits, health and the ledger: in-process/SQLite, or Redis when configured.
+        self.shared = SharedState(settings)
+        self.auth = self.shared.auth
+        self.admission = self.shared.admission
+        self.ledger: Ledger = self.shared.ledger
+        self.accounting = Accounting(
+            build_cost_model(settings, self.plugins),
+            self.fleet.backends,
+            settings,
+            self.ledger,
+            self.plugins,
+            self.admission,
+        )
+        self.health: HealthState = self.shared.health
+        self.telemetry = Telemetry(
+            settings,
+            self.fleet.backends,
+            circuit_state=lambda backend_id: self.health.circuit(backend_id).state,
+            ready=lambda: self.ready.is_set(),
+        )
+        self.accounting.on_record = self.telemetry.on_record
+        self.telemetry.metrics.registry.register(SharedStateCollector(self.shared))
+        self.service = Service(self)
+        self.ready = asyncio.Event()
+        self.start_error: BaseException | None = None
+        self.started_at = time.time()
+
+    async def start(self) -> None:
+        """Load every backend; ``/ready`` turns true when this returns."""
+        self.telemetry.start()
+        try:
+            await self.shared.start()
+            await self.ledger.start()
+            await self.fleet.start()
+        except Exception as exc:
+            self.start_error = exc
+            log.exception("starting backends failed")
+            raise
+        self.ready.set()
+        log.info("backends ready: %s", ", ".join(self.fleet.backends))
+
+    async def aclose(self) -> None:
+        await self.fleet.aclose()
+        await self.ledger.aclose()  # after the backends: flushes every record
+        await self.shared.aclose()
+        await self.telemetry.aclose()  # last: spans of requests ended above

@@ -1,0 +1,1 @@
+"""``/freshet/ui``: the cost and traces pages."""

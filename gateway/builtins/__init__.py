@@ -1,0 +1,1 @@
+"""Built-in plugins, loaded like any other: the deterministic backend, routing policies."""

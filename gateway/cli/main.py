@@ -1,0 +1,246 @@
+"""The ``freshet`` command: serve, plugins, backends, cost report."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sqlite3
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
+
+import click
+import msgspec
+
+from gateway.cli.keys import keys
+from gateway.cli.output import table
+from gateway.errors import ConfigError, InvalidRequest
+from gateway.ledger.formats import to_csv, to_table
+from gateway.ledger.reports import (
+    GROUP_BY,
+    GroupBy,
+    SQLiteRows,
+    cost_report,
+    empty_report,
+    open_read_only,
+    usage_query,
+)
+from gateway.plugins import Plugins
+from gateway.settings import load_settings
+
+T = TypeVar("T")
+
+
+def _fail_on_config_error(fn: Callable[[], T]) -> T:
+    try:
+        return fn()
+    except ConfigError as exc:
+        click.echo(f"freshet: configuration error: {exc.message}", err=True)
+        sys.exit(2)
+
+
+@click.group()
+@click.version_option(package_name="freshet")
+def main() -> None:
+    """Freshet: route each LLM request to the cheapest backend that is fresh enough."""
+
+
+@main.command()
+@click.option("--host", default=None, help="Bind address (env FRESHET_HOST, default 127.0.0.1).")
+@click.option("--port", type=int, default=None, help="Port (env FRESHET_PORT, default 8400).")
+@click.option("--config", "config_file", default=None, help="YAML config (env FRESHET_CONFIG).")
+@click.option("--log-level", default="info", show_default=True)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Processes sharing the port (share limits and health through FRESHET_REDIS_URL).",
+)
+def serve(
+    host: str | None, port: int | None, config_file: str | None, log_level: str, workers: int
+) -> None:
+    """Start the gateway. With no config: the embedded default fleet."""
+    import uvicorn
+
+    from gateway.api.app import create_app
+    from gateway.api.runtime import Runtime
+
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    settings = _fail_on_config_error(lambda: load_settings(config_file, host=host, port=port))
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    runtime = _fail_on_config_error(lambda: Runtime(settings))
+    if workers > 1:  # each worker builds its own Runtime; this one only checked the config
+        from gateway.cli.workers import serve_workers
+
+        serve_workers(settings, workers, log_level)
+        return
+    app = create_app(settings, runtime)
+    source = settings.config_file or "embedded default"
+    click.echo(
+        f"freshet: serving {', '.join(runtime.fleet.backends)} ({source}) "
+        f"on http://{settings.host}:{settings.port}",
+        err=True,
+    )
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        log_level=log_level,
+        timeout_graceful_shutdown=10,
+    )
+    server = uvicorn.Server(config)
+    server.run()
+    if runtime.start_error is not None:
+        sys.exit(1)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--config", "config_file", default=None, help="YAML config (for its block list).")
+def plugins(as_json: bool, config_file: str | None) -> None:
+    """List loaded plugins: name, version, distribution, hooks."""
+    settings = _fail_on_config_error(lambda: load_settings(config_file))
+    infos = Plugins(blocked=settings.blocked_plugins).info()
+    if as_json:
+        click.echo(msgspec.json.encode(infos).decode())
+        return
+    rows = [(i.name, i.version, i.distribution, ", ".join(i.hooks)) for i in infos]
+    click.echo(table(("name", "version", "distribution", "hooks"), rows))
+
+
+@main.command()
+@click.option("--config", "config_file", default=None, help="YAML config (env FRESHET_CONFIG).")
+@click.option("--url", default=None, help="A running gateway to ask for live health.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def backends(config_file: str | None, url: str | None, as_json: bool) -> None:
+    """Configured backends, their models, knowledge cutoffs and health."""
+    settings = _fail_on_config_error(lambda: load_settings(config_file))
+    live = _live_backends(url or f"http://{settings.host}:{settings.port}")
+    rows: list[dict[str, Any]] = []
+    for cfg in settings.backends:
+        info = live.get(cfg.id) if live is not None else None
+        if info is None:
+            health = "unknown (gateway not running)" if live is None else "not served"
+            models = [cfg.model or "?"]
+        else:
+            health = "healthy" if info["healthy"] else f"unhealthy: {info.get('detail') or ''}"
+            models = [d["name"] for d in info["deployments"]]
+        rows.append(
+            {
+                "id": cfg.id,
+                "type": cfg.type,
+                "models": models,
+                "knowledge_cutoff": cfg.knowledge_cutoff.isoformat()
+                if cfg.knowledge_cutoff
+                else None,
+                "health": health,
+            }
+        )
+    if as_json:
+        click.echo(json.dumps(rows))
+        return
+    table_rows = [
+        (r["id"], r["type"], ", ".join(r["models"]), r["knowledge_cutoff"] or "-", r["health"])
+        for r in rows
+    ]
+    click.echo(table(("id", "type", "models", "knowledge cutoff", "health"), table_rows))
+
+
+@main.group()
+def cost() -> None:
+    """Cost reports from the ledger."""
+
+
+@cost.command("report")
+@click.option(
+    "--by",
+    "group_by",
+    type=click.Choice(GROUP_BY),
+    default="backend",
+    show_default=True,
+    help="One row per backend, model, API key, model group or hour.",
+)
+@click.option(
+    "--since",
+    default=None,
+    help="From: 24h, 7d, 30m (before now), an ISO-8601 date/time, or unix seconds. "
+    "Default: the first record.",
+)
+@click.option(
+    "--until",
+    default=None,
+    help="To (exclusive), in the same forms. Default: now.",
+)
+@click.option("--config", "config_file", default=None, help="YAML config (for its data dir).")
+@click.option("--json", "as_json", is_flag=True, help="The report as JSON (as the HTTP API).")
+@click.option("--csv", "as_csv", is_flag=True, help="The report's rows as CSV.")
+def cost_report_command(
+    group_by: str,
+    since: str | None,
+    until: str | None,
+    config_file: str | None,
+    as_json: bool,
+    as_csv: bool,
+) -> None:
+    """Requests, tokens, joules and dollars per backend, model, key, group or hour.
+
+    Reads the ledger in the data directory read-only, so it works whether or not the
+    gateway runs.
+    """
+    if as_json and as_csv:
+        raise click.UsageError("choose one of --json and --csv")
+    settings = _fail_on_config_error(lambda: load_settings(config_file))
+    try:
+        query = usage_query(since=since, until=until)
+    except InvalidRequest as exc:
+        raise click.BadParameter(exc.message, param_hint=f"--{exc.param}") from exc
+    by = cast(GroupBy, group_by)
+    path = settings.data_dir / "ledger.sqlite3"  # where SQLiteLedger writes
+    if settings.shared.redis.url:  # the shared ledger: this data dir's mirror, brought up to date
+        from gateway.ledger.mirror import refresh_mirror
+
+        path = asyncio.run(refresh_mirror(settings.shared.redis, settings.data_dir))
+    if not path.exists():
+        click.echo(f"freshet: no ledger at {path} yet (no request recorded)", err=True)
+        report = empty_report(by, query)
+    else:
+        try:
+            conn = open_read_only(path)
+            try:
+                report = asyncio.run(cost_report(SQLiteRows(conn), by, query))
+            finally:
+                conn.close()
+        except sqlite3.Error as exc:
+            click.echo(f"freshet: cannot read the ledger {path}: {exc}", err=True)
+            sys.exit(1)
+    if as_json:
+        click.echo(msgspec.json.encode(report).decode())
+    elif as_csv:
+        click.echo(to_csv(report), nl=False)
+    else:
+        click.echo(to_table(report))
+
+
+def _live_backends(base_url: str) -> dict[str, dict[str, Any]] | None:
+    try:
+        with urllib.request.urlopen(f"{base_url}/freshet/backends", timeout=2) as resp:
+            data = json.loads(resp.read())
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
+    return {item["id"]: item for item in data}
+
+
+main.add_command(keys)
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""The request's way: context, routing decision, admission, dispatch, streaming, accounting."""

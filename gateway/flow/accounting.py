@@ -1,0 +1,140 @@
+"""Turning a finished request into its costing and its one usage record."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping
+
+from gateway.backend import Backend, Deployment
+from gateway.cost import BackendCost, Costing, CostModel, ListPriceOnly, Metering
+from gateway.errors import ConfigError
+from gateway.flow.admission import Admission
+from gateway.flow.context import RequestContext
+from gateway.ledger.record import Status, UsageRecord
+from gateway.ledger.sqlite import Ledger
+from gateway.outcome import Outcome
+from gateway.plugins import Plugins
+from gateway.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def build_cost_model(settings: Settings, plugins: Plugins) -> CostModel:
+    models = plugins.cost_models()
+    factory = models.get(settings.cost.model)
+    if factory is None:
+        if models or settings.cost.model != "energy":
+            raise ConfigError(
+                f"unknown cost model {settings.cost.model!r} "
+                f"(installed: {sorted(models) or 'none'})",
+                file=settings.config_file,
+                key="cost.model",
+            )
+        log.warning("no cost plugin installed (freshet-energy): recording list prices only")
+        return ListPriceOnly(settings.prices)
+    model: CostModel = factory(settings.prices, plugins.energy_meters())
+    return model
+
+
+class Accounting:
+    def __init__(
+        self,
+        model: CostModel,
+        backends: Mapping[str, Backend],
+        settings: Settings,
+        ledger: Ledger,
+        plugins: Plugins,
+        admission: Admission | None = None,
+    ) -> None:
+        self._costs: dict[str, BackendCost] = {
+            config.id: model.for_backend(backends[config.id], config)
+            for config in settings.backends
+        }
+        self._ledger = ledger
+        self._plugins = plugins
+        self._admission = admission
+        self._hooks: set[asyncio.Task[None]] = set()
+        # Told of each record with the outcome it came from (telemetry).
+        self.on_record: Callable[[UsageRecord, Outcome], None] | None = None
+
+    def cost(self, backend_id: str) -> BackendCost:
+        return self._costs[backend_id]
+
+    @property
+    def costs(self) -> Mapping[str, BackendCost]:
+        """Every backend's cost, by id (the router looks each candidate up here)."""
+        return self._costs
+
+    def begin(self, backend_id: str, request_id: str, prompt_tokens: int) -> Metering:
+        return self._costs[backend_id].begin(request_id, prompt_tokens)
+
+    def finish(
+        self,
+        ctx: RequestContext,
+        deployment: Deployment,
+        backend_kind: str,
+        outcome: Outcome,
+        fallbacks: int,
+    ) -> Costing:
+        """Meter, record, and tell plugins; returns the costing for the response."""
+        now = time.time()
+        costing = (
+            outcome.metering.end(outcome.usage, now)
+            if outcome.metering is not None
+            else Costing(joules=None, energy_source=None)
+        )
+        usage = outcome.usage
+        status: Status
+        if outcome.client_disconnected:
+            status = "client_disconnected"
+        elif outcome.error is not None:
+            status = "error"
+        else:
+            status = "ok"
+        record = UsageRecord(
+            request_id=ctx.request_id,
+            ts=ctx.arrived,
+            key=ctx.key,
+            group=ctx.group,
+            requested_model=ctx.requested_model,
+            backend=deployment.backend_id,
+            backend_kind=backend_kind,
+            model=deployment.model,
+            adapter=deployment.adapter,
+            knowledge_cutoff=(
+                deployment.knowledge_cutoff.isoformat() if deployment.knowledge_cutoff else None
+            ),
+            operation=ctx.operation,
+            stream=ctx.stream,
+            status=status,
+            error_code=outcome.error.code if outcome.error is not None else None,
+            prompt_tokens=usage.prompt_tokens if usage else outcome.prompt_tokens_estimate,
+            # Without the backend's final usage (client gone, failure), count what was sent.
+            completion_tokens=usage.completion_tokens if usage else outcome.chunks,
+            ttft_s=outcome.ttft_s,
+            duration_s=now - ctx.arrived,
+            joules=costing.joules,
+            energy_source=costing.energy_source,
+            joules_input=costing.joules_input,
+            joules_output=costing.joules_output,
+            usd_energy=costing.usd_energy,
+            usd_capex=costing.usd_capex,
+            usd_list=costing.usd_list,
+            usd_input=costing.usd_input,
+            usd_output=costing.usd_output,
+            usd_total=costing.usd_total,
+            fallbacks=fallbacks,
+        )
+        if self._admission is not None:  # settle the key's reservation with the real cost
+            tokens = record.prompt_tokens + record.completion_tokens
+            self._admission.settle(ctx, costing, tokens)
+        self._ledger.record(record)
+        if self.on_record is not None:
+            self.on_record(record, outcome)
+        if self._plugins.wants_usage():
+            task = asyncio.create_task(self._plugins.usage_recorded(record))
+            self._hooks.add(task)
+            task.add_done_callback(self._hooks.discard)
+        return costing

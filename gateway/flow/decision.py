@@ -1,0 +1,136 @@
+"""Choosing where a request goes: the cheapest deployment that is fresh enough.
+
+For a model or group, every deployment is a candidate. Candidates are dropped, each with
+a reason kept for the explanation: freshness unmet, unhealthy (circuit open), at capacity
+with a full queue, prompt + output over the context, expected time to first token over
+the request's ``max_ttft_ms``. The rest are scored by the cost model's quote (``full``:
+energy + capex share + list price; ``marginal``: energy only) and ordered by the group's
+routing policy (a plugin; default ``cheapest-fresh``). The first is chosen; the others
+are the fallback list.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Collection, Mapping, Sequence
+
+from gateway.backend import BackendStatus, Deployment
+from gateway.cost import BackendCost, RequestShape
+from gateway.errors import (
+    BackendUnavailable,
+    ContextLengthExceeded,
+    FreshnessUnsatisfiable,
+    RateLimited,
+)
+from gateway.routing import Candidate, Decision, Need, Policy, Router
+
+# The router sees an estimate of the prompt's tokens (gateway.flow.service.estimate_prompt_tokens;
+# tests/integration/test_token_estimate.py measures its error against a real tokenizer:
+# it overestimates by at most ~5 %). A deployment is dropped for context only when even
+# the estimate's lower bound does not fit; in between, the backend counts exactly and
+# refuses before its first byte, and the request falls through to the next candidate.
+CONTEXT_SLACK = 0.9
+
+
+class OutputEstimate:
+    """Expected output tokens when a request sets no max: a running average per group
+    and key of what such requests really produced."""
+
+    def __init__(self, default: int, weight: float = 0.1) -> None:
+        self._default = float(default)
+        self._weight = weight
+        self._avg: dict[tuple[str | None, str | None], float] = {}
+
+    def expect(self, group: str | None, key: str | None) -> int:
+        return max(1, round(self._avg.get((group, key), self._default)))
+
+    def observe(self, group: str | None, key: str | None, tokens: int) -> None:
+        old = self._avg.get((group, key), self._default)
+        self._avg[(group, key)] = old + self._weight * (tokens - old)
+
+
+def decide(
+    name: str,
+    deployments: Sequence[Deployment],
+    shape: RequestShape,
+    need: Need,
+    statuses: Mapping[str, BackendStatus],
+    costs: Mapping[str, BackendCost],
+    unavailable: Collection[str],
+    router: Router,
+    router_name: str,
+    policy: Policy = "full",
+    max_ttft_ms: float | None = None,
+    max_tokens: int | None = None,
+) -> Decision:
+    """Drop, score and order ``deployments``; ``unavailable`` holds the backends whose
+    circuit is open; ``max_tokens`` is the request's own limit (the context check counts
+    it; the quote counts the expected output in ``shape``)."""
+    eligible: list[Candidate] = []
+    dropped: list[Candidate] = []
+    keep, drop = eligible.append, dropped.append
+    need_date = need.min_cutoff
+    context_need = int(shape.prompt_tokens * CONTEXT_SLACK) + (max_tokens or 0)
+    marginal = policy == "marginal"
+    max_ttft_s = math.inf if max_ttft_ms is None else max_ttft_ms / 1000
+    for rank, dep in enumerate(deployments):
+        backend_id = dep.backend_id
+        status = statuses[backend_id]
+        cutoff = dep.knowledge_cutoff
+        if need_date is not None and (cutoff is None or cutoff < need_date):
+            reason = f"freshness(cutoff {cutoff.isoformat() if cutoff else 'unknown'})"
+        elif not status.healthy or backend_id in unavailable:
+            reason = "unhealthy"
+        elif status.saturated:
+            reason = "at_capacity"
+        elif context_need > dep.max_context:
+            reason = f"context(~{shape.prompt_tokens}+{max_tokens or 0}>{dep.max_context})"
+        else:
+            quote = costs[backend_id].quote(shape, status)
+            if quote.ttft_s <= max_ttft_s:
+                keep(
+                    Candidate(
+                        score=quote.usd_energy if marginal else quote.usd_total,
+                        load=status.running + status.waiting,
+                        rank=rank,
+                        deployment=dep,
+                        quote=quote,
+                    )
+                )
+                continue
+            reason = f"ttft(~{quote.ttft_s * 1000:.0f}ms>{max_ttft_ms or 0:.0f}ms)"
+        drop(
+            Candidate(
+                load=status.running + status.waiting, rank=rank, deployment=dep, dropped=reason
+            )
+        )
+    if not eligible:
+        raise _nothing_eligible(name, dropped, need, shape)
+    ordered = router.order(eligible, name)
+    return Decision(ordered=ordered, dropped=dropped, need=need, policy=policy, router=router_name)
+
+
+def _nothing_eligible(
+    name: str, dropped: list[Candidate], need: Need, shape: RequestShape
+) -> Exception:
+    fresh = [c for c in dropped if not (c.dropped or "").startswith("freshness")]
+    if not fresh:
+        cutoffs = [c.deployment.knowledge_cutoff for c in dropped if c.deployment.knowledge_cutoff]
+        freshest = max(cutoffs).isoformat() if cutoffs else "unknown"
+        return FreshnessUnsatisfiable(
+            f"no deployment of {name!r} is fresh enough: the request needs a knowledge cutoff "
+            f"{need.describe()}, the freshest available is {freshest}",
+            param="freshness",
+        )
+    if all((c.dropped or "").startswith("context") for c in fresh):
+        largest = max(c.deployment.max_context for c in fresh)
+        return ContextLengthExceeded(
+            f"the prompt (about {shape.prompt_tokens} tokens) and max_tokens do not fit the "
+            f"context of any deployment of {name!r} (largest: {largest} tokens)",
+            param="messages",
+        )
+    reasons = "; ".join(f"{c.deployment.backend_id}: {c.dropped}" for c in dropped)
+    if any(c.dropped == "at_capacity" for c in fresh):
+        # Busy, not broken: the client should come back shortly.
+        return RateLimited(f"every deployment of {name!r} is at capacity ({reasons})")
+    return BackendUnavailable(f"no deployment of {name!r} can take the request now ({reasons})")

@@ -1,0 +1,119 @@
+"""Send a request to its candidates in order until one produces a first chunk.
+
+Failure before the first chunk falls through to the next candidate, so the client never
+notices; what happened to each candidate is kept for the route explanation.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
+
+import msgspec
+from msgspec import Struct
+
+from gateway.backend import Backend, Chunk, Deployment, GenerationRequest
+from gateway.cost import Metering
+from gateway.errors import BackendError, BackendUnavailable, FreshetError
+from gateway.flow.fleet import Fleet
+from gateway.outcome import Attempt
+from gateway.state.health import HealthState
+
+log = logging.getLogger(__name__)
+
+
+class Opened(Struct, kw_only=True):
+    """A backend stream that has produced its first chunk."""
+
+    deployment: Deployment
+    backend: Backend
+    first: Chunk
+    rest: AsyncIterator[Chunk]
+    attempts: list[Attempt]
+    metering: Metering | None = None
+
+
+async def open_stream(
+    fleet: Fleet,
+    candidates: Sequence[Deployment],
+    request: GenerationRequest,
+    begin: Callable[[Deployment], Metering] | None = None,
+    attempts: list[Attempt] | None = None,
+    health: HealthState | None = None,
+) -> Opened:
+    """Try ``candidates`` in order; ``attempts`` (if given) is filled with each failure.
+
+    ``begin`` opens the metering of an attempt before the backend is called, so the
+    prefill's energy is part of it; a failed attempt's metering is closed unused.
+    """
+    attempts = [] if attempts is None else attempts
+    failures: list[FreshetError] = []
+    for dep in candidates:
+        backend = fleet.get(dep.backend_id)
+        routed = msgspec.structs.replace(request, model=dep.model, adapter=dep.adapter)
+        metering = begin(dep) if begin is not None else None
+        stream = backend.stream(routed)
+        try:
+            first = await anext(stream)
+        except StopAsyncIteration:
+            error: FreshetError = BackendError(f"backend {dep.backend_id} returned no output")
+        except FreshetError as exc:
+            error = exc
+        except Exception as exc:
+            # A plugin bug or a crashed engine: logged with its traceback, then treated as
+            # a backend failure so the next candidate can still serve the request.
+            log.exception("backend %s failed before its first chunk", dep.backend_id)
+            error = BackendError(f"backend {dep.backend_id} failed: {type(exc).__name__}")
+        except BaseException:
+            # Cancelled while waiting (shutdown): release the backend and the metering.
+            await aclose(stream)
+            if metering is not None:
+                metering.end(None)
+            raise
+        else:
+            if health is not None:
+                health.success(dep.backend_id)
+            return Opened(
+                deployment=dep,
+                backend=backend,
+                first=first,
+                rest=stream,
+                attempts=attempts,
+                metering=metering,
+            )
+        await aclose(stream)
+        if metering is not None:
+            metering.end(None)
+        if health is not None and error.status >= 500:
+            health.failure(dep.backend_id)  # refusals (context, queue full) are not faults
+        attempts.append(
+            Attempt(backend_id=dep.backend_id, error=error.message, status=error.status)
+        )
+        failures.append(error)
+    raise _final_error(failures, attempts)
+
+
+def _final_error(failures: list[FreshetError], attempts: list[Attempt]) -> FreshetError:
+    if failures and all(400 <= f.status < 500 for f in failures):
+        # Every candidate refused for a client-side reason (context too long, queue full):
+        # the first refusal is the most relevant one to report.
+        return failures[0]
+    reasons = "; ".join(f"{a.backend_id}: {a.error}" for a in attempts) or "no candidates"
+    return BackendUnavailable(f"no backend could serve the request ({reasons})")
+
+
+async def chain(first: Chunk, rest: AsyncIterator[Chunk]) -> AsyncIterator[Chunk]:
+    """The opened stream again, from its first chunk. Closing it closes the backend's."""
+    try:
+        yield first
+        async for chunk in rest:
+            yield chunk
+    finally:
+        await aclose(rest)
+
+
+async def aclose(stream: AsyncIterator[object]) -> None:
+    """Close a backend stream: async generators stop their work in ``finally`` blocks."""
+    close = getattr(stream, "aclose", None)
+    if close is not None:
+        await close()

@@ -1,0 +1,125 @@
+"""Backend chunks to OpenAI wire format: SSE streams and assembled non-stream bodies.
+
+Stream order (DESIGN §10.8): the role chunk first, then content deltas, then a chunk with
+``finish_reason``, then the usage chunk when asked, errors as an error event, and always
+``data: [DONE]``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+
+import msgspec
+from msgspec import Struct
+
+from gateway import protocol as p
+from gateway.backend import BackendUsage, Chunk
+from gateway.cost import Costing
+from gateway.errors import BackendError, FreshetError
+from gateway.flow.dispatch import aclose
+from gateway.outcome import Outcome
+
+log = logging.getLogger(__name__)
+
+_encode = msgspec.json.Encoder().encode
+DONE = b"data: [DONE]\n\n"
+
+
+def event(payload: Struct) -> bytes:
+    return b"data: " + _encode(payload) + b"\n\n"
+
+
+def error_body(error: FreshetError) -> p.ErrorResponse:
+    return p.ErrorResponse(
+        error=p.ErrorBody(
+            message=error.message, type=error.type, param=error.param, code=error.code
+        )
+    )
+
+
+def to_usage(usage: BackendUsage | None, costing: Costing | None = None) -> p.Usage:
+    prompt = usage.prompt_tokens if usage else 0
+    completion = usage.completion_tokens if usage else 0
+    return p.Usage(
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        total_tokens=prompt + completion,
+        cost=round(costing.usd_total, 12) if costing else None,
+        energy_joules=(
+            round(costing.joules, 9) if costing is not None and costing.joules is not None else None
+        ),
+    )
+
+
+async def collect(chunks: AsyncIterator[Chunk], outcome: Outcome) -> Outcome:
+    async for chunk in chunks:
+        _absorb(chunk, outcome)
+    if outcome.finish_reason is None:
+        raise BackendError("backend stream ended without a finish reason")
+    return outcome
+
+
+def _absorb(chunk: Chunk, outcome: Outcome) -> None:
+    if chunk.text:
+        outcome.text_parts.append(chunk.text)
+        outcome.chunks += 1
+        if outcome.metering is not None:
+            outcome.metering.tokens += 1
+    if chunk.finish_reason is not None:
+        outcome.finish_reason = chunk.finish_reason
+    if chunk.usage is not None:
+        outcome.usage = chunk.usage
+
+
+async def sse(
+    chunks: AsyncIterator[Chunk],
+    outcome: Outcome,
+    *,
+    make_delta: Callable[[str | None, str | None, bool], Struct],
+    make_usage: Callable[[p.Usage], Struct],
+    include_usage: bool,
+    finalize: Callable[[Outcome], p.Usage],
+) -> AsyncIterator[bytes]:
+    """Encode a backend stream as server-sent events.
+
+    ``make_delta(text, finish_reason, first)`` builds one wire chunk; ``make_usage`` the
+    trailing usage chunk from what ``finalize`` returns. ``finalize`` (metering and the
+    usage record) runs exactly once: when the backend is done, or when the client leaves.
+    When the client disconnects, the server cancels this generator; ``finally`` then closes
+    the backend stream, which stops the generation.
+    """
+    first = True
+    try:
+        try:
+            async for chunk in chunks:
+                _absorb(chunk, outcome)
+                if first or chunk.text:
+                    yield event(make_delta(chunk.text or None, None, first))
+                    first = False
+                if chunk.finish_reason is not None:
+                    yield event(make_delta(None, chunk.finish_reason, False))
+        except FreshetError as exc:
+            outcome.error = exc
+        except Exception as exc:
+            log.exception("backend failed mid-stream")
+            outcome.error = BackendError(f"backend failed mid-stream: {type(exc).__name__}")
+        finally:
+            await aclose(chunks)
+        if outcome.error is None and outcome.finish_reason is None:
+            outcome.error = BackendError("backend stream ended without a finish reason")
+        outcome.finalized = True
+        wire_usage = finalize(outcome)
+        if outcome.error is not None:
+            yield event(error_body(outcome.error))
+        elif include_usage:
+            yield event(make_usage(wire_usage))
+        yield DONE
+    except BaseException:
+        # GeneratorExit or cancellation: the client went away mid-stream.
+        outcome.client_disconnected = True
+        raise
+    finally:
+        if not outcome.finalized:
+            outcome.finalized = True
+            finalize(outcome)

@@ -1,0 +1,1 @@
+"""Usage records and where they are kept: SQLite, Redis, spool, mirror, reports."""

@@ -1,0 +1,188 @@
+"""The ledger: durable usage records, written off the request's hot path.
+
+Embedded default: SQLite in WAL mode under ``FRESHET_DATA_DIR``. Records are queued in
+memory by the request and written in batches by one writer task every
+:data:`FLUSH_INTERVAL_S`; a gateway killed with SIGKILL loses at most the records of that
+last interval, and a SIGTERM (graceful shutdown) loses none: the lifespan flushes the
+queue after the server has finished its requests. ``synchronous=NORMAL`` in WAL mode
+keeps committed records across a process crash (they sit in the OS page cache).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sqlite3
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Protocol
+
+from msgspec import Struct
+from msgspec.structs import astuple
+
+from gateway.errors import BackendUnavailable
+from gateway.ledger.record import COLUMNS, UsageRecord
+
+log = logging.getLogger(__name__)
+
+FLUSH_INTERVAL_S = 0.05
+
+QUOTED = ", ".join(f'"{c}"' for c in COLUMNS)
+_SQL_TYPES = {"int": "INTEGER", "float": "REAL", "bool": "INTEGER"}
+
+
+class UsageQuery(Struct, kw_only=True):
+    since: float | None = None
+    until: float | None = None
+    backend: str | None = None
+    model: str | None = None
+    key: str | None = None
+    group: str | None = None
+    status: str | None = None
+    limit: int = 100
+    offset: int = 0
+
+
+class Ledger(Protocol):
+    def record(self, record: UsageRecord) -> None: ...
+
+    async def start(self) -> None: ...
+
+    async def flush(self) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+    async def query(self, query: UsageQuery) -> tuple[list[UsageRecord], int]: ...
+
+    async def rows(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]: ...
+
+
+def _schema() -> str:
+    cols = []
+    for name in COLUMNS:
+        annotation = str(UsageRecord.__annotations__[name])
+        kind = next((t for key, t in _SQL_TYPES.items() if annotation.startswith(key)), "TEXT")
+        cols.append(f'"{name}" {kind}' + (" PRIMARY KEY" if name == "request_id" else ""))
+    return f"CREATE TABLE IF NOT EXISTS usage ({', '.join(cols)})"
+
+
+class SQLiteLedger:
+    def __init__(self, data_dir: Path, filename: str = "ledger.sqlite3") -> None:
+        self.path = data_dir / filename
+        self._pending: list[UsageRecord] = []
+        # One thread owns the connection: writes and reads are serialised there.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger")
+        self._conn: sqlite3.Connection | None = None
+        self._wake = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
+        self._insert = (
+            f"INSERT OR IGNORE INTO usage ({QUOTED}) VALUES ({', '.join('?' for _ in COLUMNS)})"
+        )
+
+    def _open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute(_schema())
+        for column in ("ts", "backend", "model", "key"):
+            conn.execute(f'CREATE INDEX IF NOT EXISTS usage_{column} ON usage ("{column}")')
+        self._conn = conn
+
+    async def _run(self, fn: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    async def start(self) -> None:
+        await self._run(self._open)
+        self._writer = asyncio.create_task(self._write_loop(), name="freshet-ledger-writer")
+
+    def record(self, record: UsageRecord) -> None:
+        """Queue a record; never blocks, never does I/O."""
+        self._pending.append(record)
+        self._wake.set()
+
+    async def _write_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            await asyncio.sleep(FLUSH_INTERVAL_S)  # gather a batch
+            self._wake.clear()
+            try:
+                await self.flush()
+            except sqlite3.Error:
+                log.exception("ledger write failed; records stay queued and are retried")
+
+    async def flush(self) -> None:
+        if not self._pending:
+            return
+        batch, self._pending = self._pending, []
+        try:
+            await self._run(self._write, batch)
+        except BaseException:
+            self._pending[:0] = batch  # keep them for the next try
+            raise
+
+    def _write(self, batch: list[UsageRecord]) -> None:
+        assert self._conn is not None
+        # COLUMNS are the struct's fields in order: one C call a row, so this thread holds
+        # the GIL (that a request on the loop may be waiting for) as briefly as it can.
+        rows = [astuple(r) for r in batch]
+        with self._conn:
+            self._conn.execute("BEGIN")
+            self._conn.executemany(self._insert, rows)
+
+    async def aclose(self) -> None:
+        if self._writer is not None:
+            self._writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer
+        with contextlib.suppress(sqlite3.Error):
+            await self.flush()
+        if self._conn is not None:
+            await self._run(self._conn.close)
+        self._executor.shutdown(wait=True)
+
+    async def rows(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        if self._conn is None:
+            raise BackendUnavailable("the ledger is still opening; retry shortly")
+
+        def run() -> list[tuple[Any, ...]]:
+            assert self._conn is not None
+            return list(self._conn.execute(sql, tuple(params)).fetchall())
+
+        result: list[tuple[Any, ...]] = await self._run(run)
+        return result
+
+    async def query(self, query: UsageQuery) -> tuple[list[UsageRecord], int]:
+        where, params = where_clause(query)
+        total = (await self.rows(f"SELECT COUNT(*) FROM usage {where}", params))[0][0]
+        rows = await self.rows(
+            f"SELECT {QUOTED} FROM usage {where} ORDER BY ts DESC, request_id LIMIT ? OFFSET ?",
+            [*params, query.limit, query.offset],
+        )
+        records = [_to_record(row) for row in rows]
+        return records, int(total)
+
+
+def _to_record(row: tuple[Any, ...]) -> UsageRecord:
+    data = dict(zip(COLUMNS, row, strict=True))
+    data["stream"] = bool(data["stream"])
+    return UsageRecord(**data)
+
+
+def where_clause(query: UsageQuery) -> tuple[str, list[Any]]:
+    clauses: list[str] = []
+    params: list[Any] = []
+    if query.since is not None:
+        clauses.append("ts >= ?")
+        params.append(query.since)
+    if query.until is not None:
+        clauses.append("ts < ?")
+        params.append(query.until)
+    for column in ("backend", "model", "key", "group", "status"):
+        value = getattr(query, column)
+        if value is not None:
+            clauses.append(f'"{column}" = ?')
+            params.append(value)
+    return ("WHERE " + " AND ".join(clauses)) if clauses else "", params

@@ -1,0 +1,1 @@
+"""Keys, limits, health and auth: in-process, or shared through Redis."""

@@ -1,0 +1,148 @@
+"""Per-key rate limits and budgets, in-process (the embedded default).
+
+Rate limits count in **fixed windows** of ``limits.window_s`` seconds (60: per minute),
+aligned to the epoch: ``rpm`` requests and ``tpm`` tokens per window, where a request's
+tokens are its estimated prompt plus its ``max_tokens`` (or the expected output), and are
+corrected to the real count when it ends. A client may therefore get up to twice the limit
+across a window boundary; in exchange a check is two integer comparisons, the same in
+Redis, and ``Retry-After`` is exact (the seconds to the next window).
+
+Budgets are per UTC day, in dollars and joules. Admission *reserves* the chosen
+deployment's quote; the request's end *settles* its real cost (releasing the reservation
+and adding what it really cost); a request that never reached a backend releases its
+reservation for nothing. Admission refuses when spent + reserved + quote > budget, so the
+day's spend exceeds a budget by at most the sum, over the requests in flight at the last
+admission, of how much each one's real cost exceeded its quote.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from gateway.errors import InsufficientQuota, RateLimited
+from gateway.state.keys import ApiKey
+
+DAY_S = 86400.0
+
+
+class Reservation:
+    """What one admitted request holds until it is settled (exactly once)."""
+
+    __slots__ = ("day", "joules", "key", "settled", "shared", "tokens", "usd", "window")
+
+    def __init__(
+        self, key: str, window: int, day: int, tokens: int, usd: float, joules: float, shared: bool
+    ) -> None:
+        self.key = key
+        self.window = window
+        self.day = day
+        self.tokens = tokens
+        self.usd = usd
+        self.joules = joules
+        self.shared = shared  # held in Redis (True) or in this process (False)
+        self.settled = False
+
+
+class _Counters:
+    __slots__ = (
+        "day",
+        "j_reserved",
+        "j_spent",
+        "requests",
+        "tokens",
+        "usd_reserved",
+        "usd_spent",
+        "window",
+    )
+
+    def __init__(self) -> None:
+        self.window = -1
+        self.requests = 0
+        self.tokens = 0
+        self.day = -1
+        self.usd_spent = 0.0
+        self.usd_reserved = 0.0
+        self.j_spent = 0.0
+        self.j_reserved = 0.0
+
+
+def over_rate(key: ApiKey, requests: int, tokens: int, wanted: int, retry_s: float) -> None:
+    if key.rpm is not None and requests + 1 > key.rpm:
+        raise RateLimited(
+            f"rate limit reached for key {key.name!r}: {key.rpm} requests per window",
+            retry_after_s=retry_s,
+        )
+    if key.tpm is not None and tokens + wanted > key.tpm:
+        raise RateLimited(
+            f"rate limit reached for key {key.name!r}: {key.tpm} tokens per window "
+            f"({tokens} used, this request needs about {wanted})",
+            retry_after_s=retry_s,
+        )
+
+
+def over_budget(key: ApiKey, usd: float, usd_quote: float, j: float, j_quote: float) -> None:
+    if key.budget_usd is not None and usd + usd_quote > key.budget_usd:
+        raise InsufficientQuota(
+            f"daily budget of key {key.name!r} exhausted: ${usd:.6f} of ${key.budget_usd:.6f} "
+            f"spent or reserved; this request is quoted ${usd_quote:.6f}"
+        )
+    if key.budget_joules is not None and j + j_quote > key.budget_joules:
+        raise InsufficientQuota(
+            f"daily energy budget of key {key.name!r} exhausted: {j:.3f} J of "
+            f"{key.budget_joules:.3f} J spent or reserved; this request is quoted {j_quote:.3f} J"
+        )
+
+
+class LocalLimits:
+    """Counters in this process's memory: a few dict and float operations per request."""
+
+    def __init__(self, window_s: float = 60.0, clock: Callable[[], float] = time.time) -> None:
+        self.window_s = window_s
+        self._clock = clock
+        self._keys: dict[str, _Counters] = {}
+
+    def _counters(self, name: str, now: float) -> _Counters:
+        c = self._keys.get(name)
+        if c is None:
+            c = self._keys[name] = _Counters()
+        window = int(now // self.window_s)
+        if c.window != window:
+            c.window, c.requests, c.tokens = window, 0, 0
+        day = int(now // DAY_S)
+        if c.day != day:
+            c.day, c.usd_spent, c.usd_reserved, c.j_spent, c.j_reserved = day, 0.0, 0.0, 0.0, 0.0
+        return c
+
+    def admit(self, key: ApiKey, tokens: int, usd: float, joules: float) -> Reservation:
+        now = self._clock()
+        c = self._counters(key.name, now)
+        retry_s = (c.window + 1) * self.window_s - now
+        over_rate(key, c.requests, c.tokens, tokens, retry_s)
+        over_budget(key, c.usd_spent + c.usd_reserved, usd, c.j_spent + c.j_reserved, joules)
+        c.requests += 1
+        c.tokens += tokens
+        c.usd_reserved += usd
+        c.j_reserved += joules
+        return Reservation(key.name, c.window, c.day, tokens, usd, joules, shared=False)
+
+    def settle(self, r: Reservation, usd: float, joules: float, tokens: int) -> None:
+        c = self._counters(r.key, self._clock())
+        if c.window == r.window:
+            c.tokens += tokens - r.tokens
+        if c.day == r.day:
+            c.usd_reserved = max(0.0, c.usd_reserved - r.usd)
+            c.j_reserved = max(0.0, c.j_reserved - r.joules)
+            c.usd_spent += usd
+            c.j_spent += joules
+
+    def seed(self, name: str, day: int, usd_spent: float, j_spent: float) -> None:
+        """Adopt the shared store's spend (so a fallback starts from what Redis knew)."""
+        c = self._counters(name, self._clock())
+        if c.day == day:
+            c.usd_spent = max(c.usd_spent, usd_spent)
+            c.j_spent = max(c.j_spent, j_spent)
+
+    def spent(self, name: str) -> tuple[float, float]:
+        c = self._counters(name, self._clock())
+        return c.usd_spent, c.j_spent

@@ -1,0 +1,1 @@
+"""Traces and metrics: an observer the request flow is handed."""
