@@ -147,7 +147,7 @@ def list_keys(as_json: bool, config_file: str | None) -> None:
             del row["digest"]
         click.echo(json.dumps(rows))
         return
-    table = [
+    rows = [
         (
             k.name,
             dt.datetime.fromtimestamp(k.created, dt.UTC).strftime("%Y-%m-%d %H:%M"),
@@ -157,7 +157,7 @@ def list_keys(as_json: bool, config_file: str | None) -> None:
         )
         for k in found
     ]
-    click.echo(table(("name", "created (UTC)", "limits", "freshness", "state"), table))
+    click.echo(table(("name", "created (UTC)", "limits", "freshness", "state"), rows))
 
 
 @keys.command("revoke")
