@@ -17,6 +17,7 @@ from typing import TypeVar
 import click
 import msgspec
 
+from gateway.cli.output import table
 from gateway.errors import ConfigError, FreshetError
 from gateway.protocol import Freshness
 from gateway.settings import load_settings
