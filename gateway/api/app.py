@@ -15,12 +15,12 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin
 
 from gateway.api import admin, cost_reports, openai, route, shared_state, traces
-from gateway.api.ui import controller as ui
 from gateway.api.error_response import freshet_error, http_error, server_error
 from gateway.api.fastpath import FastPath
 from gateway.api.guard import auth_middleware
 from gateway.api.request_id import request_id_middleware
 from gateway.api.runtime import Runtime
+from gateway.api.ui import controller as ui
 from gateway.errors import FreshetError
 from gateway.plugins import core_version
 from gateway.settings import Settings
