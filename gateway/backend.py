@@ -9,18 +9,45 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
+from typing import Annotated, Any, Literal, Protocol, TypeVar, runtime_checkable
 
 import msgspec
-from msgspec import Struct, field
+from msgspec import Meta, Struct, field
 
 from gateway.errors import ConfigError
 
 T = TypeVar("T")
 
-HardwareKind = Literal["gpu", "cpu", "asic", "remote"]
+# Open names: a plugin may bring a hardware kind or an energy source the core has never
+# heard of, without a change here. Config validation asks only for a tidy name (lower case,
+# digits, ``.``, ``_``, ``-``), which keeps them usable as metric labels and ledger values.
+_NAME = Meta(
+    min_length=1,
+    max_length=64,
+    pattern=r"^[a-z0-9][a-z0-9._-]*$",
+    description="a lower-case name, e.g. gpu",
+)
+
+HardwareKind = Annotated[str, _NAME]
+"""What a backend runs on: any name; the core knows :data:`KNOWN_HARDWARE_KINDS`."""
+
+KNOWN_HARDWARE_KINDS: tuple[str, ...] = ("gpu", "cpu", "asic", "remote")
+"""The hardware kinds the built-in plugins use. ``freshet-energy`` picks a default meter by
+kind (``asic``: simulated, ``gpu`` with GPU indices: NVML, ``cpu``: RAPL); any other kind
+is measured by the power model of its profile. ``remote``: generation happens elsewhere
+(a paid API, a server whose hardware is unknown)."""
+
+EnergySource = Annotated[str, _NAME]
+"""Where a request's joules came from: any name; the core knows
+:data:`KNOWN_ENERGY_SOURCES`."""
+
+KNOWN_ENERGY_SOURCES: tuple[str, ...] = ("nvml", "rapl", "model", "simulated")
+"""The energy sources the built-in meters report: ``nvml`` (NVIDIA board counters),
+``rapl`` (CPU package counters), ``model`` (the profile's power curve over time),
+``simulated`` (the backend's own figure, e.g. ``freshet-asic-sim``). A third-party meter
+(a smart PDU, a cloud power API) reports its own name."""
+
 Operation = Literal["chat", "text_completion"]
-EnergySource = Literal["nvml", "rapl", "model", "simulated"]
 
 
 class HardwareProfile(Struct, kw_only=True, frozen=True):

@@ -6,16 +6,21 @@ gateway asks it for a :class:`Quote` before sending (routing) and opens a
 :class:`Metering` for each request that reaches the backend; the metering's ``end``
 returns the request's real :class:`Costing`.
 
+Joules come from *energy meters* (registered through ``register_energy_meters``): a
+:data:`MeterFactory` builds an :class:`EnergyMeter` for a backend from its ``energy:``
+section (:class:`EnergySettings`). The cost model decides which meter measures which
+backend.
+
 Without any cost plugin the :class:`ListPriceOnly` model applies: no joules, and dollars
 only from configured list prices per token.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
-from msgspec import Struct
+from msgspec import Struct, field
 
 from gateway.backend import (
     Backend,
@@ -91,6 +96,52 @@ class BackendCost(Protocol):
 
 class CostModel(Protocol):
     def for_backend(self, backend: Backend, config: BackendConfig) -> BackendCost: ...
+
+
+class EnergyMeter(Protocol):
+    """A cumulative energy counter for the hardware a backend runs on.
+
+    ``read()`` returns cumulative joules (monotonic, wrap-around already handled); the
+    cost model reads it as requests start and end and splits the difference between
+    them. ``close()`` releases what it holds (a driver handle, a sampling thread).
+    ``source`` names where the figure comes from (one of
+    :data:`gateway.backend.KNOWN_ENERGY_SOURCES`, or the meter's own name); it is
+    recorded with every request the meter measured.
+    """
+
+    source: EnergySource
+
+    def read(self) -> float: ...
+
+    def close(self) -> None: ...
+
+
+class EnergySettings(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """A backend's ``energy:`` section: which meter measures it, and the meters' settings.
+
+    ``meter`` is a registered meter's name, or ``auto`` (the cost model picks one by the
+    backend's hardware kind). ``options`` is free for third-party meters.
+    """
+
+    meter: str = "auto"
+    gpu_indices: tuple[int, ...] = ()
+    rapl_root: str = "/sys/class/powercap"
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+WattsAt = Callable[[float], float]
+"""The board's power model: watts drawn with a given number of concurrent requests."""
+
+MeterFactory = Callable[[EnergySettings, Backend, WattsAt], EnergyMeter]
+"""``factory(settings, backend, watts_at)``: a meter for one backend. Raise
+:class:`~gateway.errors.ConfigError`, ``OSError`` or ``ImportError`` when the meter cannot
+work here (no driver, no permission); under ``meter: auto`` the cost model then falls back
+to the power model."""
+
+
+CostModelFactory = Callable[[Mapping[str, Any], Mapping[str, MeterFactory]], CostModel]
+"""``factory(prices, meters)``: the config's ``prices:`` mapping and every registered
+energy meter by name, to a :class:`CostModel` (usually the cost model class itself)."""
 
 
 class ListPrice(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):

@@ -10,14 +10,19 @@ import importlib
 import inspect
 import logging
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, TypeVar
 
 import pluggy
 from msgspec import Struct
 
 from gateway import hookspecs
 from gateway.backend import BackendFactory
+from gateway.cost import CostModelFactory, MeterFactory
 from gateway.errors import ConfigError
+from gateway.hookspecs import RouteHandler, RouterFactory
+from gateway.ledger.record import UsageRecord
+
+F = TypeVar("F")
 
 log = logging.getLogger(__name__)
 
@@ -56,13 +61,19 @@ class Plugins:
         """Register a plugin object directly (tests, embedding applications)."""
         self._pm.register(plugin, name)
 
-    def _collect(self, hook_name: str) -> dict[str, tuple[str, Any]]:
-        found: dict[str, tuple[str, Any]] = {}
-        caller = getattr(self._pm.hook, hook_name)
+    def _collect(
+        self, spec: Callable[[Callable[[str, F], None]], None]
+    ) -> dict[str, tuple[str, F]]:
+        """Call every implementation of the registration hook ``spec`` with a ``register``
+        that refuses a name already registered by another plugin. The spec's own type
+        (``register: Callable[[str, F], None]``) is what types the result."""
+        hook_name = spec.__name__
+        found: dict[str, tuple[str, F]] = {}
+        caller: pluggy.HookCaller = getattr(self._pm.hook, hook_name)
         for impl in caller.get_hookimpls():
             plugin_name = impl.plugin_name
 
-            def register(name: str, factory: Any, _plugin: str = plugin_name) -> None:
+            def register(name: str, factory: F, _plugin: str = plugin_name) -> None:
                 if name in found and found[name][0] != _plugin:
                     raise ConfigError(
                         f"{hook_name}: {name!r} is registered by both "
@@ -74,28 +85,27 @@ class Plugins:
         return found
 
     def backend_types(self) -> dict[str, BackendFactory]:
-        return {
-            name: factory for name, (_, factory) in self._collect("register_backend_types").items()
-        }
+        found = self._collect(hookspecs.register_backend_types)
+        return {name: factory for name, (_, factory) in found.items()}
 
     def backend_type_owners(self) -> dict[str, str]:
-        return {name: owner for name, (owner, _) in self._collect("register_backend_types").items()}
+        found = self._collect(hookspecs.register_backend_types)
+        return {name: owner for name, (owner, _) in found.items()}
 
-    def energy_meters(self) -> dict[str, Any]:
-        return {
-            name: factory for name, (_, factory) in self._collect("register_energy_meters").items()
-        }
+    def energy_meters(self) -> dict[str, MeterFactory]:
+        found = self._collect(hookspecs.register_energy_meters)
+        return {name: factory for name, (_, factory) in found.items()}
 
-    def cost_models(self) -> dict[str, Any]:
-        return {
-            name: factory for name, (_, factory) in self._collect("register_cost_models").items()
-        }
+    def cost_models(self) -> dict[str, CostModelFactory]:
+        found = self._collect(hookspecs.register_cost_models)
+        return {name: factory for name, (_, factory) in found.items()}
 
-    def routers(self) -> dict[str, Any]:
-        return {name: factory for name, (_, factory) in self._collect("register_routers").items()}
+    def routers(self) -> dict[str, RouterFactory]:
+        found = self._collect(hookspecs.register_routers)
+        return {name: factory for name, (_, factory) in found.items()}
 
-    def extra_routes(self) -> list[Any]:
-        routes: list[Any] = []
+    def extra_routes(self) -> list[RouteHandler]:
+        routes: list[RouteHandler] = []
         self._pm.hook.extra_routes(register=routes.append)
         return routes
 
@@ -104,7 +114,7 @@ class Plugins:
         scheduling a task per request when none does)."""
         return bool(self._pm.hook.usage_recorded.get_hookimpls())
 
-    async def usage_recorded(self, record: Any) -> None:
+    async def usage_recorded(self, record: UsageRecord) -> None:
         """Tell every plugin about a finished request; a failing plugin is logged, not fatal."""
         for impl in self._pm.hook.usage_recorded.get_hookimpls():
             try:
@@ -144,6 +154,3 @@ def core_version() -> str:
         return version("freshet")
     except PackageNotFoundError:
         return "0+unknown"
-
-
-RegisterFn = Callable[[str, Any], None]

@@ -11,24 +11,26 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Sequence
-from typing import Any
 
 from msgspec import Struct
 
-from gateway.backend import (
+from gateway.plugin_api import (
     BackendConfig,
+    BackendError,
     BackendStatus,
     BackendUsage,
     Chunk,
+    ContextLengthExceeded,
     Deployment,
     Fleet,
     GenerationRequest,
     HardwareKind,
     HardwareProfile,
+    RegisterBackendType,
+    convert_params,
+    convert_profile,
+    hookimpl,
 )
-from gateway.errors import BackendError, ContextLengthExceeded
-from gateway.hookspecs import hookimpl
-from gateway.settings import convert_params, convert_profile
 
 WORDS = (
     "the",
@@ -159,5 +161,5 @@ class DeterministicBackend:
 
 
 @hookimpl
-def register_backend_types(register: Any) -> None:
+def register_backend_types(register: RegisterBackendType) -> None:
     register("deterministic", DeterministicBackend)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-from gateway.hookspecs import hookimpl
-from gateway.routing import Candidate
+from gateway.plugin_api import (
+    Candidate,
+    RegisterRouter,
+    hookimpl,
+)
 
 
 class CheapestFresh:
@@ -29,6 +30,6 @@ class RoundRobin:
 
 
 @hookimpl
-def register_routers(register: Callable[[str, object], None]) -> None:
+def register_routers(register: RegisterRouter) -> None:
     register("cheapest-fresh", CheapestFresh)
     register("round-robin", RoundRobin)

@@ -6,16 +6,16 @@ Registered through the ``freshet`` entry point as backend type ``asic-sim``; see
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 from freshet_asic_sim.admission import default_profile
 from freshet_asic_sim.backend import AsicSimBackend
 from freshet_asic_sim.params import AdapterSpec, AsicParams
 from freshet_asic_sim.replay import TraceEntry, replay
 from freshet_asic_sim.schedule import CardModel, QueueFull
 from freshet_asic_sim.simulation import Simulation
-from gateway import hookimpl
+from gateway.plugin_api import (
+    RegisterBackendType,
+    hookimpl,
+)
 
 __all__ = [
     "AdapterSpec",
@@ -32,5 +32,5 @@ __all__ = [
 
 
 @hookimpl
-def register_backend_types(register: Callable[[str, Any], None]) -> None:
+def register_backend_types(register: RegisterBackendType) -> None:
     register("asic-sim", AsicSimBackend)

@@ -6,8 +6,14 @@ import datetime as dt
 from collections.abc import Collection, Sequence
 
 from freshet_asic_sim.params import AdapterSpec, AsicParams
-from gateway.backend import Deployment, GenerationRequest, HardwareProfile
-from gateway.errors import ContextLengthExceeded, InvalidRequest, ModelNotFound
+from gateway.plugin_api import (
+    ContextLengthExceeded,
+    Deployment,
+    GenerationRequest,
+    HardwareProfile,
+    InvalidRequest,
+    ModelNotFound,
+)
 
 
 def default_profile(p: AsicParams) -> HardwareProfile:

@@ -34,20 +34,22 @@ from freshet_asic_sim.replay import TraceEntry, replay
 from freshet_asic_sim.schedule import CardModel, QueueFull
 from freshet_asic_sim.simulation import Simulation
 from freshet_asic_sim.synthetic import filler, prompt_tokens, request_key
-from gateway.backend import (
+from gateway.plugin_api import (
     Backend,
     BackendConfig,
     BackendStatus,
+    BackendUnavailable,
     BackendUsage,
     Chunk,
+    ConfigError,
     Deployment,
     Fleet,
     GenerationRequest,
     HardwareKind,
     HardwareProfile,
+    RateLimited,
+    convert_profile,
 )
-from gateway.errors import BackendUnavailable, ConfigError, RateLimited
-from gateway.settings import convert_profile
 
 
 class AsicSimBackend:

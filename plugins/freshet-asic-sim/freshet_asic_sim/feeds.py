@@ -14,8 +14,13 @@ from typing import Protocol
 
 from msgspec import Struct
 
-from gateway.backend import Backend, BackendUsage, GenerationRequest
-from gateway.errors import BackendError, FreshetError
+from gateway.plugin_api import (
+    Backend,
+    BackendError,
+    BackendUsage,
+    FreshetError,
+    GenerationRequest,
+)
 
 
 class Piece(Struct, kw_only=True, frozen=True):

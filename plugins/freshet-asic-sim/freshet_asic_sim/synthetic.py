@@ -12,7 +12,9 @@ import re
 import zlib
 from collections.abc import Iterator
 
-from gateway.backend import GenerationRequest
+from gateway.plugin_api import (
+    GenerationRequest,
+)
 
 _TOKEN = re.compile(r"\w+|[^\w\s]")
 

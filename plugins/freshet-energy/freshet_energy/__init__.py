@@ -8,38 +8,41 @@ smart PDU or a cloud power API the same way) and the ``energy`` cost model throu
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from typing import Any
 
-from freshet_energy.counters import Counter, ModelledCounter, NvmlCounter, RaplCounter
-from freshet_energy.model import EnergyCostModel, EnergySettings
-from gateway import hookimpl
-from gateway.backend import Backend
+from freshet_energy.counters import ModelledCounter, NvmlCounter, RaplCounter
+from freshet_energy.model import EnergyCostModel
+from gateway.plugin_api import (
+    Backend,
+    EnergyMeter,
+    EnergySettings,
+    RegisterCostModel,
+    RegisterEnergyMeter,
+    WattsAt,
+    hookimpl,
+)
 
 __all__ = ["EnergyCostModel", "EnergySettings", "ModelledCounter", "NvmlCounter", "RaplCounter"]
 
-Watts = Callable[[float], float]
 
-
-def rapl_meter(settings: EnergySettings, backend: Backend, watts: Watts) -> Counter:
+def rapl_meter(settings: EnergySettings, backend: Backend, watts: WattsAt) -> EnergyMeter:
     return RaplCounter(settings.rapl_root)
 
 
-def nvml_meter(settings: EnergySettings, backend: Backend, watts: Watts) -> Counter:
+def nvml_meter(settings: EnergySettings, backend: Backend, watts: WattsAt) -> EnergyMeter:
     return NvmlCounter(settings.gpu_indices)
 
 
-def model_meter(settings: EnergySettings, backend: Backend, watts: Watts) -> Counter:
+def model_meter(settings: EnergySettings, backend: Backend, watts: WattsAt) -> EnergyMeter:
     return ModelledCounter(watts, time.monotonic)
 
 
 @hookimpl
-def register_energy_meters(register: Any) -> None:
+def register_energy_meters(register: RegisterEnergyMeter) -> None:
     register("rapl", rapl_meter)
     register("nvml", nvml_meter)
     register("model", model_meter)
 
 
 @hookimpl
-def register_cost_models(register: Any) -> None:
+def register_cost_models(register: RegisterCostModel) -> None:
     register("energy", EnergyCostModel)

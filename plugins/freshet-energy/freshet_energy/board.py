@@ -19,8 +19,11 @@ import threading
 from collections.abc import Callable
 from typing import Literal
 
-from freshet_energy.counters import Counter, ModelledCounter
-from gateway.backend import HardwareProfile
+from freshet_energy.counters import ModelledCounter
+from gateway.plugin_api import (
+    EnergyMeter,
+    HardwareProfile,
+)
 
 IdleMode = Literal["overhead", "attribute"]
 
@@ -42,7 +45,7 @@ class Share:
 class BoardAccount:
     def __init__(
         self,
-        counter: Counter,
+        counter: EnergyMeter,
         profile: HardwareProfile,
         clock: Callable[[], float],
         idle: IdleMode = "overhead",

@@ -1,8 +1,9 @@
 """Energy counters: cumulative joules read from hardware (RAPL, NVML), or modelled.
 
-Every counter answers ``read() -> joules`` (monotonic, wrap-around handled) and says its
-``source``. The board account reads it at each request's start and end and splits the
-difference between the requests that ran in that interval.
+Every counter is a :class:`gateway.plugin_api.EnergyMeter`: it answers ``read() ->
+joules`` (monotonic, wrap-around handled) and says its ``source``. The board account
+reads it at each request's start and end and splits the difference between the requests
+that ran in that interval.
 """
 
 from __future__ import annotations
@@ -13,18 +14,12 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-from gateway.backend import EnergySource
-from gateway.errors import ConfigError
-
-
-class Counter(Protocol):
-    source: EnergySource
-
-    def read(self) -> float: ...
-
-    def close(self) -> None: ...
+from gateway.plugin_api import (
+    ConfigError,
+    EnergySource,
+)
 
 
 class RaplCounter:

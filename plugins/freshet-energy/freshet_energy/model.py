@@ -4,39 +4,32 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
-from typing import Any, Literal
-
-from msgspec import Struct, field
+from collections.abc import Mapping
+from typing import Any
 
 from freshet_energy.board import BoardAccount, Share
-from freshet_energy.counters import Counter, ModelledCounter
+from freshet_energy.counters import ModelledCounter
 from freshet_energy.power import PowerCurve
 from freshet_energy.prices import Prices, dollars
-from gateway.backend import (
+from gateway.plugin_api import (
     Backend,
     BackendConfig,
     BackendStatus,
     BackendUsage,
+    ConfigError,
+    Costing,
+    EnergyMeter,
+    EnergySettings,
     EnergySource,
+    ListPrice,
+    MeterFactory,
+    Quote,
+    RequestShape,
+    convert_list_price,
     convert_section,
 )
-from gateway.cost import Costing, ListPrice, Quote, RequestShape, convert_list_price
-from gateway.errors import ConfigError
 
 log = logging.getLogger(__name__)
-
-MeterName = Literal["auto", "nvml", "rapl", "model", "simulated"]
-MeterFactory = Callable[["EnergySettings", Backend, Callable[[float], float]], Counter]
-
-
-class EnergySettings(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
-    """A backend's ``energy:`` section."""
-
-    meter: str = "auto"
-    gpu_indices: tuple[int, ...] = ()
-    rapl_root: str = "/sys/class/powercap"
-    options: dict[str, Any] = field(default_factory=dict)  # for third-party meters
 
 
 class EnergyMetering(Share):
@@ -56,7 +49,7 @@ class BackendEnergyCost:
         backend: Backend,
         config: BackendConfig,
         prices: Prices,
-        counter: Counter,
+        counter: EnergyMeter,
         simulated: bool,
     ) -> None:
         self._profile = backend.profile
@@ -200,7 +193,7 @@ class EnergyCostModel:
         name = settings.meter if settings.meter != "auto" else _auto_meter(backend, settings)
         curve = PowerCurve(backend.profile)
         if name == "simulated":
-            counter: Counter = ModelledCounter(curve.watts, time.monotonic)
+            counter: EnergyMeter = ModelledCounter(curve.watts, time.monotonic)
         else:
             factory = self._meters.get(name)
             if factory is None:
@@ -223,7 +216,7 @@ class EnergyCostModel:
         return cost
 
 
-def _auto_meter(backend: Backend, settings: EnergySettings) -> MeterName:
+def _auto_meter(backend: Backend, settings: EnergySettings) -> str:
     if backend.kind == "asic":
         return "simulated"
     if backend.kind == "gpu" and settings.gpu_indices:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import itertools
 
-from gateway.backend import HardwareProfile
+from gateway.plugin_api import (
+    HardwareProfile,
+)
 
 
 class PowerCurve:

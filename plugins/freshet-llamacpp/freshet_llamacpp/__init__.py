@@ -9,8 +9,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from gateway import hookimpl
-from gateway.backend import Backend, BackendConfig, Fleet
+from gateway.plugin_api import (
+    Backend,
+    BackendConfig,
+    Fleet,
+    RegisterBackendType,
+    hookimpl,
+)
 
 if TYPE_CHECKING:
     from freshet_llamacpp.backend import LlamaCppBackend
@@ -33,5 +38,5 @@ def __getattr__(name: str) -> Any:
 
 
 @hookimpl
-def register_backend_types(register: Any) -> None:
+def register_backend_types(register: RegisterBackendType) -> None:
     register("llamacpp", create_backend)

@@ -20,19 +20,22 @@ from freshet_llamacpp.model_files import (
     DEFAULT_MODEL_ID,
     gguf_from_distribution,
 )
-from gateway.backend import (
+from gateway.plugin_api import (
     BackendConfig,
     BackendStatus,
+    BackendUnavailable,
     BackendUsage,
     Chunk,
+    ConfigError,
     Deployment,
     Fleet,
     GenerationRequest,
     HardwareKind,
     HardwareProfile,
+    RateLimited,
+    convert_params,
+    convert_profile,
 )
-from gateway.errors import BackendUnavailable, ConfigError, RateLimited
-from gateway.settings import convert_params, convert_profile
 
 # Defaults measured on this project's 2-vCPU machines (see data/profiles-sources.md);
 # replaced by this machine's own figures when `calibrate` is on.

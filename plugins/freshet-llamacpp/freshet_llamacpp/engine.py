@@ -20,8 +20,12 @@ import llama_cpp
 import llama_cpp._utils
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-from gateway.backend import BackendUsage, GenerationRequest
-from gateway.errors import ContextLengthExceeded, InvalidRequest
+from gateway.plugin_api import (
+    BackendUsage,
+    ContextLengthExceeded,
+    GenerationRequest,
+    InvalidRequest,
+)
 
 
 def _close_devnull_at_exit() -> None:

@@ -4,13 +4,16 @@ OpenAI-compatible server by URL, backend type ``openai-compatible``."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from freshet_vllm.openai_compatible import OpenAICompatibleBackend
 from freshet_vllm.params import mode_of
 from freshet_vllm.server import VllmServerBackend
-from gateway import hookimpl
-from gateway.backend import Backend, BackendConfig, Fleet
+from gateway.plugin_api import (
+    Backend,
+    BackendConfig,
+    Fleet,
+    RegisterBackendType,
+    hookimpl,
+)
 
 __all__ = ["OpenAICompatibleBackend", "VllmServerBackend", "create_backend"]
 
@@ -25,6 +28,6 @@ def create_backend(config: BackendConfig, fleet: Fleet) -> Backend:
 
 
 @hookimpl
-def register_backend_types(register: Any) -> None:
+def register_backend_types(register: RegisterBackendType) -> None:
     register("vllm", create_backend)
     register("openai-compatible", OpenAICompatibleBackend)

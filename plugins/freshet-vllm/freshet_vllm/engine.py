@@ -22,25 +22,24 @@ from freshet_vllm.params import (
     config_error,
     parse_adapters,
 )
-from gateway.backend import (
+from gateway.plugin_api import (
     BackendConfig,
+    BackendError,
     BackendStatus,
+    BackendUnavailable,
     BackendUsage,
     Chunk,
+    ContextLengthExceeded,
     Deployment,
     Fleet,
     GenerationRequest,
     HardwareKind,
     HardwareProfile,
-)
-from gateway.errors import (
-    BackendError,
-    BackendUnavailable,
-    ContextLengthExceeded,
     InvalidRequest,
     ModelNotFound,
+    convert_params,
+    convert_profile,
 )
-from gateway.settings import convert_params, convert_profile
 
 
 def vllm_available() -> bool:

@@ -22,15 +22,16 @@ from freshet_vllm.http1 import Response
 from freshet_vllm.params import ServerParams, build_deployments, config_error, parse_adapters
 from freshet_vllm.server import VllmServerBackend
 from freshet_vllm.upstream import Upstream
-from gateway.backend import (
+from gateway.plugin_api import (
     BackendConfig,
     BackendStatus,
     Fleet,
     GenerationRequest,
     HardwareKind,
     HardwareProfile,
+    convert_params,
+    convert_profile,
 )
-from gateway.settings import convert_params, convert_profile
 
 log = logging.getLogger(__name__)
 

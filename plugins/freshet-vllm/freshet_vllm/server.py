@@ -20,19 +20,23 @@ from freshet_vllm.params import (
     parse_adapters,
 )
 from freshet_vllm.upstream import Upstream, cancel_all, pick, poll_forever, trace_headers
-from gateway.backend import (
+from gateway.plugin_api import (
     BackendConfig,
+    BackendError,
     BackendStatus,
+    BackendUnavailable,
     BackendUsage,
     Chunk,
     Deployment,
     Fleet,
+    FreshetError,
     GenerationRequest,
     HardwareKind,
     HardwareProfile,
+    RateLimited,
+    convert_params,
+    convert_profile,
 )
-from gateway.errors import BackendError, BackendUnavailable, FreshetError, RateLimited
-from gateway.settings import convert_params, convert_profile
 
 log = logging.getLogger(__name__)
 

@@ -12,11 +12,11 @@ from typing import Any
 import msgspec
 from msgspec import Struct
 
-from gateway.backend import GenerationRequest
-from gateway.errors import (
+from gateway.plugin_api import (
     BackendError,
     ContextLengthExceeded,
     FreshetError,
+    GenerationRequest,
     InvalidRequest,
     ModelNotFound,
     RateLimited,

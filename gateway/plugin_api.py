@@ -1,0 +1,141 @@
+"""The one module a Freshet plugin imports: every type, protocol, helper and error it needs.
+
+A plugin (built-in or third-party) writes ``from gateway.plugin_api import ...`` and
+nothing else from ``gateway``, so what it may rely on is exactly ``__all__`` below; a
+test pins that list, so a change to it is deliberate. The names are defined in the
+core's contract modules and documented there and in ``docs/plugins.md``:
+
+- hooks: :data:`hookimpl` and the ``register`` callback type of each registration hook
+  (:mod:`gateway.hookspecs`);
+- backends: the :class:`Backend` protocol, what it is given (:class:`BackendConfig`,
+  :class:`Fleet`, :class:`GenerationRequest`) and what it returns (:class:`Chunk`,
+  :class:`BackendUsage`, :class:`BackendStatus`, :class:`Deployment`,
+  :class:`HardwareProfile`) (:mod:`gateway.backend`);
+- config: :func:`convert_params`, :func:`convert_profile`, :func:`convert_section`,
+  :func:`convert_list_price`, whose errors name the config file and key;
+- cost: the :class:`CostModel` / :class:`BackendCost` / :class:`Metering` protocols, the
+  :class:`EnergyMeter` protocol and their factories (:mod:`gateway.cost`);
+- routing: the :class:`Router` protocol and the :class:`Candidate` it orders;
+- the :class:`UsageRecord` handed to ``usage_recorded``;
+- errors: the part of the :class:`FreshetError` tree a plugin raises.
+
+Hardware kinds and energy sources are open names (plain strings): the core knows
+:data:`KNOWN_HARDWARE_KINDS` and :data:`KNOWN_ENERGY_SOURCES`, and a plugin may bring new
+ones without a change to the core.
+"""
+
+from __future__ import annotations
+
+from gateway.backend import (
+    KNOWN_ENERGY_SOURCES,
+    KNOWN_HARDWARE_KINDS,
+    Backend,
+    BackendConfig,
+    BackendFactory,
+    BackendStatus,
+    BackendUsage,
+    Chunk,
+    Deployment,
+    EnergySource,
+    Fleet,
+    GenerationRequest,
+    HardwareKind,
+    HardwareProfile,
+    Message,
+    Operation,
+    convert_section,
+    is_remote,
+)
+from gateway.cost import (
+    BackendCost,
+    Costing,
+    CostModel,
+    CostModelFactory,
+    EnergyMeter,
+    EnergySettings,
+    ListPrice,
+    MeterFactory,
+    Metering,
+    Quote,
+    RequestShape,
+    WattsAt,
+    convert_list_price,
+)
+from gateway.errors import (
+    BackendError,
+    BackendUnavailable,
+    ConfigError,
+    ContextLengthExceeded,
+    FreshetError,
+    InvalidRequest,
+    ModelNotFound,
+    NotFound,
+    RateLimited,
+)
+from gateway.hookspecs import (
+    RegisterBackendType,
+    RegisterCostModel,
+    RegisterEnergyMeter,
+    RegisterRoute,
+    RegisterRouter,
+    RouterFactory,
+    hookimpl,
+)
+from gateway.ledger.record import UsageRecord
+from gateway.routing import Candidate, Router
+from gateway.settings import convert_params, convert_profile
+
+__all__ = [
+    "KNOWN_ENERGY_SOURCES",
+    "KNOWN_HARDWARE_KINDS",
+    "Backend",
+    "BackendConfig",
+    "BackendCost",
+    "BackendError",
+    "BackendFactory",
+    "BackendStatus",
+    "BackendUnavailable",
+    "BackendUsage",
+    "Candidate",
+    "Chunk",
+    "ConfigError",
+    "ContextLengthExceeded",
+    "CostModel",
+    "CostModelFactory",
+    "Costing",
+    "Deployment",
+    "EnergyMeter",
+    "EnergySettings",
+    "EnergySource",
+    "Fleet",
+    "FreshetError",
+    "GenerationRequest",
+    "HardwareKind",
+    "HardwareProfile",
+    "InvalidRequest",
+    "ListPrice",
+    "Message",
+    "MeterFactory",
+    "Metering",
+    "ModelNotFound",
+    "NotFound",
+    "Operation",
+    "Quote",
+    "RateLimited",
+    "RegisterBackendType",
+    "RegisterCostModel",
+    "RegisterEnergyMeter",
+    "RegisterRoute",
+    "RegisterRouter",
+    "RequestShape",
+    "Router",
+    "RouterFactory",
+    "UsageRecord",
+    "WattsAt",
+    "convert_list_price",
+    "convert_params",
+    "convert_profile",
+    "convert_section",
+    "hookimpl",
+    "is_remote",
+]
