@@ -17,7 +17,8 @@ from typing import Any
 
 import msgspec
 
-from gateway.ledger.record import UsageRecord
+from gateway.ledger.migrations import LedgerTooNew
+from gateway.ledger.record import decode_json
 from gateway.ledger.sqlite import SQLiteLedger
 from gateway.settings import RedisSettings
 from gateway.state.redis import RedisStore
@@ -25,7 +26,6 @@ from gateway.state.redis import RedisStore
 log = logging.getLogger(__name__)
 
 PAGE = 1000
-_decode = msgspec.json.Decoder(UsageRecord).decode
 
 
 class Mirror:
@@ -36,6 +36,7 @@ class Mirror:
         self._seq = seq
         self._epoch_key = store.key("ledger", "epoch")
         self._ready = False
+        self.skipped = 0
 
     async def _meta(self, name: str) -> str | None:
         rows = await self._db.rows("SELECT v FROM mirror_meta WHERE k = ?", [name])
@@ -77,9 +78,16 @@ class Mirror:
                 return copied
             ids = [rid for rid, _ in page]
             values = await client.hmget(self._records, ids)
-            for value in values:
-                if value is not None:
-                    self._db.record(_decode(value))
+            for rid, value in zip(ids, values, strict=True):
+                if value is None:
+                    continue
+                try:
+                    self._db.record(decode_json(value))
+                except msgspec.DecodeError:
+                    # Not a record this version can read: reported, not allowed to stop
+                    # every later record from reaching the reports. It stays in Redis.
+                    self.skipped += 1
+                    log.exception("ledger record %r is not readable; left out of the mirror", rid)
             await self._db.flush()
             last = int(page[-1][1])
             await self._set_meta("seq", str(last))
@@ -87,14 +95,32 @@ class Mirror:
 
 
 MIRROR_FILE = "ledger-mirror.sqlite3"
+MIRROR_TOO_NEW = (
+    " This file is the Redis ledger's mirror, a cache of what Redis holds: stop the "
+    "gateways on this data directory, delete it (with its -wal and -shm files), and it "
+    "is rebuilt from Redis."
+)
+
+
+async def start_mirror(db: SQLiteLedger) -> None:
+    """Open the mirror; one a newer Freshet wrote is refused with how to rebuild it."""
+    try:
+        await db.start()
+    except LedgerTooNew as exc:
+        raise LedgerTooNew(str(db.path), exc.found, exc.known, MIRROR_TOO_NEW) from None
 
 
 async def refresh_mirror(settings: RedisSettings, data_dir: Path) -> Path:
     """Bring ``data_dir``'s mirror up to date (for ``freshet cost report``); when Redis
     does not answer, the mirror is reported as last synced, with a warning."""
-    store = RedisStore(settings)
     db = SQLiteLedger(data_dir, MIRROR_FILE)
-    await db.start()
+    try:
+        await db.start()
+    except LedgerTooNew as exc:  # still readable (steps only add): report it as it is
+        log.warning("%s; the report is from the mirror as last synced", exc)
+        await db.aclose()
+        return db.path
+    store = RedisStore(settings)
     try:
         await store.start()
         if store.up:

@@ -36,7 +36,7 @@ import msgspec
 from redis.exceptions import RedisError
 
 from gateway.ledger.aggregate import BATCH, CLAIM_IDLE_MS, Aggregator
-from gateway.ledger.mirror import MIRROR_FILE, Mirror
+from gateway.ledger.mirror import MIRROR_FILE, Mirror, start_mirror
 from gateway.ledger.record import UsageRecord
 from gateway.ledger.spool import Spool
 from gateway.ledger.sqlite import FLUSH_INTERVAL_S, SQLiteLedger, UsageQuery
@@ -186,7 +186,7 @@ class RedisLedger:
             await self._send()
 
     async def start(self) -> None:
-        await self._mirror_db.start()
+        await start_mirror(self._mirror_db)
         self.spool.open()
         self.spool.adopt_orphans()
         if self._store.up:

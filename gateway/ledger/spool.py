@@ -22,12 +22,11 @@ from typing import IO
 
 import msgspec
 
-from gateway.ledger.record import UsageRecord
+from gateway.ledger.record import UsageRecord, decode_json
 
 log = logging.getLogger(__name__)
 
 _encode = msgspec.json.Encoder().encode
-_decode = msgspec.json.Decoder(UsageRecord).decode
 
 
 class Spool:
@@ -120,8 +119,8 @@ def _parse(data: bytes, path: Path) -> list[UsageRecord]:
         if not line.strip():
             continue
         try:
-            out.append(_decode(line))
+            out.append(decode_json(line))
         except msgspec.DecodeError:
-            # A line cut short by a crash mid-write: the only one that can be broken.
+            # A line cut short by a crash mid-write (or a record no version could read).
             log.exception("spool %s line %d is not a record; skipped", path.name, n)
     return out

@@ -17,20 +17,25 @@ import sqlite3
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 from msgspec import Struct
 from msgspec.structs import astuple
 
 from gateway.errors import BackendUnavailable
-from gateway.ledger.record import COLUMNS, UsageRecord
+from gateway.ledger.migrations import (
+    MIGRATIONS,
+    Migration,
+    check_columns,
+    expected_columns,
+    migrate,
+    refuse_newer,
+)
+from gateway.ledger.record import UsageRecord
 
 log = logging.getLogger(__name__)
 
 FLUSH_INTERVAL_S = 0.05
-
-QUOTED = ", ".join(f'"{c}"' for c in COLUMNS)
-_SQL_TYPES = {"int": "INTEGER", "float": "REAL", "bool": "INTEGER"}
 
 
 class UsageQuery(Struct, kw_only=True):
@@ -59,16 +64,13 @@ class Ledger(Protocol):
     async def rows(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]: ...
 
 
-def _schema() -> str:
-    cols = []
-    for name in COLUMNS:
-        annotation = str(UsageRecord.__annotations__[name])
-        kind = next((t for key, t in _SQL_TYPES.items() if annotation.startswith(key)), "TEXT")
-        cols.append(f'"{name}" {kind}' + (" PRIMARY KEY" if name == "request_id" else ""))
-    return f"CREATE TABLE IF NOT EXISTS usage ({', '.join(cols)})"
-
-
 class SQLiteLedger:
+    """The schema is versioned (:mod:`gateway.ledger.migrations`): opening a file runs the
+    steps it lacks, and refuses a file from a newer Freshet without writing to it."""
+
+    record_type: ClassVar[type[UsageRecord]] = UsageRecord
+    migrations: ClassVar[Sequence[Migration]] = MIGRATIONS
+
     def __init__(self, data_dir: Path, filename: str = "ledger.sqlite3") -> None:
         self.path = data_dir / filename
         self._pending: list[UsageRecord] = []
@@ -77,18 +79,31 @@ class SQLiteLedger:
         self._conn: sqlite3.Connection | None = None
         self._wake = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
+        columns = expected_columns(self.record_type)
+        self._columns = tuple(c.name for c in columns)  # the struct's fields, in order
+        self._quoted = ", ".join(f'"{c}"' for c in self._columns)
         self._insert = (
-            f"INSERT OR IGNORE INTO usage ({QUOTED}) VALUES ({', '.join('?' for _ in COLUMNS)})"
+            f"INSERT OR IGNORE INTO usage ({self._quoted}) "
+            f"VALUES ({', '.join('?' for _ in self._columns)})"
+        )
+        self._bools = tuple(c.name for c in columns if c.is_bool)
+        # A NULL where the field has a default reads as the default.
+        self._defaults = tuple(
+            (c.name, c.default) for c in columns if c.has_default and c.default is not None
         )
 
     def _open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute(_schema())
-        for column in ("ts", "backend", "model", "key"):
-            conn.execute(f'CREATE INDEX IF NOT EXISTS usage_{column} ON usage ("{column}")')
+        try:
+            refuse_newer(conn, self.path, self.migrations)  # before anything is written
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            migrate(conn, self.path, self.migrations)
+            check_columns(conn, self.path, self.record_type)
+        except BaseException:
+            conn.close()
+            raise
         self._conn = conn
 
     async def _run(self, fn: Any, *args: Any) -> Any:
@@ -125,7 +140,7 @@ class SQLiteLedger:
 
     def _write(self, batch: list[UsageRecord]) -> None:
         assert self._conn is not None
-        # COLUMNS are the struct's fields in order: one C call a row, so this thread holds
+        # The columns are the struct's fields in order: one C call a row, so this thread holds
         # the GIL (that a request on the loop may be waiting for) as briefly as it can.
         rows = [astuple(r) for r in batch]
         with self._conn:
@@ -158,17 +173,22 @@ class SQLiteLedger:
         where, params = where_clause(query)
         total = (await self.rows(f"SELECT COUNT(*) FROM usage {where}", params))[0][0]
         rows = await self.rows(
-            f"SELECT {QUOTED} FROM usage {where} ORDER BY ts DESC, request_id LIMIT ? OFFSET ?",
+            f"SELECT {self._quoted} FROM usage {where} "
+            "ORDER BY ts DESC, request_id LIMIT ? OFFSET ?",
             [*params, query.limit, query.offset],
         )
-        records = [_to_record(row) for row in rows]
+        records = [self._to_record(row) for row in rows]
         return records, int(total)
 
-
-def _to_record(row: tuple[Any, ...]) -> UsageRecord:
-    data = dict(zip(COLUMNS, row, strict=True))
-    data["stream"] = bool(data["stream"])
-    return UsageRecord(**data)
+    def _to_record(self, row: tuple[Any, ...]) -> UsageRecord:
+        data = dict(zip(self._columns, row, strict=True))
+        for name in self._bools:
+            if data[name] is not None:
+                data[name] = bool(data[name])
+        for name, default in self._defaults:
+            if data[name] is None:
+                data[name] = default
+        return self.record_type(**data)
 
 
 def where_clause(query: UsageQuery) -> tuple[str, list[Any]]:
