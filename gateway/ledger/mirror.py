@@ -87,7 +87,8 @@ class Mirror:
                     # Not a record this version can read: reported, not allowed to stop
                     # every later record from reaching the reports. It stays in Redis.
                     self.skipped += 1
-                    log.exception("ledger record %r is not readable; left out of the mirror", rid)
+                    name = rid.decode() if isinstance(rid, bytes) else str(rid)
+                    log.exception("ledger record %r is not readable; left out of the mirror", name)
             await self._db.flush()
             last = int(page[-1][1])
             await self._set_meta("seq", str(last))
