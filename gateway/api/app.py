@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
 from litestar import Litestar
 from litestar.datastructures import State
@@ -15,10 +15,9 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin
 
 from gateway.api import admin, cost_reports, openai, route, shared_state, traces
+from gateway.api.edge import edge_middleware
 from gateway.api.error_response import freshet_error, http_error, server_error
-from gateway.api.fastpath import FastPath
-from gateway.api.guard import auth_middleware
-from gateway.api.request_id import request_id_middleware
+from gateway.api.generation import Generation
 from gateway.api.runtime import Runtime
 from gateway.api.ui import controller as ui
 from gateway.errors import FreshetError
@@ -29,15 +28,15 @@ log = logging.getLogger(__name__)
 
 
 class Gateway(Litestar):
-    """Litestar, with the two generation endpoints answered by the fast path in front."""
+    """Litestar, with the generation endpoints answered by the edge in front of it."""
 
-    fast_path: FastPath | None = None
+    generation: Generation | None = None
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if self.fast_path is not None and scope["type"] == "http":
-            endpoint = self.fast_path.endpoint(scope)
+        if self.generation is not None and scope["type"] == "http":
+            endpoint = self.generation.endpoint(scope)
             if endpoint is not None:
-                await self.fast_path.serve(endpoint, scope, receive, send)
+                await self.generation.serve(endpoint, scope, receive, send)
                 return
         await super().__call__(scope, receive, send)
 
@@ -71,11 +70,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Litestar:
             *runtime.plugins.extra_routes(),
         ],
         lifespan=[lifespan],
-        middleware=[
-            request_id_middleware,
-            traces.tracing_middleware(runtime.telemetry),
-            auth_middleware,
-        ],
+        middleware=[cast(Any, edge_middleware(lambda: runtime.auth))],
         exception_handlers={
             FreshetError: freshet_error,
             HTTPException: http_error,
@@ -92,6 +87,10 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Litestar:
         state=State({"runtime": runtime}),
         logging_config=None,
     )
-    if settings.fast_path:
-        app.fast_path = FastPath(runtime, settings.max_body_bytes)
+    if not settings.fast_path:
+        log.warning(
+            "server.fast_path: false has no effect: the generation endpoints always take "
+            "the edge in front of Litestar"
+        )
+    app.generation = Generation(runtime, settings.max_body_bytes)
     return app

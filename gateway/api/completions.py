@@ -1,22 +1,24 @@
 """The two generation endpoints, independent of the HTTP framework.
 
-``POST /v1/chat/completions`` and ``POST /v1/completions`` are served by the raw ASGI fast
-path (:mod:`gateway.api.fastpath`) and, when it is switched off, by the Litestar controller
-(:mod:`gateway.api.openai`); both call :func:`chat` and :func:`completion` here, which turn
-a decoded body into a :class:`JsonReply` or a :class:`StreamReply`.
+``POST /v1/chat/completions`` and ``POST /v1/completions`` are served by the raw ASGI
+edge (:mod:`gateway.api.generation`), which calls :func:`chat` and :func:`completion`
+here with the decoded body and what the edge knows (:class:`EdgeRequest`); they turn them
+into a :class:`JsonReply` or a :class:`StreamReply`.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable
 from typing import NamedTuple
 
 from msgspec import Struct
 
 from gateway import protocol as p
+from gateway.api.edge import RequestOptions
 from gateway.backend import GenerationRequest
 from gateway.flow.context import RequestContext
 from gateway.flow.dispatch import chain
+from gateway.flow.observer import RequestObserver
 from gateway.flow.requests import from_chat, from_completion
 from gateway.flow.service import Routed, Service, cost_headers
 from gateway.flow.streaming import sse
@@ -38,6 +40,17 @@ class StreamReply(NamedTuple):
 
 
 Reply = JsonReply | StreamReply
+
+
+class EdgeRequest(NamedTuple):
+    """What the edge knows of a request when its body is decoded."""
+
+    request_id: str
+    api_key: ApiKey | None
+    options: RequestOptions
+    observer: RequestObserver
+
+
 DeltaMaker = Callable[[str, str | None, str | None, bool], Struct]
 UsageMaker = Callable[[str, p.Usage], Struct]
 
@@ -79,19 +92,19 @@ def _context(
     service: Service,
     data: p.ChatCompletionRequest | p.CompletionRequest,
     operation: str,
-    request_id: str,
-    headers: Mapping[str, str],
-    api_key: ApiKey | None,
+    edge: EdgeRequest,
 ) -> RequestContext:
+    options = edge.options
     return service.context(
-        request_id,
+        edge.request_id,
         data.model,
         operation,
         bool(data.stream),
         freshness=data.freshness,
-        max_ttft_ms=data.max_ttft_ms,
-        headers=headers,
-        api_key=api_key,
+        header_freshness=options.freshness,
+        max_ttft_ms=data.max_ttft_ms if data.max_ttft_ms is not None else options.max_ttft_ms,
+        api_key=edge.api_key,
+        observer=edge.observer,
     )
 
 
@@ -122,12 +135,11 @@ async def _reply(
 async def chat(
     service: Service,
     data: p.ChatCompletionRequest,
-    request_id: str,
-    headers: Mapping[str, str],
-    api_key: ApiKey | None,
+    edge: EdgeRequest,
 ) -> Reply:
+    request_id = edge.request_id
     gen = from_chat(data, request_id)
-    ctx = _context(service, data, "chat", request_id, headers, api_key)
+    ctx = _context(service, data, "chat", edge)
     created = int(ctx.arrived)
     completion_id = f"chatcmpl-{request_id[4:]}"
 
@@ -174,12 +186,11 @@ async def chat(
 async def completion(
     service: Service,
     data: p.CompletionRequest,
-    request_id: str,
-    headers: Mapping[str, str],
-    api_key: ApiKey | None,
+    edge: EdgeRequest,
 ) -> Reply:
+    request_id = edge.request_id
     gen = from_completion(data, request_id)
-    ctx = _context(service, data, "text_completion", request_id, headers, api_key)
+    ctx = _context(service, data, "text_completion", edge)
     created = int(ctx.arrived)
     completion_id = f"cmpl-{request_id[4:]}"
 

@@ -1,53 +1,54 @@
-"""The hot path: ``POST /v1/chat/completions`` and ``POST /v1/completions`` as raw ASGI.
+"""The generation endpoints, ``POST /v1/chat/completions`` and ``POST /v1/completions``,
+as raw ASGI in front of Litestar.
 
-Every request a client makes for tokens comes through here, so these two endpoints skip
+Every request a client makes for tokens comes through here, so these endpoints skip
 Litestar's routing, middleware stack, signature model and response classes, and do only
-what the request needs: an id, the trace, the caller's key, the body (size-limited and
+what the request needs, with the edge's pieces (:mod:`gateway.api.edge`): an id, the
+trace, the caller's key, the typed ``X-Freshet-*`` options, the body (size-limited and
 decoded by msgspec straight into the wire types), the call into
 :mod:`gateway.api.completions`, and the response with pre-encoded headers. Everything
-else (``/v1/models``, ``/freshet/*``, errors of routing such as 405) is Litestar's.
+else (``/v1/models``, ``/freshet/*``, errors of routing such as 405) is Litestar's, behind
+the same edge (:func:`gateway.api.edge.edge_middleware`).
 
-It behaves as the Litestar route does: the same OpenAI-shaped errors (400 naming the
-field, 401, 413, ...), ``x-request-id`` on every response, the server span ending after the
-last byte or when the client leaves, and a client that leaves mid-stream stops the
-generation. ``server.fast_path: false`` hands these endpoints back to Litestar
-(``benchmarks/peers.py`` measures both).
+The server span ends after the last byte or when the client leaves, ``x-request-id`` is
+on every response, and a client that leaves mid-stream stops the generation.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import msgspec
 
 from gateway import protocol as p
-from gateway.api.completions import JsonReply, Reply, StreamReply, chat, completion
+from gateway.api.completions import EdgeRequest, JsonReply, Reply, StreamReply, chat, completion
+from gateway.api.edge import (
+    Receive,
+    Scope,
+    Send,
+    authorize,
+    read_body,
+    read_headers,
+    request_options,
+)
 from gateway.api.error_response import decode_error, send_error
 from gateway.api.request_id import new_request_id
+from gateway.api.runtime import Runtime
 from gateway.api.traces import server_address
 from gateway.errors import (
     EMPTY_BODY,
-    ClientDisconnected,
     FreshetError,
     InvalidRequest,
-    PayloadTooLarge,
 )
 from gateway.flow.dispatch import aclose
 from gateway.flow.service import Service
-from gateway.state.keys import ApiKey
-
-if TYPE_CHECKING:
-    from gateway.api.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
-Handler = Callable[[Service, Any, str, Mapping[str, str], ApiKey | None], Awaitable[Reply]]
+Handler = Callable[[Service, Any, EdgeRequest], Awaitable[Reply]]
 
 _encode = msgspec.json.Encoder().encode
 _JSON = (b"content-type", b"application/json")
@@ -69,32 +70,7 @@ def _encoded(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
     return [(k.encode(), v.encode("latin-1")) for k, v in headers.items()]
 
 
-async def read_body(receive: Receive, headers: Mapping[str, str], limit: int) -> bytes:
-    """The whole request body; 413 as soon as it is known to exceed ``limit``."""
-    declared = headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge("request body is larger than the configured limit")
-    message = await receive()
-    body: bytes = message.get("body", b"")
-    if not message.get("more_body"):
-        if message["type"] == "http.disconnect":
-            raise ClientDisconnected("the client left before sending its request")
-        return body
-    parts = [body]
-    size = len(body)
-    while message.get("more_body"):
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ClientDisconnected("the client left before sending its request")
-        part: bytes = message.get("body", b"")
-        size += len(part)
-        if size > limit:
-            raise PayloadTooLarge("request body is larger than the configured limit")
-        parts.append(part)
-    return b"".join(parts)
-
-
-class FastPath:
+class Generation:
     def __init__(self, runtime: Runtime, max_body_bytes: int) -> None:
         self._rt = runtime
         self._limit = max_body_bytes
@@ -111,8 +87,12 @@ class FastPath:
 
     async def serve(self, endpoint: Endpoint, scope: Scope, receive: Receive, send: Send) -> None:
         request_id = new_request_id()
-        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         telemetry = self._rt.telemetry
+        try:
+            headers = read_headers(scope)
+        except FreshetError as exc:
+            await send_error(send, exc, request_id)
+            return
         trace = telemetry.begin(
             request_id, endpoint.operation, headers, server_address(scope, headers)
         )
@@ -120,7 +100,8 @@ class FastPath:
         error_type: str | None = None
         try:
             try:
-                key = await self._rt.auth.client(headers.get("authorization"))
+                key = await authorize(self._rt.auth, scope["path"], headers.get("authorization"))
+                options = request_options(headers)
                 body = await read_body(receive, headers, self._limit)
                 if not body:
                     raise InvalidRequest(EMPTY_BODY)
@@ -128,7 +109,8 @@ class FastPath:
                     data = endpoint.decode(body)
                 except msgspec.MsgspecError as exc:
                     raise decode_error(exc) from None
-                reply = await endpoint.handler(self._rt.service, data, request_id, headers, key)
+                edge = EdgeRequest(request_id, key, options, trace)
+                reply = await endpoint.handler(self._rt.service, data, edge)
             except FreshetError as exc:
                 status = exc.status
                 error_type = exc.code or exc.type or str(status)

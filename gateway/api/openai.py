@@ -10,10 +10,8 @@ from litestar.params import JSONBody
 from litestar.response import Stream
 
 from gateway import protocol as p
-from gateway.api.completions import Reply, StreamReply, chat, completion
-from gateway.api.guard import request_key
 from gateway.api.runtime import Runtime
-from gateway.flow.service import Service
+from gateway.errors import FreshetError
 
 _ERRORS: dict[int, ResponseSpec] = {
     status: ResponseSpec(data_container=p.ErrorResponse, description=desc)
@@ -29,26 +27,16 @@ _ERRORS: dict[int, ResponseSpec] = {
 _SSE = "text/event-stream"
 
 
-def _service(request: Request[Any, Any, Any]) -> Service:
-    runtime: Runtime = request.app.state.runtime
-    return runtime.service
-
-
-def _request_id(request: Request[Any, Any, Any]) -> str:
-    request_id: str = request.scope["state"]["request_id"]
-    return request_id
-
-
-def _response(reply: Reply) -> Response[Any] | Stream:
-    if isinstance(reply, StreamReply):
-        return Stream(reply.body, media_type=_SSE, headers=reply.headers)
-    return Response(reply.body, headers=reply.headers)
+def _served_by_the_edge() -> FreshetError:
+    # Gateway.__call__ hands both generation endpoints to gateway.api.generation before
+    # Litestar routes anything; reaching this means the app was mounted without it.
+    return FreshetError("generation endpoints are served by the gateway's edge")
 
 
 class OpenAIController(Controller):
-    """The OpenAI API on Litestar. The two ``POST`` endpoints are normally answered by the
-    fast path in front of Litestar (:mod:`gateway.api.fastpath`); these handlers serve them
-    when it is off (``server.fast_path: false``) and describe them in the OpenAPI schema."""
+    """The OpenAI API on Litestar: ``GET /v1/models``. The two ``POST`` endpoints are
+    answered by the edge in front of Litestar (:mod:`gateway.api.generation`); their
+    handlers here describe them in the OpenAPI document and are never called."""
 
     path = "/v1"
     tags = ["OpenAI"]
@@ -62,10 +50,7 @@ class OpenAIController(Controller):
     async def chat_completions(
         self, request: Request[Any, Any, Any], data: JSONBody[p.ChatCompletionRequest]
     ) -> Response[p.ChatCompletion] | Stream:
-        reply = await chat(
-            _service(request), data, _request_id(request), request.headers, request_key(request)
-        )
-        return _response(reply)
+        raise _served_by_the_edge()  # pragma: no cover
 
     @post(
         "/completions",
@@ -76,10 +61,7 @@ class OpenAIController(Controller):
     async def completions(
         self, request: Request[Any, Any, Any], data: JSONBody[p.CompletionRequest]
     ) -> Response[p.Completion] | Stream:
-        reply = await completion(
-            _service(request), data, _request_id(request), request.headers, request_key(request)
-        )
-        return _response(reply)
+        raise _served_by_the_edge()  # pragma: no cover
 
     @get("/models", summary="List models and groups, with knowledge cutoffs")
     async def models(self, request: Request[Any, Any, Any]) -> p.ModelList:

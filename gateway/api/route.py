@@ -10,6 +10,7 @@ from litestar.params import FromQuery, JSONBody
 from msgspec import Struct
 
 from gateway import protocol as p
+from gateway.api.edge import request_options
 from gateway.api.runtime import Runtime
 from gateway.backend import GenerationRequest
 from gateway.cost import Quote
@@ -84,6 +85,7 @@ class RouteController(Controller):
     ) -> RouteView:
         runtime: Runtime = request.app.state.runtime
         service = runtime.service
+        options = request_options(request.headers)
         freshness = p.Freshness(
             min_knowledge_cutoff=min_knowledge_cutoff, max_staleness_days=max_staleness_days
         )
@@ -93,8 +95,8 @@ class RouteController(Controller):
             "chat",
             False,
             freshness=freshness,
-            max_ttft_ms=max_ttft_ms,
-            headers=request.headers,
+            header_freshness=options.freshness,
+            max_ttft_ms=max_ttft_ms if max_ttft_ms is not None else options.max_ttft_ms,
         )
         gen = GenerationRequest(
             request_id="dry-run", operation="chat", model=model, max_tokens=max_tokens
@@ -108,13 +110,14 @@ class RouteController(Controller):
     ) -> RouteView:
         runtime: Runtime = request.app.state.runtime
         service = runtime.service
+        options = request_options(request.headers)
         ctx = service.context(
             "dry-run",
             data.model,
             "chat",
             False,
             freshness=data.freshness,
-            max_ttft_ms=data.max_ttft_ms,
-            headers=request.headers,
+            header_freshness=options.freshness,
+            max_ttft_ms=data.max_ttft_ms if data.max_ttft_ms is not None else options.max_ttft_ms,
         )
         return _render(data.model, await service.decide(ctx, from_chat(data, "dry-run")))

@@ -7,6 +7,7 @@ import logging
 import time
 
 from gateway.flow.accounting import Accounting, build_cost_model
+from gateway.flow.admission import Admission
 from gateway.flow.fleet import Fleet
 from gateway.flow.service import Service
 from gateway.ledger.sqlite import Ledger
@@ -28,7 +29,7 @@ class Runtime:
         # Keys, limits, health and the ledger: in-process/SQLite, or Redis when configured.
         self.shared = SharedState(settings)
         self.auth = self.shared.auth
-        self.admission = self.shared.admission
+        self.admission = Admission(self.shared.limits)
         self.ledger: Ledger = self.shared.ledger
         self.accounting = Accounting(
             build_cost_model(settings, self.plugins),
@@ -45,10 +46,17 @@ class Runtime:
             circuit_state=lambda backend_id: self.health.circuit(backend_id).state,
             ready=lambda: self.ready.is_set(),
         )
-        self.accounting.on_record = self.telemetry.on_record
         self.telemetry.metrics.registry.register(SharedStateCollector(self.shared))
-        self.service = Service(self)
         self.ready = asyncio.Event()
+        self.service = Service(
+            settings,
+            self.fleet,
+            self.plugins.routers(),
+            self.accounting,
+            self.admission,
+            self.health,
+            self.ready.is_set,
+        )
         self.start_error: BaseException | None = None
         self.started_at = time.time()
 

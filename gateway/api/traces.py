@@ -1,53 +1,23 @@
-"""Tracing middleware, ``GET /metrics`` and the recent traces: ``GET /freshet/traces``,
-``GET /freshet/traces/{trace_id}``.
+"""``GET /metrics`` and the recent traces: ``GET /freshet/traces``,
+``GET /freshet/traces/{trace_id}``; :func:`server_address` for the server span.
 
-The middleware wraps the OpenAI endpoints: the server span starts when a request arrives
-and ends when the ASGI call returns, which is after the last byte of a stream (or after
-the client left, which cancels it): never before.
+The server span of a generation request starts at the edge when the request arrives and
+ends after the last byte of its response, or when its client left (never before).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Annotated, Any
 
-import msgspec
 from litestar import Controller, Request, Response, get
-from litestar.enums import ScopeType
 from litestar.params import FromPath, QueryParameter
-from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from prometheus_client.exposition import choose_encoder
 
 from gateway.api.runtime import Runtime
 from gateway.errors import NotFound
 from gateway.telemetry.core import Telemetry
 from gateway.telemetry.store import TraceSummary, TraceView
-
-TRACED = {"/v1/chat/completions": "chat", "/v1/completions": "text_completion"}
-_ERROR_BODY_LIMIT = 64 * 1024
-
-
-class _ErrorBody(msgspec.Struct):
-    code: str | None = None
-    type: str | None = None
-
-
-class _ErrorResponse(msgspec.Struct):
-    error: _ErrorBody
-
-
-_decode_error = msgspec.json.Decoder(_ErrorResponse).decode
-
-
-def _error_type(status: int, body: bytes) -> str | None:
-    """``error.type``: the OpenAI error's code (or type) from the response, else the status."""
-    if status < 400:
-        return None
-    try:
-        error = _decode_error(body).error
-    except msgspec.DecodeError:
-        return str(status)
-    return error.code or error.type or str(status)
 
 
 def server_address(scope: Mapping[str, Any], headers: Mapping[str, str]) -> tuple[str, int | None]:
@@ -64,44 +34,6 @@ def server_address(scope: Mapping[str, Any], headers: Mapping[str, str]) -> tupl
     if server:
         return str(server[0]), server[1]
     return "", None
-
-
-def tracing_middleware(telemetry: Telemetry) -> Callable[[ASGIApp], ASGIApp]:
-    """Middleware factory; it must run inside the request-id middleware."""
-
-    def factory(app: ASGIApp) -> ASGIApp:
-        async def traced(scope: Scope, receive: Receive, send: Send) -> None:
-            operation = TRACED.get(scope["path"]) if scope["type"] == ScopeType.HTTP else None
-            if operation is None or scope.get("method") != "POST":
-                await app(scope, receive, send)
-                return
-            headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-            request_id: str = scope["state"]["request_id"]
-            trace = telemetry.begin(request_id, operation, headers, server_address(scope, headers))
-            status = 0
-            error_body = bytearray()
-
-            async def send_traced(message: Message) -> None:
-                nonlocal status
-                if message["type"] == "http.response.start":
-                    status = message["status"]
-                elif status >= 400 and len(error_body) < _ERROR_BODY_LIMIT:
-                    error_body.extend(message.get("body", b""))  # type: ignore[arg-type]
-                await send(message)
-
-            error: str | None = None
-            try:
-                await app(scope, receive, send_traced)
-            except BaseException as exc:
-                if status == 0:  # nothing sent: the client left, or the server is stopping
-                    error = type(exc).__name__
-                raise
-            finally:
-                telemetry.end(trace, status, error or _error_type(status, bytes(error_body)))
-
-        return traced
-
-    return factory
 
 
 def _telemetry(request: Request[Any, Any, Any]) -> Telemetry:

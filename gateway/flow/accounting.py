@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 from gateway.backend import Backend, Deployment
 from gateway.cost import BackendCost, Costing, CostModel, ListPriceOnly, Metering
@@ -56,8 +56,6 @@ class Accounting:
         self._plugins = plugins
         self._admission = admission
         self._hooks: set[asyncio.Task[None]] = set()
-        # Told of each record with the outcome it came from (telemetry).
-        self.on_record: Callable[[UsageRecord, Outcome], None] | None = None
 
     def cost(self, backend_id: str) -> BackendCost:
         return self._costs[backend_id]
@@ -131,8 +129,7 @@ class Accounting:
             tokens = record.prompt_tokens + record.completion_tokens
             self._admission.settle(ctx, costing, tokens)
         self._ledger.record(record)
-        if self.on_record is not None:
-            self.on_record(record, outcome)
+        ctx.observer.recorded(record, outcome)
         if self._plugins.wants_usage():
             task = asyncio.create_task(self._plugins.usage_recorded(record))
             self._hooks.add(task)

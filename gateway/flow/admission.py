@@ -8,42 +8,11 @@ Requests without a key, or with a key without limits, cost nothing here.
 
 from __future__ import annotations
 
-from typing import Protocol
-
 from gateway.cost import Costing, Quote
 from gateway.flow.context import RequestContext
-from gateway.state.keys import ApiKey
-from gateway.state.limits import LocalLimits, Reservation
+from gateway.state.limits import Limits
 
 _NOTHING = Costing(joules=None, energy_source=None)
-
-
-class Limits(Protocol):
-    shared: bool
-
-    async def admit(self, key: ApiKey, tokens: int, usd: float, joules: float) -> Reservation: ...
-
-    def settle(self, r: Reservation, usd: float, joules: float, tokens: int) -> None: ...
-
-    async def aclose(self) -> None: ...
-
-
-class InProcessLimits:
-    """:class:`LocalLimits` behind the (async) :class:`Limits` interface."""
-
-    shared = False
-
-    def __init__(self, window_s: float) -> None:
-        self.local = LocalLimits(window_s)
-
-    async def admit(self, key: ApiKey, tokens: int, usd: float, joules: float) -> Reservation:
-        return self.local.admit(key, tokens, usd, joules)
-
-    def settle(self, r: Reservation, usd: float, joules: float, tokens: int) -> None:
-        self.local.settle(r, usd, joules, tokens)
-
-    async def aclose(self) -> None:
-        return None
 
 
 class Admission:

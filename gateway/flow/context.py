@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
-import msgspec
 from msgspec import Struct
 
+from gateway.flow.observer import NO_OBSERVER, RequestObserver
 from gateway.protocol import Freshness
 from gateway.state.keys import ApiKey
 from gateway.state.limits import Reservation
@@ -24,7 +22,9 @@ class RequestContext(Struct, kw_only=True):
     key: str | None = None  # the API key's name
     api_key: ApiKey | None = None
     reservation: Reservation | None = None  # what the key's limits hold for it
-    # What routing needs from the request (not recorded).
+    # What routing needs from the request (not recorded), parsed and checked at the edge:
+    # the freshness need of the body and of the headers, and the TTFT limit (body first).
     freshness: Freshness | None = None
+    header_freshness: Freshness | None = None
     max_ttft_ms: float | None = None
-    headers: Mapping[str, str] = msgspec.field(default_factory=dict)
+    observer: RequestObserver = NO_OBSERVER

@@ -24,7 +24,7 @@ from gateway.errors import (
 )
 from gateway.routing import Candidate, Decision, Need, Policy, Router
 
-# The router sees an estimate of the prompt's tokens (gateway.flow.service.estimate_prompt_tokens;
+# The router sees an estimate of the prompt's tokens (gateway.flow.estimate.estimate_prompt_tokens;
 # tests/integration/test_token_estimate.py measures its error against a real tokenizer:
 # it overestimates by at most ~5 %). A deployment is dropped for context only when even
 # the estimate's lower bound does not fit; in between, the backend counts exactly and

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import re
 import time
-from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping
 
 from msgspec import Struct
 
@@ -17,50 +15,23 @@ from gateway.errors import (
     BackendUnavailable,
     ConfigError,
     FreshetError,
-    InvalidRequest,
 )
+from gateway.flow.accounting import Accounting
+from gateway.flow.admission import Admission
 from gateway.flow.context import RequestContext
 from gateway.flow.decision import OutputEstimate, decide
 from gateway.flow.dispatch import Opened, chain, open_stream
+from gateway.flow.estimate import estimate_prompt_tokens
+from gateway.flow.fleet import Fleet
 from gateway.flow.freshness import resolve_need
+from gateway.flow.observer import NO_OBSERVER, RequestObserver
 from gateway.flow.streaming import collect, to_usage
 from gateway.outcome import Attempt, Outcome
 from gateway.protocol import Freshness
 from gateway.routing import Decision, Router
-from gateway.settings import GroupPolicy
+from gateway.settings import GroupPolicy, Settings
+from gateway.state.health import HealthState
 from gateway.state.keys import ApiKey
-
-HEADER_TTFT = "x-freshet-max-ttft-ms"
-
-if TYPE_CHECKING:
-    from gateway.api.runtime import Runtime
-
-
-_WORD = re.compile(r"[^\W\d_]+")
-# A chat template adds a preamble (often a default system prompt) and a few tokens a
-# message; measured on SmolLM2 (tests/integration/test_token_estimate.py).
-CHAT_BASE_TOKENS = 24
-MESSAGE_TOKENS = 6
-
-
-def _text_tokens(text: str) -> int:
-    # BPE vocabularies keep common words whole, split long words, and give digits and
-    # punctuation tokens of their own.
-    words = sum(1 + len(w) // 9 for w in _WORD.findall(text))
-    digits = sum(c.isdigit() for c in text)
-    symbols = sum(1 for c in text if not c.isalnum() and not c.isspace())
-    return round(words * 1.05 + digits + symbols * 0.6)
-
-
-def estimate_prompt_tokens(request: GenerationRequest) -> int:
-    """A cheap estimate of the prompt's tokens, before any backend counts them exactly:
-    within about 20 % for English prose, code, numbers and JSON; low for other languages."""
-    if request.prompt is not None:
-        return max(1, _text_tokens(request.prompt))
-    return CHAT_BASE_TOKENS + sum(
-        MESSAGE_TOKENS + _text_tokens(m.content) for m in request.messages
-    )
-
 
 DEFAULT_POLICY = GroupPolicy()
 
@@ -79,10 +50,27 @@ class Routed(Struct, kw_only=True):
 
 
 class Service:
-    def __init__(self, runtime: Runtime) -> None:
-        self._rt = runtime
-        settings = runtime.settings
-        routers = runtime.plugins.routers()
+    """Routes, admits, dispatches, meters and records one request at a time; it gets every
+    part it uses here, and tells the request's observer (in its context) what happens."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        fleet: Fleet,
+        routers: Mapping[str, Callable[[], Router]],
+        accounting: Accounting,
+        admission: Admission,
+        health: HealthState,
+        ready: Callable[[], bool],
+    ) -> None:
+        self._fleet = fleet
+        self._catalog = fleet.catalog
+        self._backends = fleet.backends
+        self._policies = settings.group_policies
+        self._accounting = accounting
+        self._admission = admission
+        self._health = health
+        self._ready = ready
         self._routers: dict[str, Router] = {}
         for group, policy in settings.group_policies.items():
             if policy.router not in routers:
@@ -104,20 +92,13 @@ class Service:
         stream: bool,
         *,
         freshness: Freshness | None = None,
+        header_freshness: Freshness | None = None,
         max_ttft_ms: float | None = None,
-        headers: Mapping[str, str] | None = None,
         api_key: ApiKey | None = None,
+        observer: RequestObserver = NO_OBSERVER,
     ) -> RequestContext:
-        self._rt.telemetry.requested(request_id, model)
-        entry = self._rt.fleet.catalog.resolve(model)  # 404 before anything else
-        headers = headers or {}
-        if max_ttft_ms is None and HEADER_TTFT in headers:
-            try:
-                max_ttft_ms = float(headers[HEADER_TTFT])
-            except ValueError:
-                raise InvalidRequest(
-                    f"{HEADER_TTFT} must be a number of milliseconds", param=HEADER_TTFT
-                ) from None
+        observer.requested(model)
+        entry = self._catalog.resolve(model)  # 404 before anything else
         return RequestContext(
             request_id=request_id,
             arrived=time.time(),
@@ -126,10 +107,11 @@ class Service:
             operation=operation,
             stream=stream,
             freshness=freshness,
+            header_freshness=header_freshness,
             max_ttft_ms=max_ttft_ms,
-            headers=headers,
             key=api_key.name if api_key is not None else None,
             api_key=api_key,
+            observer=observer,
         )
 
     async def decide(
@@ -140,18 +122,18 @@ class Service:
         prompt_estimate: int | None = None,
     ) -> Decision:
         """The route for a request; also the dry run of ``/freshet/route``."""
-        if not self._rt.ready.is_set():
+        if not self._ready():
             raise BackendUnavailable("backends are still loading; retry shortly")
-        entry = self._rt.fleet.catalog.resolve(ctx.requested_model)
-        policy = self._rt.settings.group_policies.get(entry.name, DEFAULT_POLICY)
+        entry = self._catalog.resolve(ctx.requested_model)
+        policy = self._policies.get(entry.name, DEFAULT_POLICY)
         key_default = ctx.api_key.freshness if ctx.api_key is not None else None
-        need = resolve_need(ctx.freshness, ctx.headers, key_default, policy.freshness)
+        need = resolve_need(ctx.freshness, ctx.header_freshness, key_default, policy.freshness)
         shape = RequestShape(
             prompt_tokens=prompt_estimate or estimate_prompt_tokens(gen),
             output_tokens=gen.max_tokens or self.outputs.expect(ctx.group, ctx.key),
         )
         deployments = [d for d in entry.deployments if d.backend_id not in exclude]
-        backends = self._rt.fleet.backends
+        backends = self._backends
         statuses = {d.backend_id: await backends[d.backend_id].status() for d in deployments}
         return decide(
             entry.name,
@@ -159,8 +141,8 @@ class Service:
             shape,
             need,
             statuses,
-            self._rt.accounting.costs,
-            self._rt.health.unavailable(),
+            self._accounting.costs,
+            self._health.unavailable(),
             self._routers[policy.router],
             policy.router,
             policy.policy,
@@ -172,34 +154,37 @@ class Service:
         self, ctx: RequestContext, gen: GenerationRequest, exclude: frozenset[str] = frozenset()
     ) -> Routed:
         estimate = estimate_prompt_tokens(gen)
-        decision = await self._rt.telemetry.route(
-            ctx.request_id, gen, self.decide(ctx, gen, exclude, estimate)
-        )
+        observer = ctx.observer
+        observer.routing(gen)
+        try:
+            decision = await self.decide(ctx, gen, exclude, estimate)
+        except BaseException as exc:
+            observer.routed(None, exc)
+            raise
+        observer.routed(decision, None)
         # The key's rate limits and budget: reserve the chosen quote (429/402 when over).
         output = gen.max_tokens or self.outputs.expect(ctx.group, ctx.key)
-        await self._rt.admission.admit(ctx, decision.ordered[0].quote, estimate + output)
-        accounting = self._rt.accounting
+        await self._admission.admit(ctx, decision.ordered[0].quote, estimate + output)
+        accounting = self._accounting
 
         def begin(dep: Deployment) -> Metering:
-            self._rt.telemetry.attempt(ctx.request_id, dep, attempts)
+            observer.attempting(dep, attempts)
             return accounting.begin(dep.backend_id, ctx.request_id, estimate)
 
         attempts: list[Attempt] = []
         candidates = [c.deployment for c in decision.ordered[: self._max_attempts]]
         try:
-            opened = await open_stream(
-                self._rt.fleet, candidates, gen, begin, attempts, self._rt.health
-            )
+            opened = await open_stream(self._fleet, candidates, gen, begin, attempts, self._health)
         except FreshetError as exc:
             if attempts:  # it reached a backend: one record, for the last one tried
                 last = next(d for d in candidates if d.backend_id == attempts[-1].backend_id)
                 self._record_failure(ctx, last, exc, len(attempts) - 1)
-            self._rt.admission.release(ctx)  # no record, no cost: the reservation goes back
+            self._admission.release(ctx)  # no record, no cost: the reservation goes back
             raise
         except BaseException:
-            self._rt.admission.release(ctx)  # cancelled before any backend answered
+            self._admission.release(ctx)  # cancelled before any backend answered
             raise
-        self._rt.telemetry.answered(ctx.request_id)
+        observer.answered()
         outcome = Outcome(
             metering=opened.metering,
             ttft_s=time.time() - ctx.arrived,
@@ -210,12 +195,12 @@ class Service:
     def _record_failure(
         self, ctx: RequestContext, dep: Deployment, error: FreshetError, fallbacks: int
     ) -> None:
-        kind = self._rt.fleet.get(dep.backend_id).kind
+        kind = self._fleet.get(dep.backend_id).kind
         outcome = Outcome(error=error)
-        self._rt.accounting.finish(ctx, dep, kind, outcome, fallbacks)
+        self._accounting.finish(ctx, dep, kind, outcome, fallbacks)
 
     def finalize(self, ctx: RequestContext, opened: Opened, outcome: Outcome) -> p.Usage:
-        costing = self._rt.accounting.finish(
+        costing = self._accounting.finish(
             ctx, opened.deployment, opened.backend.kind, outcome, len(opened.attempts)
         )
         if outcome.usage is not None and outcome.error is None:
@@ -235,7 +220,7 @@ class Service:
                 tried.add(opened.deployment.backend_id)
                 tried.update(a.backend_id for a in opened.attempts)
                 if exc.status >= 500:
-                    self._rt.health.failure(opened.deployment.backend_id)
+                    self._health.failure(opened.deployment.backend_id)
                 if len(tried) >= self._max_attempts or len(routed.decision.ordered) <= 1:
                     outcome.error = exc
                     self.finalize(ctx, opened, outcome)
@@ -261,4 +246,4 @@ def cost_headers(headers: dict[str, str], usage: p.Usage) -> None:
         headers["x-freshet-cost-usd"] = f"{usage.cost:.9f}"
 
 
-__all__ = ["Costing", "Service", "cost_headers", "estimate_prompt_tokens"]
+__all__ = ["Costing", "Service", "cost_headers"]

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 from gateway.errors import InsufficientQuota, RateLimited
 from gateway.state.keys import ApiKey
@@ -146,3 +147,31 @@ class LocalLimits:
     def spent(self, name: str) -> tuple[float, float]:
         c = self._counters(name, self._clock())
         return c.usd_spent, c.j_spent
+
+
+class Limits(Protocol):
+    shared: bool
+
+    async def admit(self, key: ApiKey, tokens: int, usd: float, joules: float) -> Reservation: ...
+
+    def settle(self, r: Reservation, usd: float, joules: float, tokens: int) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+class InProcessLimits:
+    """:class:`LocalLimits` behind the (async) :class:`Limits` interface."""
+
+    shared = False
+
+    def __init__(self, window_s: float) -> None:
+        self.local = LocalLimits(window_s)
+
+    async def admit(self, key: ApiKey, tokens: int, usd: float, joules: float) -> Reservation:
+        return self.local.admit(key, tokens, usd, joules)
+
+    def settle(self, r: Reservation, usd: float, joules: float, tokens: int) -> None:
+        self.local.settle(r, usd, joules, tokens)
+
+    async def aclose(self) -> None:
+        return None

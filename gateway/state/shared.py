@@ -3,7 +3,7 @@
 Nothing else in the gateway knows which is active: the service, the accounting and the
 router talk to the :class:`~gateway.state.health.HealthState`,
 :class:`~gateway.ledger.sqlite.Ledger`,
-:class:`~gateway.flow.admission.Limits` and :class:`~gateway.state.keys.KeyStore` interfaces.
+:class:`~gateway.state.limits.Limits` and :class:`~gateway.state.keys.KeyStore` interfaces.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import os
 
 from msgspec import Struct
 
-from gateway.flow.admission import Admission, InProcessLimits, Limits
 from gateway.ledger.redis import RedisLedger
 from gateway.ledger.sqlite import Ledger, SQLiteLedger
 from gateway.settings import Settings
@@ -23,6 +22,7 @@ from gateway.state.health_redis import RedisHealth
 from gateway.state.keys import KeyRing, KeyStore
 from gateway.state.keys_redis import RedisKeyStore
 from gateway.state.keys_sqlite import SQLiteKeyStore
+from gateway.state.limits import InProcessLimits, Limits
 from gateway.state.limits_redis import RedisLimits
 from gateway.state.redis import RedisStore, StoreStats
 
@@ -67,7 +67,6 @@ class SharedState:
             self.health = self._health
             self.ledger = RedisLedger(self.store, settings.data_dir)
             self.limits = RedisLimits(self.store, shared.limits.window_s)
-        self.admission = Admission(self.limits)
 
     async def start(self) -> None:
         """Before the ledger and the backends start: Redis, keys, auth, shared health."""

@@ -1,15 +1,14 @@
 """OpenTelemetry traces and Prometheus/OTLP metrics for every request (DESIGN §9).
 
-:class:`Telemetry` is created with the app's :class:`~gateway.api.runtime.Runtime` (never at
-import) and is the only thing the request path calls:
+:class:`Telemetry` is created with the app's runtime (never at import). It observes the
+request flow without the flow knowing it: the edge (:mod:`gateway.api.edge`) calls
+:meth:`Telemetry.begin` when a request arrives (honouring its ``traceparent``), which
+returns the request's :class:`TracedRequest`; the edge hands that to the flow as the
+request's observer (:class:`gateway.flow.observer.RequestObserver`: requested, routing,
+routed, attempting, answered, recorded), and calls :meth:`Telemetry.end` once the response
+has ended or its client has left.
 
-- the tracing middleware (:mod:`gateway.api.traces`) calls :meth:`begin` when a request
-  arrives (honouring its ``traceparent``) and :meth:`end` once its response has ended or
-  its client has left;
-- the service calls :meth:`requested`, :meth:`route` and :meth:`attempt`; the accounting
-  calls :meth:`on_record` with the request's usage record.
-
-These only note ids, timestamps and references. At :meth:`end` the spans are built and
+The observer only notes references and timestamps. At :meth:`end` the spans are built and
 handed to the span processors (the in-memory :class:`RecentTraces` behind
 ``/freshet/traces``, and the OTLP batch processor when configured), and the metrics are
 recorded. While a backend is being called its span is the current OpenTelemetry context,
@@ -23,7 +22,7 @@ import logging
 import os
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 
 from opentelemetry import context as otel_context
 from opentelemetry import propagate
@@ -105,7 +104,7 @@ class Telemetry:
             SpanLimits().max_span_attribute_length,
         )
         self.pipeline = SpanPipeline(self._spans, self.recent, self.metrics)
-        self.active: dict[str, RequestTrace] = {}
+        self.active: set[RequestTrace] = set()  # requests begun and not yet ended
         # Quiet while no request has work for the loop (none in flight, or all waiting
         # on a backend's first byte): the exporter thread encodes and sends then, so that
         # its Python work does not take the GIL from a request (telemetry_export.IdleGate).
@@ -174,14 +173,14 @@ class Telemetry:
         operation: str,
         headers: Mapping[str, str],
         server: tuple[str, int | None],
-    ) -> RequestTrace:
-        """A request arrived: its trace id (the client's, from ``traceparent``, or new)."""
+    ) -> TracedRequest:
+        """A request arrived: its trace id (the client's, from ``traceparent``, or new), and
+        the observer the request flow reports to."""
         start_ns = time.time_ns()
         if not self.tracing:
             context = SpanContext(0, 0, is_remote=False)
             trace = RequestTrace(request_id, operation, start_ns, context, None, server)
-            self._activate(trace)
-            return trace
+            return self._activate(trace)
         # Without any header the propagators read, there is nothing to extract.
         incoming = (
             propagate.extract(headers)
@@ -201,91 +200,38 @@ class Telemetry:
             trace_state=sampling.trace_state,
         )
         trace = RequestTrace(request_id, operation, start_ns, context, parent, server)
-        self._activate(trace)
+        traced = self._activate(trace)
         current = otel_trace.set_span_in_context(NonRecordingSpan(context), incoming)
         trace.context_token = otel_context.attach(current)
-        return trace
+        return traced
 
-    def _activate(self, trace: RequestTrace) -> None:
-        self.active[trace.request_id] = trace
+    def _activate(self, trace: RequestTrace) -> TracedRequest:
+        self.active.add(trace)
         self.idle.enter()
+        return TracedRequest(self, trace)
 
-    def requested(self, request_id: str, model: str) -> None:
-        """The request names ``model`` (before it is resolved: a 404 still shows it)."""
-        trace = self.active.get(request_id)
-        if trace is not None:
-            trace.model = model
-
-    async def route(
-        self, request_id: str, gen: GenerationRequest, deciding: Awaitable[Decision]
-    ) -> Decision:
-        """Await the routing decision as the ``route`` span."""
-        trace = self.active.get(request_id)
-        if trace is None:
-            return await deciding
-        trace.gen = gen
-        step = RouteStep(self._ids.generate_span_id(), time.time_ns())
-        trace.end_calls(step.start_ns, failed_only=False)  # routing again: they are done
-        trace.routes.append(step)
-        try:
-            step.decision = await deciding
-        except BaseException as exc:
-            step.error = exc
-            raise
-        finally:
-            step.end_ns = time.time_ns()
-        return step.decision
-
-    def attempt(self, request_id: str, deployment: Deployment, attempts: list[Attempt]) -> None:
-        """The dispatcher is about to call ``deployment``'s backend (``attempts``: its
-        failures so far); the ``backend`` span becomes the current context."""
-        trace = self.active.get(request_id)
-        if trace is None:
-            return
-        now = time.time_ns()
-        trace.end_calls(now, failed_only=True)  # the dispatcher moves on after a failure
-        call = BackendCall(deployment, self._ids.generate_span_id(), now, attempts)
-        trace.calls.append(call)
-        remote = deployment.backend_id in self._remote
-        if remote != trace.waiting:  # waiting on a remote backend: the loop is free
-            trace.waiting = remote
-            if remote:
-                self.idle.leave()
-            else:
-                self.idle.enter()
-        if self.tracing:
-            # Left attached: the request's own token, detached at its end, undoes it.
-            span = NonRecordingSpan(trace.child(call.span_id))
-            otel_context.attach(otel_trace.set_span_in_context(span))
-
-    def answered(self, request_id: str) -> None:
-        """A backend's first byte is in: the request has the loop's work to do again."""
-        trace = self.active.get(request_id)
-        if trace is not None and trace.waiting:
-            trace.waiting = False
-            self.idle.enter()
-
-    def on_record(self, record: UsageRecord, outcome: Outcome) -> None:
-        trace = self.active.get(record.request_id)
-        if trace is not None:
-            trace.record = record
-            trace.outcome = outcome
-            trace.record_ns = time.time_ns()
-            trace.end_calls(trace.record_ns, failed_only=True)
-
-    def end(self, trace: RequestTrace, http_status: int, error_type: str | None) -> None:
+    def end(self, traced: TracedRequest, http_status: int, error_type: str | None) -> None:
         """The response has ended (or the client left): its spans and metrics follow."""
+        trace = traced.trace
         trace.end_ns = time.time_ns()
         trace.http_status = http_status
         outcome = trace.outcome
         if error_type is None and outcome is not None and outcome.error is not None:
             error_type = outcome.error.code or outcome.error.type
         trace.error_type = error_type
-        if self.active.pop(trace.request_id, None) is not None and not trace.waiting:
-            self.idle.leave()
+        if trace in self.active:
+            self.active.discard(trace)
+            if not trace.waiting:
+                self.idle.leave()
         if trace.context_token is not None:
             otel_context.detach(trace.context_token)  # type: ignore[arg-type]
         self.pipeline.submit(trace)
+
+    def new_span_id(self) -> int:
+        return self._ids.generate_span_id()
+
+    def is_remote(self, backend_id: str) -> bool:
+        return backend_id in self._remote
 
     # -- reading ------------------------------------------------------------------
 
@@ -299,7 +245,7 @@ class Telemetry:
         """Requests of this process waiting on each backend (open, no record yet)."""
         return Counter(
             t.calls[-1].deployment.backend_id
-            for t in list(self.active.values())
+            for t in list(self.active)
             if t.calls and t.record is None
         )
 
@@ -311,3 +257,71 @@ class Telemetry:
                 statuses[backend_id] = await backend.status()
         circuits = {backend_id: self._circuit_state(backend_id) for backend_id in self._backends}
         self.metrics.backends(statuses, circuits, self.in_flight())
+
+
+class TracedRequest:
+    """One request's observer (:class:`gateway.flow.observer.RequestObserver`): what the
+    flow reports is noted on the request's trace; spans are made after it has ended."""
+
+    __slots__ = ("_telemetry", "trace")
+
+    def __init__(self, telemetry: Telemetry, trace: RequestTrace) -> None:
+        self._telemetry = telemetry
+        self.trace = trace
+
+    @property
+    def request_id(self) -> str:
+        return self.trace.request_id
+
+    def requested(self, model: str) -> None:
+        self.trace.model = model
+
+    def routing(self, request: GenerationRequest) -> None:
+        trace = self.trace
+        trace.gen = request
+        step = RouteStep(self._telemetry.new_span_id(), time.time_ns())
+        trace.end_calls(step.start_ns, failed_only=False)  # routing again: they are done
+        trace.routes.append(step)
+
+    def routed(self, decision: Decision | None, error: BaseException | None) -> None:
+        step = self.trace.routes[-1]
+        step.decision = decision
+        step.error = error
+        step.end_ns = time.time_ns()
+
+    def attempting(self, deployment: Deployment, attempts: list[Attempt]) -> None:
+        """The ``backend`` span becomes the current context (an HTTP backend sends it on as
+        its request's ``traceparent``)."""
+        telemetry = self._telemetry
+        trace = self.trace
+        now = time.time_ns()
+        trace.end_calls(now, failed_only=True)  # the dispatcher moves on after a failure
+        call = BackendCall(deployment, telemetry.new_span_id(), now, attempts)
+        trace.calls.append(call)
+        remote = telemetry.is_remote(deployment.backend_id)
+        if remote != trace.waiting and trace in telemetry.active:
+            # Waiting on a remote backend: the loop is free for the exporter.
+            trace.waiting = remote
+            if remote:
+                telemetry.idle.leave()
+            else:
+                telemetry.idle.enter()
+        if telemetry.tracing:
+            # Left attached: the request's own token, detached at its end, undoes it.
+            span = NonRecordingSpan(trace.child(call.span_id))
+            otel_context.attach(otel_trace.set_span_in_context(span))
+
+    def answered(self) -> None:
+        """A backend's first byte is in: the request has the loop's work to do again."""
+        trace = self.trace
+        if trace.waiting:
+            trace.waiting = False
+            if trace in self._telemetry.active:
+                self._telemetry.idle.enter()
+
+    def recorded(self, record: UsageRecord, outcome: Outcome) -> None:
+        trace = self.trace
+        trace.record = record
+        trace.outcome = outcome
+        trace.record_ns = time.time_ns()
+        trace.end_calls(trace.record_ns, failed_only=True)

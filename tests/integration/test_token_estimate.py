@@ -8,7 +8,7 @@ from freshet_llamacpp.model_files import gguf_from_distribution
 
 from gateway.backend import GenerationRequest, Message
 from gateway.flow.decision import CONTEXT_SLACK
-from gateway.flow.service import estimate_prompt_tokens
+from gateway.flow.estimate import estimate_prompt_tokens
 
 SAMPLES = {
     "prose": "The river rises after the rain and carries fresh water from the hills down to "

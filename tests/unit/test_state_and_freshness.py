@@ -9,6 +9,7 @@ from litestar.testing import AsyncTestClient
 
 from gateway import protocol as p
 from gateway.api.app import create_app
+from gateway.api.edge import request_options
 from gateway.api.runtime import Runtime
 from gateway.errors import ConfigError, InvalidRequest
 from gateway.flow.freshness import resolve_need
@@ -44,25 +45,34 @@ def test_circuit_opens_half_opens_and_closes() -> None:
 
 def test_need_precedence_body_header_key_group() -> None:
     body = p.Freshness(min_knowledge_cutoff=dt.date(2024, 1, 1))
-    headers = {"x-freshet-min-knowledge-cutoff": "2024-02-01"}
+    headers = p.Freshness(min_knowledge_cutoff=dt.date(2024, 2, 1))
     key = p.Freshness(max_staleness_days=365)
     group = p.Freshness(min_knowledge_cutoff=dt.date(2023, 1, 1))
     assert resolve_need(body, headers, key, group, TODAY).source == "body"
     assert resolve_need(None, headers, key, group, TODAY).min_cutoff == dt.date(2024, 2, 1)
-    assert resolve_need(None, {}, key, group, TODAY).min_cutoff == dt.date(2025, 11, 23)
-    assert resolve_need(None, {}, None, group, TODAY).source == "group"
-    assert resolve_need(None, {}, None, None, TODAY).min_cutoff is None
+    assert resolve_need(None, None, key, group, TODAY).min_cutoff == dt.date(2025, 11, 23)
+    assert resolve_need(None, None, None, group, TODAY).source == "group"
+    assert resolve_need(None, None, None, None, TODAY).min_cutoff is None
 
 
 def test_both_body_fields_take_the_stricter() -> None:
     spec = p.Freshness(min_knowledge_cutoff=dt.date(2020, 1, 1), max_staleness_days=10)
-    assert resolve_need(spec, {}, today=TODAY).min_cutoff == dt.date(2026, 11, 13)
+    assert resolve_need(spec, None, today=TODAY).min_cutoff == dt.date(2026, 11, 13)
 
 
 def test_bad_headers_name_the_header() -> None:
-    with pytest.raises(InvalidRequest) as info:
-        resolve_need(None, {"x-freshet-max-staleness-days": "-1"}, today=TODAY)
-    assert info.value.param == "x-freshet-max-staleness-days"
+    for value in ("-1", "\u00b2", "1e3", ""):
+        with pytest.raises(InvalidRequest) as info:
+            request_options({"x-freshet-max-staleness-days": value})
+        assert info.value.param == "x-freshet-max-staleness-days"
+
+
+def test_a_staleness_past_the_calendar_needs_nothing_a_model_can_miss() -> None:
+    need = resolve_need(p.Freshness(max_staleness_days=10**12), None, today=TODAY)
+    assert need.min_cutoff == dt.date.min
+    options = request_options({"x-freshet-max-staleness-days": "99999999999"})
+    assert options.freshness is not None
+    assert resolve_need(None, options.freshness, today=TODAY).min_cutoff == dt.date.min
 
 
 def _config(tmp_path: Path, text: str) -> Any:

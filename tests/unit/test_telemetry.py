@@ -34,7 +34,7 @@ from opentelemetry.trace import (
 from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.api.traces import _error_type, server_address
+from gateway.api.traces import server_address
 from gateway.backend import BackendUsage, Deployment, GenerationRequest, Message
 from gateway.cost import Quote
 from gateway.errors import BackendError
@@ -116,8 +116,9 @@ def _run_request(telemetry: Telemetry, headers: dict[str, str]) -> RequestTrace:
     back from a failing backend to a good one."""
 
     async def flow() -> RequestTrace:
-        trace = telemetry.begin("req_0123456789abcdef01234567", "chat", headers, ("gw", 8400))
-        telemetry.requested(trace.request_id, "auto")
+        traced = telemetry.begin("req_0123456789abcdef01234567", "chat", headers, ("gw", 8400))
+        trace = traced.trace
+        traced.requested("auto")
         gen = GenerationRequest(
             request_id=trace.request_id,
             operation="chat",
@@ -128,21 +129,20 @@ def _run_request(telemetry: Telemetry, headers: dict[str, str]) -> RequestTrace:
             seed=7,
         )
 
-        async def decide() -> Decision:
-            return _decision()
-
-        decision = await telemetry.route(trace.request_id, gen, decide())
+        traced.routing(gen)
+        decision = _decision()
+        traced.routed(decision, None)
         attempts: list[Attempt] = []
-        telemetry.attempt(trace.request_id, decision.ordered[0].deployment, attempts)
+        traced.attempting(decision.ordered[0].deployment, attempts)
         attempts.append(Attempt(backend_id="cheap", error="backend cheap failed", status=502))
-        telemetry.attempt(trace.request_id, decision.ordered[1].deployment, attempts)
+        traced.attempting(decision.ordered[1].deployment, attempts)
         outcome = Outcome(
             text_parts=["the", " river", " rises"],
             finish_reason="length",
             usage=BackendUsage(prompt_tokens=7, completion_tokens=3, time_to_first_token_s=0.001),
         )
-        telemetry.on_record(_record(trace.request_id, time.time()), outcome)
-        telemetry.end(trace, 200, None)
+        traced.recorded(_record(trace.request_id, time.time()), outcome)
+        telemetry.end(traced, 200, None)
         return trace
 
     return asyncio.run(flow())
@@ -151,7 +151,7 @@ def _run_request(telemetry: Telemetry, headers: dict[str, str]) -> RequestTrace:
 def test_a_request_becomes_server_route_and_backend_spans(tmp_path: Path) -> None:
     telemetry = _telemetry(tmp_path)
     trace = _run_request(telemetry, {"traceparent": f"00-{CLIENT_TRACE:032x}-00f067aa0ba902b7-01"})
-    assert telemetry.active == {}
+    assert telemetry.active == set()
     view = telemetry.recent_trace(f"{CLIENT_TRACE:032x}")
     assert view is not None
     spans = {s.name: s for s in view.spans}
@@ -336,14 +336,7 @@ def test_an_exporter_that_is_down_costs_one_warning(caplog: pytest.LogCaptureFix
     assert health.ok
 
 
-def test_error_type_and_server_address() -> None:
-    body = b'{"error":{"message":"m","type":"invalid_request_error","code":"model_not_found"}}'
-    assert _error_type(404, body) == "model_not_found"
-    assert _error_type(400, b'{"error":{"message":"m","type":"invalid_request_error"}}') == (
-        "invalid_request_error"
-    )
-    assert _error_type(502, b"not json") == "502"
-    assert _error_type(200, b"") is None
+def test_server_address() -> None:
     scope: Any = {"server": ("10.0.0.1", 8400)}
     assert server_address(scope, {"host": "gw.example:8443"}) == ("gw.example", 8443)
     assert server_address(scope, {"host": "[::1]:8400"}) == ("::1", 8400)
@@ -355,11 +348,11 @@ def test_a_backend_error_mid_stream_is_the_error_type(tmp_path: Path) -> None:
     telemetry = _telemetry(tmp_path)
 
     async def flow() -> None:
-        trace = telemetry.begin("req_aa", "chat", {}, ("gw", None))
+        traced = telemetry.begin("req_aa", "chat", {}, ("gw", None))
         outcome = Outcome(error=BackendError("backend good failed mid-stream"))
         record = msgspec_replace(_record("req_aa", time.time()), status="error")
-        telemetry.on_record(record, outcome)
-        telemetry.end(trace, 200, None)
+        traced.recorded(record, outcome)
+        telemetry.end(traced, 200, None)
 
     asyncio.run(flow())
     (row,) = telemetry.recent_traces(5)

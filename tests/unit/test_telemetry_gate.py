@@ -57,13 +57,13 @@ def test_requests_count_while_the_loop_has_work_for_them(tmp_path: Path) -> None
     a = telemetry.begin("req_a", "chat", {}, ("gw", 1))
     b = telemetry.begin("req_b", "chat", {}, ("gw", 1))
     assert gate.busy == 2
-    telemetry.attempt("req_a", _dep("far"), [])  # waits on a remote backend's first byte
+    a.attempting(_dep("far"), [])  # waits on a remote backend's first byte
     assert gate.busy == 1
-    telemetry.attempt("req_a", _dep("far"), [Attempt(backend_id="far", error="x", status=502)])
+    a.attempting(_dep("far"), [Attempt(backend_id="far", error="x", status=502)])
     assert gate.busy == 1  # still waiting: counted once
-    telemetry.attempt("req_b", _dep("near"), [])  # in-process: its work is the loop's
+    b.attempting(_dep("near"), [])  # in-process: its work is the loop's
     assert gate.busy == 1
-    telemetry.answered("req_a")
+    a.answered()
     assert gate.busy == 2
     telemetry.end(a, 200, None)
     telemetry.end(b, 200, None)
@@ -75,14 +75,14 @@ def test_failover_and_a_client_leaving_while_waiting_keep_the_count(tmp_path: Pa
     telemetry = _telemetry(tmp_path)
     gate = telemetry.idle
     a = telemetry.begin("req_a", "chat", {}, ("gw", 1))
-    telemetry.attempt("req_a", _dep("far"), [])
+    a.attempting(_dep("far"), [])
     assert gate.busy == 0
-    telemetry.attempt("req_a", _dep("near"), [])  # fell over to an in-process backend
+    a.attempting(_dep("near"), [])  # fell over to an in-process backend
     assert gate.busy == 1
     telemetry.end(a, 200, None)
     assert gate.busy == 0
     b = telemetry.begin("req_b", "chat", {}, ("gw", 1))
-    telemetry.attempt("req_b", _dep("far"), [])
+    b.attempting(_dep("far"), [])
     telemetry.end(b, 499, "client_disconnected")  # gone before the first byte
     telemetry.end(b, 499, "client_disconnected")  # ended twice: counted once
     assert gate.busy == 0

@@ -1,0 +1,32 @@
+"""A cheap estimate of a prompt's tokens, before any backend counts them exactly."""
+
+from __future__ import annotations
+
+import re
+
+from gateway.backend import GenerationRequest
+
+_WORD = re.compile(r"[^\W\d_]+")
+# A chat template adds a preamble (often a default system prompt) and a few tokens a
+# message; measured on SmolLM2 (tests/integration/test_token_estimate.py).
+CHAT_BASE_TOKENS = 24
+MESSAGE_TOKENS = 6
+
+
+def _text_tokens(text: str) -> int:
+    # BPE vocabularies keep common words whole, split long words, and give digits and
+    # punctuation tokens of their own.
+    words = sum(1 + len(w) // 9 for w in _WORD.findall(text))
+    digits = sum(c.isdigit() for c in text)
+    symbols = sum(1 for c in text if not c.isalnum() and not c.isspace())
+    return round(words * 1.05 + digits + symbols * 0.6)
+
+
+def estimate_prompt_tokens(request: GenerationRequest) -> int:
+    """A cheap estimate of the prompt's tokens, before any backend counts them exactly:
+    within about 20 % for English prose, code, numbers and JSON; low for other languages."""
+    if request.prompt is not None:
+        return max(1, _text_tokens(request.prompt))
+    return CHAT_BASE_TOKENS + sum(
+        MESSAGE_TOKENS + _text_tokens(m.content) for m in request.messages
+    )
