@@ -304,13 +304,11 @@ def _freshet_version() -> str:
 
 
 def _freshet_starter(
-    workers: int, fast_path: bool = True
+    workers: int,
 ) -> Callable[[str, Path], contextlib.AbstractContextManager[Running]]:
     @contextlib.contextmanager
     def start(upstream: str, work: Path) -> Iterator[Running]:
         config = freshet_config(upstream)
-        if not fast_path:
-            config["server"] = {"fast_path": False}
         with _freshet_server(work, config, workers) as running:
             yield running
 
@@ -393,13 +391,6 @@ PEERS: dict[str, Peer] = {
         unavailable=lambda: None,
         version=_freshet_version,
         start=_freshet_starter(1),
-    ),
-    "freshet-litestar": Peer(
-        name="freshet-litestar",
-        label="Freshet, fast path off (all on Litestar)",
-        unavailable=lambda: None,
-        version=_freshet_version,
-        start=_freshet_starter(1, fast_path=False),
     ),
     "freshet-granian": Peer(
         name="freshet-granian",

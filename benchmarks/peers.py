@@ -53,9 +53,7 @@ STREAM_BODY = (
     b'{"model":"%s","messages":[{"role":"user","content":"hi"}],"max_tokens":64,'
     b'"stream":true,"stream_options":{"include_usage":true}}' % MODEL.encode()
 )
-DEFAULT_PEERS = (
-    "direct,nginx,litellm,portkey,python-floor,freshet,freshet-litestar,freshet-granian,freshet-w2"
-)
+DEFAULT_PEERS = "direct,nginx,litellm,portkey,python-floor,freshet,freshet-granian,freshet-w2"
 
 
 @contextmanager

@@ -161,7 +161,8 @@ class ServerSettings(Struct, kw_only=True, forbid_unknown_fields=True):
     port: int = 8400
     max_body_bytes: int = 4 * 1024 * 1024
     data_dir: str | None = None
-    # The generation endpoints as raw ASGI in front of Litestar (gateway/api/fastpath.py).
+    # Accepted for old configs; no effect: the generation endpoints always take the edge
+    # in front of Litestar (gateway/api/generation.py).
     fast_path: bool = True
 
 
