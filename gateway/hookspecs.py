@@ -15,7 +15,7 @@ Only :mod:`gateway.plugins` calls these hooks.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, TypeAlias
+from typing import TypeAlias
 
 import pluggy
 
@@ -23,10 +23,6 @@ from gateway.backend import BackendFactory
 from gateway.cost import CostModelFactory, MeterFactory
 from gateway.ledger.record import UsageRecord
 from gateway.routing import Router
-
-if TYPE_CHECKING:
-    # For the type checker only: the contracts do not load the HTTP framework.
-    from litestar.types import ControllerRouterHandler
 
 PROJECT = "freshet"
 
@@ -48,8 +44,10 @@ RegisterCostModel = Callable[[str, CostModelFactory], None]
 RegisterRouter = Callable[[str, RouterFactory], None]
 """``register(name, router_factory)``: see :func:`register_routers`."""
 
-RouteHandler: TypeAlias = "ControllerRouterHandler"
-"""What Litestar's ``route_handlers=`` takes: a route handler, a controller or a router."""
+RouteHandler: TypeAlias = object
+"""A Litestar route handler, controller or router: what Litestar's ``route_handlers=``
+takes. Opaque to the core (its contracts do not load the HTTP framework): the app hands it
+to Litestar, which checks it when the app is built."""
 
 RegisterRoute = Callable[[RouteHandler], None]
 """``register(route_handler)``: see :func:`extra_routes`."""

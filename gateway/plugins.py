@@ -19,7 +19,7 @@ from gateway import hookspecs
 from gateway.backend import BackendFactory
 from gateway.cost import CostModelFactory, MeterFactory
 from gateway.errors import ConfigError
-from gateway.hookspecs import RouteHandler, RouterFactory
+from gateway.hookspecs import RouterFactory
 from gateway.ledger.record import UsageRecord
 
 F = TypeVar("F")
@@ -104,8 +104,10 @@ class Plugins:
         found = self._collect(hookspecs.register_routers)
         return {name: factory for name, (_, factory) in found.items()}
 
-    def extra_routes(self) -> list[RouteHandler]:
-        routes: list[RouteHandler] = []
+    def extra_routes(self) -> list[Any]:
+        # Litestar's route handlers: the core does not know their type (see
+        # hookspecs.RouteHandler); the app hands them to Litestar.
+        routes: list[Any] = []
         self._pm.hook.extra_routes(register=routes.append)
         return routes
 

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-from gateway.plugin_api import (
-    Candidate,
-    RegisterRouter,
-    hookimpl,
-)
+from gateway.plugin_api import Candidate, RegisterRouter, hookimpl
 
 
 class CheapestFresh:

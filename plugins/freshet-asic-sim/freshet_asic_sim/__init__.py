@@ -12,10 +12,7 @@ from freshet_asic_sim.params import AdapterSpec, AsicParams
 from freshet_asic_sim.replay import TraceEntry, replay
 from freshet_asic_sim.schedule import CardModel, QueueFull
 from freshet_asic_sim.simulation import Simulation
-from gateway.plugin_api import (
-    RegisterBackendType,
-    hookimpl,
-)
+from gateway.plugin_api import RegisterBackendType, hookimpl
 
 __all__ = [
     "AdapterSpec",

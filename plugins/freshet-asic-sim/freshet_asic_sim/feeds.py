@@ -14,13 +14,7 @@ from typing import Protocol
 
 from msgspec import Struct
 
-from gateway.plugin_api import (
-    Backend,
-    BackendError,
-    BackendUsage,
-    FreshetError,
-    GenerationRequest,
-)
+from gateway.plugin_api import Backend, BackendError, BackendUsage, FreshetError, GenerationRequest
 
 
 class Piece(Struct, kw_only=True, frozen=True):

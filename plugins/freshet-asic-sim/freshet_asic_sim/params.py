@@ -15,11 +15,7 @@ from typing import Annotated
 import msgspec
 from msgspec import Meta, Struct
 
-from gateway.plugin_api import (
-    BackendConfig,
-    ConfigError,
-    convert_params,
-)
+from gateway.plugin_api import BackendConfig, ConfigError, convert_params
 
 DEFAULT_MODEL = "llama-3.1-8b"
 # Llama 3.1 model card: "December 2023"; the first of the month is the conservative date.

@@ -12,9 +12,7 @@ import re
 import zlib
 from collections.abc import Iterator
 
-from gateway.plugin_api import (
-    GenerationRequest,
-)
+from gateway.plugin_api import GenerationRequest
 
 _TOKEN = re.compile(r"\w+|[^\w\s]")
 

@@ -8,7 +8,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from gateway.backend import Chunk, GenerationRequest, Message
+from gateway.plugin_api import Chunk, GenerationRequest, Message
 
 _ids = itertools.count()
 

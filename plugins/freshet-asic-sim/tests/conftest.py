@@ -11,8 +11,8 @@ import yaml
 from asic_sim_helpers import NoFleet
 from freshet_asic_sim import AsicSimBackend
 
-from gateway.backend import BackendConfig
 from gateway.flow.fleet import Fleet
+from gateway.plugin_api import BackendConfig
 from gateway.plugins import Plugins
 from gateway.settings import load_settings
 

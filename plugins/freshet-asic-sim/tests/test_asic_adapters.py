@@ -11,10 +11,9 @@ import pytest
 from asic_sim_helpers import chat, completion
 from freshet_asic_sim import AsicSimBackend
 
-from gateway.backend import BackendUsage, GenerationRequest
-from gateway.errors import ContextLengthExceeded, ModelNotFound
 from gateway.flow.dispatch import chain, open_stream
 from gateway.flow.fleet import Fleet
+from gateway.plugin_api import BackendUsage, ContextLengthExceeded, GenerationRequest, ModelNotFound
 
 SWAP_S = 0.010
 

@@ -9,9 +9,8 @@ import pytest
 from asic_sim_helpers import chat
 from freshet_asic_sim import AsicSimBackend
 
-from gateway.backend import Backend
-from gateway.errors import BackendUnavailable, ConfigError
 from gateway.flow.fleet import Fleet
+from gateway.plugin_api import Backend, BackendUnavailable, ConfigError
 from gateway.plugins import Plugins
 
 

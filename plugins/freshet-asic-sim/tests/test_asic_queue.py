@@ -11,8 +11,7 @@ import pytest
 from asic_sim_helpers import completion, timed
 from freshet_asic_sim import AsicSimBackend
 
-from gateway.backend import Chunk
-from gateway.errors import RateLimited
+from gateway.plugin_api import Chunk, RateLimited
 
 SERVICE_S = 1000 / 100_000 + 1000 / 16_000  # prefill + decode of a 1k/1k request: 72.5 ms
 

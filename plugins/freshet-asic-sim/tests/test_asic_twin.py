@@ -11,10 +11,9 @@ import pytest
 from asic_sim_helpers import chat, timed
 from freshet_asic_sim import AsicSimBackend
 
-from gateway.backend import Chunk, GenerationRequest
 from gateway.builtins.deterministic import DeterministicBackend
-from gateway.errors import BackendError
 from gateway.flow.fleet import Fleet
+from gateway.plugin_api import BackendError, Chunk, GenerationRequest
 
 
 def twin_fleet(

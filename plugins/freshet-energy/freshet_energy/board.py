@@ -20,10 +20,7 @@ from collections.abc import Callable
 from typing import Literal
 
 from freshet_energy.counters import ModelledCounter
-from gateway.plugin_api import (
-    EnergyMeter,
-    HardwareProfile,
-)
+from gateway.plugin_api import EnergyMeter, HardwareProfile
 
 IdleMode = Literal["overhead", "attribute"]
 

@@ -16,10 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from gateway.plugin_api import (
-    ConfigError,
-    EnergySource,
-)
+from gateway.plugin_api import ConfigError, EnergySource
 
 
 class RaplCounter:

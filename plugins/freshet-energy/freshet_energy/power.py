@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import itertools
 
-from gateway.plugin_api import (
-    HardwareProfile,
-)
+from gateway.plugin_api import HardwareProfile
 
 
 class PowerCurve:

@@ -8,9 +8,7 @@ from zoneinfo import ZoneInfo
 from msgspec import Struct, field
 
 from freshet_energy.board import IdleMode
-from gateway.plugin_api import (
-    ListPrice,
-)
+from gateway.plugin_api import ListPrice
 
 
 class Tariff(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):

@@ -11,8 +11,7 @@ from freshet_energy.counters import ModelledCounter
 from freshet_energy.power import PowerCurve
 from freshet_energy.prices import Prices, Tariff, dollars
 
-from gateway.backend import HardwareProfile
-from gateway.cost import ListPrice
+from gateway.plugin_api import HardwareProfile, ListPrice
 
 PROFILE = HardwareProfile(
     kind="gpu",

@@ -9,8 +9,7 @@ import pytest
 from freshet_energy.counters import ModelledCounter, NvmlCounter, RaplCounter
 from freshet_energy.power import PowerCurve
 
-from gateway.backend import HardwareProfile
-from gateway.errors import ConfigError
+from gateway.plugin_api import ConfigError, HardwareProfile
 
 
 def _rapl_tree(root: Path, domains: dict[str, tuple[int, int]]) -> None:

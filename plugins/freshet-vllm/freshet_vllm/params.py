@@ -9,12 +9,7 @@ from typing import Literal
 import msgspec
 from msgspec import Struct, field
 
-from gateway.plugin_api import (
-    BackendConfig,
-    ConfigError,
-    Deployment,
-    HardwareProfile,
-)
+from gateway.plugin_api import BackendConfig, ConfigError, Deployment, HardwareProfile
 
 # H100 SXM serving Llama-3.1-8B in bf16 with vLLM (data/profiles-sources.md). Power runs
 # from ~300 W at batch 1 to ~600 W at batch 128; the profile holds one figure, so the
