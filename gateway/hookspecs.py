@@ -21,7 +21,7 @@ import pluggy
 
 from gateway.backend import BackendFactory
 from gateway.cost import CostModelFactory, MeterFactory
-from gateway.ledger.record import UsageRecord
+from gateway.outcome import UsageRecord
 from gateway.routing import Router
 
 PROJECT = "freshet"

@@ -1,8 +1,11 @@
-"""How a request went, as the flow hands it to its observers (telemetry, the ledger):
-each backend :class:`Attempt` that failed before its first byte, and the :class:`Outcome`
-of the generation, filled in as the stream runs."""
+"""How a request went, as the flow hands it to its observers (telemetry, the ledger,
+``usage_recorded`` plugins): each backend :class:`Attempt` that failed before its first
+byte, the :class:`Outcome` of the generation, filled in as the stream runs, and the one
+:class:`UsageRecord` made of it."""
 
 from __future__ import annotations
+
+from typing import Literal
 
 import msgspec
 from msgspec import Struct
@@ -35,3 +38,45 @@ class Outcome(Struct, kw_only=True):
     @property
     def text(self) -> str:
         return "".join(self.text_parts)
+
+
+Status = Literal["ok", "error", "client_disconnected"]
+
+
+class UsageRecord(Struct, kw_only=True):
+    """One per request that reached a backend (streamed or not, failed or not).
+
+    A field added later must have a default, and a step in
+    :mod:`gateway.ledger.migrations` that adds its column with that default: records
+    written before it (ledger rows, Redis entries, spool lines) then read back with it.
+    """
+
+    request_id: str
+    ts: float  # unix time the request arrived
+    key: str | None
+    group: str | None  # the name the client asked for when it was a group
+    requested_model: str
+    backend: str
+    backend_kind: str
+    model: str
+    adapter: str | None
+    knowledge_cutoff: str | None
+    operation: str
+    stream: bool
+    status: Status
+    error_code: str | None
+    prompt_tokens: int
+    completion_tokens: int
+    ttft_s: float | None
+    duration_s: float
+    joules: float | None
+    energy_source: str | None
+    joules_input: float
+    joules_output: float
+    usd_energy: float
+    usd_capex: float
+    usd_list: float
+    usd_input: float
+    usd_output: float
+    usd_total: float
+    fallbacks: int = 0

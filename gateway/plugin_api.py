@@ -81,7 +81,7 @@ from gateway.hookspecs import (
     RouterFactory,
     hookimpl,
 )
-from gateway.ledger.record import UsageRecord
+from gateway.outcome import UsageRecord
 from gateway.routing import Candidate, Router
 from gateway.settings import convert_params, convert_profile
 

@@ -20,7 +20,7 @@ from gateway.backend import BackendFactory
 from gateway.cost import CostModelFactory, MeterFactory
 from gateway.errors import ConfigError
 from gateway.hookspecs import RouterFactory
-from gateway.ledger.record import UsageRecord
+from gateway.outcome import UsageRecord
 
 F = TypeVar("F")
 

@@ -13,7 +13,6 @@ from msgspec import Struct
 from gateway.api.runtime import Runtime
 from gateway.errors import InvalidRequest
 from gateway.ledger.formats import to_csv
-from gateway.ledger.record import UsageRecord
 from gateway.ledger.reports import (
     BUCKET_S,
     GROUP_BY,
@@ -26,6 +25,7 @@ from gateway.ledger.reports import (
     usage_query,
 )
 from gateway.ledger.sqlite import Ledger, UsageQuery
+from gateway.outcome import UsageRecord
 
 _TIME = (
     "unix seconds, an ISO-8601 date or datetime (UTC unless it says otherwise), "

@@ -12,9 +12,8 @@ from gateway.cost import BackendCost, Costing, CostModel, ListPriceOnly, Meterin
 from gateway.errors import ConfigError
 from gateway.flow.admission import Admission
 from gateway.flow.context import RequestContext
-from gateway.ledger.record import Status, UsageRecord
 from gateway.ledger.sqlite import Ledger
-from gateway.outcome import Outcome
+from gateway.outcome import Outcome, Status, UsageRecord
 from gateway.plugins import Plugins
 from gateway.settings import Settings
 

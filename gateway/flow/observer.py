@@ -14,8 +14,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from gateway.backend import Deployment, GenerationRequest
-from gateway.ledger.record import UsageRecord
-from gateway.outcome import Attempt, Outcome
+from gateway.outcome import Attempt, Outcome, UsageRecord
 from gateway.routing import Decision
 
 

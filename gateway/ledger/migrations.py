@@ -27,7 +27,7 @@ from pathlib import Path
 
 from msgspec import NODEFAULT, inspect
 
-from gateway.ledger.record import UsageRecord
+from gateway.outcome import UsageRecord
 
 log = logging.getLogger(__name__)
 

@@ -37,9 +37,9 @@ from redis.exceptions import RedisError
 
 from gateway.ledger.aggregate import BATCH, CLAIM_IDLE_MS, Aggregator
 from gateway.ledger.mirror import MIRROR_FILE, Mirror, start_mirror
-from gateway.ledger.record import UsageRecord
 from gateway.ledger.spool import Spool
 from gateway.ledger.sqlite import FLUSH_INTERVAL_S, SQLiteLedger, UsageQuery
+from gateway.outcome import UsageRecord
 from gateway.state.redis import UNAVAILABLE, RedisStore
 
 log = logging.getLogger(__name__)

@@ -26,8 +26,8 @@ from typing import Any, Literal, NamedTuple, get_args
 from msgspec import Struct
 
 from gateway.errors import InvalidRequest
-from gateway.ledger.record import Status
 from gateway.ledger.sqlite import UsageQuery, where_clause
+from gateway.outcome import Status
 
 GroupBy = Literal["backend", "model", "key", "group", "hour"]
 GROUP_BY: tuple[str, ...] = get_args(GroupBy)

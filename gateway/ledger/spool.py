@@ -22,7 +22,8 @@ from typing import IO
 
 import msgspec
 
-from gateway.ledger.record import UsageRecord, decode_json
+from gateway.ledger.record import decode_json
+from gateway.outcome import UsageRecord
 
 log = logging.getLogger(__name__)
 

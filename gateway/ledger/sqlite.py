@@ -31,7 +31,7 @@ from gateway.ledger.migrations import (
     migrate,
     refuse_newer,
 )
-from gateway.ledger.record import UsageRecord
+from gateway.outcome import UsageRecord
 
 log = logging.getLogger(__name__)
 

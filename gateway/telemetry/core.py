@@ -33,8 +33,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags
 
 from gateway.backend import Backend, BackendStatus, Deployment, GenerationRequest, is_remote
-from gateway.ledger.record import UsageRecord
-from gateway.outcome import Attempt, Outcome
+from gateway.outcome import Attempt, Outcome, UsageRecord
 from gateway.plugins import core_version
 from gateway.routing import Decision
 from gateway.settings import Settings

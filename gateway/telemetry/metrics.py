@@ -20,7 +20,7 @@ from msgspec import Struct
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from gateway.backend import BackendStatus
-from gateway.ledger.record import UsageRecord
+from gateway.outcome import UsageRecord
 from gateway.telemetry.trace import RequestTrace
 
 Kind = Literal["histogram", "counter", "gauge"]

@@ -12,8 +12,7 @@ from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode
 from opentelemetry.util.types import AttributeValue
 
 from gateway.backend import GenerationRequest
-from gateway.ledger.record import UsageRecord
-from gateway.outcome import Outcome
+from gateway.outcome import Outcome, UsageRecord
 from gateway.routing import Decision
 from gateway.telemetry.trace import BackendCall, RequestTrace, RouteStep
 

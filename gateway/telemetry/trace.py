@@ -10,8 +10,7 @@ from __future__ import annotations
 from opentelemetry.trace import SpanContext
 
 from gateway.backend import Deployment, GenerationRequest
-from gateway.ledger.record import UsageRecord
-from gateway.outcome import Attempt, Outcome
+from gateway.outcome import Attempt, Outcome, UsageRecord
 from gateway.routing import Decision
 
 

@@ -11,9 +11,9 @@ import pytest
 import pytest_asyncio
 
 from gateway.errors import InsufficientQuota, RateLimited
-from gateway.ledger.record import UsageRecord
 from gateway.ledger.redis import RedisLedger
 from gateway.ledger.sqlite import UsageQuery
+from gateway.outcome import UsageRecord
 from gateway.settings import RedisSettings
 from gateway.state.health import BreakerSettings
 from gateway.state.health_redis import POLL_S, RedisHealth

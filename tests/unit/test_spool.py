@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from gateway.ledger.record import UsageRecord
 from gateway.ledger.spool import Spool
+from gateway.outcome import UsageRecord
 
 
 def _record(request_id: str) -> UsageRecord:

@@ -38,8 +38,7 @@ from gateway.api.traces import server_address
 from gateway.backend import BackendUsage, Deployment, GenerationRequest, Message
 from gateway.cost import Quote
 from gateway.errors import BackendError
-from gateway.ledger.record import UsageRecord
-from gateway.outcome import Attempt, Outcome
+from gateway.outcome import Attempt, Outcome, UsageRecord
 from gateway.routing import Candidate, Decision, Need
 from gateway.settings import load_settings
 from gateway.telemetry.core import Telemetry

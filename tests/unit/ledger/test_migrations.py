@@ -31,9 +31,9 @@ from gateway.ledger.migrations import (
     table_columns,
 )
 from gateway.ledger.mirror import MIRROR_FILE, refresh_mirror, start_mirror
-from gateway.ledger.record import UsageRecord
 from gateway.ledger.reports import SQLiteRows, cost_report, cost_series, open_read_only
 from gateway.ledger.sqlite import SQLiteLedger, UsageQuery
+from gateway.outcome import UsageRecord
 from gateway.settings import RedisSettings
 
 FIXTURE = Path(__file__).parents[2] / "fixtures" / "ledger" / "ledger-v0-2026-12-06.sqlite3"

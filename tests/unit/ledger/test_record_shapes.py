@@ -13,8 +13,9 @@ import msgspec
 import pytest
 
 from gateway.ledger.migrations import V0_COLUMNS, expected_columns
-from gateway.ledger.record import UsageRecord, decode_json
+from gateway.ledger.record import decode_json
 from gateway.ledger.spool import Spool
+from gateway.outcome import UsageRecord
 
 FIXTURE = Path(__file__).parents[2] / "fixtures" / "ledger" / "redis-entries-2026-12-06.json"
 
