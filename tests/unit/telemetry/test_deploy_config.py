@@ -13,7 +13,7 @@ import yaml
 from gateway.settings import load_settings
 from gateway.telemetry.metrics import SPECS, exposed_names
 
-DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+DEPLOY = Path(__file__).resolve().parents[3] / "deploy"
 OBSERVABILITY = DEPLOY / "observability"
 DASHBOARD = OBSERVABILITY / "grafana" / "dashboards" / "freshet.json"
 # A metric selector in these queries is always followed by a label matcher or a range.
