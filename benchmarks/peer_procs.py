@@ -298,7 +298,7 @@ def _freshet_granian(upstream: str, work: Path) -> Iterator[Running]:
 def _freshet_version() -> str:
     import importlib.metadata as md
 
-    version = md.version("freshet")
+    version = md.version("freshet-gateway")
     commit = _run(["git", "-C", str(Path(__file__).parent), "rev-parse", "--short", "HEAD"])
     return f"{version} ({commit})" if commit and " " not in commit else version
 

@@ -26,6 +26,9 @@ F = TypeVar("F")
 
 log = logging.getLogger(__name__)
 
+# The core's distribution name on the package index ("freshet" there is another project).
+DISTRIBUTION = "freshet-gateway"
+
 # Built into the core distribution; registered under these names through the same hooks.
 BUILTINS: tuple[tuple[str, str], ...] = (
     ("deterministic", "gateway.builtins.deterministic"),
@@ -140,7 +143,7 @@ class Plugins:
             out.append(
                 PluginInfo(
                     name=name,
-                    distribution=dist.project_name if dist else "freshet",
+                    distribution=dist.project_name if dist else DISTRIBUTION,
                     version=dist.version if dist else own_version,
                     hooks=hooks,
                     builtin=name in self._builtin,
@@ -153,6 +156,6 @@ def core_version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
     try:
-        return version("freshet")
+        return version(DISTRIBUTION)
     except PackageNotFoundError:
         return "0+unknown"

@@ -43,7 +43,7 @@ def _fail_on_config_error(fn: Callable[[], T]) -> T:
 
 
 @click.group()
-@click.version_option(package_name="freshet")
+@click.version_option(package_name="freshet-gateway")
 def main() -> None:
     """Freshet: route each LLM request to the cheapest backend that is fresh enough."""
 
