@@ -17,6 +17,31 @@ from gateway.settings import Settings
 log = logging.getLogger(__name__)
 
 
+# The backend types of the plugins in the Freshet repository's plugins/ folder, and their
+# distributions. They install from that folder (they are not on the package index).
+REPO_PLUGIN_TYPES: Mapping[str, str] = {
+    "llamacpp": "freshet-llamacpp",
+    "vllm": "freshet-vllm",
+    "openai-compatible": "freshet-vllm",
+    "asic-sim": "freshet-asic-sim",
+}
+
+
+def install_hint(backend_type: str) -> str:
+    """Where a missing backend type comes from: a repository plugin, or any entry point."""
+    dist = REPO_PLUGIN_TYPES.get(backend_type)
+    if dist is not None:
+        return (
+            f"it comes with the plugin {dist}: install it from the Freshet repository, "
+            f"pip install ./plugins/{dist}"
+        )
+    repo = ", ".join(f"{t} ({d})" for t, d in sorted(REPO_PLUGIN_TYPES.items()))
+    return (
+        "install a plugin that registers it under the entry-point group 'freshet'; "
+        f"the Freshet repository's plugins/ folder has {repo}"
+    )
+
+
 class Entry(Struct, kw_only=True, frozen=True):
     """A name in ``model``: one deployment, an adapter, or a group of deployments."""
 
@@ -43,7 +68,7 @@ class Fleet:
                 known = ", ".join(sorted(types)) or "none"
                 raise ConfigError(
                     f"unknown backend type {config.type!r} (installed types: {known}); "
-                    f"install its plugin, e.g. pip install freshet-{config.type}",
+                    + install_hint(config.type),
                     file=config.source,
                     key=f"backends[{config.index}].type",
                 )
