@@ -29,6 +29,7 @@ class Outcome(Struct, kw_only=True):
     usage: BackendUsage | None = None
     error: FreshetError | None = None
     client_disconnected: bool = False
+    shutdown: bool = False  # ended by the gateway stopping, past its grace period
     metering: Metering | None = None
     chunks: int = 0
     ttft_s: float | None = None
@@ -40,7 +41,8 @@ class Outcome(Struct, kw_only=True):
         return "".join(self.text_parts)
 
 
-Status = Literal["ok", "error", "client_disconnected"]
+# "shutdown": the gateway was stopping and ended the request itself (past its grace).
+Status = Literal["ok", "error", "client_disconnected", "shutdown"]
 
 
 class UsageRecord(Struct, kw_only=True):
@@ -80,3 +82,20 @@ class UsageRecord(Struct, kw_only=True):
     usd_output: float
     usd_total: float
     fallbacks: int = 0
+    # When more than one backend was tried: a JSON array with one object per attempt, in
+    # order: {backend, status, error_code?, prompt_tokens, completion_tokens, joules?,
+    # usd_total} (see AttemptUsage). The record's totals (tokens served aside) include the
+    # joules and dollars of the failed attempts.
+    attempts: str | None = None
+
+
+class AttemptUsage(Struct, kw_only=True, omit_defaults=True):
+    """One backend tried for a request that tried more than one (``UsageRecord.attempts``)."""
+
+    backend: str
+    status: str  # ok | error | client_disconnected | shutdown
+    error_code: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    joules: float | None = None
+    usd_total: float = 0.0

@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+
+import msgspec
+from msgspec import Struct
 
 from gateway.backend import Backend, Deployment
 from gateway.cost import BackendCost, Costing, CostModel, ListPriceOnly, Metering
@@ -13,7 +16,7 @@ from gateway.errors import ConfigError
 from gateway.flow.admission import Admission
 from gateway.flow.context import RequestContext
 from gateway.ledger.sqlite import Ledger
-from gateway.outcome import Outcome, Status, UsageRecord
+from gateway.outcome import Attempt, AttemptUsage, Outcome, Status, UsageRecord
 from gateway.plugins import Plugins
 from gateway.settings import Settings
 
@@ -67,6 +70,12 @@ class Accounting:
     def begin(self, backend_id: str, request_id: str, prompt_tokens: int) -> Metering:
         return self._costs[backend_id].begin(request_id, prompt_tokens)
 
+    def end_attempt(self, outcome: Outcome, at: float | None = None) -> Costing:
+        """Close an attempt's metering: what that backend's work cost."""
+        if outcome.metering is None:
+            return Costing(joules=None, energy_source=None)
+        return outcome.metering.end(outcome.usage, time.time() if at is None else at)
+
     def finish(
         self,
         ctx: RequestContext,
@@ -74,22 +83,28 @@ class Accounting:
         backend_kind: str,
         outcome: Outcome,
         fallbacks: int,
+        failed: Sequence[FailedAttempt] = (),
+        refused: Sequence[Attempt] = (),
+        served: Costing | None = None,
     ) -> Costing:
-        """Meter, record, and tell plugins; returns the costing for the response."""
+        """Meter, record, and tell plugins; returns the costing for the response.
+
+        ``failed``: earlier attempts of this request that failed after their first chunk
+        (metered and closed); ``refused``: backends that failed before their first chunk.
+        The one record carries them all in ``attempts`` and counts their joules and
+        dollars in its totals. ``served``: the attempt's costing when it is closed already.
+        """
         now = time.time()
-        costing = (
-            outcome.metering.end(outcome.usage, now)
-            if outcome.metering is not None
-            else Costing(joules=None, energy_source=None)
-        )
+        if served is None:
+            served = self.end_attempt(outcome, now)
+        costing = _sum([f.costing for f in failed], served) if failed else served
         usage = outcome.usage
-        status: Status
-        if outcome.client_disconnected:
-            status = "client_disconnected"
-        elif outcome.error is not None:
-            status = "error"
-        else:
-            status = "ok"
+        status = _status(outcome)
+        attempts = (
+            _attempts(failed, refused, deployment, outcome, served, status)
+            if failed or refused
+            else None
+        )
         record = UsageRecord(
             request_id=ctx.request_id,
             ts=ctx.arrived,
@@ -123,6 +138,7 @@ class Accounting:
             usd_output=costing.usd_output,
             usd_total=costing.usd_total,
             fallbacks=fallbacks,
+            attempts=attempts,
         )
         if self._admission is not None:  # settle the key's reservation with the real cost
             tokens = record.prompt_tokens + record.completion_tokens
@@ -134,3 +150,87 @@ class Accounting:
             self._hooks.add(task)
             task.add_done_callback(self._hooks.discard)
         return costing
+
+
+class FailedAttempt(Struct, kw_only=True):
+    """An attempt that failed after its first chunk, on a request that went on to another
+    backend (non-streaming: the client had received nothing yet)."""
+
+    deployment: Deployment
+    outcome: Outcome
+    costing: Costing
+
+
+def _status(outcome: Outcome) -> Status:
+    if outcome.shutdown:
+        return "shutdown"
+    if outcome.client_disconnected:
+        return "client_disconnected"
+    if outcome.error is not None:
+        return "error"
+    return "ok"
+
+
+def _sum(failed: Sequence[Costing], served: Costing) -> Costing:
+    total = msgspec.structs.replace(served)
+    for c in failed:
+        if c.joules is not None:
+            total.joules = (total.joules or 0.0) + c.joules
+        total.joules_input += c.joules_input
+        total.joules_output += c.joules_output
+        total.busy_s += c.busy_s
+        total.usd_energy += c.usd_energy
+        total.usd_capex += c.usd_capex
+        total.usd_list += c.usd_list
+        total.usd_input += c.usd_input
+        total.usd_output += c.usd_output
+    return total
+
+
+def _tokens(outcome: Outcome) -> tuple[int, int]:
+    usage = outcome.usage
+    if usage is not None:
+        return usage.prompt_tokens, usage.completion_tokens
+    return outcome.prompt_tokens_estimate, outcome.chunks
+
+
+def _attempts(
+    failed: Sequence[FailedAttempt],
+    refused: Sequence[Attempt],
+    deployment: Deployment,
+    outcome: Outcome,
+    served: Costing,
+    status: Status,
+) -> str:
+    rows = [
+        AttemptUsage(backend=a.backend_id, status="error", error_code=str(a.status))
+        for a in refused
+    ]
+    for f in failed:
+        prompt, completion = _tokens(f.outcome)
+        error = f.outcome.error
+        rows.append(
+            AttemptUsage(
+                backend=f.deployment.backend_id,
+                status="error",
+                error_code=(error.code or error.type) if error is not None else None,
+                prompt_tokens=prompt,
+                completion_tokens=completion,
+                joules=f.costing.joules,
+                usd_total=f.costing.usd_total,
+            )
+        )
+    prompt, completion = _tokens(outcome)
+    error = outcome.error
+    rows.append(
+        AttemptUsage(
+            backend=deployment.backend_id,
+            status=status,
+            error_code=(error.code or error.type) if error is not None else None,
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            joules=served.joules,
+            usd_total=served.usd_total,
+        )
+    )
+    return msgspec.json.encode(rows).decode()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 
+import msgspec
 from msgspec import Struct
 
 from gateway import protocol as p
@@ -16,7 +17,7 @@ from gateway.errors import (
     ConfigError,
     FreshetError,
 )
-from gateway.flow.accounting import Accounting
+from gateway.flow.accounting import Accounting, FailedAttempt
 from gateway.flow.admission import Admission
 from gateway.flow.context import RequestContext
 from gateway.flow.decision import OutputEstimate, decide
@@ -151,8 +152,15 @@ class Service:
         )
 
     async def open(
-        self, ctx: RequestContext, gen: GenerationRequest, exclude: frozenset[str] = frozenset()
+        self,
+        ctx: RequestContext,
+        gen: GenerationRequest,
+        exclude: frozenset[str] = frozenset(),
+        earlier: Earlier | None = None,
     ) -> Routed:
+        """Route and dispatch until a backend's first chunk. ``earlier``: what a
+        non-streaming request's previous tries left (it is admitted already, and any record
+        made here carries them)."""
         estimate = estimate_prompt_tokens(gen)
         observer = ctx.observer
         observer.routing(gen)
@@ -178,10 +186,14 @@ class Service:
         except FreshetError as exc:
             if attempts:  # it reached a backend: one record, for the last one tried
                 last = next(d for d in candidates if d.backend_id == attempts[-1].backend_id)
-                self._record_failure(ctx, last, exc, len(attempts) - 1)
+                self._record_failure(ctx, last, exc, attempts[:-1], earlier)
+            elif earlier is not None and earlier.failed:
+                self._record_earlier(ctx, earlier)
             self._admission.release(ctx)  # no record, no cost: the reservation goes back
             raise
         except BaseException:
+            if earlier is not None and earlier.failed:
+                self._record_earlier(ctx, earlier)
             self._admission.release(ctx)  # cancelled before any backend answered
             raise
         observer.answered()
@@ -193,15 +205,54 @@ class Service:
         return Routed(opened=opened, outcome=outcome, decision=decision)
 
     def _record_failure(
-        self, ctx: RequestContext, dep: Deployment, error: FreshetError, fallbacks: int
+        self,
+        ctx: RequestContext,
+        dep: Deployment,
+        error: FreshetError,
+        refused: list[Attempt],
+        earlier: Earlier | None,
     ) -> None:
         kind = self._fleet.get(dep.backend_id).kind
         outcome = Outcome(error=error)
-        self._accounting.finish(ctx, dep, kind, outcome, fallbacks)
+        failed = earlier.failed if earlier is not None else []
+        refused = [*(earlier.refused if earlier is not None else []), *refused]
+        self._accounting.finish(
+            ctx, dep, kind, outcome, len(failed) + len(refused), failed, refused
+        )
 
-    def finalize(self, ctx: RequestContext, opened: Opened, outcome: Outcome) -> p.Usage:
+    def _record_earlier(self, ctx: RequestContext, earlier: Earlier) -> None:
+        """A retry that reached no backend: the request's one record is its last failed
+        attempt's, with the others before it."""
+        last = earlier.failed[-1]
+        failed, refused = earlier.failed[:-1], earlier.refused
+        self._accounting.finish(
+            ctx,
+            last.deployment,
+            self._fleet.get(last.deployment.backend_id).kind,
+            last.outcome,
+            len(failed) + len(refused),
+            failed,
+            refused,
+            served=last.costing,
+        )
+
+    def finalize(
+        self,
+        ctx: RequestContext,
+        opened: Opened,
+        outcome: Outcome,
+        earlier: Earlier | None = None,
+    ) -> p.Usage:
+        failed = earlier.failed if earlier is not None else []
+        refused = [*(earlier.refused if earlier is not None else []), *opened.attempts]
         costing = self._accounting.finish(
-            ctx, opened.deployment, opened.backend.kind, outcome, len(opened.attempts)
+            ctx,
+            opened.deployment,
+            opened.backend.kind,
+            outcome,
+            len(failed) + len(refused),
+            failed,
+            refused,
         )
         if outcome.usage is not None and outcome.error is None:
             self.outputs.observe(ctx.group, ctx.key, outcome.usage.completion_tokens)
@@ -209,34 +260,59 @@ class Service:
 
     async def complete(self, ctx: RequestContext, gen: GenerationRequest) -> tuple[Routed, p.Usage]:
         """Non-streaming: nothing reaches the client until the end, so a failure anywhere
-        before then may still fall back to the remaining candidates."""
+        before then may still fall back to the remaining candidates. Every backend tried
+        is in the request's one record; a retry that finds no candidate ends with the
+        error that made it retry."""
+        earlier = Earlier()
         tried: set[str] = set()
         while True:
-            routed = await self.open(ctx, gen, frozenset(tried))
+            try:
+                routed = await self.open(ctx, gen, frozenset(tried), earlier)
+            except FreshetError:
+                if earlier.failed:  # recorded by open(); the client hears the first cause
+                    error = earlier.failed[-1].outcome.error
+                    assert error is not None
+                    raise error from None
+                raise
             opened, outcome = routed.opened, routed.outcome
             try:
                 await collect(chain(opened.first, opened.rest), outcome)
             except FreshetError as exc:
-                tried.add(opened.deployment.backend_id)
+                served = opened.deployment.backend_id
+                tried.add(served)
                 tried.update(a.backend_id for a in opened.attempts)
                 if exc.status >= 500:
-                    self._health.failure(opened.deployment.backend_id)
-                if len(tried) >= self._max_attempts or len(routed.decision.ordered) <= 1:
-                    outcome.error = exc
-                    self.finalize(ctx, opened, outcome)
+                    self._health.failure(served)
+                outcome.error = exc
+                left = [c for c in routed.decision.ordered if c.deployment.backend_id not in tried]
+                if len(tried) >= self._max_attempts or not left:
+                    self.finalize(ctx, opened, outcome, earlier)
                     raise
-                if outcome.metering is not None:
-                    outcome.metering.end(None)
+                costing = self._accounting.end_attempt(outcome)
+                outcome.metering = None  # closed: its cost is in ``costing``
+                earlier.refused.extend(opened.attempts)
+                earlier.failed.append(
+                    FailedAttempt(deployment=opened.deployment, outcome=outcome, costing=costing)
+                )
                 continue
             except Exception as exc:
                 outcome.error = BackendError(f"backend {opened.deployment.backend_id} failed")
-                self.finalize(ctx, opened, outcome)
+                self.finalize(ctx, opened, outcome, earlier)
                 raise outcome.error from exc
             except BaseException:
-                outcome.client_disconnected = True
-                self.finalize(ctx, opened, outcome)
+                # Cancelled: the client left (or the gateway is stopping, which says so).
+                if not outcome.shutdown:
+                    outcome.client_disconnected = True
+                self.finalize(ctx, opened, outcome, earlier)
                 raise
-            return routed, self.finalize(ctx, opened, outcome)
+            return routed, self.finalize(ctx, opened, outcome, earlier)
+
+
+class Earlier(Struct, kw_only=True):
+    """A non-streaming request's tries before the current one."""
+
+    failed: list[FailedAttempt] = msgspec.field(default_factory=list)
+    refused: list[Attempt] = msgspec.field(default_factory=list)
 
 
 def cost_headers(headers: dict[str, str], usage: p.Usage) -> None:

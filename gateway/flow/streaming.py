@@ -53,8 +53,13 @@ def to_usage(usage: BackendUsage | None, costing: Costing | None = None) -> p.Us
 
 
 async def collect(chunks: AsyncIterator[Chunk], outcome: Outcome) -> Outcome:
-    async for chunk in chunks:
-        _absorb(chunk, outcome)
+    """Absorb a whole backend stream; the stream is closed however this ends (a client
+    that leaves cancels it, and closing the backend's stream stops its generation)."""
+    try:
+        async for chunk in chunks:
+            _absorb(chunk, outcome)
+    finally:
+        await aclose(chunks)
     if outcome.finish_reason is None:
         raise BackendError("backend stream ended without a finish reason")
     return outcome

@@ -141,6 +141,7 @@ def _v1_versioned(conn: sqlite3.Connection) -> None:
 
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "version the schema (the table as written before versions)", _v1_versioned),
+    Migration(2, "usage.attempts", add_column("attempts", "TEXT", None)),
     # Next: Migration(2, "usage.<field>", add_column("<field>", "INTEGER", 0)), with the
     # field added to UsageRecord *with a default* (old Redis records lack it).
 )

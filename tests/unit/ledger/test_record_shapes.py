@@ -27,7 +27,8 @@ def entries() -> list[dict[str, Any]]:
 
 def test_the_fixture_has_the_three_shapes() -> None:
     shapes = [json.loads(e["fields"]["r"]) for e in entries()]
-    today = set(UsageRecord.__struct_fields__)
+    # The fixture was written on 2026-12-06; fields added since are missing from all three.
+    today = set(UsageRecord.__struct_fields__) - {"attempts"}
     assert set(shapes[0]) == today
     assert set(shapes[1]) == today - {"fallbacks"}
     assert set(shapes[2]) == today | {"region"}
