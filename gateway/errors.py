@@ -7,6 +7,8 @@ else in the code builds error responses.
 
 from __future__ import annotations
 
+import math
+
 
 class FreshetError(Exception):
     """Base of every error the gateway raises on purpose."""
@@ -102,7 +104,14 @@ class RateLimited(FreshetError):
         self.retry_after_s = retry_after_s
 
     def headers(self) -> dict[str, str]:
-        return {"Retry-After": str(max(1, round(self.retry_after_s)))}
+        return {"Retry-After": str(retry_after_header(self.retry_after_s))}
+
+
+def retry_after_header(seconds: float) -> int:
+    """Whole seconds for ``Retry-After``, rounded *up* (at least 1): a client that waits
+    exactly that long finds the capacity free again (a window that ends in 4.33 s says 5,
+    never 4)."""
+    return max(1, math.ceil(seconds))
 
 
 class BackendError(FreshetError):

@@ -5,14 +5,19 @@ aligned to the epoch: ``rpm`` requests and ``tpm`` tokens per window, where a re
 tokens are its estimated prompt plus its ``max_tokens`` (or the expected output), and are
 corrected to the real count when it ends. A client may therefore get up to twice the limit
 across a window boundary; in exchange a check is two integer comparisons, the same in
-Redis, and ``Retry-After`` is exact (the seconds to the next window).
+Redis, and ``Retry-After`` is the seconds to the next window, rounded up (a client that
+waits exactly that long is admitted).
 
 Budgets are per UTC day, in dollars and joules. Admission *reserves* the chosen
 deployment's quote; the request's end *settles* its real cost (releasing the reservation
 and adding what it really cost); a request that never reached a backend releases its
 reservation for nothing. Admission refuses when spent + reserved + quote > budget, so the
 day's spend exceeds a budget by at most the sum, over the requests in flight at the last
-admission, of how much each one's real cost exceeded its quote.
+admission, of how much each one's real cost exceeded its quote. The refusal says which
+case it is: when the *settled* spend alone leaves no room for the quote, waiting cannot
+help (402 ``insufficient_quota``); when only reservations of requests in flight are in the
+way, they will settle (usually for less than they hold) and the client should come back
+(429 with ``Retry-After``, :data:`HELD_RETRY_S`).
 """
 
 from __future__ import annotations
@@ -25,6 +30,9 @@ from gateway.errors import InsufficientQuota, RateLimited
 from gateway.state.keys import ApiKey
 
 DAY_S = 86400.0
+HELD_RETRY_S = 1.0
+"""``Retry-After`` when a budget is held by reservations in flight: they settle when their
+requests end, which the limits cannot foresee; one second keeps a waiting client close."""
 
 
 class Reservation:
@@ -82,17 +90,52 @@ def over_rate(key: ApiKey, requests: int, tokens: int, wanted: int, retry_s: flo
         )
 
 
-def over_budget(key: ApiKey, usd: float, usd_quote: float, j: float, j_quote: float) -> None:
-    if key.budget_usd is not None and usd + usd_quote > key.budget_usd:
-        raise InsufficientQuota(
-            f"daily budget of key {key.name!r} exhausted: ${usd:.6f} of ${key.budget_usd:.6f} "
-            f"spent or reserved; this request is quoted ${usd_quote:.6f}"
+def over_budget(
+    key: ApiKey,
+    usd_spent: float,
+    usd_reserved: float,
+    usd_quote: float,
+    j_spent: float,
+    j_reserved: float,
+    j_quote: float,
+) -> None:
+    """Refuse when spent + reserved + quote is over a budget: 402 when the settled spend
+    alone leaves no room for the quote, else 429 (reservations in flight will settle)."""
+    if key.budget_usd is not None and usd_spent + usd_reserved + usd_quote > key.budget_usd:
+        _refuse(
+            key,
+            "daily budget",
+            f"${usd_spent:.6f}",
+            f"${usd_reserved:.6f}",
+            f"${key.budget_usd:.6f}",
+            f"${usd_quote:.6f}",
+            exhausted=usd_spent + usd_quote > key.budget_usd,
         )
-    if key.budget_joules is not None and j + j_quote > key.budget_joules:
-        raise InsufficientQuota(
-            f"daily energy budget of key {key.name!r} exhausted: {j:.3f} J of "
-            f"{key.budget_joules:.3f} J spent or reserved; this request is quoted {j_quote:.3f} J"
+    if key.budget_joules is not None and j_spent + j_reserved + j_quote > key.budget_joules:
+        _refuse(
+            key,
+            "daily energy budget",
+            f"{j_spent:.3f} J",
+            f"{j_reserved:.3f} J",
+            f"{key.budget_joules:.3f} J",
+            f"{j_quote:.3f} J",
+            exhausted=j_spent + j_quote > key.budget_joules,
         )
+
+
+def _refuse(
+    key: ApiKey, what: str, spent: str, reserved: str, budget: str, quote: str, *, exhausted: bool
+) -> None:
+    if exhausted:
+        raise InsufficientQuota(
+            f"{what} of key {key.name!r} exhausted: {spent} of {budget} spent "
+            f"({reserved} more reserved by requests in flight); this request is quoted {quote}"
+        )
+    raise RateLimited(
+        f"{what} of key {key.name!r} is held by requests in flight: {spent} of {budget} "
+        f"spent and {reserved} reserved; this request is quoted {quote}. Retry when they end",
+        retry_after_s=HELD_RETRY_S,
+    )
 
 
 class LocalLimits:
@@ -120,7 +163,7 @@ class LocalLimits:
         c = self._counters(key.name, now)
         retry_s = (c.window + 1) * self.window_s - now
         over_rate(key, c.requests, c.tokens, tokens, retry_s)
-        over_budget(key, c.usd_spent + c.usd_reserved, usd, c.j_spent + c.j_reserved, joules)
+        over_budget(key, c.usd_spent, c.usd_reserved, usd, c.j_spent, c.j_reserved, joules)
         c.requests += 1
         c.tokens += tokens
         c.usd_reserved += usd

@@ -1,11 +1,13 @@
 """Per-key rate limits and budgets shared by every process, as atomic Lua scripts.
 
-Same rules as :mod:`gateway.state.limits` (fixed windows, daily budgets, reserve then settle),
-but the counters are Redis hashes and both the check and the reservation happen inside
-one script, so concurrent admissions from any number of processes never see each other
-half-done. Windows and days come from Redis's clock (``TIME``), the same for every
-process. Keys: ``<prefix>:rl:<name>:<window>`` (fields n, t) and
-``<prefix>:budget:<name>:<day>`` (fields us, ur, js, jr: spent and reserved).
+Same rules as :mod:`gateway.state.limits` (fixed windows, daily budgets, reserve then
+settle; 402 only when the settled spend leaves no room, 429 when reservations in flight
+hold the budget; ``Retry-After`` rounded up), but the counters are Redis hashes and both
+the check and the reservation happen inside one script, so concurrent admissions from any
+number of processes never see each other half-done. Windows and days come from Redis's
+clock (``TIME``), the same for every process. Keys: ``<prefix>:rl:<name>:<window>``
+(fields n, t) and ``<prefix>:budget:<name>:<day>`` (fields us, ur, js, jr: spent and
+reserved).
 
 **Overspend bound** (Redis up): a day's settled spend of a key is at most
 ``budget + Σ max(0, real_i - quote_i)`` over the requests in flight together at the
@@ -29,9 +31,16 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from gateway.errors import InsufficientQuota, RateLimited
+from gateway.errors import RateLimited
 from gateway.state.keys import ApiKey
-from gateway.state.limits import DAY_S, LocalLimits, Reservation
+from gateway.state.limits import (
+    DAY_S,
+    HELD_RETRY_S,
+    LocalLimits,
+    Reservation,
+    over_budget,
+    over_rate,
+)
 from gateway.state.redis import UNAVAILABLE, RedisStore
 
 log = logging.getLogger(__name__)
@@ -135,25 +144,15 @@ class RedisLimits:
         self.local.seed(key.name, int(d), float(us), float(js))
         if ok == "ok":
             return Reservation(key.name, int(w), int(d), tokens, usd, joules, shared=True)
-        retry_s = float(retry)
-        if key.rpm is not None and int(n) + 1 > key.rpm:
-            raise RateLimited(
-                f"rate limit reached for key {key.name!r}: {key.rpm} requests per window",
-                retry_after_s=retry_s,
-            )
-        if key.tpm is not None and int(tk) + tokens > key.tpm:
-            raise RateLimited(
-                f"rate limit reached for key {key.name!r}: {key.tpm} tokens per window",
-                retry_after_s=retry_s,
-            )
-        if key.budget_usd is not None and float(usd_held) + usd > key.budget_usd:
-            raise InsufficientQuota(
-                f"daily budget of key {key.name!r} exhausted: ${float(usd_held):.6f} of "
-                f"${key.budget_usd:.6f} spent or reserved; this request is quoted ${usd:.6f}"
-            )
-        raise InsufficientQuota(
-            f"daily energy budget of key {key.name!r} exhausted: {float(j_held):.3f} J of "
-            f"{key.budget_joules or 0:.3f} J spent or reserved"
+        over_rate(key, int(n), int(tk), tokens, float(retry))
+        usd_spent, j_spent = float(us), float(js)
+        usd_reserved = max(0.0, float(usd_held) - usd_spent)
+        j_reserved = max(0.0, float(j_held) - j_spent)
+        over_budget(key, usd_spent, usd_reserved, usd, j_spent, j_reserved, joules)
+        # Redis refused on figures that round differently here: a budget is held.
+        raise RateLimited(
+            f"daily budget of key {key.name!r} is held by requests in flight",
+            retry_after_s=HELD_RETRY_S,
         )
 
     def settle(self, r: Reservation, usd: float, joules: float, tokens: int) -> None:

@@ -15,7 +15,7 @@ from litestar.testing import AsyncTestClient
 
 from gateway.api.app import create_app
 from gateway.api.runtime import Runtime
-from gateway.errors import InsufficientQuota, RateLimited
+from gateway.errors import RateLimited
 from gateway.protocol import Freshness
 from gateway.settings import SharedSettings, load_settings
 from gateway.state.auth import Auth, is_loopback
@@ -238,8 +238,8 @@ def test_local_limits_windows_and_joules() -> None:
         limits.admit(key, 10, 0.0, 1.0)
     assert over.value.retry_after_s == pytest.approx(55)
     now[0] += 60  # next window: requests reset, the day's joules do not
-    with pytest.raises(InsufficientQuota):
-        limits.admit(key, 10, 0.0, 4.0)  # 8 J reserved + 4 > 10
+    with pytest.raises(RateLimited):  # 8 J reserved + 4 > 10, but nothing settled yet: 429
+        limits.admit(key, 10, 0.0, 4.0)
     limits.settle(a, 0.0, 1.0, 10)  # really cost 1 J, not 4
     limits.admit(key, 10, 0.0, 4.0)
     assert limits.spent("k") == (0.0, 1.0)
