@@ -1,7 +1,11 @@
 """OpenAI wire types as msgspec Structs, fields ordered as in the OpenAI API reference.
 
 Unknown fields are accepted and ignored (msgspec's default), so newer clients keep working.
-Constraints are declared on the types so that a bad value is a 400 naming the field.
+Constraints are declared on the types so that a bad value is a 400 naming the field, and
+every value a client sends is bounded: numbers by what the backends can take, names and
+identifiers by :data:`MAX_NAME` characters (they are echoed in errors and kept in traces),
+text by the body's size limit (``server.max_body_bytes``). Where OpenAI documents a limit
+(``n``, ``metadata``, ``logit_bias`` values) it is the one used here.
 Freshet's own extensions come last in each request type.
 """
 
@@ -13,11 +17,23 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta, Struct
 
+MAX_NAME = 256  # model names, message names, ids, ``user``
+INT32_MAX = 2**31 - 1  # token counts: backends hold them in C ints
+
+Name = Annotated[str, Meta(max_length=MAX_NAME)]
 Temperature = Annotated[float, Meta(ge=0.0, le=2.0)]
 TopP = Annotated[float, Meta(ge=0.0, le=1.0)]
-PositiveInt = Annotated[int, Meta(ge=1)]
+TokenCount = Annotated[int, Meta(ge=1, le=INT32_MAX)]
+Choices = Annotated[int, Meta(ge=1, le=128)]
+Seed = Annotated[int, Meta(ge=-(2**63), le=2**63 - 1)]
 Penalty = Annotated[float, Meta(ge=-2.0, le=2.0)]
 Stop = str | Annotated[list[str], Meta(max_length=4)]
+LogitBias = dict[Annotated[str, Meta(max_length=32)], Annotated[float, Meta(ge=-100, le=100)]]
+Metadata = Annotated[
+    dict[Annotated[str, Meta(max_length=64)], Annotated[str, Meta(max_length=512)]],
+    Meta(max_length=16),
+]
+TtftMs = Annotated[float, Meta(gt=0)]  # finite: JSON has no infinity, msgspec refuses 1e400
 
 
 class Freshness(Struct, kw_only=True):
@@ -32,15 +48,15 @@ class StreamOptions(Struct, kw_only=True):
 
 
 class ContentPart(Struct, kw_only=True):
-    type: str
+    type: Annotated[str, Meta(max_length=64)]
     text: str | None = None
 
 
 class ChatMessage(Struct, kw_only=True):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[ContentPart] | None = None
-    name: str | None = None
-    tool_call_id: str | None = None
+    name: Name | None = None
+    tool_call_id: Name | None = None
 
     def text(self) -> str:
         if self.content is None:
@@ -52,47 +68,47 @@ class ChatMessage(Struct, kw_only=True):
 
 class ChatCompletionRequest(Struct, kw_only=True):
     messages: Annotated[list[ChatMessage], Meta(min_length=1)]
-    model: str
+    model: Name
     frequency_penalty: Penalty | None = None
-    logit_bias: dict[str, float] | None = None
+    logit_bias: LogitBias | None = None
     logprobs: bool | None = None
-    max_completion_tokens: PositiveInt | None = None
-    max_tokens: PositiveInt | None = None
-    metadata: dict[str, str] | None = None
-    n: PositiveInt | None = None
+    max_completion_tokens: TokenCount | None = None
+    max_tokens: TokenCount | None = None
+    metadata: Metadata | None = None
+    n: Choices | None = None
     presence_penalty: Penalty | None = None
-    seed: int | None = None
+    seed: Seed | None = None
     stop: Stop | None = None
     stream: bool | None = None
     stream_options: StreamOptions | None = None
     temperature: Temperature | None = None
     top_p: TopP | None = None
-    user: str | None = None
+    user: Name | None = None
     # Freshet extensions
     freshness: Freshness | None = None
-    max_ttft_ms: Annotated[float, Meta(gt=0)] | None = None
+    max_ttft_ms: TtftMs | None = None
 
 
 class CompletionRequest(Struct, kw_only=True):
-    model: str
+    model: Name
     prompt: str | Annotated[list[str], Meta(min_length=1, max_length=1)]
     echo: bool | None = None
     frequency_penalty: Penalty | None = None
-    logit_bias: dict[str, float] | None = None
-    max_tokens: PositiveInt | None = None
-    n: PositiveInt | None = None
+    logit_bias: LogitBias | None = None
+    max_tokens: TokenCount | None = None
+    n: Choices | None = None
     presence_penalty: Penalty | None = None
-    seed: int | None = None
+    seed: Seed | None = None
     stop: Stop | None = None
     stream: bool | None = None
     stream_options: StreamOptions | None = None
     suffix: str | None = None
     temperature: Temperature | None = None
     top_p: TopP | None = None
-    user: str | None = None
+    user: Name | None = None
     # Freshet extensions
     freshness: Freshness | None = None
-    max_ttft_ms: Annotated[float, Meta(gt=0)] | None = None
+    max_ttft_ms: TtftMs | None = None
 
 
 class Usage(Struct, kw_only=True, omit_defaults=True):

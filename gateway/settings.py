@@ -156,14 +156,35 @@ _BACKEND_KEYS = {
 _TOP_KEYS = {"backends", "groups", "server", "plugins", "prices", "cost", "routing", *_STATE_KEYS}
 
 
+class ConnectionSettings(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """``server.connections``: what one client connection may hold (README, Connection limits)."""
+
+    max_header_bytes: int = 16 * 1024  # request line and headers together; 431 beyond
+    max_header_line_bytes: int = 8 * 1024  # one header line (431) or the URL (414)
+    header_timeout_s: float = 10.0  # connect (or a request's first byte) to its headers' end
+    body_timeout_s: float = 30.0  # the longest pause between two reads of a request body
+    keep_alive_s: float = 5.0  # an idle connection between requests is closed after this
+    # Open connections per process; unset: min(1000, the open-file limit less 100).
+    max_connections: int | None = None
+
+
 class ServerSettings(Struct, kw_only=True, forbid_unknown_fields=True):
     host: str = "127.0.0.1"
     port: int = 8400
     max_body_bytes: int = 4 * 1024 * 1024
     data_dir: str | None = None
+    connections: ConnectionSettings = field(default_factory=ConnectionSettings)
     # Accepted for old configs; no effect: the generation endpoints always take the edge
     # in front of Litestar (gateway/api/generation.py).
     fast_path: bool = True
+    # Host names (``Host`` header) answered, against DNS rebinding: unset means localhost,
+    # 127.0.0.1 and [::1] when bound to a loopback address, any otherwise; "*.example.com"
+    # takes sub-domains, "*" any host.
+    allowed_hosts: list[str] | None = None
+    # Origins whose web pages may call the API (CORS); none unless listed ("*": any).
+    cors_origins: list[str] = field(default_factory=list)
+    # With auth on, /schema* needs the admin key unless this is true.
+    open_schema: bool = False
 
 
 class PluginSettings(Struct, kw_only=True, forbid_unknown_fields=True):
@@ -204,6 +225,10 @@ class Settings(Struct, kw_only=True):
     routing: RoutingSettings = field(default_factory=RoutingSettings)
     shared: SharedSettings = field(default_factory=SharedSettings)
     fast_path: bool = True
+    connections: ConnectionSettings = field(default_factory=ConnectionSettings)
+    allowed_hosts: tuple[str, ...] | None = None  # None: by the bind address
+    cors_origins: tuple[str, ...] = ()
+    open_schema: bool = False
 
 
 def default_data_dir(env: Mapping[str, str]) -> Path:
@@ -257,7 +282,52 @@ def load_settings(
         routing=routing,
         shared=load_shared(raw, env, source),
         fast_path=_env_bool(env, "FRESHET_FAST_PATH", server.fast_path),
+        connections=_connections(server.connections, source),
+        allowed_hosts=_hosts(server.allowed_hosts, source),
+        cors_origins=_origins(server.cors_origins, source),
+        open_schema=server.open_schema,
     )
+
+
+def _hosts(hosts: list[str] | None, source: str) -> tuple[str, ...] | None:
+    if hosts is None:
+        return None
+    for i, host in enumerate(hosts):
+        if not host or any(c in host for c in "/ @"):
+            raise ConfigError(
+                f"a host name such as gw.example.com or *.example.com; got {host!r}",
+                file=source,
+                key=f"server.allowed_hosts[{i}]",
+            )
+    return tuple(h.lower().rstrip(".") for h in hosts)
+
+
+def _origins(origins: list[str], source: str) -> tuple[str, ...]:
+    for i, origin in enumerate(origins):
+        if origin != "*" and not re.match(r"^https?://[^/\s]+$", origin):
+            raise ConfigError(
+                f"an origin such as https://app.example.com (no path) or *; got {origin!r}",
+                file=source,
+                key=f"server.cors_origins[{i}]",
+            )
+    return tuple(o.lower() for o in origins)
+
+
+def _connections(limits: ConnectionSettings, source: str) -> ConnectionSettings:
+    def fail(name: str, reason: str) -> ConfigError:
+        return ConfigError(reason, file=source, key=f"server.connections.{name}")
+
+    for name in ("max_header_bytes", "max_header_line_bytes"):
+        if getattr(limits, name) < 1024:
+            raise fail(name, f"must be at least 1024 bytes; got {getattr(limits, name)}")
+    if limits.max_header_line_bytes > limits.max_header_bytes:
+        raise fail("max_header_line_bytes", "must not be more than max_header_bytes")
+    for name in ("header_timeout_s", "body_timeout_s", "keep_alive_s"):
+        if not 0 < getattr(limits, name) <= 86400:  # false for NaN too
+            raise fail(name, f"must be seconds above 0, at most 86400; got {getattr(limits, name)}")
+    if limits.max_connections is not None and limits.max_connections < 1:
+        raise fail("max_connections", f"must be at least 1; got {limits.max_connections}")
+    return limits
 
 
 def convert_params(config: BackendConfig, type_: type[T]) -> T:

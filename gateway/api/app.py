@@ -15,7 +15,8 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin
 
 from gateway.api import admin, cost_reports, openai, route, shared_state, traces
-from gateway.api.edge import edge_middleware
+from gateway.api.browser import BrowserGuard
+from gateway.api.edge import CheckedRequest, edge_middleware
 from gateway.api.error_response import freshet_error, http_error, server_error
 from gateway.api.generation import Generation
 from gateway.api.runtime import Runtime
@@ -43,6 +44,7 @@ class Gateway(Litestar):
 
 def create_app(settings: Settings, runtime: Runtime | None = None) -> Litestar:
     runtime = runtime or Runtime(settings)
+    guard = BrowserGuard(settings.host, settings.allowed_hosts, settings.cors_origins)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -70,7 +72,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Litestar:
             *runtime.plugins.extra_routes(),
         ],
         lifespan=[lifespan],
-        middleware=[cast(Any, edge_middleware(lambda: runtime.auth))],
+        middleware=[cast(Any, edge_middleware(lambda: runtime.auth, guard, settings.open_schema))],
+        request_class=CheckedRequest,
         exception_handlers={
             FreshetError: freshet_error,
             HTTPException: http_error,
@@ -92,5 +95,5 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Litestar:
             "server.fast_path: false has no effect: the generation endpoints always take "
             "the edge in front of Litestar"
         )
-    app.generation = Generation(runtime, settings.max_body_bytes)
+    app.generation = Generation(runtime, settings.max_body_bytes, guard)
     return app

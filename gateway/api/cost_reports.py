@@ -32,6 +32,15 @@ _TIME = (
     "or a time before now such as 30m, 24h, 7d"
 )
 OptionalText = str | None
+# Filters name ids and statuses: a few characters. Times lie between 1970 and the end of
+# year 9999 (datetime's range), offsets within SQLite's integers.
+MAX_FILTER = 256
+LAST_TIME = 253_402_300_799.0  # 9999-12-31T23:59:59Z
+MAX_OFFSET = 2**63 - 1
+
+
+def _text(description: str) -> Any:
+    return Parameter(description=description, max_length=MAX_FILTER)
 
 
 class UsagePage(Struct, kw_only=True):
@@ -42,17 +51,15 @@ class UsagePage(Struct, kw_only=True):
 
 
 def usage_filters(
-    since: Annotated[OptionalText, Parameter(description=f"From (inclusive): {_TIME}")] = None,
-    until: Annotated[OptionalText, Parameter(description=f"To (exclusive): {_TIME}")] = None,
-    backend: Annotated[OptionalText, Parameter(description="Only this backend id")] = None,
-    model: Annotated[OptionalText, Parameter(description="Only this model")] = None,
-    key: Annotated[OptionalText, Parameter(description="Only this API key")] = None,
-    group: Annotated[OptionalText, Parameter(description="Only this model group")] = None,
-    status: Annotated[
-        OptionalText, Parameter(description="ok, error or client_disconnected")
-    ] = None,
+    since: Annotated[OptionalText, _text(f"From (inclusive): {_TIME}")] = None,
+    until: Annotated[OptionalText, _text(f"To (exclusive): {_TIME}")] = None,
+    backend: Annotated[OptionalText, _text("Only this backend id")] = None,
+    model: Annotated[OptionalText, _text("Only this model")] = None,
+    key: Annotated[OptionalText, _text("Only this API key")] = None,
+    group: Annotated[OptionalText, _text("Only this model group")] = None,
+    status: Annotated[OptionalText, _text("ok, error or client_disconnected")] = None,
 ) -> UsageQuery:
-    return usage_query(
+    query = usage_query(
         since=since,
         until=until,
         backend=backend,
@@ -61,6 +68,13 @@ def usage_filters(
         group=group,
         status=status,
     )
+    for name, value in (("since", query.since), ("until", query.until)):
+        if value is not None and not 0 <= value <= LAST_TIME:
+            raise InvalidRequest(
+                f"{name} must lie between 1970 and the end of 9999; got {value:.0f} unix seconds",
+                param=name,
+            )
+    return query
 
 
 async def _ledger(request: Request[Any, Any, Any]) -> Ledger:
@@ -81,7 +95,7 @@ class ReportsController(Controller):
         request: Request[Any, Any, Any],
         filters: NamedDependency[UsageQuery],
         limit: Annotated[int, Parameter(description="Records per page, 1 to 1000")] = 100,
-        offset: Annotated[int, Parameter(description="Records to skip")] = 0,
+        offset: Annotated[int, Parameter(description="Records to skip", ge=0, le=MAX_OFFSET)] = 0,
     ) -> UsagePage:
         check_page(limit, offset)
         query = msgspec.structs.replace(filters, limit=limit, offset=offset)

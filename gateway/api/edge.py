@@ -2,12 +2,14 @@
 
 Both ways in use it: the generation endpoints (:mod:`gateway.api.generation`, raw ASGI
 in front of Litestar) and every Litestar route (:func:`edge_middleware`). Here a request
-gets its id, its headers are read once (a repeated ``Authorization`` is refused rather
-than guessed at), the caller is authorised by one decision for every path
-(:func:`authorize`), the ``X-Freshet-*`` headers become typed, checked options
-(:func:`request_options`; the domain never sees raw headers), and the body is read within
-its size limit (:func:`read_body`). Every failure is answered in OpenAI's error shape by
-:func:`gateway.api.error_response.send_error`.
+gets its id, its headers are read once (a repeated ``Authorization`` or ``Host`` is refused
+rather than guessed at), its ``Host`` is checked and CORS answered
+(:class:`gateway.api.browser.BrowserGuard`), the caller is authorised by one decision for
+every path (:func:`authorize`), the ``X-Freshet-*`` headers become typed, checked options
+(:func:`request_options`; the domain never sees raw headers), the body is read within its
+size limit (:func:`read_body`) and decoded by one function (:func:`decode_body`: UTF-8,
+nesting, the wire types' bounds). Every failure is answered in OpenAI's error shape by
+:func:`gateway.api.error_response.send_error` and logged as one line.
 """
 
 from __future__ import annotations
@@ -15,14 +17,20 @@ from __future__ import annotations
 import datetime as dt
 import math
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
+
+import msgspec
+from litestar import Request
 
 from gateway import protocol as p
-from gateway.api.error_response import send_error
+from gateway.api.browser import BrowserGuard
+from gateway.api.error_response import decode_error, log_refusal, send_error
 from gateway.api.request_id import new_request_id
 from gateway.errors import ClientDisconnected, FreshetError, InvalidRequest, PayloadTooLarge
 from gateway.state.auth import Auth
 from gateway.state.keys import ApiKey
+
+T = TypeVar("T")
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -36,41 +44,69 @@ HEADER_TTFT = "x-freshet-max-ttft-ms"
 # The page itself is static; its data calls are guarded like any admin route.
 OPEN_ADMIN = frozenset({"/freshet/ui"})
 STATE_KEY = "api_key"
+# Headers that two readers could read differently when repeated: refused (400).
+SINGLE = frozenset({b"authorization", b"host"})
+
+
+def _repeated(name: bytes) -> InvalidRequest:
+    header = name.decode("latin-1")
+    return InvalidRequest(f"the request has more than one {header} header", param=header)
 
 
 def read_headers(scope: Scope) -> dict[str, str]:
-    """The request's headers by lower-case name; a second ``Authorization`` is a 400 (two
-    readers could otherwise pick different ones)."""
+    """The request's headers by lower-case name; a second ``Authorization`` or ``Host`` is
+    a 400 (two readers could otherwise pick different ones)."""
     headers: dict[str, str] = {}
     for name, value in scope["headers"]:
         key = name.decode("latin-1")
-        if key == "authorization" and key in headers:
-            raise InvalidRequest(
-                "the request has more than one Authorization header", param="authorization"
-            )
+        if name in SINGLE and key in headers:
+            raise _repeated(name)
         headers[key] = value.decode("latin-1")
     return headers
 
 
-def authorization(scope: Scope) -> str | None:
-    """The one ``Authorization`` header (a repeated one is a 400)."""
-    found: str | None = None
+class EdgeHeaders(NamedTuple):
+    """The headers the edge reads on a Litestar route (one pass over them)."""
+
+    host: str | None
+    authorization: str | None
+    origin: str | None
+    preflight: bool  # an ``Access-Control-Request-Method`` is present
+    requested_headers: str | None
+
+
+def edge_headers(scope: Scope) -> EdgeHeaders:
+    found: dict[bytes, str] = {}
     for name, value in scope["headers"]:
-        if name == b"authorization":
-            if found is not None:
-                raise InvalidRequest(
-                    "the request has more than one Authorization header", param="authorization"
-                )
-            found = value.decode("latin-1")
-    return found
+        if name in SINGLE and name in found:
+            raise _repeated(name)
+        found[name] = value.decode("latin-1")
+    get = found.get
+    return EdgeHeaders(
+        get(b"host"),
+        get(b"authorization"),
+        get(b"origin"),
+        b"access-control-request-method" in found,
+        get(b"access-control-request-headers"),
+    )
 
 
-async def authorize(auth: Auth, path: str, header: str | None) -> ApiKey | None:
+def is_schema(path: str) -> bool:
+    """The OpenAPI document and its views: ``/schema``, ``/schema/...``."""
+    return path == "/schema" or path.startswith("/schema/")
+
+
+async def authorize(
+    auth: Auth, path: str, header: str | None, open_schema: bool = False
+) -> ApiKey | None:
     """The auth decision for every path: a client key on ``/v1/*``, the admin key on
-    ``/freshet/*`` (but the UI page), nothing elsewhere. Raises 401 when refused."""
+    ``/freshet/*`` (but the UI page) and ``/schema*`` (unless ``server.open_schema``),
+    nothing elsewhere. Raises 401 when refused."""
     if path.startswith("/v1/"):
         return await auth.client(header)
-    if path.startswith("/freshet/") and path not in OPEN_ADMIN:
+    if (path.startswith("/freshet/") and path not in OPEN_ADMIN) or (
+        not open_schema and is_schema(path)
+    ):
         auth.admin(header)
     return None
 
@@ -160,12 +196,70 @@ async def read_body(receive: Receive, headers: Mapping[str, str], limit: int) ->
     return b"".join(parts)
 
 
-def edge_middleware(auth: Callable[[], Auth]) -> Callable[[ASGIApp], ASGIApp]:
-    """The edge for Litestar's routes: an id on every response, then :func:`authorize`.
+def check_utf8(body: bytes) -> None:
+    """JSON is UTF-8 (RFC 8259): anything else is a 400 naming the first bad byte. Most
+    bodies are ASCII, which one C pass over the bytes says without decoding anything."""
+    if body.isascii():
+        return
+    try:
+        body.decode()
+    except UnicodeDecodeError as exc:
+        raise InvalidRequest(
+            f"request body is not valid UTF-8: {exc.reason} at byte {exc.start}"
+        ) from None
+
+
+def decode_body(decode: Callable[[bytes], T], body: bytes) -> T:
+    """The one decoding of a request body: UTF-8, then ``decode`` (msgspec, into the wire
+    types with their bounds), every failure a 400.
+
+    Nesting is bounded by the wire types (a few levels); what they ignore is skipped by
+    msgspec, recursively, so a body nested past the interpreter's recursion limit (some
+    900 levels) raises ``RecursionError`` there: a 400 too. Counting brackets first would
+    cost about three msgspec decodes of the same body.
+    """
+    check_utf8(body)
+    try:
+        return decode(body)
+    except msgspec.MsgspecError as exc:
+        raise decode_error(exc) from None
+    except RecursionError:
+        raise InvalidRequest("request body is nested too deeply") from None
+
+
+class CheckedRequest(Request[Any, Any, Any]):
+    """Litestar's request, whose JSON body is decoded by the edge's rules (UTF-8 checked,
+    too deep a nesting a 400 rather than a 500)."""
+
+    async def json(self) -> Any:
+        check_utf8(await self.body())
+        try:
+            return await super().json()
+        except RecursionError:
+            raise InvalidRequest("request body is nested too deeply") from None
+
+
+def with_headers(send: Send, extra: list[tuple[bytes, bytes]]) -> Send:
+    """``send``, adding ``extra`` to the response's headers."""
+
+    async def sending(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            message["headers"] = [*(message.get("headers") or ()), *extra]
+        await send(message)
+
+    return sending
+
+
+def edge_middleware(
+    auth: Callable[[], Auth], guard: BrowserGuard | None = None, open_schema: bool = False
+) -> Callable[[ASGIApp], ASGIApp]:
+    """The edge for Litestar's routes: an id on every response, the ``Host`` check, CORS,
+    then :func:`authorize`.
 
     It runs before the body is read, so an unauthenticated request costs a header lookup
     and a hash. The key it finds is kept in the request's scope state (:data:`STATE_KEY`).
     """
+    guard = guard or BrowserGuard("0.0.0.0")
 
     def factory(app: ASGIApp) -> ASGIApp:
         async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
@@ -175,21 +269,34 @@ def edge_middleware(auth: Callable[[], Auth]) -> Callable[[ASGIApp], ASGIApp]:
             request_id = new_request_id()
             state: dict[str, Any] = scope.setdefault("state", {})
             state["request_id"] = request_id
-            encoded = request_id.encode()
+            extra = [(REQUEST_ID, request_id.encode())]
 
             async def send_with_id(message: dict[str, Any]) -> None:
                 if message["type"] == "http.response.start":
                     headers = list(message.get("headers") or [])
-                    if not any(name.lower() == REQUEST_ID for name, _ in headers):
-                        headers.append((REQUEST_ID, encoded))
-                        message["headers"] = headers
+                    names = {name.lower() for name, _ in headers}
+                    headers += [(name, value) for name, value in extra if name not in names]
+                    message["headers"] = headers
                 await send(message)
 
             try:
-                state[STATE_KEY] = await authorize(auth(), scope["path"], authorization(scope))
+                seen = edge_headers(scope)
+                guard.check_host(seen.host, scope.get("server"))
+                cors = guard.cors_headers(seen.origin)
+                if cors and seen.preflight and scope["method"] == "OPTIONS":
+                    assert seen.origin is not None
+                    start = guard.preflight(seen.origin, seen.requested_headers)
+                    await send_with_id(start)
+                    await send({"type": "http.response.body", "body": b"", "more_body": False})
+                    return
+                extra += cors
+                state[STATE_KEY] = await authorize(
+                    auth(), scope["path"], seen.authorization, open_schema
+                )
             except FreshetError as exc:
                 # Answered here (Litestar's exception handlers sit outside every middleware).
-                await send_error(send, exc, request_id)
+                log_refusal(scope, exc, request_id)
+                await send_error(send_with_id, exc, None)
                 return
             await app(scope, receive, send_with_id)
 

@@ -24,11 +24,45 @@ _encode = msgspec.json.Encoder().encode
 _JSON = (b"content-type", b"application/json")
 
 
-def _response(request: Request[Any, Any, Any], error: FreshetError) -> Response[Any]:
+# An error's message may quote what the client sent; it is cut to this many characters.
+MAX_MESSAGE = 1024
+_LOGGED = 200
+
+
+def bounded(error: FreshetError) -> FreshetError:
+    """``error`` with its message cut to :data:`MAX_MESSAGE` characters."""
+    if len(error.message) > MAX_MESSAGE:
+        error.message = error.message[:MAX_MESSAGE] + "..."
+    return error
+
+
+def log_refusal(scope: Any, error: FreshetError, request_id: str | None) -> None:
+    """A request answered with an error: one line (no traceback; the message quoted and
+    cut, so a client cannot write lines of its own into the log)."""
+    if log.isEnabledFor(logging.INFO):
+        log.info(
+            "%s %s %s: %d %s %r",
+            request_id or "-",
+            scope.get("method", "-"),
+            str(scope.get("path", "-"))[:_LOGGED],
+            error.status,
+            error.code or error.type,
+            error.message[:_LOGGED],
+        )
+
+
+def _response(
+    request: Request[Any, Any, Any], error: FreshetError, logged: bool = False
+) -> Response[Any]:
     headers = dict(error.headers())
-    if "request_id" not in request.scope.get("state", {}):
+    state = request.scope.get("state", {})
+    request_id = state.get("request_id")
+    if request_id is None:
         # Routing errors (404, 405) are raised before the request-id middleware runs.
-        headers["x-request-id"] = new_request_id()
+        request_id = headers["x-request-id"] = new_request_id()
+    if not logged:
+        log_refusal(request.scope, error, request_id)
+    bounded(error)
     return Response(error_body(error), status_code=error.status, headers=headers)
 
 
@@ -92,7 +126,7 @@ def decode_error(exc: msgspec.MsgspecError) -> InvalidRequest:
 
 def error_response(exc: FreshetError, request_id: str | None) -> tuple[dict[str, Any], bytes]:
     """An error as raw ASGI: the ``http.response.start`` message and the body."""
-    body = _encode(error_body(exc))
+    body = _encode(error_body(bounded(exc)))
     headers = [_JSON, (b"content-length", b"%d" % len(body))]
     headers += [(k.lower().encode(), v.encode()) for k, v in exc.headers().items()]
     if exc.status == 401:
@@ -113,4 +147,4 @@ async def send_error(
 
 def server_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return _response(request, FreshetError("internal error; see the gateway's log"))
+    return _response(request, FreshetError("internal error; see the gateway's log"), logged=True)

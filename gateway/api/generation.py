@@ -24,17 +24,20 @@ from typing import Any
 import msgspec
 
 from gateway import protocol as p
+from gateway.api.browser import BrowserGuard
 from gateway.api.completions import EdgeRequest, JsonReply, Reply, StreamReply, chat, completion
 from gateway.api.edge import (
     Receive,
     Scope,
     Send,
     authorize,
+    decode_body,
     read_body,
     read_headers,
     request_options,
+    with_headers,
 )
-from gateway.api.error_response import decode_error, send_error
+from gateway.api.error_response import log_refusal, send_error
 from gateway.api.request_id import new_request_id
 from gateway.api.runtime import Runtime
 from gateway.api.traces import server_address
@@ -71,9 +74,12 @@ def _encoded(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
 
 
 class Generation:
-    def __init__(self, runtime: Runtime, max_body_bytes: int) -> None:
+    def __init__(
+        self, runtime: Runtime, max_body_bytes: int, guard: BrowserGuard | None = None
+    ) -> None:
         self._rt = runtime
         self._limit = max_body_bytes
+        self._guard = guard or BrowserGuard("0.0.0.0")
         self._endpoints = {
             "/v1/chat/completions": Endpoint("chat", p.ChatCompletionRequest, chat),
             "/v1/completions": Endpoint("text_completion", p.CompletionRequest, completion),
@@ -88,11 +94,18 @@ class Generation:
     async def serve(self, endpoint: Endpoint, scope: Scope, receive: Receive, send: Send) -> None:
         request_id = new_request_id()
         telemetry = self._rt.telemetry
+        guard = self._guard
         try:
             headers = read_headers(scope)
+            guard.check_host(headers.get("host"), scope.get("server"))
         except FreshetError as exc:
+            log_refusal(scope, exc, request_id)
             await send_error(send, exc, request_id)
             return
+        if guard.cors and "origin" in headers:
+            cors = guard.cors_headers(headers["origin"])
+            if cors:
+                send = with_headers(send, cors)
         trace = telemetry.begin(
             request_id, endpoint.operation, headers, server_address(scope, headers)
         )
@@ -101,19 +114,18 @@ class Generation:
         try:
             try:
                 key = await authorize(self._rt.auth, scope["path"], headers.get("authorization"))
+                guard.check_json(headers.get("content-type"))
                 options = request_options(headers)
                 body = await read_body(receive, headers, self._limit)
                 if not body:
                     raise InvalidRequest(EMPTY_BODY)
-                try:
-                    data = endpoint.decode(body)
-                except msgspec.MsgspecError as exc:
-                    raise decode_error(exc) from None
+                data = decode_body(endpoint.decode, body)
                 edge = EdgeRequest(request_id, key, options, trace)
                 reply = await endpoint.handler(self._rt.service, data, edge)
             except FreshetError as exc:
                 status = exc.status
                 error_type = exc.code or exc.type or str(status)
+                log_refusal(scope, exc, request_id)
                 await send_error(send, exc, request_id)
                 return
             status = 200

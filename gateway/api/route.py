@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Annotated, Any
 
 from litestar import Controller, Request, get, post
-from litestar.params import FromQuery, JSONBody
+from litestar.params import FromQuery, JSONBody, QueryParameter
 from msgspec import Struct
 
 from gateway import protocol as p
@@ -76,12 +76,12 @@ class RouteController(Controller):
     async def route_get(
         self,
         request: Request[Any, Any, Any],
-        model: FromQuery[str],
-        prompt_tokens: FromQuery[int] = 16,
-        max_tokens: FromQuery[int | None] = None,
+        model: Annotated[str, QueryParameter(max_length=p.MAX_NAME)],
+        prompt_tokens: Annotated[int, QueryParameter(ge=0, le=p.INT32_MAX)] = 16,
+        max_tokens: Annotated[int | None, QueryParameter(ge=1, le=p.INT32_MAX)] = None,
         min_knowledge_cutoff: FromQuery[dt.date | None] = None,
-        max_staleness_days: FromQuery[int | None] = None,
-        max_ttft_ms: FromQuery[float | None] = None,
+        max_staleness_days: Annotated[int | None, QueryParameter(ge=0)] = None,
+        max_ttft_ms: Annotated[float | None, QueryParameter(gt=0)] = None,
     ) -> RouteView:
         runtime: Runtime = request.app.state.runtime
         service = runtime.service

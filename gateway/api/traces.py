@@ -19,6 +19,8 @@ from gateway.errors import NotFound
 from gateway.telemetry.core import Telemetry
 from gateway.telemetry.store import TraceSummary, TraceView
 
+MAX_HOST = 253  # the longest DNS name
+
 
 def server_address(scope: Mapping[str, Any], headers: Mapping[str, str]) -> tuple[str, int | None]:
     """``server.address`` and ``server.port``: what the client connected to."""
@@ -29,7 +31,9 @@ def server_address(scope: Mapping[str, Any], headers: Mapping[str, str]) -> tupl
             port = rest[1:]
         else:
             name, _, port = host.partition(":")
-        return name, int(port) if port.isdigit() else None
+        # The client wrote it: kept only as long as a host name can be, a port only if one.
+        number = int(port) if port.isascii() and port.isdigit() and len(port) <= 5 else None
+        return name[:MAX_HOST], number
     server = scope.get("server")
     if server:
         return str(server[0]), server[1]
@@ -69,7 +73,7 @@ class TelemetryController(Controller):
 
     @get("/freshet/traces/{trace_id:str}", summary="One kept trace, with all its spans")
     async def trace(self, request: Request[Any, Any, Any], trace_id: FromPath[str]) -> TraceView:
-        view = _telemetry(request).recent_trace(trace_id)
+        view = _telemetry(request).recent_trace(trace_id) if len(trace_id) <= 32 else None
         if view is None:
-            raise NotFound(f"no trace {trace_id!r} is kept (only the most recent are)")
+            raise NotFound(f"no trace {trace_id[:32]!r} is kept (only the most recent are)")
         return view

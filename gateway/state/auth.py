@@ -3,10 +3,13 @@
 ``auth: auto`` (the default) is *off* only when the gateway is bound to a loopback
 address and no API key exists (the embedded default on a laptop), *on* otherwise; ``on``
 and ``off`` force it. The state is decided once the key store has been read at start,
-and logged. With auth on, ``/v1/*`` needs ``Authorization: Bearer fk-...`` of a key that
-is not revoked, and the admin routes need ``Authorization: Bearer $FRESHET_ADMIN_KEY``;
-``/health``, ``/ready``, ``/metrics`` and the UI page itself (which holds no data) are
-open.
+and logged; under ``auto`` the first key created while the gateway runs turns it on
+within ``keys.refresh_s`` (logged too), and it stays on (revoking every key does not open
+the gateway again until a restart). With auth on, ``/v1/*`` needs
+``Authorization: Bearer fk-...`` of a key that is not revoked, and the admin routes
+(``/freshet/*``, and ``/schema*`` unless ``server.open_schema``) need
+``Authorization: Bearer $FRESHET_ADMIN_KEY``; ``/health``, ``/ready``, ``/metrics`` and
+the UI page itself (which holds no data) are open.
 """
 
 from __future__ import annotations
@@ -51,6 +54,12 @@ class Auth:
         self.state: State | None = None  # decided at start
         admin = settings.admin_key
         self._admin_digest = digest(admin).encode() if admin else None
+        keys.on_change(self._keys_changed)
+
+    def _keys_changed(self) -> None:
+        if self.state == "off" and self._settings.auth == "auto" and len(self.keys) > 0:
+            self.state = "on"
+            self._log_on(f"auto: an API key was created ({len(self.keys)} now)")
 
     def decide(self) -> State:
         mode = self._settings.auth
@@ -72,9 +81,12 @@ class Auth:
         if state == "off":
             log.warning("auth: OFF (%s); anyone who can reach the port may use it", why)
         else:
-            admin = "set" if self._admin_digest else "NOT SET: admin routes are closed"
-            log.warning("auth: ON (%s); /v1 needs an API key; FRESHET_ADMIN_KEY %s", why, admin)
+            self._log_on(why)
         return state
+
+    def _log_on(self, why: str) -> None:
+        admin = "set" if self._admin_digest else "NOT SET: admin routes are closed"
+        log.warning("auth: ON (%s); /v1 needs an API key; FRESHET_ADMIN_KEY %s", why, admin)
 
     def _decided(self) -> State:
         if self.state is None:

@@ -4,7 +4,9 @@ A key is shown once when created (``fk-`` and 43 URL-safe characters, 256 bits o
 randomness); stores keep only its SHA-256 digest with its settings. Each process holds a
 snapshot of every key (:class:`KeyRing`), so authenticating a request is a hash and a
 dict lookup; the snapshot is refreshed from the store every ``keys.refresh_s`` seconds and
-on a miss, so a new key works at once and a revoked one stops within ``refresh_s``.
+on a miss, so a new key works at once and a revoked one stops within ``refresh_s``. Who
+cares about changes (``auth: auto``, which turns on with the first key) listens with
+:meth:`KeyRing.on_change`.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import logging
 import re
 import secrets
 import time
+from collections.abc import Callable
 from typing import Protocol
 
 import msgspec
@@ -141,6 +144,15 @@ class KeyRing:
         self._misses: dict[str, float] = {}  # digest -> when it was last looked up in vain
         self._version: str | None = None
         self._task: asyncio.Task[None] | None = None
+        self._listeners: list[Callable[[], None]] = []
+
+    def on_change(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` whenever the snapshot has changed (a key added or revoked)."""
+        self._listeners.append(listener)
+
+    def _changed(self) -> None:
+        for listener in self._listeners:
+            listener()
 
     @property
     def loaded(self) -> bool:
@@ -165,6 +177,7 @@ class KeyRing:
         self._by_digest = {k.digest: k for k in keys}
         self._misses.clear()
         self._version = version
+        self._changed()
 
     async def _loop(self) -> None:
         while True:
@@ -195,6 +208,7 @@ class KeyRing:
             self._misses[secret_digest] = now
             return None
         self._by_digest[secret_digest] = key
+        self._changed()
         return key
 
     async def aclose(self) -> None:

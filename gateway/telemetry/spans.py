@@ -18,6 +18,13 @@ from gateway.telemetry.trace import BackendCall, RequestTrace, RouteStep
 
 Attributes = dict[str, AttributeValue]
 _NS = 1_000_000_000
+# What a client wrote is kept in the recent traces (and exported): each piece bounded, so
+# that requests refused or not cannot make the trace store grow past its count of traces.
+# The edge refuses longer model names already; this holds whatever a plugin lets through.
+MAX_CLIENT_VALUE = 256
+# Captured prompts and completions (opt-in), unless OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT
+# says otherwise.
+MAX_CONTENT = 64 * 1024
 _encode = msgspec.json.Encoder().encode
 UNSET = Status(StatusCode.UNSET)  # immutable, shared
 
@@ -37,7 +44,7 @@ class SpanFactory:
         self._scope = scope
         self._types = backend_types
         self._capture = capture_content
-        self._max_len = max_value_length
+        self._max_len = MAX_CONTENT if max_value_length is None else max_value_length
 
     def spans(self, t: RequestTrace) -> list[ReadableSpan]:
         t.close_calls(t.end_ns)
@@ -80,11 +87,12 @@ class SpanFactory:
             "http.response.status_code": t.http_status,
         }
         host, port = t.server
-        a["server.address"] = host
+        a["server.address"] = host[:MAX_CLIENT_VALUE]
         if port is not None:
             a["server.port"] = port
-        if t.model is not None:
-            a["gen_ai.request.model"] = t.model
+        model = t.model[:MAX_CLIENT_VALUE] if t.model is not None else None
+        if model is not None:
+            a["gen_ai.request.model"] = model
         _request_params(a, t.gen)
         if t.routes and t.routes[-1].decision is not None:
             _route_summary(a, t.routes[-1].decision)
@@ -113,7 +121,7 @@ class SpanFactory:
         if t.error_type is not None:
             a["error.type"] = t.error_type
             status = Status(StatusCode.ERROR, t.error_type)
-        name = f"{t.operation} {t.model}" if t.model else t.operation
+        name = f"{t.operation} {model}" if model else t.operation
         return self._span(
             name, t.context, t.parent, SpanKind.SERVER, a, t.start_ns, t.end_ns, status, events
         )
@@ -195,7 +203,7 @@ class SpanFactory:
             a["gen_ai.output.messages"] = self._clip(_encode([reply]).decode())
 
     def _clip(self, text: str) -> str:
-        return text if self._max_len is None else text[: self._max_len]
+        return text[: self._max_len]
 
 
 def _served_name(record: UsageRecord) -> str:
