@@ -52,8 +52,17 @@ class Decision(Struct, kw_only=True):
     policy: Policy
     router: str
 
+    def served(self, backend_id: str | None) -> Candidate:
+        """The candidate that served (the first, unless a fallback did)."""
+        if backend_id is not None:
+            for candidate in self.ordered:
+                if candidate.deployment.backend_id == backend_id:
+                    return candidate
+        return self.ordered[0]
+
     def header(self, served: str | None = None, failed_over: int = 0) -> str:
-        chosen = self.ordered[0]
+        # The quote is the one of the deployment that served, not of the first choice.
+        chosen = self.served(served)
         parts = [
             self.router,
             f"chosen={served or chosen.deployment.backend_id}",

@@ -27,11 +27,13 @@ BACKENDS = [
 ]
 for _backend in BACKENDS:
     _backend["profile"] = PROFILE
+BACKENDS[0]["profile"] = {**PROFILE, "watts_active": 1, "capex_per_hour": 0.01}  # cheapest
 GROUPS = {
     # The defect: primary fails before its first byte, the fallback dies mid-stream.
     "broken-then-flaky": ["broken", "flaky"],
     "flaky-then-good": ["flaky", "good"],
     "flaky-then-flaky": ["flaky", "flaky2"],
+    "broken-then-good": ["broken", "good"],
 }
 
 
@@ -110,3 +112,17 @@ async def test_a_single_attempt_keeps_attempts_empty(gateway: Any) -> None:
     (record,) = await _records(runtime)
     assert record.attempts is None
     assert record.fallbacks == 0
+
+
+@pytest.mark.asyncio
+async def test_the_route_header_quotes_the_deployment_that_served(gateway: Any) -> None:
+    client, _ = gateway
+    fell_over = await client.post("/v1/chat/completions", json=_chat("broken-then-good"))
+    direct = await client.post("/v1/chat/completions", json=_chat("m-good"))
+    assert fell_over.headers["x-freshet-backend"] == "good"
+
+    def quote(resp: Any) -> str:
+        parts = dict(p.split("=", 1) for p in resp.headers["x-freshet-route"].split("; ")[1:])
+        return parts["quote_usd"]
+
+    assert quote(fell_over) == quote(direct)
