@@ -69,17 +69,55 @@ class HardwareProfile(Struct, kw_only=True, frozen=True):
 
 
 class Deployment(Struct, kw_only=True, frozen=True):
-    """A backend serving one model (plus an optional adapter): what the router chooses."""
+    """A backend serving one model (plus an optional adapter): what the router chooses.
+
+    Output caps: ``default_output_tokens`` is what a request without ``max_tokens`` may
+    generate; ``max_output_tokens`` is the absolute ceiling, to which a larger
+    ``max_tokens`` is clamped (``finish_reason: length`` says so). ``None`` leaves the
+    bound to the context (prompt + output <= ``max_context``). The backend applies them
+    with :meth:`output_limit`, where it knows the prompt's exact size; ``GET /v1/models``
+    states them.
+    """
 
     backend_id: str
     model: str
     knowledge_cutoff: dt.date | None
     max_context: int
     adapter: str | None = None
+    default_output_tokens: int | None = None
+    max_output_tokens: int | None = None
 
     @property
     def name(self) -> str:
         return f"{self.model}:{self.adapter}" if self.adapter else self.model
+
+    def output_limit(self, requested: int | None, room: int | None = None) -> int | None:
+        """How many tokens a request may generate here; ``None``: until the context is full.
+
+        ``requested`` is the request's ``max_tokens``; ``room`` what the context leaves
+        after the exact prompt, when the backend knows it. Without ``max_tokens`` the
+        default (else the ceiling) applies, cut to ``room``; an explicit ``max_tokens`` is
+        clamped to the ceiling and left for the backend to check against the context (a
+        400 ``context_length_exceeded`` when it does not fit, as before).
+        """
+        ceiling = self.max_output_tokens
+        if requested is None:
+            limit = self.default_output_tokens
+            if limit is None or (ceiling is not None and limit > ceiling):
+                limit = ceiling
+            if room is not None:
+                limit = room if limit is None else min(limit, room)
+            return limit
+        return requested if ceiling is None else min(requested, ceiling)
+
+    def with_output_limit(
+        self, request: GenerationRequest, room: int | None = None
+    ) -> GenerationRequest:
+        """``request`` with ``max_tokens`` set to :meth:`output_limit` (itself if unchanged)."""
+        limit = self.output_limit(request.max_tokens, room)
+        if limit == request.max_tokens:
+            return request
+        return msgspec.structs.replace(request, max_tokens=limit)
 
 
 class Message(Struct, kw_only=True, frozen=True):
@@ -126,6 +164,9 @@ class Chunk(Struct, kw_only=True):
     text: str = ""
     finish_reason: str | None = None
     usage: BackendUsage | None = None
+    # The prompt's real token count, when the backend knows it before the end (set on the
+    # first chunk): a request cut short is then recorded with it, not an estimate.
+    prompt_tokens: int | None = None
 
 
 class BackendStatus(Struct, kw_only=True):
@@ -157,6 +198,27 @@ class BackendConfig(Struct, kw_only=True, frozen=True):
     list_price: Mapping[str, Any] = field(default_factory=dict)
     index: int = 0
     source: str | None = None
+    # Output caps (see :class:`Deployment`); ``None``: the backend type's own default.
+    default_output_tokens: int | None = None
+    max_output_tokens: int | None = None
+
+    def output_caps(
+        self, default: int | None, ceiling: int | None
+    ) -> tuple[int | None, int | None]:
+        """This backend's ``(default_output_tokens, max_output_tokens)``: the config's keys
+        over the backend type's ``default`` and ``ceiling``; the default never exceeds the
+        ceiling."""
+        ceiling = self.max_output_tokens if self.max_output_tokens is not None else ceiling
+        default = self.default_output_tokens if self.default_output_tokens is not None else default
+        if default is not None and ceiling is not None and default > ceiling:
+            if self.default_output_tokens is not None:
+                raise ConfigError(
+                    f"default_output_tokens ({default}) is above max_output_tokens ({ceiling})",
+                    file=self.source,
+                    key=f"backends[{self.index}].default_output_tokens",
+                )
+            default = ceiling  # a lower configured ceiling lowers the type's default
+        return default, ceiling
 
 
 @runtime_checkable

@@ -34,11 +34,23 @@ class Outcome(Struct, kw_only=True):
     chunks: int = 0
     ttft_s: float | None = None
     prompt_tokens_estimate: int = 0
+    prompt_tokens: int | None = None  # the backend's own count, as soon as it says it
     finalized: bool = False
 
     @property
     def text(self) -> str:
         return "".join(self.text_parts)
+
+    def tokens(self) -> tuple[int, int]:
+        """(prompt, completion) tokens: the backend's final usage, else its early prompt
+        count (or the estimate) and the chunks that were delivered."""
+        usage = self.usage
+        if usage is not None:
+            return usage.prompt_tokens, usage.completion_tokens
+        prompt = (
+            self.prompt_tokens if self.prompt_tokens is not None else self.prompt_tokens_estimate
+        )
+        return prompt, self.chunks
 
 
 # "shutdown": the gateway was stopping and ended the request itself (past its grace).

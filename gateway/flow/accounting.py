@@ -98,7 +98,7 @@ class Accounting:
         if served is None:
             served = self.end_attempt(outcome, now)
         costing = _sum([f.costing for f in failed], served) if failed else served
-        usage = outcome.usage
+        tokens = outcome.tokens()
         status = _status(outcome)
         attempts = (
             _attempts(failed, refused, deployment, outcome, served, status)
@@ -122,9 +122,10 @@ class Accounting:
             stream=ctx.stream,
             status=status,
             error_code=outcome.error.code if outcome.error is not None else None,
-            prompt_tokens=usage.prompt_tokens if usage else outcome.prompt_tokens_estimate,
-            # Without the backend's final usage (client gone, failure), count what was sent.
-            completion_tokens=usage.completion_tokens if usage else outcome.chunks,
+            # Without the backend's final usage (client gone, failure): the prompt as the
+            # backend counted it (else the estimate), and the chunks that were sent.
+            prompt_tokens=tokens[0],
+            completion_tokens=tokens[1],
             ttft_s=outcome.ttft_s,
             duration_s=now - ctx.arrived,
             joules=costing.joules,
@@ -141,8 +142,7 @@ class Accounting:
             attempts=attempts,
         )
         if self._admission is not None:  # settle the key's reservation with the real cost
-            tokens = record.prompt_tokens + record.completion_tokens
-            self._admission.settle(ctx, costing, tokens)
+            self._admission.settle(ctx, costing, record.prompt_tokens + record.completion_tokens)
         self._ledger.record(record)
         ctx.observer.recorded(record, outcome)
         if self._plugins.wants_usage():
@@ -187,13 +187,6 @@ def _sum(failed: Sequence[Costing], served: Costing) -> Costing:
     return total
 
 
-def _tokens(outcome: Outcome) -> tuple[int, int]:
-    usage = outcome.usage
-    if usage is not None:
-        return usage.prompt_tokens, usage.completion_tokens
-    return outcome.prompt_tokens_estimate, outcome.chunks
-
-
 def _attempts(
     failed: Sequence[FailedAttempt],
     refused: Sequence[Attempt],
@@ -207,7 +200,7 @@ def _attempts(
         for a in refused
     ]
     for f in failed:
-        prompt, completion = _tokens(f.outcome)
+        prompt, completion = f.outcome.tokens()
         error = f.outcome.error
         rows.append(
             AttemptUsage(
@@ -220,7 +213,7 @@ def _attempts(
                 usd_total=f.costing.usd_total,
             )
         )
-    prompt, completion = _tokens(outcome)
+    prompt, completion = outcome.tokens()
     error = outcome.error
     rows.append(
         AttemptUsage(

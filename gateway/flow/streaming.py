@@ -75,6 +75,8 @@ def _absorb(chunk: Chunk, outcome: Outcome) -> None:
         outcome.finish_reason = chunk.finish_reason
     if chunk.usage is not None:
         outcome.usage = chunk.usage
+    if chunk.prompt_tokens is not None:
+        outcome.prompt_tokens = chunk.prompt_tokens
 
 
 async def sse(
