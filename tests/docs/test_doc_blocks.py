@@ -191,7 +191,8 @@ def test_doc_block(block: Block, request: pytest.FixtureRequest, tmp_path: Path)
         script = script.replace(address, f"127.0.0.1:{gateway.port}")
     if directive == "pytest":
         (tmp_path / "test_block.py").write_text(script, encoding="utf-8")
-        argv = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_block.py"]
+        argv = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
+        argv += ["-o", "asyncio_default_fixture_loop_scope=function", "test_block.py"]
     elif block.kind == "python":
         (tmp_path / "block.py").write_text(script, encoding="utf-8")
         argv = [sys.executable, "block.py"]

@@ -71,9 +71,14 @@ async def test_documented_example_plugin_serves_requests(tmp_path: Path) -> None
             "/v1/chat/completions",
             json={"model": "auto", "messages": [{"role": "user", "content": "hello river"}]},
         )
+        legacy = await client.post(
+            "/v1/completions", json={"model": "auto", "prompt": "hello delta", "max_tokens": 8}
+        )
     assert resp.status_code == 200, resp.text
     assert resp.json()["choices"][0]["message"]["content"] == "HELLO RIVER!!!"
     assert resp.headers["x-freshet-knowledge-cutoff"] == "2025-01-01"
+    assert legacy.status_code == 200, legacy.text
+    assert legacy.json()["choices"][0]["text"] == "HELLO DELTA!!!"
 
 
 def test_two_plugins_registering_one_type_name_is_a_config_error() -> None:
