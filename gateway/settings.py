@@ -152,6 +152,8 @@ _BACKEND_KEYS = {
     "adapters",
     "energy",
     "list_price",
+    "default_output_tokens",
+    "max_output_tokens",
 }
 _TOP_KEYS = {"backends", "groups", "server", "plugins", "prices", "cost", "routing", *_STATE_KEYS}
 
@@ -402,9 +404,25 @@ def _parse_backends(value: Any, source: str) -> list[BackendConfig]:
                 params={k: v for k, v in entry.items() if k not in _BACKEND_KEYS},
                 index=i,
                 source=source,
+                default_output_tokens=_tokens(entry, "default_output_tokens", source, key),
+                max_output_tokens=_tokens(entry, "max_output_tokens", source, key),
             )
         )
     return out
+
+
+def _tokens(entry: dict[str, Any], name: str, source: str, key: str) -> int | None:
+    """An output cap of a backend entry: absent, or a whole number of tokens >= 1."""
+    value = entry.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 2**31 - 1:
+        raise ConfigError(
+            f"must be a whole number of tokens >= 1, got {value!r}",
+            file=source,
+            key=f"{key}.{name}",
+        )
+    return value
 
 
 def _parse_groups(

@@ -62,7 +62,7 @@ WORDS = (
 class DeterministicParams(Struct, kw_only=True, forbid_unknown_fields=True):
     tokens_per_s: float = 0.0  # 0 = as fast as possible
     max_context: int = 4096
-    default_max_tokens: int = 16
+    default_max_tokens: int = 16  # the type's default_output_tokens (the config's key wins)
     fail_before_first: bool = False
     fail_after_tokens: int | None = None
 
@@ -82,12 +82,16 @@ class DeterministicBackend:
         self._profile = convert_profile(
             config, HardwareProfile(kind="cpu", max_context=self.params.max_context)
         )
+        # Output caps: 16 tokens by default; the context is the ceiling unless configured.
+        default, ceiling = config.output_caps(self.params.default_max_tokens, None)
         self._deployments = (
             Deployment(
                 backend_id=config.id,
                 model=config.model or config.id,
                 knowledge_cutoff=config.knowledge_cutoff,
                 max_context=self.params.max_context,
+                default_output_tokens=default,
+                max_output_tokens=ceiling,
             ),
         )
         self.running = 0
@@ -127,8 +131,9 @@ class DeterministicBackend:
             )
         if self.params.fail_before_first:
             raise BackendError(f"backend {self.id} is configured to fail")
-        wanted = request.max_tokens or self.params.default_max_tokens
-        n = min(wanted, self.params.max_context - prompt_tokens)
+        room = self.params.max_context - prompt_tokens
+        wanted = self._deployments[0].output_limit(request.max_tokens, room) or room
+        n = min(wanted, room)
         offset = (request.seed or 0) + prompt_tokens
         delay = 1.0 / self.params.tokens_per_s if self.params.tokens_per_s else 0.0
         self.running += 1

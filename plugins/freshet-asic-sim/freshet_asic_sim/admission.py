@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Collection, Sequence
 
+import msgspec
+
 from freshet_asic_sim.params import AdapterSpec, AsicParams
 from gateway.plugin_api import (
     ContextLengthExceeded,
@@ -39,20 +41,24 @@ def deployments(
     cutoff: dt.date,
     max_context: int,
     adapters: Sequence[AdapterSpec],
+    output_caps: tuple[int | None, int | None] = (None, None),
 ) -> tuple[Deployment, ...]:
-    """The base model, then one deployment per adapter with its own (or the base) cutoff."""
+    """The base model, then one deployment per adapter with its own (or the base) cutoff;
+    ``output_caps`` is ``(default_output_tokens, max_output_tokens)`` for all of them."""
+    default, ceiling = output_caps
     base = Deployment(
-        backend_id=backend_id, model=model, knowledge_cutoff=cutoff, max_context=max_context
+        backend_id=backend_id,
+        model=model,
+        knowledge_cutoff=cutoff,
+        max_context=max_context,
+        default_output_tokens=default,
+        max_output_tokens=ceiling,
     )
     return (
         base,
         *(
-            Deployment(
-                backend_id=backend_id,
-                model=model,
-                adapter=a.name,
-                knowledge_cutoff=a.knowledge_cutoff or cutoff,
-                max_context=max_context,
+            msgspec.structs.replace(
+                base, adapter=a.name, knowledge_cutoff=a.knowledge_cutoff or cutoff
             )
             for a in adapters
         ),
@@ -60,11 +66,17 @@ def deployments(
 
 
 def output_budget(
-    backend_id: str, params: AsicParams, request: GenerationRequest, prompt: int
+    backend_id: str,
+    params: AsicParams,
+    request: GenerationRequest,
+    prompt: int,
+    caps: Deployment | None = None,
 ) -> int:
     """Output tokens to plan for; prompt + explicit ``max_tokens`` must fit ``max_context``.
 
-    Without ``max_tokens``, ``default_max_tokens`` is capped to what the context leaves.
+    Without ``max_tokens``, the default (``caps``' ``default_output_tokens``, else
+    ``default_max_tokens``) is capped to what the context leaves; an explicit one is first
+    clamped to ``caps``' ceiling (:meth:`Deployment.output_limit`).
     """
     cap = params.max_context
     param = "prompt" if request.prompt is not None else "messages"
@@ -75,16 +87,22 @@ def output_budget(
                 "(prompt + output)",
                 param=param,
             )
-        return min(params.default_max_tokens, cap - prompt)
+        room = cap - prompt
+        if caps is None:
+            return min(params.default_max_tokens, room)
+        return caps.output_limit(None, room) or room
     if request.max_tokens < 1:
         raise InvalidRequest("max_tokens must be at least 1", param="max_tokens")
-    if prompt + request.max_tokens > cap:
+    wanted = request.max_tokens
+    if caps is not None:
+        wanted = caps.output_limit(wanted) or wanted
+    if prompt + wanted > cap:
         raise ContextLengthExceeded(
-            f"the prompt ({prompt} tokens) plus max_tokens ({request.max_tokens}) exceeds "
+            f"the prompt ({prompt} tokens) plus max_tokens ({wanted}) exceeds "
             f"the {cap}-token context of {backend_id}",
             param=param,
         )
-    return request.max_tokens
+    return wanted
 
 
 def check_adapter(backend_id: str, known: Collection[str], request: GenerationRequest) -> None:

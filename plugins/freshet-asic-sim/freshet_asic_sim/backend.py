@@ -65,7 +65,13 @@ class AsicSimBackend:
         adapters = load_adapters(config)
         self._adapters = {a.name for a in adapters}
         self._deployments = deployments(
-            self.id, self.model_id, self.knowledge_cutoff, self.params.max_context, adapters
+            self.id,
+            self.model_id,
+            self.knowledge_cutoff,
+            self.params.max_context,
+            adapters,
+            # 256 tokens by default; the context (prompt + output) is the ceiling.
+            config.output_caps(self.params.default_max_tokens, None),
         )
         self._profile = convert_profile(config, default_profile(self.params))
         self._config = config
@@ -140,7 +146,7 @@ class AsicSimBackend:
             raise BackendUnavailable(f"backend {self.id} is not started (twin unresolved)")
         wall_start = time.monotonic()
         prompt = prompt_tokens(request)
-        planned = output_budget(self.id, self.params, request, prompt)
+        planned = output_budget(self.id, self.params, request, prompt, self._deployments[0])
         check_adapter(self.id, self._adapters, request)
         try:
             lease = self.model.admit(prompt, planned, request.adapter, self.clock.now())

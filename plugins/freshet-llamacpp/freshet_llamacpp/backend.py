@@ -37,6 +37,12 @@ from gateway.plugin_api import (
     convert_profile,
 )
 
+# Output caps of the type (the config's default_output_tokens / max_output_tokens win): a
+# request without max_tokens stops at 512 tokens (~4 s at 125 tok/s) instead of running to
+# the end of the context and holding a model copy for minutes; none generates over 2,048.
+DEFAULT_OUTPUT_TOKENS = 512
+MAX_OUTPUT_TOKENS = 2048
+
 # Defaults measured on this project's 2-vCPU machines (see data/profiles-sources.md);
 # replaced by this machine's own figures when `calibrate` is on.
 CPU_PROFILE = HardwareProfile(
@@ -104,16 +110,20 @@ class LlamaCppBackend:
         self._waiting = 0
         self._running = 0
         self._n_ctx = p.n_ctx
+        self._output_caps = config.output_caps(DEFAULT_OUTPUT_TOKENS, MAX_OUTPUT_TOKENS)
         self._loaded = False
 
     @property
     def deployments(self) -> Sequence[Deployment]:
+        default, ceiling = self._output_caps
         return (
             Deployment(
                 backend_id=self.id,
                 model=self._model_id,
                 knowledge_cutoff=self._config.knowledge_cutoff,
                 max_context=self._n_ctx,
+                default_output_tokens=default,
+                max_output_tokens=ceiling,
             ),
         )
 
@@ -175,6 +185,7 @@ class LlamaCppBackend:
             self._waiting -= 1
 
     async def stream(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
+        caps = self.deployments[0]
         instance = await self._acquire()
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Any] = asyncio.Queue()
@@ -186,7 +197,7 @@ class LlamaCppBackend:
 
         def run() -> tuple[str | None, BackendUsage]:
             try:
-                return instance.generate(request, self._sampling, emit, cancel)
+                return instance.generate(request, self._sampling, emit, cancel, caps)
             finally:
                 loop.call_soon_threadsafe(queue.put_nowait, _END)
 

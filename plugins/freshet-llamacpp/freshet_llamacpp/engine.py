@@ -23,6 +23,7 @@ from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 from gateway.plugin_api import (
     BackendUsage,
     ContextLengthExceeded,
+    Deployment,
     GenerationRequest,
     InvalidRequest,
 )
@@ -109,23 +110,27 @@ class Instance:
         sampling: Sampling,
         emit: Callable[[str], None],
         cancel: threading.Event,
+        caps: Deployment | None = None,
     ) -> tuple[str | None, BackendUsage]:
-        """Generate for ``request``, calling ``emit`` with each piece of text.
+        """Generate for ``request``, calling ``emit`` with each piece of text; ``caps``
+        (the deployment) bounds the output: its default without ``max_tokens``, its
+        ceiling above all (:meth:`Deployment.output_limit`).
 
         Returns the finish reason (None when cancelled) and the exact usage.
         """
         started = time.perf_counter()
         prompt = self.prompt_tokens(request)
         room = self.n_ctx - len(prompt)
-        if room <= 0 or (request.max_tokens is not None and request.max_tokens > room):
-            wanted = request.max_tokens or 1
+        limit = request.max_tokens if caps is None else caps.output_limit(request.max_tokens, room)
+        if room <= 0 or (limit is not None and limit > room):
+            wanted = limit or 1
             raise ContextLengthExceeded(
                 f"This model's maximum context length is {self.n_ctx} tokens. However, you "
                 f"requested {len(prompt) + wanted} tokens ({len(prompt)} in the prompt, "
                 f"{wanted} for the completion).",
                 param="messages" if request.operation == "chat" else "prompt",
             )
-        max_tokens = request.max_tokens or room
+        max_tokens = limit or room
         self.llama.set_seed(request.seed if request.seed is not None else random.getrandbits(31))
         stops = _StopMatcher(request.stop)
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")

@@ -151,7 +151,9 @@ class VllmEngineBackend:
             "presence_penalty": request.presence_penalty,
         }
         return vllm.SamplingParams(
-            max_tokens=min(request.max_tokens or room, room),
+            max_tokens=min(
+                self._deployments[0].output_limit(request.max_tokens, room) or room, room
+            ),
             stop=list(request.stop) or None,
             output_kind=kind,
             **{k: v for k, v in optional.items() if v is not None},

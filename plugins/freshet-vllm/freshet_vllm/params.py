@@ -94,22 +94,28 @@ def parse_adapters(config: BackendConfig) -> list[AdapterSpec]:
 def build_deployments(
     config: BackendConfig, model: str, max_context: int, adapters: Sequence[AdapterSpec]
 ) -> tuple[Deployment, ...]:
-    """The base model, then one deployment per adapter (its own cutoff, else the model's)."""
+    """The base model, then one deployment per adapter (its own cutoff, else the model's).
+
+    Output caps: none of the type's own (vLLM's default is the rest of the context, and a
+    paid API has its own); the config's ``default_output_tokens`` / ``max_output_tokens``
+    are sent upstream as ``max_tokens``.
+    """
+    default, ceiling = config.output_caps(None, None)
     base = Deployment(
         backend_id=config.id,
         model=model,
         knowledge_cutoff=config.knowledge_cutoff,
         max_context=max_context,
+        default_output_tokens=default,
+        max_output_tokens=ceiling,
     )
     return (
         base,
         *(
-            Deployment(
-                backend_id=config.id,
-                model=model,
+            msgspec.structs.replace(
+                base,
                 adapter=a.name,
                 knowledge_cutoff=a.knowledge_cutoff or config.knowledge_cutoff,
-                max_context=max_context,
             )
             for a in adapters
         ),

@@ -135,7 +135,8 @@ class VllmServerBackend:
     async def stream(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
         started = time.perf_counter()
         model = self.upstream_model(request)
-        body = wire.request_body(request, model)
+        # The deployment's output caps travel upstream as max_tokens (all share them).
+        body = wire.request_body(self._deployments[0].with_output_limit(request), model)
         resp, upstream = await self._open(request, model, body)
         first_at: float | None = None
         pieces = 0  # completion tokens when the server sends no usage
