@@ -12,11 +12,11 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 import yaml
-from msgspec import Struct, field
+from msgspec import Meta, Struct, field
 
 from gateway.backend import BackendConfig, HardwareProfile
 from gateway.backend import convert as _convert
@@ -155,7 +155,8 @@ _BACKEND_KEYS = {
     "default_output_tokens",
     "max_output_tokens",
 }
-_TOP_KEYS = {"backends", "groups", "server", "plugins", "prices", "cost", "routing", *_STATE_KEYS}
+_TOP_KEYS = {"backends", "groups", "server", "plugins", "prices", "cost", "routing", "health"}
+_TOP_KEYS |= _STATE_KEYS
 
 
 class ConnectionSettings(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
@@ -206,6 +207,28 @@ class RoutingSettings(Struct, kw_only=True, forbid_unknown_fields=True):
     default_output_tokens: int = 256  # expected output when max_tokens is absent, at first
 
 
+class HealthSettings(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """``health:``, backend health after Envoy's outlier detection (gateway/state/health.py).
+
+    A backend is ejected (its circuit opens) when, before their first byte, at least
+    ``failure_rate`` of at least ``min_requests`` requests in the last ``window_s`` failed,
+    or ``consecutive_failures`` in a row did; for ``ejection_s``, doubled with each
+    ejection in a row up to ``max_ejection_s``; then ``half_open_requests`` requests at a
+    time probe it (a success closes it). No more than ``max_ejection_percent`` of a group's
+    backends are ejected at once (at least one); a request whose candidates are all
+    unhealthy tries them anyway (panic mode).
+    """
+
+    failure_rate: Annotated[float, Meta(gt=0, le=1)] = 0.5
+    min_requests: Annotated[int, Meta(ge=1)] = 10
+    window_s: Annotated[float, Meta(gt=0)] = 10.0
+    consecutive_failures: Annotated[int, Meta(ge=1)] = 5
+    ejection_s: Annotated[float, Meta(gt=0)] = 5.0
+    max_ejection_s: Annotated[float, Meta(gt=0)] = 30.0
+    max_ejection_percent: Annotated[float, Meta(ge=0, le=100)] = 50.0
+    half_open_requests: Annotated[int, Meta(ge=1)] = 1
+
+
 class CostSettings(Struct, kw_only=True, forbid_unknown_fields=True):
     # The cost model plugin to use; "energy" comes with freshet-energy.
     model: str = "energy"
@@ -225,6 +248,7 @@ class Settings(Struct, kw_only=True):
     cost: CostSettings = field(default_factory=CostSettings)
     group_policies: dict[str, GroupPolicy] = field(default_factory=dict)
     routing: RoutingSettings = field(default_factory=RoutingSettings)
+    health: HealthSettings = field(default_factory=HealthSettings)
     shared: SharedSettings = field(default_factory=SharedSettings)
     fast_path: bool = True
     connections: ConnectionSettings = field(default_factory=ConnectionSettings)
@@ -266,6 +290,9 @@ def load_settings(
     backends = _parse_backends(raw.get("backends"), source)
     groups, policies = _parse_groups(raw.get("groups") or {}, backends, source)
     routing = _convert(raw.get("routing") or {}, RoutingSettings, source, "routing")
+    health = _convert(raw.get("health") or {}, HealthSettings, source, "health")
+    if health.max_ejection_s < health.ejection_s:
+        raise ConfigError("must be >= health.ejection_s", file=source, key="health.max_ejection_s")
     blocked = [*plugins.block, *_split(env.get("FRESHET_BLOCK_PLUGINS", ""))]
     data_dir = env.get("FRESHET_DATA_DIR") or server.data_dir
     return Settings(
@@ -282,6 +309,7 @@ def load_settings(
         cost=cost,
         group_policies=policies,
         routing=routing,
+        health=health,
         shared=load_shared(raw, env, source),
         fast_path=_env_bool(env, "FRESHET_FAST_PATH", server.fast_path),
         connections=_connections(server.connections, source),
