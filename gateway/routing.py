@@ -51,6 +51,7 @@ class Decision(Struct, kw_only=True):
     need: Need
     policy: Policy
     router: str
+    panic: bool = False  # every candidate was unhealthy: the unhealthy ones are tried anyway
 
     def served(self, backend_id: str | None) -> Candidate:
         """The candidate that served (the first, unless a fallback did)."""
@@ -70,6 +71,8 @@ class Decision(Struct, kw_only=True):
             f"candidates={len(self.ordered) + len(self.dropped)}",
             f"failed_over={failed_over}",
         ]
+        if self.panic:
+            parts.append("panic=1")
         if self.dropped:
             reasons = ",".join(f"{c.deployment.backend_id}:{c.dropped}" for c in self.dropped)
             parts.append(f"dropped={reasons}")

@@ -1,12 +1,13 @@
 """Choosing where a request goes: the cheapest deployment that is fresh enough.
 
 For a model or group, every deployment is a candidate. Candidates are dropped, each with
-a reason kept for the explanation: freshness unmet, unhealthy (circuit open), at capacity
-with a full queue, prompt + output over the context, expected time to first token over
-the request's ``max_ttft_ms``. The rest are scored by the cost model's quote (``full``:
-energy + capex share + list price; ``marginal``: energy only) and ordered by the group's
-routing policy (a plugin; default ``cheapest-fresh``). The first is chosen; the others
-are the fallback list.
+a reason kept for the explanation: freshness unmet, unhealthy (circuit open, or the backend
+says so), at capacity with a full queue, prompt + output over the context, expected time to
+first token over the request's ``max_ttft_ms``. When every candidate left is unhealthy they
+are all tried anyway (panic mode: ``Decision.panic``, ``panic=1`` in ``x-freshet-route``).
+The rest are scored by the cost model's quote (``full``: energy + capex share + list
+price; ``marginal``: energy only) and ordered by the group's routing policy (a plugin;
+default ``cheapest-fresh``). The first is chosen; the others are the fallback list.
 """
 
 from __future__ import annotations
@@ -68,6 +69,7 @@ def decide(
     it; the quote counts the expected output in ``shape``)."""
     eligible: list[Candidate] = []
     dropped: list[Candidate] = []
+    sick: list[Candidate] = []  # unhealthy, and fit otherwise: tried in panic mode
     keep, drop = eligible.append, dropped.append
     need_date = need.min_cutoff
     context_need = int(shape.prompt_tokens * CONTEXT_SLACK) + (max_tokens or 0)
@@ -77,37 +79,61 @@ def decide(
         backend_id = dep.backend_id
         status = statuses[backend_id]
         cutoff = dep.knowledge_cutoff
+        unhealthy = not status.healthy or backend_id in unavailable
         if need_date is not None and (cutoff is None or cutoff < need_date):
             reason = f"freshness(cutoff {cutoff.isoformat() if cutoff else 'unknown'})"
-        elif not status.healthy or backend_id in unavailable:
-            reason = "unhealthy"
         elif status.saturated:
-            reason = "at_capacity"
+            reason = "unhealthy" if unhealthy else "at_capacity"
         elif context_need > dep.max_context:
-            reason = f"context(~{shape.prompt_tokens}+{max_tokens or 0}>{dep.max_context})"
+            reason = (
+                "unhealthy"
+                if unhealthy
+                else f"context(~{shape.prompt_tokens}+{max_tokens or 0}>{dep.max_context})"
+            )
         else:
             quote = costs[backend_id].quote(shape, status)
             if quote.ttft_s <= max_ttft_s:
-                keep(
-                    Candidate(
-                        score=quote.usd_energy if marginal else quote.usd_total,
-                        load=status.running + status.waiting,
-                        rank=rank,
-                        deployment=dep,
-                        quote=quote,
-                    )
+                candidate = Candidate(
+                    score=quote.usd_energy if marginal else quote.usd_total,
+                    load=status.running + status.waiting,
+                    rank=rank,
+                    deployment=dep,
+                    quote=quote,
                 )
-                continue
-            reason = f"ttft(~{quote.ttft_s * 1000:.0f}ms>{max_ttft_ms or 0:.0f}ms)"
+                if not unhealthy:
+                    keep(candidate)
+                    continue
+                sick.append(candidate)
+                reason = "unhealthy"
+            else:
+                reason = (
+                    "unhealthy"
+                    if unhealthy
+                    else f"ttft(~{quote.ttft_s * 1000:.0f}ms>{max_ttft_ms or 0:.0f}ms)"
+                )
         drop(
             Candidate(
                 load=status.running + status.waiting, rank=rank, deployment=dep, dropped=reason
             )
         )
+    panic = not eligible and bool(sick)
+    if panic:
+        # Every candidate left is unhealthy: try them anyway (Envoy's panic mode) rather
+        # than refuse; the ones that fit on every other count, cheapest first as usual.
+        eligible = sick
+        tried = {id(c.deployment) for c in sick}
+        dropped = [c for c in dropped if id(c.deployment) not in tried]
     if not eligible:
         raise _nothing_eligible(name, dropped, need, shape)
     ordered = router.order(eligible, name)
-    return Decision(ordered=ordered, dropped=dropped, need=need, policy=policy, router=router_name)
+    return Decision(
+        ordered=ordered,
+        dropped=dropped,
+        need=need,
+        policy=policy,
+        router=router_name,
+        panic=panic,
+    )
 
 
 def _nothing_eligible(

@@ -281,8 +281,6 @@ class Service:
                 served = opened.deployment.backend_id
                 tried.add(served)
                 tried.update(a.backend_id for a in opened.attempts)
-                if exc.status >= 500:
-                    self._health.failure(served)
                 outcome.error = exc
                 left = [c for c in routed.decision.ordered if c.deployment.backend_id not in tried]
                 if len(tried) >= self._max_attempts or not left:

@@ -17,7 +17,7 @@ from gateway.ledger.redis import RedisLedger
 from gateway.ledger.sqlite import Ledger, SQLiteLedger
 from gateway.settings import Settings
 from gateway.state.auth import Auth
-from gateway.state.health import HealthState, LocalHealth
+from gateway.state.health import HealthState, LocalHealth, health_groups
 from gateway.state.health_redis import RedisHealth
 from gateway.state.keys import KeyRing, KeyStore
 from gateway.state.keys_redis import RedisKeyStore
@@ -59,11 +59,11 @@ class SharedState:
         self.limits: Limits
         if self.store is None:
             self._health: RedisHealth | None = None
-            self.health = LocalHealth()
+            self.health = LocalHealth(settings.health, groups=health_groups(settings))
             self.ledger = SQLiteLedger(settings.data_dir)
             self.limits = InProcessLimits(shared.limits.window_s)
         else:
-            self._health = RedisHealth(self.store)
+            self._health = RedisHealth(self.store, settings.health, health_groups(settings))
             self.health = self._health
             self.ledger = RedisLedger(self.store, settings.data_dir)
             self.limits = RedisLimits(self.store, shared.limits.window_s)

@@ -115,7 +115,7 @@ async def test_a_backend_one_gateway_finds_down_is_avoided_by_the_others(
     with gateways(tmp_path, config, redis_url) as servers:
         a, others = servers[0], servers[1:]
         async with httpx.AsyncClient(timeout=30, headers=headers) as client:
-            for _ in range(3):  # three failures open the circuit (breaker default)
+            for _ in range(5):  # five failures in a row eject it (the default)
                 resp = await client.post(a.url + "/v1/chat/completions", json=BODY)
                 assert resp.headers["x-freshet-route"].count("failed_over=1") == 1
             opened = time.monotonic()

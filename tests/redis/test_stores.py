@@ -14,8 +14,7 @@ from gateway.errors import InsufficientQuota, RateLimited
 from gateway.ledger.redis import RedisLedger
 from gateway.ledger.sqlite import UsageQuery
 from gateway.outcome import UsageRecord
-from gateway.settings import RedisSettings
-from gateway.state.health import BreakerSettings
+from gateway.settings import HealthSettings, RedisSettings
 from gateway.state.health_redis import POLL_S, RedisHealth
 from gateway.state.keys import ApiKey, KeyRing, digest, new_key
 from gateway.state.keys_redis import RedisKeyStore
@@ -113,7 +112,7 @@ async def test_settlements_made_while_redis_is_down_are_added_later(redis_url: s
 async def test_a_circuit_opened_by_one_process_is_open_in_the_other(
     stores: tuple[RedisStore, ...],
 ) -> None:
-    breaker = BreakerSettings(failures_to_open=2, open_for_s=0.6)
+    breaker = HealthSettings(consecutive_failures=2, ejection_s=0.6)
     a, b = (RedisHealth(s, breaker) for s in stores)
     await a.start()
     await b.start()

@@ -108,7 +108,7 @@ REQUESTS: list[tuple[str, str, bytes | dict[str, Any], int]] = [
         200,
     ),
     ("unknown model", CHAT, {"model": "gpt-99", "messages": HI}, 404),
-    ("backend down", CHAT, {"model": "broken", "messages": HI}, 503),
+    ("backend down", CHAT, {"model": "broken", "messages": HI}, 502),
     ("not JSON", CHAT, b'{"model": "auto", ', 400),
     ("empty body", CHAT, b"", 400),
     ("array", CHAT, b"[1, 2]", 400),

@@ -19,7 +19,8 @@ from gateway.errors import (
 )
 from gateway.flow.decision import CONTEXT_SLACK, decide
 from gateway.routing import NO_NEED, Decision, Need
-from gateway.state.health import BreakerSettings, Circuit, LocalHealth
+from gateway.settings import HealthSettings
+from gateway.state.health import Circuit, LocalHealth
 
 
 class FixedCost:
@@ -115,7 +116,7 @@ def test_full_ties_keep_the_configured_order() -> None:
 
 def test_open_circuit_drops_the_backend_until_half_open() -> None:
     now = [0.0]
-    health = LocalHealth(BreakerSettings(failures_to_open=1, open_for_s=5), clock=lambda: now[0])
+    health = LocalHealth(HealthSettings(consecutive_failures=1, ejection_s=5), clock=lambda: now[0])
     costs = {"a": FixedCost(1), "b": FixedCost(2)}
     assert health.unavailable() == frozenset()
     health.failure("a")
@@ -125,9 +126,14 @@ def test_open_circuit_drops_the_backend_until_half_open() -> None:
     now[0] = 5.0  # half-open: probes go through again
     assert health.unavailable() == frozenset()
     assert run([dep("a"), dep("b")], costs, down=health.unavailable()).ordered[0].rank == 0
-    health.failure("a")  # the probe failed: open again
+    health.failure("a")  # the probe failed: open again, for twice as long
     assert health.unavailable() == {"a"}
-    health.success("a")
+    health.success("a")  # a request from before: an open circuit stays open
+    assert health.unavailable() == {"a"}
+    now[0] = 15.0
+    assert health.admit("a")  # half-open: one probe at a time
+    assert health.unavailable() == {"a"}
+    health.success("a")  # the probe's first chunk closes it
     assert health.unavailable() == frozenset()
     health.adopt("b", Circuit(state="open", opened_at=now[0], open_for_s=60))
     assert health.unavailable() == {"b"}
@@ -184,13 +190,35 @@ def test_no_fresh_candidate_is_422_naming_the_freshest() -> None:
     assert info.value.code == "freshness_unsatisfiable"
 
 
+def test_all_unhealthy_is_panic_not_a_refusal() -> None:
+    d = run(
+        [dep("a", "2025-01-01"), dep("b", "2023-01-01"), dep("c", "2025-01-01")],
+        {"a": FixedCost(2), "b": FixedCost(1), "c": FixedCost(1)},
+        statuses={"c": BackendStatus(healthy=False)},
+        need=need("2024-06-01"),
+        down=frozenset({"a"}),
+    )
+    assert d.panic
+    assert [c.deployment.backend_id for c in d.ordered] == ["c", "a"]  # cheapest first
+    assert [(c.deployment.backend_id, c.dropped) for c in d.dropped] == [
+        ("b", "freshness(cutoff 2023-01-01)")
+    ]
+    assert "panic=1" in d.header()
+    healthy = run(
+        [dep("a"), dep("b")], {"a": FixedCost(1), "b": FixedCost(1)}, down=frozenset({"a"})
+    )
+    assert not healthy.panic
+    assert "panic" not in healthy.header()
+
+
 def test_all_dropped_for_other_reasons_is_503_with_each_reason() -> None:
     with pytest.raises(BackendUnavailable, match=r"a: unhealthy; b: freshness"):
         run(
             [dep("a", "2025-01-01"), dep("b", "2023-01-01")],
-            {"a": FixedCost(1), "b": FixedCost(1)},
+            {"a": FixedCost(1, ttft_s=5.0), "b": FixedCost(1)},
             need=need("2024-06-01"),
             down=frozenset({"a"}),
+            max_ttft_ms=1000,  # a is too slow as well: not even panic mode may send it
         )
 
 
@@ -291,7 +319,8 @@ def test_property_chosen_is_eligible_and_cheapest(
             d_.knowledge_cutoff is not None and d_.knowledge_cutoff >= the_need.min_cutoff
         )
         fits = int(prompt * CONTEXT_SLACK) + (max_tokens or 0) <= d_.max_context
-        return fresh and s.healthy and not s.saturated and fits
+        # In panic mode (no healthy one fits) health is not asked.
+        return fresh and (s.healthy or d.panic) and not s.saturated and fits
 
     def score(i: int) -> float:
         q = costs[deployments[i].backend_id].quote(shape, statuses[deployments[i].backend_id])

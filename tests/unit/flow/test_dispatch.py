@@ -79,12 +79,13 @@ async def test_context_too_long_for_one_candidate_falls_back(fleet_client: Any) 
 
 
 @pytest.mark.asyncio
-async def test_all_candidates_failing_is_503_naming_each(fleet_client: Any) -> None:
+async def test_all_candidates_failing_is_502_naming_each(fleet_client: Any) -> None:
+    # Tried, and failed: a bad gateway; 503 is the gateway's own refusal (nothing to try).
     client, _ = fleet_client
     resp = await client.post("/v1/chat/completions", json=_chat("all-broken"))
-    assert resp.status_code == 503
+    assert resp.status_code == 502
     error = resp.json()["error"]
-    assert error["code"] == "backend_unavailable"
+    assert error["code"] == "backend_error"
     assert "broken:" in error["message"]
     assert resp.headers["x-request-id"]
 

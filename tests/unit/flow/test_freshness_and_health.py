@@ -13,8 +13,8 @@ from gateway.api.edge import request_options
 from gateway.api.runtime import Runtime
 from gateway.errors import ConfigError, InvalidRequest
 from gateway.flow.freshness import resolve_need
-from gateway.settings import load_settings
-from gateway.state.health import BreakerSettings, LocalHealth
+from gateway.settings import HealthSettings, load_settings
+from gateway.state.health import LocalHealth
 from tests.support.inprocess import wait_ready
 
 TODAY = dt.date(2026, 11, 23)
@@ -22,7 +22,8 @@ TODAY = dt.date(2026, 11, 23)
 
 def test_circuit_opens_half_opens_and_closes() -> None:
     now = [0.0]
-    health = LocalHealth(BreakerSettings(failures_to_open=3, open_for_s=5), clock=lambda: now[0])
+    settings = HealthSettings(consecutive_failures=3, ejection_s=5)
+    health = LocalHealth(settings, clock=lambda: now[0])
     for _ in range(2):
         health.failure("a")
     assert health.available("a")  # two failures: still closed
