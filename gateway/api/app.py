@@ -16,7 +16,7 @@ from litestar.openapi.plugins import ScalarRenderPlugin
 
 from gateway.api import admin, cost_reports, openai, route, shared_state, traces
 from gateway.api.browser import BrowserGuard
-from gateway.api.edge import CheckedRequest, edge_middleware
+from gateway.api.edge import CheckedRequest, edge_middleware, front_door
 from gateway.api.error_response import freshet_error, http_error, server_error
 from gateway.api.generation import Generation
 from gateway.api.runtime import Runtime
@@ -29,16 +29,23 @@ log = logging.getLogger(__name__)
 
 
 class Gateway(Litestar):
-    """Litestar, with the generation endpoints answered by the edge in front of it."""
+    """Litestar, with the generation endpoints answered by the edge in front of it, and
+    every other HTTP request through the edge's front door first."""
 
     generation: Generation | None = None
+    guard: BrowserGuard | None = None
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if self.generation is not None and scope["type"] == "http":
-            endpoint = self.generation.endpoint(scope)
-            if endpoint is not None:
-                await self.generation.serve(endpoint, scope, receive, send)
-                return
+        if scope["type"] == "http":
+            if self.generation is not None:
+                endpoint = self.generation.endpoint(scope)
+                if endpoint is not None:
+                    await self.generation.serve(endpoint, scope, receive, send)
+                    return
+            if self.guard is not None:
+                send = await front_door(self.guard, scope, send)
+                if send is None:
+                    return
         await super().__call__(scope, receive, send)
 
 
@@ -72,7 +79,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Litestar:
             *runtime.plugins.extra_routes(),
         ],
         lifespan=[lifespan],
-        middleware=[cast(Any, edge_middleware(lambda: runtime.auth, guard, settings.open_schema))],
+        middleware=[cast(Any, edge_middleware(lambda: runtime.auth, settings.open_schema))],
         request_class=CheckedRequest,
         exception_handlers={
             FreshetError: freshet_error,
@@ -96,4 +103,5 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Litestar:
             "the edge in front of Litestar"
         )
     app.generation = Generation(runtime, settings.max_body_bytes, guard)
+    app.guard = guard
     return app

@@ -1,7 +1,8 @@
 """The edge: what every request goes through before the domain sees it, written once.
 
 Both ways in use it: the generation endpoints (:mod:`gateway.api.generation`, raw ASGI
-in front of Litestar) and every Litestar route (:func:`edge_middleware`). Here a request
+in front of Litestar) and everything else (:func:`front_door` before Litestar routes it,
+:func:`edge_middleware` on its routes). Here a request
 gets its id, its headers are read once (a repeated ``Authorization`` or ``Host`` is refused
 rather than guessed at), its ``Host`` is checked and CORS answered
 (:class:`gateway.api.browser.BrowserGuard`), the caller is authorised by one decision for
@@ -65,30 +66,15 @@ def read_headers(scope: Scope) -> dict[str, str]:
     return headers
 
 
-class EdgeHeaders(NamedTuple):
-    """The headers the edge reads on a Litestar route (one pass over them)."""
-
-    host: str | None
-    authorization: str | None
-    origin: str | None
-    preflight: bool  # an ``Access-Control-Request-Method`` is present
-    requested_headers: str | None
-
-
-def edge_headers(scope: Scope) -> EdgeHeaders:
-    found: dict[bytes, str] = {}
+def authorization(scope: Scope) -> str | None:
+    """The one ``Authorization`` header (a repeated one is a 400)."""
+    found: str | None = None
     for name, value in scope["headers"]:
-        if name in SINGLE and name in found:
-            raise _repeated(name)
-        found[name] = value.decode("latin-1")
-    get = found.get
-    return EdgeHeaders(
-        get(b"host"),
-        get(b"authorization"),
-        get(b"origin"),
-        b"access-control-request-method" in found,
-        get(b"access-control-request-headers"),
-    )
+        if name == b"authorization":
+            if found is not None:
+                raise _repeated(name)
+            found = value.decode("latin-1")
+    return found
 
 
 def is_schema(path: str) -> bool:
@@ -250,16 +236,53 @@ def with_headers(send: Send, extra: list[tuple[bytes, bytes]]) -> Send:
     return sending
 
 
+async def front_door(guard: BrowserGuard, scope: Scope, send: Send) -> Send | None:
+    """Before Litestar routes anything (unknown paths included): the ``Host`` check, the
+    answer to an allowed origin's CORS preflight, CORS headers on what follows. Returns
+    the ``send`` to answer with, or ``None`` when the request has been answered here.
+    (The generation endpoints do the same in :mod:`gateway.api.generation`.)"""
+    host = origin = requested = None
+    preflight = False
+    try:
+        for name, value in scope["headers"]:
+            if name == b"host":
+                if host is not None:
+                    raise _repeated(name)
+                host = value.decode("latin-1")
+            elif name == b"origin":
+                origin = value.decode("latin-1")
+            elif name == b"access-control-request-method":
+                preflight = True
+            elif name == b"access-control-request-headers":
+                requested = value.decode("latin-1")
+        guard.check_host(host, scope.get("server"))
+    except FreshetError as exc:
+        request_id = new_request_id()
+        log_refusal(scope, exc, request_id)
+        await send_error(send, exc, request_id)
+        return None
+    cors = guard.cors_headers(origin) if origin is not None and guard.cors else []
+    if not cors:
+        return send
+    if preflight and scope["method"] == "OPTIONS":
+        assert origin is not None
+        start = guard.preflight(origin, requested)
+        start["headers"].append((REQUEST_ID, new_request_id().encode()))
+        await send(start)
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        return None
+    return with_headers(send, cors)
+
+
 def edge_middleware(
-    auth: Callable[[], Auth], guard: BrowserGuard | None = None, open_schema: bool = False
+    auth: Callable[[], Auth], open_schema: bool = False
 ) -> Callable[[ASGIApp], ASGIApp]:
-    """The edge for Litestar's routes: an id on every response, the ``Host`` check, CORS,
+    """The edge for Litestar's routes (after :func:`front_door`): an id on every response,
     then :func:`authorize`.
 
     It runs before the body is read, so an unauthenticated request costs a header lookup
     and a hash. The key it finds is kept in the request's scope state (:data:`STATE_KEY`).
     """
-    guard = guard or BrowserGuard("0.0.0.0")
 
     def factory(app: ASGIApp) -> ASGIApp:
         async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
@@ -269,34 +292,24 @@ def edge_middleware(
             request_id = new_request_id()
             state: dict[str, Any] = scope.setdefault("state", {})
             state["request_id"] = request_id
-            extra = [(REQUEST_ID, request_id.encode())]
+            encoded = request_id.encode()
 
             async def send_with_id(message: dict[str, Any]) -> None:
                 if message["type"] == "http.response.start":
                     headers = list(message.get("headers") or [])
-                    names = {name.lower() for name, _ in headers}
-                    headers += [(name, value) for name, value in extra if name not in names]
-                    message["headers"] = headers
+                    if not any(name.lower() == REQUEST_ID for name, _ in headers):
+                        headers.append((REQUEST_ID, encoded))
+                        message["headers"] = headers
                 await send(message)
 
             try:
-                seen = edge_headers(scope)
-                guard.check_host(seen.host, scope.get("server"))
-                cors = guard.cors_headers(seen.origin)
-                if cors and seen.preflight and scope["method"] == "OPTIONS":
-                    assert seen.origin is not None
-                    start = guard.preflight(seen.origin, seen.requested_headers)
-                    await send_with_id(start)
-                    await send({"type": "http.response.body", "body": b"", "more_body": False})
-                    return
-                extra += cors
                 state[STATE_KEY] = await authorize(
-                    auth(), scope["path"], seen.authorization, open_schema
+                    auth(), scope["path"], authorization(scope), open_schema
                 )
             except FreshetError as exc:
                 # Answered here (Litestar's exception handlers sit outside every middleware).
                 log_refusal(scope, exc, request_id)
-                await send_error(send_with_id, exc, None)
+                await send_error(send, exc, request_id)
                 return
             await app(scope, receive, send_with_id)
 

@@ -80,7 +80,8 @@ def http_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]
     elif exc.status_code == 413:
         error = PayloadTooLarge("request body is larger than the configured limit")
     elif exc.status_code == 404:
-        error = NotFound(f"no route for {request.method} {request.url.path}")
+        # The scope's path: building request.url parses the client's Host, which may not parse.
+        error = NotFound(f"no route for {request.method} {str(request.scope['path'])[:200]}")
     elif exc.status_code == 400 and _is_decode_error(str(exc.detail)):
         error = InvalidRequest(f"request body is not valid JSON: {exc.detail}")
     else:
@@ -146,5 +147,6 @@ async def send_error(
 
 
 def server_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
-    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    path = request.scope["path"]
+    log.exception("unhandled error on %s %s", request.method, path, exc_info=exc)
     return _response(request, FreshetError("internal error; see the gateway's log"), logged=True)
