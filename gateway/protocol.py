@@ -191,6 +191,11 @@ class Model(Struct, kw_only=True):
     knowledge_cutoff: dt.date | None = None
     backends: list[str] = msgspec.field(default_factory=list)
     kind: Literal["model", "group", "adapter"] = "model"
+    # Output caps: tokens a request without max_tokens may generate (null: until the
+    # context is full) and the most any request may (a larger max_tokens is clamped); for
+    # a group, the largest of its deployments'.
+    default_output_tokens: int | None = None
+    max_output_tokens: int | None = None
 
 
 class ModelList(Struct, kw_only=True):

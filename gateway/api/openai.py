@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from litestar import Controller, Request, Response, get, post
@@ -11,6 +12,7 @@ from litestar.response import Stream
 
 from gateway import protocol as p
 from gateway.api.runtime import Runtime
+from gateway.backend import Deployment
 from gateway.errors import FreshetError
 
 _ERRORS: dict[int, ResponseSpec] = {
@@ -67,8 +69,10 @@ class OpenAIController(Controller):
     async def models(self, request: Request[Any, Any, Any]) -> p.ModelList:
         runtime: Runtime = request.app.state.runtime
         created = int(runtime.started_at)
-        return p.ModelList(
-            data=[
+        models = []
+        for entry in runtime.fleet.catalog.entries():
+            default, ceiling = _output_caps(entry.deployments)
+            models.append(
                 p.Model(
                     id=entry.name,
                     created=created,
@@ -76,7 +80,18 @@ class OpenAIController(Controller):
                     knowledge_cutoff=entry.knowledge_cutoff,
                     backends=sorted({d.backend_id for d in entry.deployments}),
                     kind=entry.kind,  # type: ignore[arg-type]
+                    default_output_tokens=default,
+                    max_output_tokens=ceiling,
                 )
-                for entry in runtime.fleet.catalog.entries()
-            ]
-        )
+            )
+        return p.ModelList(data=models)
+
+
+def _output_caps(deployments: Sequence[Deployment]) -> tuple[int | None, int | None]:
+    """What ``/v1/models`` says of output: the default without ``max_tokens`` (None: until
+    the context is full) and the ceiling; for a group, the largest of its deployments'."""
+    defaults = [d.output_limit(None) for d in deployments]
+    ceilings = [min(d.max_output_tokens or d.max_context, d.max_context) for d in deployments]
+    known = [x for x in defaults if x is not None]
+    default = max(known) if known and len(known) == len(defaults) else None
+    return default, max(ceilings, default=None)
