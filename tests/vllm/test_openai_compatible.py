@@ -15,6 +15,7 @@ import pytest
 import pytest_asyncio
 from aiohttp.test_utils import TestServer
 from freshet_vllm import OpenAICompatibleBackend, create_backend
+from freshet_vllm.upstream import Outlier, OutlierRules
 
 from gateway.backend import (
     Backend,
@@ -119,39 +120,106 @@ async def test_load_is_its_own_in_flight_requests(fake: FakeVllm, make: Any) -> 
 
 
 @pytest.mark.asyncio
-async def test_down_after_a_refused_connection_then_retried_and_up(make: Any) -> None:
+async def test_refused_connections_eject_the_server_only_in_a_row(make: Any) -> None:
     url = closed_port_url()
     backend = await make(urls=[url], retry_after_s=0.2)
     with pytest.raises(BackendError, match="upstream"):
         await collect(backend.stream(request()))
     status = await backend.status()
-    assert not status.healthy
+    assert status.healthy  # the gateway's circuit decides about the backend, not one refusal
+    assert "1/1 upstreams up" in (status.detail or "")
+    for _ in range(4):  # five in a row (health.consecutive_failures) eject it
+        with pytest.raises(BackendError):
+            await collect(backend.stream(request()))
+    (view,) = backend.upstream_health()
+    assert (view["state"], view["ejections"], view["consecutive_failures"]) == ("ejected", 1, 5)
+    assert isinstance(view["ejected_until"], float)
+    assert view["ejected_until"] > time.time()
+    status = await backend.status()
+    assert status.healthy
     assert "0/1 upstreams up" in (status.detail or "")
-    await asyncio.sleep(0.25)
-    assert (await backend.status()).healthy  # may be tried again
+    # Every server is ejected: it is tried anyway (panic), not refused.
+    with pytest.raises(BackendError, match="upstream"):
+        await collect(backend.stream(request()))
+    assert backend.panics == 1
     fake = FakeVllm()  # the server comes back on its port
     fake.server = TestServer(fake.server.app, host="127.0.0.1", port=int(url.rsplit(":")[-1]))
     await fake.start()
     try:
+        await asyncio.sleep(0.25)  # the ejection ends: the next request is its probe
+        assert backend.upstream_health()[0]["state"] == "probing"
         chunks = await collect(backend.stream(request()))
     finally:
         await fake.close()
     assert chunks[-1].finish_reason == "stop"
-    status = await backend.status()
-    assert status.healthy
-    assert "1/1 upstreams up" in (status.detail or "")
-    assert backend.upstreams[0].failures == 0
+    (view,) = backend.upstream_health()
+    assert (view["state"], view["consecutive_failures"]) == ("up", 0)
+    assert "1/1 upstreams up" in ((await backend.status()).detail or "")
+
+
+def test_ejection_doubles_up_to_the_limit_and_starts_again_after_a_quiet_while() -> None:
+    now = [0.0]
+    rules = OutlierRules(consecutive_failures=1, ejection_s=1, max_ejection_s=3)
+    outlier = Outlier(rules, clock=lambda: now[0])
+    waits = []
+    for _ in range(4):
+        assert outlier.failure(lambda: True)
+        waits.append(outlier.ejected_until - now[0])
+        assert not outlier.failure(lambda: True)  # while ejected: no longer
+        now[0] = outlier.ejected_until  # back, probing: its failure ejects it for longer
+        assert outlier.state == "probing"
+    assert waits == [1, 2, 3, 3]
+    outlier.success()
+    assert outlier.state == "up"
+    now[0] += 3  # well for max_ejection_s: the next ejection is short again
+    assert outlier.failure(lambda: True)
+    assert outlier.ejected_until - now[0] == 1
+
+
+def test_outlier_rate_over_the_window_with_a_minimum_volume() -> None:
+    now = [0.0]
+    rules = OutlierRules(failure_rate=0.5, min_requests=10, window_s=10, consecutive_failures=99)
+    outlier = Outlier(rules, clock=lambda: now[0])
+    for _ in range(4):
+        outlier.success()
+        assert not outlier.failure(lambda: True)  # 50 % but fewer than 10 requests
+    outlier.success()
+    assert outlier.failure(lambda: True)  # 5 of 10
+    now[0] = outlier.ejected_until + 11
+    outlier.success()
+    for _ in range(9):  # 1 in 10 fail: never
+        for _ in range(9):
+            outlier.success()
+        assert not outlier.failure(lambda: True)
+        now[0] += 1
+    assert not outlier.failure(lambda: False)
+    assert outlier.capped == 0
 
 
 @pytest.mark.asyncio
-async def test_backoff_doubles_up_to_the_limit(make: Any) -> None:
-    backend = await make(url=closed_port_url(), retry_after_s=1, max_backoff_s=3)
-    upstream = backend._passive[0]
-    waits = []
-    for _ in range(4):
-        upstream.mark_down("refused")
-        waits.append(round(upstream.retry_at - time.monotonic()))
-    assert waits == [1, 2, 3, 3]
+async def test_a_dead_server_is_ejected_and_the_other_serves(fake: FakeVllm, make: Any) -> None:
+    dead = closed_port_url()
+    backend = await make(urls=[dead, fake.url])
+    for _ in range(12):  # connection refused: the next server, every time
+        chunks = await collect(backend.stream(request()))
+        assert chunks[-1].finish_reason == "stop"
+    by_url = {v["url"]: v for v in backend.upstream_health()}
+    assert by_url[dead]["state"] == "ejected"
+    assert by_url[fake.url]["state"] == "up"
+    served = len(fake.requests)
+    await collect(backend.stream(request()))
+    assert len(fake.requests) == served + 1
+
+
+@pytest.mark.asyncio
+async def test_never_more_than_half_the_servers_ejected(make: Any) -> None:
+    backend = await make(urls=[closed_port_url(), closed_port_url()])
+    for _ in range(8):
+        with pytest.raises(BackendError):
+            await collect(backend.stream(request()))
+    states = sorted(str(v["state"]) for v in backend.upstream_health())
+    assert states == ["ejected", "up"]  # max_ejection_percent: 50
+    assert sum(u.outlier.capped for u in backend._passive) > 0
 
 
 @pytest.mark.asyncio

@@ -3,9 +3,14 @@ server, SGLang, TGI, Ollama, a paid API), on the same HTTP path as mode ``server
 ``vllm``: pooled keep-alive connections, SSE events read minimally.
 
 Such servers have no common load endpoint, so nothing is polled: load is what Freshet
-itself has in flight, and health follows what happened to Freshet's own requests (a
-connection refused or cut marks a server down; it is tried again after a backoff, and
-is up again on its next answer).
+itself has in flight, and health follows what happened to Freshet's own requests. The
+backend's health is the gateway's one model for it (its circuit, gateway/state/health.py):
+this backend never calls itself unhealthy. Behind it, each server (``urls``) follows the
+same outlier rules (:class:`~freshet_vllm.upstream.Outlier`, tuned by the backend's own
+``health:``): failures before the first byte count, a failure rate or failures in a row
+eject a server for a while (never more than ``max_ejection_percent`` of them), a server back
+from ejection is probed by one request at a time, and when every server is ejected they are
+all tried anyway, the soonest back first.
 """
 
 from __future__ import annotations
@@ -13,27 +18,34 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 from typing import Annotated
 
 import msgspec
 from msgspec import Meta, Struct, field
 
+from freshet_vllm import wire
 from freshet_vllm.http1 import Response
 from freshet_vllm.params import ServerParams, build_deployments, config_error, parse_adapters
-from freshet_vllm.server import VllmServerBackend
-from freshet_vllm.upstream import Upstream
+from freshet_vllm.server import _CONNECT_ERRORS, _PATHS, VllmServerBackend
+from freshet_vllm.upstream import Outlier, OutlierRules, Upstream, trace_headers
 from gateway.plugin_api import (
     BackendConfig,
+    BackendError,
     BackendStatus,
+    BackendUnavailable,
     Fleet,
+    FreshetError,
     GenerationRequest,
     HardwareKind,
     HardwareProfile,
+    RateLimited,
     convert_params,
     convert_profile,
 )
 
 log = logging.getLogger(__name__)
+_encode = msgspec.json.Encoder().encode
 
 # Nothing is known of the hardware behind a URL: no watts and no capex unless configured,
 # so a paid API's cost comes from its ``list_price``.
@@ -53,51 +65,80 @@ class OpenAICompatibleParams(Struct, kw_only=True, forbid_unknown_fields=True):
     kind: HardwareKind = "remote"
     request_timeout_s: Positive = 120.0
     connect_timeout_s: Positive = 5.0
-    retry_after_s: Positive = 0.5  # first wait before a server marked down is tried again
-    max_backoff_s: Positive = 30.0
+    # Older names of health.ejection_s and health.max_ejection_s.
+    retry_after_s: Positive | None = None
+    max_backoff_s: Positive | None = None
     max_in_flight: Annotated[int, Meta(ge=1)] | None = None
+    health: OutlierRules = field(default_factory=OutlierRules)  # for the servers behind it
 
 
 class PassiveUpstream(Upstream):
     """An upstream whose health is inferred from Freshet's own requests to it."""
 
     def __init__(
-        self,
-        url: str,
-        headers: dict[str, str],
-        connect_timeout_s: float,
-        retry_after_s: float,
-        max_backoff_s: float,
+        self, url: str, headers: dict[str, str], connect_timeout_s: float, rules: OutlierRules
     ) -> None:
         super().__init__(url, headers, connect_timeout_s)
-        self._retry_after_s = retry_after_s
-        self._max_backoff_s = max_backoff_s
-        self.retry_at = 0.0
-        self.healthy = True  # until a request says otherwise
+        self.outlier = Outlier(rules)
         self.observed_at = time.time()
 
     @property
+    def healthy(self) -> bool:
+        """Not ejected now."""
+        return not self.outlier.ejected()
+
+    @healthy.setter
+    def healthy(self, value: bool) -> None:
+        """Inferred from requests: what the base class would set is ignored."""
+
+    @property
     def available(self) -> bool:
-        """Up, or down long enough that the next request may try it again."""
-        return self.healthy or time.monotonic() >= self.retry_at
+        return not self.outlier.ejected()
+
+    def failed(self, reason: str, may_eject: Callable[[], bool]) -> None:
+        """It failed a request before the response's first byte."""
+        self.last_error = reason
+        self.observed_at = time.time()
+        if self.outlier.failure(may_eject):
+            log.warning(
+                "upstream %s ejected for %.1f s (%d failures in a row): %s",
+                self.url,
+                self.outlier.ejected_until - time.monotonic(),
+                self.outlier.failures,
+                reason,
+            )
 
     def mark_down(self, reason: str) -> None:
-        self.failures += 1
-        backoff = self._retry_after_s * 2 ** min(self.failures - 1, 16)
-        self.retry_at = time.monotonic() + min(self._max_backoff_s, backoff)
-        self.observed_at = time.time()
-        if self.healthy:
-            log.warning("upstream %s is down: %s", self.url, reason)
-        self.healthy = False
+        """Called by the stream when the connection fails mid-stream: that request's
+        failure, not the server's (see :class:`~freshet_vllm.upstream.Outlier`)."""
         self.last_error = reason
+        self.observed_at = time.time()
+        self.outlier.cut()
 
     def mark_up(self) -> None:
-        if not self.healthy:
+        if self.outlier.probing and not self.outlier.ejected():
             log.info("upstream %s is up", self.url)
-            self.healthy = True
-            self.observed_at = time.time()
+        self.outlier.success()
         self.failures = 0
-        self.last_error = None
+        self.observed_at = time.time()
+
+    def view(self) -> dict[str, object]:
+        """This server's health for ``/freshet/backends``."""
+        outlier = self.outlier
+        requests, failures = outlier.counts()
+        left = outlier.ejected_until - time.monotonic()
+        return {
+            "url": self.url,
+            "state": outlier.state,
+            "ejected_until": time.time() + left if left > 0 else None,
+            "ejections": outlier.ejections,
+            "consecutive_failures": outlier.failures,
+            "requests": requests,
+            "failures": failures,
+            "stream_failures": outlier.cuts,
+            "in_flight": self.in_flight,
+            "last_error": self.last_error,
+        }
 
 
 class OpenAICompatibleBackend(VllmServerBackend):
@@ -126,7 +167,7 @@ class OpenAICompatibleBackend(VllmServerBackend):
             api_key=api_key,
             request_timeout_s=own.request_timeout_s,
             connect_timeout_s=own.connect_timeout_s,
-            max_backoff_s=own.max_backoff_s,
+            max_backoff_s=own.max_backoff_s or own.health.max_ejection_s,
             max_in_flight=own.max_in_flight,
         )
         self.model = config.model or own.served_model or config.id
@@ -145,14 +186,20 @@ class OpenAICompatibleBackend(VllmServerBackend):
                 raise config_error(config, f"headers.{name}", "a line break in a header")
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"
+        rules = own.health
+        if own.retry_after_s is not None:
+            rules = msgspec.structs.replace(rules, ejection_s=own.retry_after_s)
+        if own.max_backoff_s is not None:
+            rules = msgspec.structs.replace(rules, max_ejection_s=own.max_backoff_s)
+        if rules.max_ejection_s < rules.ejection_s:
+            raise config_error(config, "health.max_ejection_s", "must be >= ejection_s")
+        self.rules = rules
         self._passive = [
-            PassiveUpstream(
-                url, headers, own.connect_timeout_s, own.retry_after_s, own.max_backoff_s
-            )
-            for url in self.params.urls
+            PassiveUpstream(url, headers, own.connect_timeout_s, rules) for url in self.params.urls
         ]
         self.upstreams = list(self._passive)
         self._pollers = []
+        self.panics = 0  # requests sent while every server was ejected
 
     async def start(self) -> None:
         for upstream in self.upstreams:
@@ -160,25 +207,96 @@ class OpenAICompatibleBackend(VllmServerBackend):
 
     async def status(self) -> BackendStatus:
         ups = self._passive
-        up = [u for u in ups if u.available]
         in_flight = sum(u.in_flight for u in ups)
-        detail = f"{sum(u.healthy for u in ups)}/{len(ups)} upstreams up; {in_flight} in flight"
-        errors = [f"{u.url}: {u.last_error}" for u in ups if u.last_error]
-        if errors:
-            detail += "; " + "; ".join(errors)
+        up = [u for u in ups if u.available]
+        detail = f"{len(up)}/{len(ups)} upstreams up; {in_flight} in flight"
+        for u in ups:
+            if not u.available:
+                left = u.outlier.ejected_until - time.monotonic()
+                detail += f"; {u.url}: ejected for {left:.1f} s ({u.last_error})"
         limit = self.params.max_in_flight
         return BackendStatus(
-            healthy=bool(up),
+            # The gateway's health model decides about the backend as a whole (it hears
+            # every failure this backend raises); servers are ejected only inside it.
+            healthy=True,
             running=in_flight,
             observed_at=max((u.observed_at for u in ups), default=0.0),
             detail=detail,
-            saturated=limit is not None and all(u.in_flight >= limit for u in up),
+            saturated=limit is not None and all(u.in_flight >= limit for u in (up or ups)),
         )
+
+    def upstream_health(self) -> list[dict[str, object]]:
+        """Each server's health, for ``/freshet/backends``."""
+        return [u.view() for u in self._passive]
+
+    def _order(self) -> list[PassiveUpstream]:
+        """Servers in the order to try them: those not ejected, a probing one only while it
+        has no request in flight, least loaded first; when every one is ejected, all of them,
+        the soonest back first (panic: tried rather than refused)."""
+        now = time.monotonic()
+        up = [u for u in self._passive if not u.outlier.ejected(now)]
+        if up:
+            if len(up) == 1:
+                return up
+            return sorted(up, key=lambda u: (u.outlier.probing and u.in_flight > 0, u.in_flight))
+        self.panics += 1
+        return sorted(self._passive, key=lambda u: u.outlier.ejected_until)
+
+    def _may_eject(self) -> bool:
+        ejected = sum(1 for u in self._passive if u.outlier.ejected())
+        return ejected + 1 <= self.rules.max_ejected(len(self._passive))
 
     async def _open(
         self, request: GenerationRequest, model: str, body: dict[str, object]
     ) -> tuple[Response, Upstream]:
-        resp, upstream = await super()._open(request, model, body)
-        if isinstance(upstream, PassiveUpstream):
-            upstream.mark_up()
-        return resp, upstream
+        """POST to the first server in :meth:`_order` that takes it; the next one on a
+        failure before the response (connection, timeout, garbage, 5xx)."""
+        path = _PATHS[request.operation]
+        failures: list[str] = []
+        limit = self.params.max_in_flight
+        order = self._order()
+        encoded = _encode(body)
+        if limit is not None and all(u.in_flight >= limit for u in order):
+            raise RateLimited(
+                f"backend {self.id}: every {self.label} server has {limit} requests in flight"
+            )
+        for upstream in order:
+            if limit is not None and upstream.in_flight >= limit:
+                continue
+            assert upstream.http is not None, "start() was not called"
+            upstream.in_flight += 1
+            try:
+                resp = await upstream.http.post(
+                    path, encoded, self.params.request_timeout_s, trace_headers()
+                )
+            except _CONNECT_ERRORS as exc:
+                upstream.in_flight -= 1
+                reason = f"{type(exc).__name__}: {exc}"
+                upstream.failed(reason, self._may_eject)
+                failures.append(f"{upstream.url}: {reason}")
+                continue
+            except BaseException:
+                upstream.in_flight -= 1
+                raise
+            if resp.status == 200:
+                upstream.mark_up()
+                return resp, upstream
+            upstream.in_flight -= 1
+            try:
+                error: FreshetError = wire.map_http_error(
+                    resp.status, await resp.read(), request, model, upstream.url, self.label
+                )
+            except _CONNECT_ERRORS as exc:
+                error = BackendError(f"{self.label} at {upstream.url} failed: {exc!r}")
+            finally:
+                resp.release()
+            if not isinstance(error, BackendError):
+                raise error  # the client's or the capacity's: not the server's health
+            upstream.failed(error.message, self._may_eject)
+            if len(order) == 1:
+                raise error
+            failures.append(error.message)
+        reasons = "; ".join(failures)
+        raise BackendUnavailable(
+            f"backend {self.id}: no {self.label} server took the request: {reasons}"
+        )

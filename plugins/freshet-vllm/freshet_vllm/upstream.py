@@ -1,14 +1,18 @@
-"""One vLLM server: its pooled connection, its load, its health, and the loop that polls it."""
+"""One vLLM server: its pooled connection, its load, its health, and the loop that polls it;
+and the outlier rules for servers whose health is inferred from requests (:class:`Outlier`)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Annotated
 
 import aiohttp
+from msgspec import Meta, Struct
 from opentelemetry import propagate
 
 from freshet_vllm.http1 import Pool
@@ -142,3 +146,115 @@ async def cancel_all(tasks: Sequence[asyncio.Task[None]]) -> None:
     for task in tasks:
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+class OutlierRules(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """The gateway's health rules (its ``health:`` section, gateway/state/health.py) for the
+    servers behind one backend: the same names and defaults."""
+
+    failure_rate: Annotated[float, Meta(gt=0, le=1)] = 0.5
+    min_requests: Annotated[int, Meta(ge=1)] = 10
+    window_s: Annotated[float, Meta(gt=0)] = 10.0
+    consecutive_failures: Annotated[int, Meta(ge=1)] = 5
+    ejection_s: Annotated[float, Meta(gt=0)] = 5.0
+    max_ejection_s: Annotated[float, Meta(gt=0)] = 30.0
+    max_ejection_percent: Annotated[float, Meta(ge=0, le=100)] = 50.0
+
+    def max_ejected(self, members: int) -> int:
+        """How many of ``members`` servers may be ejected at once (at least one)."""
+        return max(1, math.floor(members * self.max_ejection_percent / 100 + 1e-9))
+
+
+_SLICES = 10
+
+
+class Outlier:
+    """One server's health as the requests sent to it show it (Envoy's outlier detection).
+
+    A failure before the response's first byte (refused, timed out, garbage, 5xx) counts;
+    one after it (a cut stream: :meth:`cut`) is that request's, not the server's, and does
+    not. Ejected when at least ``failure_rate`` of at least ``min_requests`` requests in the
+    last ``window_s`` failed, or ``consecutive_failures`` in a row did (and the backend's
+    share of ejected servers allows it); for ``ejection_s``, doubled for each ejection in a
+    row, at most ``max_ejection_s``. Back from an ejection it is *probing*: one request at a
+    time until one succeeds (then it is up) or fails (then it is ejected again, for longer).
+    """
+
+    def __init__(self, rules: OutlierRules, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rules = rules
+        self._clock = clock
+        self.failures = 0  # in a row
+        self.ejections = 0
+        self.capped = 0  # ejections the share did not allow
+        self.cuts = 0  # failures after the first byte
+        self.ejected_until = 0.0  # in the clock
+        self.probing = False
+        self._streak = 0
+        self._up_since = -math.inf
+        self._width = rules.window_s / _SLICES
+        self._ok = [0] * _SLICES
+        self._failed = [0] * _SLICES
+        self._stamp = [-_SLICES] * _SLICES
+
+    def ejected(self, now: float | None = None) -> bool:
+        return (self._clock() if now is None else now) < self.ejected_until
+
+    @property
+    def state(self) -> str:
+        if self.ejected():
+            return "ejected"
+        return "probing" if self.probing else "up"
+
+    def _add(self, now: float, failed: bool) -> None:
+        tick = int(now / self._width)
+        slot = tick % _SLICES
+        if self._stamp[slot] != tick:
+            self._stamp[slot] = tick
+            self._ok[slot] = self._failed[slot] = 0
+        if failed:
+            self._failed[slot] += 1
+        else:
+            self._ok[slot] += 1
+
+    def counts(self) -> tuple[int, int]:
+        """(requests, failures) in the window."""
+        tick = int(self._clock() / self._width)
+        live = [i for i in range(_SLICES) if tick - self._stamp[i] < _SLICES]
+        failures = sum(self._failed[i] for i in live)
+        return sum(self._ok[i] for i in live) + failures, failures
+
+    def success(self) -> None:
+        now = self._clock()
+        self._add(now, False)
+        self.failures = 0
+        if self.probing and not self.ejected(now):
+            self.probing = False
+            self._up_since = now
+
+    def cut(self) -> None:
+        self.cuts += 1
+
+    def failure(self, may_eject: Callable[[], bool]) -> bool:
+        """Count a failure; True if it ejected the server."""
+        now = self._clock()
+        self._add(now, True)
+        self.failures += 1
+        if self.ejected(now):
+            return False
+        r = self.rules
+        if not self.probing:
+            requests, failures = self.counts()
+            over = requests >= r.min_requests and failures >= r.failure_rate * requests
+            if self.failures < r.consecutive_failures and not over:
+                return False
+            if not may_eject():
+                self.capped += 1
+                return False
+            if now - self._up_since >= r.max_ejection_s:
+                self._streak = 0  # well for long enough: start again
+        self.ejected_until = now + min(r.max_ejection_s, r.ejection_s * 2**self._streak)
+        self._streak += 1
+        self.ejections += 1
+        self.probing = True
+        self._stamp = [-_SLICES] * _SLICES  # counted afresh when it is back
+        return True
