@@ -171,6 +171,17 @@ def test_every_doc_has_blocks_and_markers_are_known() -> None:
         assert d is None or d == "pytest" or SKIP.match(d), f"{block.id}: unknown marker {d!r}"
 
 
+def test_expected_output_rules() -> None:
+    shell = Block(ROOT / "README.md", 1, "shell", "echo a b  # not output\n# a ...\n# ...\n", None)
+    assert split_expected(shell) == ("echo a b  # not output\n", ["a ...", "..."])
+    console = Block(ROOT / "README.md", 1, "console", "$ echo a \\\n  b\na b\n", None)
+    assert split_expected(console) == ("echo a \\\n  b\n", ["a b"])
+    assert output_matches(["a ...", "..."], "a b\r\nmore\nlines\n")
+    assert output_matches(["...", "z"], "z\n")
+    assert not output_matches(["a"], "a\nb\n")
+    assert not output_matches(["a ... c"], "a b\nc\n")
+
+
 @pytest.mark.parametrize("block", BLOCKS, ids=[block.id for block in BLOCKS])
 def test_doc_block(block: Block, request: pytest.FixtureRequest, tmp_path: Path) -> None:
     directive = block.directive
