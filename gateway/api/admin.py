@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from typing import Any
 
+import msgspec
 from litestar import Controller, Request, Response, get
 from msgspec import Struct
 
 from gateway.api.runtime import Runtime
 from gateway.plugins import PluginInfo
+from gateway.state.health import HealthView
+
+log = logging.getLogger(__name__)
 
 
 class Health(Struct, kw_only=True):
@@ -30,15 +35,45 @@ class DeploymentView(Struct, kw_only=True):
     max_context: int
 
 
+class UpstreamView(Struct, kw_only=True):
+    """One server behind a backend (types that have several, e.g. ``openai-compatible``)."""
+
+    url: str
+    state: str  # up | probing | ejected
+    ejected_until: float | None = None  # Unix time
+    ejections: int = 0
+    consecutive_failures: int = 0
+    requests: int = 0  # in the health window
+    failures: int = 0
+    stream_failures: int = 0  # after the first byte: not counted for ejection
+    in_flight: int = 0
+    last_error: str | None = None
+
+
 class BackendView(Struct, kw_only=True):
     id: str
     type: str
     kind: str
+    # Takes requests now: loaded, the backend says it is well, and its circuit is not open.
     healthy: bool
     running: int
     waiting: int
     detail: str | None
     deployments: list[DeploymentView]
+    circuit: HealthView  # the same state /metrics shows (freshet_backend_circuit_state)
+    upstreams: list[UpstreamView] | None = None
+
+
+def upstreams(backend: object) -> list[UpstreamView] | None:
+    """A backend's servers, when its type says (an ``upstream_health()`` method)."""
+    method = getattr(backend, "upstream_health", None)
+    if not callable(method):
+        return None
+    try:
+        return msgspec.convert(method(), list[UpstreamView], strict=False)
+    except msgspec.ValidationError as exc:
+        log.warning("%r.upstream_health() is not a list of servers: %s", backend, exc)
+        return None
 
 
 def _runtime(request: Request[Any, Any, Any]) -> Runtime:
@@ -69,12 +104,13 @@ class AdminController(Controller):
         out = []
         for backend_id, backend in runtime.fleet.backends.items():
             status = await backend.status()
+            circuit = runtime.health.view(backend_id)
             out.append(
                 BackendView(
                     id=backend_id,
                     type=runtime.fleet.config(backend_id).type,
                     kind=backend.kind,
-                    healthy=status.healthy and runtime.ready.is_set(),
+                    healthy=status.healthy and runtime.ready.is_set() and circuit.state != "open",
                     running=status.running,
                     waiting=status.waiting,
                     detail=status.detail,
@@ -88,6 +124,8 @@ class AdminController(Controller):
                         )
                         for d in backend.deployments
                     ],
+                    circuit=circuit,
+                    upstreams=upstreams(backend),
                 )
             )
         return out

@@ -7,6 +7,7 @@ import json
 import logging
 import sqlite3
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -129,11 +130,12 @@ def backends(config_file: str | None, url: str | None, as_json: bool) -> None:
     rows: list[dict[str, Any]] = []
     for cfg in settings.backends:
         info = live.get(cfg.id) if live is not None else None
+        circuit = info.get("circuit") if info is not None else None
         if info is None:
             health = "unknown (gateway not running)" if live is None else "not served"
             models = [cfg.model or "?"]
         else:
-            health = "healthy" if info["healthy"] else f"unhealthy: {info.get('detail') or ''}"
+            health = _health_text(info)
             models = [d["name"] for d in info["deployments"]]
         rows.append(
             {
@@ -144,16 +146,68 @@ def backends(config_file: str | None, url: str | None, as_json: bool) -> None:
                 if cfg.knowledge_cutoff
                 else None,
                 "health": health,
+                "circuit": circuit,
+                "upstreams": info.get("upstreams") if info is not None else None,
             }
         )
     if as_json:
         click.echo(json.dumps(rows))
         return
     table_rows = [
-        (r["id"], r["type"], ", ".join(r["models"]), r["knowledge_cutoff"] or "-", r["health"])
+        (
+            r["id"],
+            r["type"],
+            ", ".join(r["models"]),
+            r["knowledge_cutoff"] or "-",
+            r["health"],
+            _upstreams_text(r["upstreams"]),
+        )
         for r in rows
     ]
-    click.echo(table(("id", "type", "models", "knowledge cutoff", "health"), table_rows))
+    click.echo(
+        table(("id", "type", "models", "knowledge cutoff", "health", "upstreams"), table_rows)
+    )
+
+
+def _until(unix_time: float | None) -> str:
+    if unix_time is None:
+        return ""
+    left = max(0.0, unix_time - time.time())
+    return f" for {left:.1f} s more (until {time.strftime('%H:%M:%S', time.localtime(unix_time))})"
+
+
+def _health_text(info: dict[str, Any]) -> str:
+    """The backend's health in words: its circuit, ejections and panic mode."""
+    circuit = info.get("circuit") or {}
+    state = circuit.get("state", "closed")
+    if state == "open":
+        text = "ejected (circuit open)" + _until(circuit.get("ejected_until"))
+    elif state == "half_open":
+        text = "half-open: probing with requests"
+    elif info["healthy"]:
+        text = "healthy"
+    else:
+        text = f"unhealthy: {info.get('detail') or ''}"
+    if circuit.get("ejections"):
+        text += f"; ejected {circuit['ejections']}x"
+    if circuit.get("failure_rate"):
+        text += f"; {circuit['failure_rate']:.0%} of {circuit['requests']} failing"
+    if circuit.get("panic"):
+        text += "; PANIC MODE (served although unhealthy)"
+    return text
+
+
+def _upstreams_text(upstreams: list[dict[str, Any]] | None) -> str:
+    if not upstreams:
+        return "-"
+    up = sum(1 for u in upstreams if u["state"] != "ejected")
+    parts = [f"{up}/{len(upstreams)} up"]
+    for u in upstreams:
+        if u["state"] == "ejected":
+            parts.append(f"{u['url']} ejected{_until(u.get('ejected_until'))}")
+        elif u["state"] == "probing":
+            parts.append(f"{u['url']} probing")
+    return "; ".join(parts)
 
 
 @main.group()

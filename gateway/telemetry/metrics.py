@@ -267,9 +267,17 @@ SHARED_STATE_SAMPLES = (
 )
 
 
+# Read at scrape time from the backend health model (gateway/state/metrics.py).
+HEALTH_SAMPLES = (
+    "freshet_backend_ejections_total",
+    "freshet_backend_failure_rate",
+    "freshet_route_panic_total",
+)
+
+
 def exposed_names(specs: Iterable[Spec] = SPECS) -> set[str]:
     """Every sample name ``/metrics`` can show (for checking dashboards' queries)."""
-    names: set[str] = set(SHARED_STATE_SAMPLES) if specs is SPECS else set()
+    names: set[str] = {*SHARED_STATE_SAMPLES, *HEALTH_SAMPLES} if specs is SPECS else set()
     for spec in specs:
         if spec.kind == "histogram":
             names.update(f"{spec.prometheus}_{s}" for s in ("bucket", "sum", "count", "created"))

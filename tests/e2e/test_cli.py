@@ -139,6 +139,7 @@ def test_backends_table_offline_and_live(tmp_path: Path) -> None:
     with running_server(tmp_path, ECHO_CONFIG, env=_env()) as server:
         live = _freshet("backends", "--config", str(config), "--url", server.url, "--json")
     rows = json.loads(live.stdout)
+    circuits = [r.pop("circuit") for r in rows]
     assert rows == [
         {
             "id": "echo",
@@ -146,5 +147,8 @@ def test_backends_table_offline_and_live(tmp_path: Path) -> None:
             "models": ["echo-1"],
             "knowledge_cutoff": "2025-01-01",
             "health": "healthy",
+            "upstreams": None,
         }
     ]
+    assert circuits[0]["state"] == "closed"
+    assert circuits[0]["ejections"] == 0
