@@ -137,6 +137,40 @@ async def test_a_circuit_opened_by_one_process_is_open_in_the_other(
 
 
 @pytest.mark.asyncio
+async def test_the_ejected_share_and_the_rate_are_kept_across_processes(
+    stores: tuple[RedisStore, ...],
+) -> None:
+    rules = HealthSettings(consecutive_failures=2, min_requests=4, ejection_s=5)
+    groups = {"pair": ["x", "y"]}
+    a, b = (RedisHealth(s, rules, groups) for s in stores)
+    await a.start()
+    await b.start()
+    try:
+        a.failure("x")
+        a.failure("x")  # two in a row: x is out
+        await asyncio.sleep(0.05)
+        b.failure("y")
+        b.failure("y")  # b has not seen it yet, but Redis knows x is out: y stays in
+        await asyncio.sleep(0.05)
+        assert b.circuit("y").state == "closed"
+        assert b.view("y").capped == 1
+        await asyncio.sleep(2 * POLL_S)
+        assert b.circuit("x").state == "open"
+        # A failure rate is each process's own: 2 of 4 requests here, none in a row.
+        for _ in range(2):
+            a.success("z")
+            a.failure("z")
+        await asyncio.sleep(0.05)
+        started = time.monotonic()
+        while b.circuit("z").state != "open":
+            assert time.monotonic() - started < 2 * POLL_S + 0.2
+            await asyncio.sleep(0.02)
+        assert b.circuit("z").ejections == 1
+    finally:
+        await asyncio.gather(a.aclose(), b.aclose())
+
+
+@pytest.mark.asyncio
 async def test_keys_on_redis_are_seen_and_revoked_everywhere(
     stores: tuple[RedisStore, ...],
 ) -> None:
