@@ -69,6 +69,7 @@ def serve(
 
     from gateway.api.app import create_app
     from gateway.api.runtime import Runtime
+    from gateway.api.server import server_config
 
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -88,18 +89,7 @@ def serve(
         f"on http://{settings.host}:{settings.port}",
         err=True,
     )
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        loop="uvloop",
-        http="httptools",
-        lifespan="on",
-        access_log=False,
-        log_level=log_level,
-        timeout_graceful_shutdown=10,
-    )
-    server = uvicorn.Server(config)
+    server = uvicorn.Server(server_config(settings, app, log_level=log_level))
     server.run()
     if runtime.start_error is not None:
         sys.exit(1)

@@ -10,6 +10,7 @@ health (and they share the SQLite ledger and key store in the data directory).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 
@@ -32,7 +33,9 @@ def app_from_env() -> Litestar:
 
 def serve_workers(settings: Settings, workers: int, log_level: str) -> None:
     """Run ``workers`` processes on ``settings.host:settings.port`` until stopped."""
-    import uvicorn
+    from uvicorn.supervisors import Multiprocess
+
+    from gateway.api.server import server_config
 
     env = {
         "FRESHET_HOST": settings.host,
@@ -52,16 +55,15 @@ def serve_workers(settings: Settings, workers: int, log_level: str) -> None:
             workers,
             workers,
         )
-    uvicorn.run(
+    # What uvicorn.run does for workers, with the config that carries the connection
+    # limits (each worker applies them to its own connections).
+    config = server_config(
+        settings,
         "gateway.cli.workers:app_from_env",
-        factory=True,
-        host=settings.host,
-        port=settings.port,
-        workers=workers,
-        loop="uvloop",
-        http="httptools",
-        lifespan="on",
-        access_log=False,
         log_level=log_level,
-        timeout_graceful_shutdown=10,
+        workers=workers,
+        factory=True,
     )
+    sock = config.bind_socket()
+    with contextlib.suppress(KeyboardInterrupt):
+        Multiprocess(config, sockets=[sock]).run()
