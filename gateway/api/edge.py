@@ -57,12 +57,14 @@ def _repeated(name: bytes) -> InvalidRequest:
 def read_headers(scope: Scope) -> dict[str, str]:
     """The request's headers by lower-case name; a second ``Authorization`` or ``Host`` is
     a 400 (two readers could otherwise pick different ones)."""
-    headers: dict[str, str] = {}
-    for name, value in scope["headers"]:
-        key = name.decode("latin-1")
-        if name in SINGLE and key in headers:
-            raise _repeated(name)
-        headers[key] = value.decode("latin-1")
+    raw = scope["headers"]
+    headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in raw}
+    if len(headers) < len(raw):  # some name is repeated: which?
+        seen: set[bytes] = set()
+        for name, _ in raw:
+            if name in SINGLE and name in seen:
+                raise _repeated(name)
+            seen.add(name)
     return headers
 
 
