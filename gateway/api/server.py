@@ -47,7 +47,7 @@ __all__ = [
     "ConnectionGuard",
     "FreshetHttpProtocol",
     "ServerConfig",
-    "default_max_connections",
+    "max_connections",
     "server_config",
 ]
 
@@ -97,59 +97,39 @@ class Notices:
         log.log(level, message, *args)
 
 
-def _answer(status: int, message: str, code: str, *, type_: str, extra: bytes = b"") -> bytes:
-    """Everything after the status line and uvicorn's default headers: an OpenAI-shaped error."""
-    body = msgspec.json.encode(
-        {"error": {"message": message, "type": type_, "param": None, "code": code}}
-    )
-    return (
-        b"content-type: application/json\r\n"
-        + extra
-        + b"content-length: %d\r\nconnection: close\r\n\r\n" % len(body)
-        + body
-    )
+def _answer(code: str, message: str, type_: str = "invalid_request_error") -> bytes:
+    """What follows the status line and uvicorn's default headers: an OpenAI-shaped error."""
+    error = {"message": message, "type": type_, "param": None, "code": code}
+    body = msgspec.json.encode({"error": error})
+    retry = b"retry-after: %d\r\n" % _RETRY_AFTER_S if type_ == "server_error" else b""
+    head = b"content-type: application/json\r\ncontent-length: %d\r\n" % len(body)
+    return head + retry + b"connection: close\r\n\r\n" + body
 
 
 class ConnectionGuard:
     """The connection limits of one server, its canned answers and its :class:`Notices`."""
 
     def __init__(self, limits: ConnectionSettings, max_connections: int) -> None:
-        self.max_header_bytes = limits.max_header_bytes
-        self.max_header_line_bytes = limits.max_header_line_bytes
+        self.max_header_bytes = head = limits.max_header_bytes
+        self.max_header_line_bytes = line = limits.max_header_line_bytes
         self.header_timeout_s = limits.header_timeout_s
         self.body_timeout_s = limits.body_timeout_s
         self.keep_alive_s = limits.keep_alive_s
         self.max_connections = max_connections
         self.notices = Notices()
-        invalid = "invalid_request_error"
+        timeouts = f"headers within {limits.header_timeout_s:g} s, body pauses under "
+        timeouts += f"{limits.body_timeout_s:g} s"
         self.answers: dict[int, bytes] = {
-            408: _answer(
-                408,
-                f"the request did not arrive in time (its headers within "
-                f"{limits.header_timeout_s:g} s, its body with pauses under "
-                f"{limits.body_timeout_s:g} s)",
-                "request_timeout",
-                type_=invalid,
-            ),
-            414: _answer(
-                414,
-                f"the request URL is longer than {limits.max_header_line_bytes} bytes",
-                "uri_too_long",
-                type_=invalid,
-            ),
+            408: _answer("request_timeout", f"the request did not arrive in time ({timeouts})"),
+            414: _answer("uri_too_long", f"the request URL is longer than {line} bytes"),
             431: _answer(
-                431,
-                f"the request headers are larger than {limits.max_header_bytes} bytes "
-                f"(or a header line than {limits.max_header_line_bytes} bytes)",
                 "request_header_fields_too_large",
-                type_=invalid,
+                f"the request headers are over {head} bytes (or a header line over {line})",
             ),
             503: _answer(
-                503,
-                "the server has too many open connections; retry later",
                 "too_many_connections",
-                type_="server_error",
-                extra=b"retry-after: %d\r\n" % _RETRY_AFTER_S,
+                "the server has too many open connections; retry later",
+                "server_error",
             ),
         }
 
@@ -459,26 +439,21 @@ class FreshetHttpProtocol(HttpToolsProtocol):
         self._timer = self.loop.call_later(seconds, self._on_timer)
 
 
-def default_max_connections() -> int:
-    """Below the open-file limit, leaving room for the files, sockets to backends and
-    pipes the process opens itself: min(1000, limit - 100) (half a very low limit)."""
+def max_connections(configured: int | None) -> int:
+    """The configured cap, or one below the open-file limit that leaves room for the files,
+    backend sockets and pipes of the process itself: min(1000, limit - 100) (half a very
+    low limit)."""
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft == resource.RLIM_INFINITY:
-        return 1000
-    return max(1, min(1000, max(soft // 2, soft - 100)))
-
-
-def _max_connections(configured: int | None) -> int:
+    limit = None if soft == resource.RLIM_INFINITY else soft
     if configured is None:
-        return default_max_connections()
-    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != resource.RLIM_INFINITY and configured > soft - 100:
+        return 1000 if limit is None else max(1, min(1000, max(limit // 2, limit - 100)))
+    if limit is not None and configured > limit - 100:
         log.warning(
             "server.connections.max_connections is %d but the open-file limit is %d: "
             "past it new clients fail before the cap answers them; raise the limit "
             "(ulimit -n) or lower max_connections",
             configured,
-            soft,
+            limit,
         )
     return configured
 
@@ -494,7 +469,7 @@ def server_config(
     """The uvicorn config for ``freshet serve``; ``app`` is the app, or an import string
     of an app factory with ``factory`` (``--workers``)."""
     limits = settings.connections
-    guard = ConnectionGuard(limits, _max_connections(limits.max_connections))
+    guard = ConnectionGuard(limits, max_connections(limits.max_connections))
     log.info(
         "connections: at most %d open per process; headers %d bytes (%d a line) "
         "within %g s; body reads at most %g s apart; keep-alive %g s",
