@@ -41,8 +41,11 @@ def test_cpu_model_joules_per_generated_token(
     assert record["energy_source"] == "model"  # no RAPL on these VMs: modelled, and says so
     # The meter is P(1 request) = 6 W over the time the model was busy generating, however
     # loaded the machine is (a loaded machine generates slower, so more J/token)...
+    # The gateway sees the first token a little after the model made it, more so on a busy
+    # machine: the model's decode time lies between the gateway's view of it and the
+    # whole request.
     decode_s = record["duration_s"] - record["ttft_s"]
-    assert record["joules_output"] == pytest.approx(6.0 * decode_s, rel=0.15)
+    assert 6.0 * decode_s * 0.85 <= record["joules_output"] <= 6.0 * record["duration_s"] * 1.15
     # ...and with the CPU profile (6 W, decode rate calibrated on this machine at start)
     # the modelled J per generated token lands in the sources' range.
     route = httpx.get(
