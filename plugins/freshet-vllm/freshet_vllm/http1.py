@@ -282,6 +282,10 @@ class Pool:
         head += b"Content-Length: %d\r\n\r\n" % len(body)
         while True:
             conn = await self._acquire()
+            if conn.lost or conn.transport.is_closing():
+                # A new connection the server reset as it opened (writing to it would
+                # raise the event loop's RuntimeError): a connection failure like a refusal.
+                raise aiohttp.ServerDisconnectedError("upstream closed the connection as it opened")
             response = Response(conn, self, read_timeout_s)
             conn.response = response
             reused, conn.used = conn.used, True
