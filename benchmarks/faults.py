@@ -252,8 +252,14 @@ def ledger_ids(data_dir: Path) -> list[str]:
 
 
 def reached_backend(o: Outcome) -> bool:
-    """Answered by a backend, or refused after backends were tried (502)."""
-    return o.status == 200 or o.code == "backend_error"
+    """Answered by a backend, or an error after backends were tried (502; a 503 "no backend
+    could serve the request (...)" before issue 16)."""
+    tried = (o.message or "").startswith("no backend could serve the request (")
+    return (
+        o.status == 200
+        or o.code == "backend_error"
+        or (tried and "(no candidates)" not in (o.message or ""))
+    )
 
 
 class Report(msgspec.Struct, kw_only=True):
