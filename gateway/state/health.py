@@ -348,11 +348,13 @@ class LocalHealth:
     def adopt(self, backend_id: str, circuit: Circuit) -> None:
         """Take a circuit's state from elsewhere (the shared store); times are in this
         process's clock."""
-        old = self._circuits.get(backend_id)
-        if old is not None and old.state != circuit.state:
+        before = self.circuit(backend_id).state if backend_id in self._circuits else None
+        if circuit.state == "open" and self._clock() - circuit.opened_at >= circuit.open_for_s:
+            circuit.state = "half_open"  # stored as open, its time is up
+        if before != circuit.state:  # the same state again (every poll) keeps its probes
             self._probes.pop(backend_id, None)
-        if circuit.state == "open" and (old is None or old.state != "open"):
-            self.window(backend_id).clear()
+            if circuit.state == "open":
+                self.window(backend_id).clear()
         self._circuits[backend_id] = circuit
         if circuit.state == "closed":
             self._out.discard(backend_id)

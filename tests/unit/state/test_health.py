@@ -18,7 +18,7 @@ from gateway.api.app import create_app
 from gateway.api.runtime import Runtime
 from gateway.errors import ConfigError
 from gateway.settings import HealthSettings, load_settings
-from gateway.state.health import LocalHealth, Window
+from gateway.state.health import Circuit, LocalHealth, Window
 from tests.support.inprocess import wait_ready
 
 
@@ -153,6 +153,21 @@ def test_a_failed_probe_ejects_again_and_a_stale_success_does_not_close() -> Non
     health.failure("a")
     assert health.circuit("a").state == "open"
     assert health.circuit("a").open_for_s == 10
+
+
+def test_adopting_the_same_shared_circuit_again_keeps_the_probes() -> None:
+    clock = Clock()
+    health = model(clock, consecutive_failures=1, ejection_s=5)
+    shared = Circuit(state="open", opened_at=clock.now, open_for_s=5, ejections=1, streak=1)
+    health.adopt("a", msgspec.structs.replace(shared))
+    assert health.unavailable() == {"a"}
+    clock.now += 5
+    assert health.admit("a")  # the one probe
+    health.adopt("a", msgspec.structs.replace(shared))  # the next poll: stored as open
+    assert health.circuit("a").state == "half_open"
+    assert not health.admit("a")  # still one probe out
+    health.adopt("a", Circuit())  # another process's probe closed it
+    assert health.admit("a")
 
 
 def test_never_more_than_the_share_of_a_group_is_ejected() -> None:
