@@ -18,6 +18,7 @@ UTF-8 check of the body, in :mod:`gateway.api.edge`, 0.13 µs for 400 bytes).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -49,23 +50,26 @@ class UnsupportedMediaType(InvalidRequest):
     code = "unsupported_media_type"
 
 
+# RFC 3986's host (a name, an IPv4 or an IPv6 literal), ASCII, and an optional port.
+_HOST = re.compile(r"(\[[0-9A-Za-z:.%]+\]|[0-9A-Za-z._-]+)(?::([0-9]{1,5}))?")
+
+
 def host_name(host: str) -> str | None:
-    """The name in a ``Host`` header, lower case, without port or trailing dot; ``None``
-    when it is not ``name[:port]`` or ``[v6]:port``."""
-    if host.startswith("["):
-        name, bracket, rest = host[1:].partition("]")
-        if not bracket:
-            return None
-        port = rest[1:] if rest.startswith(":") else rest
-        if rest and not rest.startswith(":"):
-            return None
-    else:
-        name, colon, port = host.rpartition(":")
-        if not colon:
-            name, port = host, ""
-    if port and not (port.isascii() and port.isdigit()):
+    """The name in a ``Host`` header, lower case, without port, brackets or trailing dot;
+    ``None`` when the header is not ``name[:port]`` or ``[v6]:port``."""
+    match = _HOST.fullmatch(host)
+    if match is None:
         return None
-    return name.lower().rstrip(".") or None
+    port = match.group(2)
+    if port is not None and int(port) > 65535:
+        return None
+    return match.group(1).strip("[]").lower().rstrip(".") or None
+
+
+class MalformedHost(InvalidRequest):
+    """A ``Host`` that is not ``name[:port]`` (400), whatever hosts are allowed."""
+
+    code = "invalid_host"
 
 
 class BrowserGuard:
@@ -99,19 +103,27 @@ class BrowserGuard:
         return self._names is not None
 
     def check_host(self, host: str | None, server: Any) -> None:
-        """Refuse a ``Host`` not allowed (421). No header (HTTP/1.0) is no browser; the
-        address the connection was accepted on (``scope["server"]``), as a literal, is
-        always allowed (no rebinding: it names no DNS record; probes use it)."""
-        if self._names is None or host is None or host in self._accepted:
+        """Refuse a malformed ``Host`` (400) and one not allowed (421). No header (HTTP/1.0)
+        is no browser; the address the connection was accepted on (``scope["server"]``),
+        as a literal, is always allowed (no rebinding: it names no DNS record; probes use
+        it)."""
+        if host is None or host in self._accepted:
             return
         name = host_name(host)
-        if name is not None:
-            if name in self._names or name.endswith(self._suffixes):
-                if len(self._accepted) < _MAX_ACCEPTED:
-                    self._accepted.add(host)
-                return
-            if server and name == str(server[0]).lower():
-                return
+        if name is None:
+            raise MalformedHost(
+                f"the Host header is not a host name and port: {host[:100]!r}", param="host"
+            )
+        names = self._names
+        if (
+            names is None
+            or name in names
+            or name.endswith(self._suffixes)
+            or (server and name == str(server[0]).lower())
+        ):
+            if len(self._accepted) < _MAX_ACCEPTED:
+                self._accepted.add(host)
+            return
         raise HostNotAllowed(
             f"this gateway does not answer to the host {host[:100]!r}; "
             "list it in server.allowed_hosts",

@@ -197,6 +197,20 @@ def check_utf8(body: bytes) -> None:
         ) from None
 
 
+def check_query(query: bytes) -> None:
+    """A query string is percent-encoded ASCII; raw bytes that are not UTF-8 are a 400
+    (Litestar would fail decoding them)."""
+    if query.isascii():
+        return
+    try:
+        query.decode()
+    except UnicodeDecodeError as exc:
+        raise InvalidRequest(
+            f"the query string is not valid UTF-8: {exc.reason} at byte {exc.start}",
+            param="query",
+        ) from None
+
+
 def decode_body(decode: Callable[[bytes], T], body: bytes) -> T:
     """The one decoding of a request body: UTF-8, then ``decode`` (msgspec, into the wire
     types with their bounds), every failure a 400.
@@ -258,6 +272,7 @@ async def front_door(guard: BrowserGuard, scope: Scope, send: Send) -> Send | No
             elif name == b"access-control-request-headers":
                 requested = value.decode("latin-1")
         guard.check_host(host, scope.get("server"))
+        check_query(scope.get("query_string", b""))
     except FreshetError as exc:
         request_id = new_request_id()
         log_refusal(scope, exc, request_id)

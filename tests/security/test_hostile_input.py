@@ -119,6 +119,10 @@ async def test_query_numbers_and_dates_are_bounded(
             assert param in (error["param"] or "") + error["message"], (path, query, error)
         long_id = await send(client.app, "GET", "/freshet/traces/" + "f" * 100_000)
         assert_openai_error(long_id, 404)
+        # Raw bytes in a query string, on a route whose validation then fails.
+        for path in ("/freshet/route", "/freshet/usage", "/health"):
+            raw = await send(client.app, "POST", path, JSON, b"{}", query=b"model=\x9b")
+            assert assert_openai_error(raw, 400)["param"] == "query", path
     _one_line_refusals(caplog)
 
 
