@@ -135,6 +135,15 @@ REQUESTS: list[tuple[str, str, bytes | dict[str, Any], int]] = [
         {"model": "auto", "messages": [{"role": "user", "content": "x" * 5000}]},
         413,
     ),
+    # Issue 17: these were 500s with a traceback in the log.
+    (
+        "invalid UTF-8",
+        CHAT,
+        b'{"model": "auto", "messages": [{"role": "user", "content": "\xff"}]}',
+        400,
+    ),
+    ("nested 1,000 deep", CHAT, b'{"model": "auto", "x": ' + b"[" * 1000 + b"]" * 1000 + b"}", 400),
+    ("model name too long", CHAT, {"model": "m" * 257, "messages": HI}, 400),
 ]
 
 
