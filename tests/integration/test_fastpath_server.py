@@ -65,7 +65,7 @@ def test_a_chunked_body_over_the_limit_is_413(gateway: Server) -> None:
 def test_a_declared_length_over_the_limit_is_413_before_the_body(gateway: Server) -> None:
     with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as sock:
         sock.sendall(
-            b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\n"
+            b"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\n"
             b"content-type: application/json\r\ncontent-length: 100000\r\n\r\n{"
         )
         reply = b""
@@ -81,7 +81,7 @@ def test_a_declared_length_over_the_limit_is_413_before_the_body(gateway: Server
 def test_a_client_that_leaves_mid_body_costs_nothing(gateway: Server) -> None:
     with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as sock:
         sock.sendall(
-            b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\n"
+            b"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\n"
             b'content-type: application/json\r\ncontent-length: 1000\r\n\r\n{"model": '
         )
         time.sleep(0.1)
