@@ -188,6 +188,9 @@ class ServerSettings(Struct, kw_only=True, forbid_unknown_fields=True):
     cors_origins: list[str] = field(default_factory=list)
     # With auth on, /schema* needs the admin key unless this is true.
     open_schema: bool = False
+    # On SIGTERM: requests in flight get this long to finish; then streams end with an
+    # error event and [DONE], other requests with 503 + Retry-After (recorded "shutdown").
+    shutdown_grace_s: Annotated[float, Meta(ge=0, le=3600)] = 10.0
 
 
 class PluginSettings(Struct, kw_only=True, forbid_unknown_fields=True):
@@ -255,6 +258,7 @@ class Settings(Struct, kw_only=True):
     allowed_hosts: tuple[str, ...] | None = None  # None: by the bind address
     cors_origins: tuple[str, ...] = ()
     open_schema: bool = False
+    shutdown_grace_s: float = 10.0
 
 
 def default_data_dir(env: Mapping[str, str]) -> Path:
@@ -316,6 +320,7 @@ def load_settings(
         allowed_hosts=_hosts(server.allowed_hosts, source),
         cors_origins=_origins(server.cors_origins, source),
         open_schema=server.open_schema,
+        shutdown_grace_s=server.shutdown_grace_s,
     )
 
 

@@ -16,6 +16,7 @@ from litestar.openapi.plugins import ScalarRenderPlugin
 
 from gateway.api import admin, cost_reports, openai, route, shared_state, traces
 from gateway.api.browser import BrowserGuard
+from gateway.api.drain import hook_signals
 from gateway.api.edge import CheckedRequest, edge_middleware, front_door
 from gateway.api.error_response import freshet_error, http_error, server_error
 from gateway.api.generation import Generation
@@ -49,7 +50,9 @@ class Gateway(Litestar):
         await super().__call__(scope, receive, send)
 
 
-def create_app(settings: Settings, runtime: Runtime | None = None) -> Litestar:
+def create_app(
+    settings: Settings, runtime: Runtime | None = None, *, signals: bool = False
+) -> Litestar:
     runtime = runtime or Runtime(settings)
     guard = BrowserGuard(settings.host, settings.allowed_hosts, settings.cors_origins)
 
@@ -58,9 +61,14 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Litestar:
         # Backends load in the background so /health answers at once and /ready flips
         # when the models are in memory.
         starting = asyncio.create_task(runtime.start(), name="freshet-start-backends")
+        # Under a server: SIGTERM begins the drain before the server stops (gateway.api.drain).
+        unhook = hook_signals(runtime.drain) if signals else None
         try:
             yield
         finally:
+            runtime.drain.cancel_timer()
+            if unhook is not None:
+                unhook()
             if not starting.done():
                 starting.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

@@ -26,6 +26,7 @@ import msgspec
 from gateway import protocol as p
 from gateway.api.browser import BrowserGuard
 from gateway.api.completions import EdgeRequest, JsonReply, Reply, StreamReply, chat, completion
+from gateway.api.drain import Drain, ShuttingDown, Watch
 from gateway.api.edge import (
     Receive,
     Scope,
@@ -48,6 +49,8 @@ from gateway.errors import (
 )
 from gateway.flow.dispatch import aclose
 from gateway.flow.service import Service
+from gateway.flow.streaming import DONE, error_body
+from gateway.flow.streaming import event as sse_event
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +81,7 @@ class Generation:
         self, runtime: Runtime, max_body_bytes: int, guard: BrowserGuard | None = None
     ) -> None:
         self._rt = runtime
+        self.drain: Drain = runtime.drain
         self._limit = max_body_bytes
         self._guard = guard or BrowserGuard("0.0.0.0")
         self._endpoints = {
@@ -111,8 +115,15 @@ class Generation:
         )
         status = 0
         error_type: str | None = None
+        task = asyncio.current_task()
+        assert task is not None
+        watch = Watch(task)
+        drain = self.drain
+        drain.enter(watch)
         try:
             try:
+                if drain.stopping:
+                    raise ShuttingDown()
                 key = await authorize(self._rt.auth, scope["path"], headers.get("authorization"))
                 guard.check_json(headers.get("content-type"))
                 options = request_options(headers)
@@ -121,7 +132,19 @@ class Generation:
                     raise InvalidRequest(EMPTY_BODY)
                 data = decode_body(endpoint.decode, body)
                 edge = EdgeRequest(request_id, key, options, trace)
+                # From here the work may take long: a client that leaves stops it.
+                watch.listen(receive)
                 reply = await endpoint.handler(self._rt.service, data, edge)
+            except asyncio.CancelledError:
+                if not (watch.left or watch.shutdown) or task.uncancel() > 0:
+                    raise
+                if watch.left:  # nobody to answer; the flow recorded the disconnect
+                    status, error_type = 499, "client_disconnected"
+                    return
+                stopped = ShuttingDown()
+                status, error_type = stopped.status, stopped.code
+                await send_error(send, stopped, request_id)
+                return
             except FreshetError as exc:
                 status = exc.status
                 error_type = exc.code or exc.type or str(status)
@@ -132,7 +155,7 @@ class Generation:
             if isinstance(reply, JsonReply):
                 await self._json(reply, request_id, send)
             else:
-                await self._stream(reply, request_id, receive, send)
+                await self._stream(reply, request_id, send, watch)
         except Exception:
             if status != 0:
                 raise  # the response has started: the server closes the connection
@@ -146,6 +169,8 @@ class Generation:
                 error_type = type(exc).__name__
             raise
         finally:
+            watch.stop()
+            drain.leave(watch)
             telemetry.end(trace, status, error_type)
 
     @staticmethod
@@ -157,34 +182,24 @@ class Generation:
         await send({"type": "http.response.body", "body": body, "more_body": False})
 
     @staticmethod
-    async def _stream(reply: StreamReply, request_id: str, receive: Receive, send: Send) -> None:
+    async def _stream(reply: StreamReply, request_id: str, send: Send, watch: Watch) -> None:
         """Events as they come; a client that leaves cancels the stream, which closes the
-        backend's (``sse`` records the request as the client's disconnect)."""
+        backend's (``sse`` records the request as the client's disconnect). When the
+        shutdown grace ends, the stream gets an error event and ``[DONE]``."""
         headers = [_SSE, *_encoded(reply.headers), (b"x-request-id", request_id.encode())]
-        task = asyncio.current_task()
-        assert task is not None
-        state = {"done": False, "left": False}
-
-        async def watch() -> None:
-            while True:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    if not state["done"]:
-                        state["left"] = True
-                        task.cancel()
-                    return
-
-        watcher = asyncio.get_running_loop().create_task(watch())
+        task = watch.task
         try:
             await send({"type": "http.response.start", "status": 200, "headers": headers})
             async for event in reply.body:
                 await send({"type": "http.response.body", "body": event, "more_body": True})
-            state["done"] = True
+            watch.stop()
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         except asyncio.CancelledError:
-            if not state["left"] or task.uncancel() > 0:
+            if not (watch.left or watch.shutdown) or task.uncancel() > 0:
                 raise
+            if watch.shutdown:
+                end = sse_event(error_body(ShuttingDown())) + DONE
+                await send({"type": "http.response.body", "body": end, "more_body": False})
         finally:
-            state["done"] = True
-            watcher.cancel()
+            watch.stop()
             await aclose(reply.body)

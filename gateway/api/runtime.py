@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 
+from gateway.api.drain import Drain
 from gateway.flow.accounting import Accounting, build_cost_model
 from gateway.flow.admission import Admission
 from gateway.flow.fleet import Fleet
@@ -31,6 +32,7 @@ class Runtime:
         self.auth = self.shared.auth
         self.admission = Admission(self.shared.limits)
         self.ledger: Ledger = self.shared.ledger
+        self.drain = Drain(settings.shutdown_grace_s)
         self.accounting = Accounting(
             build_cost_model(settings, self.plugins),
             self.fleet.backends,
@@ -38,6 +40,7 @@ class Runtime:
             self.ledger,
             self.plugins,
             self.admission,
+            stopping=lambda: self.drain.expired,
         )
         self.health: HealthState = self.shared.health
         self.telemetry = Telemetry(

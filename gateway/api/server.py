@@ -491,7 +491,8 @@ def server_config(
         access_log=False,
         log_level=log_level,
         timeout_keep_alive=max(1, math.ceil(limits.keep_alive_s)),
-        timeout_graceful_shutdown=10,
+        # Past our own grace (the drain ends what is left), with room to send those ends.
+        timeout_graceful_shutdown=math.ceil(settings.shutdown_grace_s) + 5,
         workers=workers,
         factory=factory,
     )

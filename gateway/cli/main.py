@@ -82,7 +82,7 @@ def serve(
 
         serve_workers(settings, workers, log_level)
         return
-    app = create_app(settings, runtime)
+    app = create_app(settings, runtime, signals=True)
     source = settings.config_file or "embedded default"
     click.echo(
         f"freshet: serving {', '.join(runtime.fleet.backends)} ({source}) "

@@ -28,7 +28,7 @@ def app_from_env() -> Litestar:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = load_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    return create_app(settings)
+    return create_app(settings, signals=True)
 
 
 def serve_workers(settings: Settings, workers: int, log_level: str) -> None:

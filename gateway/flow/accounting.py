@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import msgspec
 from msgspec import Struct
@@ -49,6 +49,7 @@ class Accounting:
         ledger: Ledger,
         plugins: Plugins,
         admission: Admission | None = None,
+        stopping: Callable[[], bool] = lambda: False,
     ) -> None:
         self._costs: dict[str, BackendCost] = {
             config.id: model.for_backend(backends[config.id], config)
@@ -58,6 +59,9 @@ class Accounting:
         self._plugins = plugins
         self._admission = admission
         self._hooks: set[asyncio.Task[None]] = set()
+        # True once the gateway's shutdown grace is over: requests it cancels then were
+        # ended by the gateway, not their clients.
+        self._stopping = stopping
 
     def cost(self, backend_id: str) -> BackendCost:
         return self._costs[backend_id]
@@ -99,7 +103,7 @@ class Accounting:
             served = self.end_attempt(outcome, now)
         costing = _sum([f.costing for f in failed], served) if failed else served
         tokens = outcome.tokens()
-        status = _status(outcome)
+        status = _status(outcome, self._stopping)
         attempts = (
             _attempts(failed, refused, deployment, outcome, served, status)
             if failed or refused
@@ -161,11 +165,11 @@ class FailedAttempt(Struct, kw_only=True):
     costing: Costing
 
 
-def _status(outcome: Outcome) -> Status:
+def _status(outcome: Outcome, stopping: Callable[[], bool]) -> Status:
     if outcome.shutdown:
         return "shutdown"
     if outcome.client_disconnected:
-        return "client_disconnected"
+        return "shutdown" if stopping() else "client_disconnected"
     if outcome.error is not None:
         return "error"
     return "ok"

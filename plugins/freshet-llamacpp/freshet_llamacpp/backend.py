@@ -192,12 +192,18 @@ class LlamaCppBackend:
         cancel = threading.Event()
         self._running += 1
 
+        prompt_tokens: list[int] = []
+
         def emit(text: str) -> None:
             loop.call_soon_threadsafe(queue.put_nowait, text)
 
+        def counted(n: int) -> None:
+            # Scheduled before the first text: the first chunk carries the real count.
+            loop.call_soon_threadsafe(prompt_tokens.append, n)
+
         def run() -> tuple[str | None, BackendUsage]:
             try:
-                return instance.generate(request, self._sampling, emit, cancel, caps)
+                return instance.generate(request, self._sampling, emit, cancel, caps, counted)
             finally:
                 loop.call_soon_threadsafe(queue.put_nowait, _END)
 
@@ -211,8 +217,13 @@ class LlamaCppBackend:
 
         future.add_done_callback(release)
         try:
+            first = True
             while (item := await queue.get()) is not _END:
-                yield Chunk(text=item)
+                if first and prompt_tokens:
+                    first = False
+                    yield Chunk(text=item, prompt_tokens=prompt_tokens[0])
+                else:
+                    yield Chunk(text=item)
             finish, usage = await future  # re-raises the thread's error, if any
             yield Chunk(finish_reason=finish or "stop", usage=usage)
         finally:

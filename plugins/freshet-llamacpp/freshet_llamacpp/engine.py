@@ -111,15 +111,19 @@ class Instance:
         emit: Callable[[str], None],
         cancel: threading.Event,
         caps: Deployment | None = None,
+        counted: Callable[[int], None] | None = None,
     ) -> tuple[str | None, BackendUsage]:
         """Generate for ``request``, calling ``emit`` with each piece of text; ``caps``
         (the deployment) bounds the output: its default without ``max_tokens``, its
         ceiling above all (:meth:`Deployment.output_limit`).
 
+        ``counted`` is told the prompt's token count before the first piece of text.
         Returns the finish reason (None when cancelled) and the exact usage.
         """
         started = time.perf_counter()
         prompt = self.prompt_tokens(request)
+        if counted is not None:
+            counted(len(prompt))
         room = self.n_ctx - len(prompt)
         limit = request.max_tokens if caps is None else caps.output_limit(request.max_tokens, room)
         if room <= 0 or (limit is not None and limit > room):
