@@ -27,6 +27,13 @@ class Admission:
         joules = quote.joules if quote is not None else 0.0
         ctx.reservation = await self.limits.admit(key, tokens, usd, joules)
 
+    def follow(self, ctx: RequestContext, quote: Quote | None) -> None:
+        """The reservation holds the quote of the deployment that serves (a fallback)."""
+        r = ctx.reservation
+        if r is None or r.settled or quote is None:
+            return
+        self.limits.reprice(r, quote.usd_total, quote.joules)
+
     def release(self, ctx: RequestContext) -> None:
         """Give the reservation back unspent (a request that never reached a backend);
         nothing when it was settled already."""

@@ -173,6 +173,8 @@ class Service:
         # The key's rate limits and budget: reserve the chosen quote (429/402 when over).
         output = gen.max_tokens or self.outputs.expect(ctx.group, ctx.key)
         await self._admission.admit(ctx, decision.ordered[0].quote, estimate + output)
+        if earlier is not None and earlier.failed:  # a retry: admitted already
+            self._admission.follow(ctx, decision.ordered[0].quote)
         accounting = self._accounting
 
         def begin(dep: Deployment) -> Metering:
@@ -197,6 +199,10 @@ class Service:
             self._admission.release(ctx)  # cancelled before any backend answered
             raise
         observer.answered()
+        served = opened.deployment.backend_id
+        if served != decision.ordered[0].deployment.backend_id:
+            # A fallback serves: the key's reservation holds its quote, not the first's.
+            self._admission.follow(ctx, decision.served(served).quote)
         outcome = Outcome(
             metering=opened.metering,
             ttft_s=time.time() - ctx.arrived,

@@ -180,6 +180,14 @@ class LocalLimits:
             c.usd_spent += usd
             c.j_spent += joules
 
+    def reprice(self, r: Reservation, usd: float, joules: float) -> None:
+        """Hold ``usd``/``joules`` for ``r`` instead (a fallback with another quote served)."""
+        c = self._counters(r.key, self._clock())
+        if c.day == r.day:
+            c.usd_reserved = max(0.0, c.usd_reserved + usd - r.usd)
+            c.j_reserved = max(0.0, c.j_reserved + joules - r.joules)
+        r.usd, r.joules = usd, joules
+
     def seed(self, name: str, day: int, usd_spent: float, j_spent: float) -> None:
         """Adopt the shared store's spend (so a fallback starts from what Redis knew)."""
         c = self._counters(name, self._clock())
@@ -199,6 +207,8 @@ class Limits(Protocol):
 
     def settle(self, r: Reservation, usd: float, joules: float, tokens: int) -> None: ...
 
+    def reprice(self, r: Reservation, usd: float, joules: float) -> None: ...
+
     async def aclose(self) -> None: ...
 
 
@@ -212,6 +222,9 @@ class InProcessLimits:
 
     async def admit(self, key: ApiKey, tokens: int, usd: float, joules: float) -> Reservation:
         return self.local.admit(key, tokens, usd, joules)
+
+    def reprice(self, r: Reservation, usd: float, joules: float) -> None:
+        self.local.reprice(r, usd, joules)
 
     def settle(self, r: Reservation, usd: float, joules: float, tokens: int) -> None:
         self.local.settle(r, usd, joules, tokens)

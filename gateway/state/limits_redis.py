@@ -166,6 +166,17 @@ class RedisLimits:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def reprice(self, r: Reservation, usd: float, joules: float) -> None:
+        """Hold another quote for ``r`` (a fallback served): the same script as settling."""
+        if not r.shared:
+            self.local.reprice(r, usd, joules)
+            return
+        deltas = {"ur": usd - r.usd, "jr": joules - r.joules}
+        r.usd, r.joules = usd, joules
+        task = asyncio.create_task(self._send(r, 0, deltas))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     async def _send(self, r: Reservation, token_delta: int, deltas: dict[str, float]) -> None:
         if self._store.up:
             args: list[Any] = [r.window, r.day, token_delta]

@@ -57,7 +57,7 @@ CONFIG: dict[str, Any] = {
             "list_price": {"output_per_mtok": USD_PER_TOKEN * 1e6},
         },
     ],
-    "groups": {"g": ["old", "new"]},
+    "groups": {"g": ["old", "new"], "broken-then-new": ["broken", "new"]},
     "limits": {"window_s": 60},
 }
 
@@ -83,6 +83,7 @@ async def gateway(
         "rpm2": await _make_key(tmp_path, "rpm2", rpm=2),
         "tpm": await _make_key(tmp_path, "tpm", tpm=100),
         "budget": await _make_key(tmp_path, "budget", budget_usd=0.0035),
+        "roomy": await _make_key(tmp_path, "roomy", budget_usd=1.0),
         "fresh": await _make_key(
             tmp_path, "fresh", freshness=Freshness(min_knowledge_cutoff=dt.date(2025, 1, 1))
         ),
@@ -310,3 +311,38 @@ async def test_a_new_key_works_at_once(tmp_path: Path) -> None:
     assert found is not None
     assert found.name == "late"
     await asyncio.gather(other.aclose(), store.aclose())
+
+
+@pytest.mark.asyncio
+async def test_the_reservation_follows_a_dearer_fallback(gateway: Any) -> None:
+    client, runtime, secrets = gateway
+    limits = runtime.admission.limits
+    held: list[float] = []
+    reprice = limits.reprice
+
+    def spy(r: Any, usd: float, joules: float) -> None:
+        reprice(r, usd, joules)
+        held.append(r.usd)
+
+    limits.reprice = spy
+    body = {**_chat(), "model": "broken-then-new"}
+    resp = await client.post("/v1/chat/completions", json=body, headers=_auth(secrets["roomy"]))
+    assert resp.status_code == 200
+    assert resp.headers["x-freshet-backend"] == "new"
+    # It was admitted on the quote of "broken" (the first choice), then held the quote of
+    # "new" that served (2 tokens at 10x); settled at the real cost, nothing stays held.
+    assert held == [pytest.approx(2 * USD_PER_TOKEN * 10)]
+    counters = limits.local._keys["roomy"]
+    assert counters.usd_reserved == pytest.approx(0.0)
+    assert counters.usd_spent == pytest.approx(2 * USD_PER_TOKEN * 10)
+
+
+def test_repricing_moves_what_is_held() -> None:
+    limits = LocalLimits(60.0)
+    key = ApiKey(name="k", digest="d", created=0, budget_usd=1.0)
+    r = limits.admit(key, 10, 0.1, 1.0)
+    limits.reprice(r, 0.3, 2.0)
+    c = limits._keys["k"]
+    assert (c.usd_reserved, c.j_reserved) == (pytest.approx(0.3), pytest.approx(2.0))
+    limits.settle(r, 0.25, 1.5, 10)
+    assert (c.usd_reserved, c.usd_spent) == (pytest.approx(0.0), pytest.approx(0.25))
