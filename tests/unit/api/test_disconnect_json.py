@@ -48,6 +48,15 @@ async def _gateway(tmp: Path, upstream_url: str) -> tuple[Any, Runtime]:
                 "tokens_per_s": 20,
                 "max_output_tokens": 1000,
             },
+            {
+                # The etched card, slowed to 20 tokens a second a stream.
+                "id": "asic",
+                "type": "asic-sim",
+                "model": "asic",
+                "knowledge_cutoff": "2023-12-01",
+                "decode_tokens_per_s": 20,
+                "max_output_tokens": 1000,
+            },
         ]
     }
     path = tmp / "c.yaml"
@@ -139,3 +148,16 @@ async def test_leaving_a_local_generation_stops_it(tmp_path: Path) -> None:
     assert record.status == "client_disconnected"
     assert record.completion_tokens < 100
     assert status.running == 0
+
+
+@pytest.mark.asyncio
+async def test_leaving_the_asic_simulator_releases_its_stream(tmp_path: Path) -> None:
+    app, runtime = await _gateway(tmp_path, "http://127.0.0.1:9")
+    async with app.lifespan():
+        await asyncio.wait_for(runtime.ready.wait(), 30)
+        await _leave_after(app, _chat("asic", 800), 0.5)
+        record = await _record(runtime)
+        status = await runtime.fleet.get("asic").status()
+    assert record.status == "client_disconnected"
+    assert record.completion_tokens < 100
+    assert status.running == 0  # the card's stream is free again
