@@ -2,8 +2,9 @@
 
 Embedded default: SQLite in WAL mode under ``FRESHET_DATA_DIR``. Records are queued in
 memory by the request and written in batches by one writer task every
-:data:`FLUSH_INTERVAL_S`; a gateway killed with SIGKILL loses at most the records of that
-last interval, and a SIGTERM (graceful shutdown) loses none: the lifespan flushes the
+:data:`FLUSH_INTERVAL_S`; a gateway killed with SIGKILL loses the records of about that
+last interval (measured up to ~100 ms on a busy machine: docs/shared-state.md), and a
+SIGTERM (graceful shutdown) loses none: the lifespan flushes the
 queue after the server has finished its requests. ``synchronous=NORMAL`` in WAL mode
 keeps committed records across a process crash (they sit in the OS page cache).
 """
