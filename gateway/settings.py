@@ -8,9 +8,10 @@ message an operator can act on.
 from __future__ import annotations
 
 import datetime as dt
+import difflib
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -19,11 +20,97 @@ import yaml
 from msgspec import Meta, Struct, field
 
 from gateway.backend import BackendConfig, HardwareProfile
-from gateway.backend import convert as _convert
+from gateway.backend import convert as _plain_convert
 from gateway.errors import ConfigError
 from gateway.protocol import Freshness
 
 T = TypeVar("T")
+
+
+# -- config errors that say where: the line of the key, and "did you mean" for misspellings.
+
+
+class ConfigErrorAt(ConfigError):
+    """A :class:`ConfigError` that knows the line of its key in the file (where known)."""
+
+    def __init__(
+        self, reason: str, *, file: str | None = None, key: str | None = None, line: int | None
+    ) -> None:
+        super().__init__(reason, file=f"{file}, line {line}" if file and line else file, key=key)
+        self.file = file
+        self.line = line
+
+
+def did_you_mean(word: str, names: Iterable[str]) -> str:
+    """``"; did you mean `x`?"`` when ``word`` is close to one of ``names``, else ``""``."""
+    close = difflib.get_close_matches(word, sorted(set(names)), n=1, cutoff=0.6)
+    return f"; did you mean `{close[0]}`?" if close else ""
+
+
+_UNKNOWN_FIELD = re.compile(r"^Object contains unknown field `([^`]+)`")
+_LAST_PART = re.compile(r"(\.[^.\[\]]+|\[[^\]]*\])$")
+
+
+def _convert(
+    value: Any, type_: type[T], source: str | None, key: str, also: Iterable[str] = ()
+) -> T:
+    """``gateway.backend.convert``, and for an unknown key the known one it resembles."""
+    try:
+        return _plain_convert(value, type_, source, key)
+    except ConfigError as exc:
+        found = _UNKNOWN_FIELD.match(exc.reason)
+        if found is None:
+            raise
+        at = (exc.key or key)[len(key) :]
+        names = [*_fields_at(type_, at), *(also if not at else ())]
+        word = found.group(1)
+        raise ConfigError(
+            exc.reason + did_you_mean(word, names), file=source, key=f"{exc.key}.{word}"
+        ) from exc
+
+
+def _fields_at(type_: Any, path: str) -> list[str]:
+    """The keys of the struct at ``path`` (``.a[0].b``, msgspec's form) inside ``type_``."""
+    node = msgspec.inspect.type_info(type_)
+    for name, _ in re.findall(r"\.([^.\[]+)|\[([^\]]*)\]", path):
+        node = _unwrap(node)
+        if name and isinstance(node, msgspec.inspect.StructType):
+            node = next((f.type for f in node.fields if f.encode_name == name), None)
+        elif not name:
+            node = getattr(node, "item_type", None) or getattr(node, "value_type", None)
+        else:
+            return []
+    node = _unwrap(node)
+    if not isinstance(node, msgspec.inspect.StructType):
+        return []
+    return [f.encode_name for f in node.fields]
+
+
+def _unwrap(node: Any) -> Any:
+    while isinstance(node, msgspec.inspect.Metadata):
+        node = node.type
+    if isinstance(node, msgspec.inspect.UnionType):
+        return next((t for t in node.types if isinstance(t, msgspec.inspect.StructType)), node)
+    return node
+
+
+def key_line(lines: Mapping[str, int], key: str | None) -> int | None:
+    """The line of ``key`` (``backends[0].twin``) or of the nearest key above it."""
+    while key:
+        if key in lines:
+            return lines[key]
+        key = _LAST_PART.sub("", key) if _LAST_PART.search(key) else ""
+    return None
+
+
+def locate(exc: ConfigError, source: str, lines: Mapping[str, int]) -> ConfigError:
+    """``exc`` naming the config file (a plugin may not know it) and its key's line."""
+    if isinstance(exc, ConfigErrorAt) or exc.file not in (None, source):
+        return exc
+    located = ConfigErrorAt(exc.reason, file=source, key=exc.key, line=key_line(lines, exc.key))
+    located.__cause__ = exc.__cause__
+    return located
+
 
 # -- shared state: Settings for shared state: auth, API keys, per-key limits and the Redis store.
 #
@@ -49,14 +136,15 @@ class LimitSettings(Struct, kw_only=True, frozen=True, forbid_unknown_fields=Tru
 
 class KeySettings(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
     # How often each process looks for new or revoked keys in the key store.
-    refresh_s: float = 1.0
+    refresh_s: Annotated[float, Meta(gt=0)] = 1.0
 
 
 class RedisSettings(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
     url: str | None = None
     prefix: str = "freshet"
-    timeout_s: float = 0.5  # per command; past it Redis counts as unavailable
-    spool_max_bytes: int = 64 * 1024 * 1024  # local disk buffer for usage records
+    timeout_s: Annotated[float, Meta(gt=0)] = 0.5  # per command; past it Redis is unavailable
+    # Local disk buffer for usage records.
+    spool_max_bytes: Annotated[int, Meta(ge=0)] = 64 * 1024 * 1024
 
 
 class SharedSettings(Struct, kw_only=True, frozen=True):
@@ -80,12 +168,7 @@ def _auth_mode(value: Any, source: str, key: str) -> AuthMode:
 
 
 def _section(raw: Mapping[str, Any], name: str, type_: type[Any], source: str) -> Any:
-    value = raw.get(name) or {}
-    try:
-        return msgspec.convert(value, type_, strict=False)
-    except msgspec.ValidationError as exc:
-        message, _, at = str(exc).partition(" - at `$")
-        raise ConfigError(message, file=source, key=name + at.rstrip("`")) from exc
+    return _convert(raw.get(name) or {}, type_, source, name)
 
 
 def load_shared(raw: Mapping[str, Any], env: Mapping[str, str], source: str) -> SharedSettings:
@@ -173,8 +256,8 @@ class ConnectionSettings(Struct, kw_only=True, frozen=True, forbid_unknown_field
 
 class ServerSettings(Struct, kw_only=True, forbid_unknown_fields=True):
     host: str = "127.0.0.1"
-    port: int = 8400
-    max_body_bytes: int = 4 * 1024 * 1024
+    port: Annotated[int, Meta(ge=0, le=65535)] = 8400
+    max_body_bytes: Annotated[int, Meta(ge=1)] = 4 * 1024 * 1024
     data_dir: str | None = None
     connections: ConnectionSettings = field(default_factory=ConnectionSettings)
     # Accepted for old configs; no effect: the generation endpoints always take the edge
@@ -206,8 +289,9 @@ class GroupPolicy(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True)
 
 
 class RoutingSettings(Struct, kw_only=True, forbid_unknown_fields=True):
-    max_attempts: int = 3  # backends tried per request before giving up (retry budget)
-    default_output_tokens: int = 256  # expected output when max_tokens is absent, at first
+    # Backends tried per request before giving up (retry budget); 0 would refuse them all.
+    max_attempts: Annotated[int, Meta(ge=1, le=100)] = 3
+    default_output_tokens: Annotated[int, Meta(ge=1)] = 256  # expected output without max_tokens
 
 
 class HealthSettings(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
@@ -259,6 +343,9 @@ class Settings(Struct, kw_only=True):
     cors_origins: tuple[str, ...] = ()
     open_schema: bool = False
     shutdown_grace_s: float = 10.0
+    # Where each key is in the config file (``backends[0].twin`` -> its line), for errors
+    # found after loading (:func:`locate`).
+    lines: dict[str, int] = field(default_factory=dict)
 
 
 def default_data_dir(env: Mapping[str, str]) -> Path:
@@ -276,14 +363,30 @@ def load_settings(
     """Build settings: explicit arguments beat env, env beats the file, the file beats defaults."""
     env = os.environ if env is None else env
     config_file = config_file or env.get("FRESHET_CONFIG") or None
-    raw = _read_file(config_file) if config_file else dict(EMBEDDED_DEFAULT)
+    raw, lines = _read_file(config_file) if config_file else (dict(EMBEDDED_DEFAULT), {})
     source = config_file or "<embedded default>"
-    unknown = set(raw) - _TOP_KEYS
+    try:
+        settings = _settings(raw, source, env, host, port)
+    except ConfigError as exc:
+        located = locate(exc, source, lines)
+        if located is exc:
+            raise
+        raise located from exc
+    settings.config_file = config_file
+    settings.lines = lines
+    return settings
+
+
+def _settings(
+    raw: dict[str, Any], source: str, env: Mapping[str, str], host: str | None, port: int | None
+) -> Settings:
+    unknown = [str(k) for k in raw if k not in _TOP_KEYS]
     if unknown:
         raise ConfigError(
-            f"unknown top-level key(s) {sorted(unknown)}; expected some of {sorted(_TOP_KEYS)}",
+            f"unknown top-level key `{unknown[0]}`{did_you_mean(unknown[0], _TOP_KEYS)} "
+            f"(the top level has {', '.join(sorted(_TOP_KEYS))})",
             file=source,
-            key=sorted(unknown)[0],
+            key=unknown[0],
         )
     server = _convert(raw.get("server") or {}, ServerSettings, source, "server")
     plugins = _convert(raw.get("plugins") or {}, PluginSettings, source, "plugins")
@@ -305,7 +408,7 @@ def load_settings(
         data_dir=Path(data_dir) if data_dir else default_data_dir(env),
         max_body_bytes=server.max_body_bytes,
         capture_content=env.get("FRESHET_CAPTURE_CONTENT", "").lower() in {"1", "true", "yes"},
-        config_file=config_file,
+        config_file=None,
         backends=tuple(backends),
         groups=groups,
         blocked_plugins=tuple(dict.fromkeys(blocked)),
@@ -367,7 +470,8 @@ def _connections(limits: ConnectionSettings, source: str) -> ConnectionSettings:
 
 def convert_params(config: BackendConfig, type_: type[T]) -> T:
     """Validate a backend's type-specific keys; errors name ``backends[i].<key>``."""
-    return _convert(dict(config.params), type_, config.source, f"backends[{config.index}]")
+    key = f"backends[{config.index}]"
+    return _convert(dict(config.params), type_, config.source, key, also=_BACKEND_KEYS)
 
 
 def convert_profile(config: BackendConfig, defaults: HardwareProfile) -> HardwareProfile:
@@ -376,20 +480,63 @@ def convert_profile(config: BackendConfig, defaults: HardwareProfile) -> Hardwar
     return _convert(merged, HardwareProfile, config.source, f"backends[{config.index}].profile")
 
 
-def _read_file(path: str) -> dict[str, Any]:
+class _Loader(yaml.SafeLoader):
+    """YAML's safe loader, except that a date that does not exist (``2025-13-45``) stays a
+    string, for :func:`parse_date` to refuse with its key rather than a traceback."""
+
+    def construct_yaml_timestamp(self, node: yaml.Node) -> Any:
+        try:
+            return super().construct_yaml_timestamp(node)  # type: ignore[no-untyped-call]
+        except ValueError:
+            return self.construct_scalar(node)  # type: ignore[arg-type]
+
+
+_Loader.add_constructor("tag:yaml.org,2002:timestamp", _Loader.construct_yaml_timestamp)
+
+
+def _read_file(path: str) -> tuple[dict[str, Any], dict[str, int]]:
+    """The file's mapping, and the line of every key in it (``backends[0].twin``: 7)."""
     try:
         text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read config file: {exc.strerror}", file=path) from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ConfigError(f"cannot read config file: {reason}", file=path) from exc
+    loader = _Loader(text)
     try:
-        data = yaml.safe_load(text)
+        node = loader.get_single_node()
+        data = loader.construct_document(node) if node is not None else None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f" (column {mark.column + 1})" if mark else ""
+        reason = "; ".join(str(part) for part in (exc.context, exc.problem) if part)
+        raise ConfigErrorAt(
+            f"invalid YAML: {reason}{where}",
+            file=path,
+            line=mark.line + 1 if mark else None,
+        ) from exc
     except yaml.YAMLError as exc:
         raise ConfigError(f"invalid YAML: {exc}", file=path) from exc
+    finally:
+        loader.dispose()  # type: ignore[no-untyped-call]
     if data is None:
-        return {}
+        return {}, {}
     if not isinstance(data, dict):
-        raise ConfigError("the top level must be a mapping", file=path)
-    return data
+        raise ConfigErrorAt("the top level must be a mapping", file=path, line=1)
+    lines: dict[str, int] = {}
+    _note_lines(node, "", lines)
+    return data, lines
+
+
+def _note_lines(node: yaml.Node, path: str, lines: dict[str, int]) -> None:
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            child = f"{path}.{key.value}" if path else str(key.value)
+            lines.setdefault(child, key.start_mark.line + 1)
+            _note_lines(value, child, lines)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            lines.setdefault(f"{path}[{i}]", item.start_mark.line + 1)
+            _note_lines(item, f"{path}[{i}]", lines)
 
 
 def _parse_backends(value: Any, source: str) -> list[BackendConfig]:
@@ -401,9 +548,9 @@ def _parse_backends(value: Any, source: str) -> list[BackendConfig]:
         key = f"backends[{i}]"
         if not isinstance(entry, dict):
             raise ConfigError("must be a mapping", file=source, key=key)
-        for required in ("id", "type"):
-            if not entry.get(required):
-                raise ConfigError(f"missing required key {required!r}", file=source, key=key)
+        for required in ("id", "type", "knowledge_cutoff"):
+            if entry.get(required) is None or entry.get(required) == "":
+                raise ConfigError(_missing(required, entry), file=source, key=key)
         backend_id = str(entry["id"])
         if not _ID.match(backend_id):
             raise ConfigError(
@@ -429,7 +576,9 @@ def _parse_backends(value: Any, source: str) -> list[BackendConfig]:
                 id=backend_id,
                 type=str(entry["type"]),
                 model=str(entry["model"]) if entry.get("model") is not None else None,
-                knowledge_cutoff=parse_date(cutoff, source, f"{key}.knowledge_cutoff"),
+                knowledge_cutoff=None
+                if cutoff == "unknown"
+                else parse_date(cutoff, source, f"{key}.knowledge_cutoff"),
                 profile=profile,
                 adapters=adapters,
                 energy=energy,
@@ -442,6 +591,18 @@ def _parse_backends(value: Any, source: str) -> list[BackendConfig]:
             )
         )
     return out
+
+
+def _missing(name: str, entry: dict[str, Any]) -> str:
+    """Why a backend entry lacks a required key; a key that looks misspelt is named."""
+    reason = f"missing required key {name!r}"
+    if name == "knowledge_cutoff":
+        reason += (
+            " (the date the model's training data ends, YYYY-MM-DD; or `unknown`, which "
+            "never satisfies a request that asks for freshness)"
+        )
+    near = difflib.get_close_matches(name, [str(k) for k in entry], n=1, cutoff=0.75)
+    return reason + (f"; is `{near[0]}` a misspelling of it?" if near else "")
 
 
 def _tokens(entry: dict[str, Any], name: str, source: str, key: str) -> int | None:
@@ -481,7 +642,11 @@ def _parse_groups(
             raise ConfigError("must be a non-empty list of backend ids", file=source, key=key)
         for member in members:
             if member not in ids:
-                raise ConfigError(f"unknown backend id {member!r}", file=source, key=key)
+                raise ConfigError(
+                    f"unknown backend id {member!r}{did_you_mean(str(member), ids)}",
+                    file=source,
+                    key=key,
+                )
         groups[str(name)] = tuple(str(m) for m in members)
     return groups, policies
 
@@ -492,7 +657,9 @@ def parse_date(value: Any, source: str | None, key: str) -> dt.date | None:
     try:
         return dt.date.fromisoformat(str(value))
     except ValueError as exc:
-        raise ConfigError(f"not an ISO date (YYYY-MM-DD): {value!r}", file=source, key=key) from exc
+        raise ConfigError(
+            f"not an ISO date (YYYY-MM-DD) that exists: {value!r}", file=source, key=key
+        ) from exc
 
 
 def _env_int(env: Mapping[str, str], name: str, default: int) -> int:

@@ -7,13 +7,14 @@ import logging
 import time
 
 from gateway.api.drain import Drain
+from gateway.errors import ConfigError
 from gateway.flow.accounting import Accounting, build_cost_model
 from gateway.flow.admission import Admission
 from gateway.flow.fleet import Fleet
 from gateway.flow.service import Service
 from gateway.ledger.sqlite import Ledger
 from gateway.plugins import Plugins
-from gateway.settings import Settings
+from gateway.settings import Settings, locate
 from gateway.state.health import HealthState
 from gateway.state.metrics import SharedStateCollector
 from gateway.state.shared import SharedState
@@ -24,6 +25,18 @@ log = logging.getLogger(__name__)
 
 class Runtime:
     def __init__(self, settings: Settings, plugins: Plugins | None = None) -> None:
+        """Builds everything the config names without starting it: ``freshet check`` and
+        ``freshet serve`` both refuse a config this refuses (a :class:`ConfigError` that
+        names the file, the line where known, the key and the reason)."""
+        try:
+            self._build(settings, plugins)
+        except ConfigError as exc:
+            located = locate(exc, settings.config_file or "<embedded default>", settings.lines)
+            if located is exc:
+                raise
+            raise located from exc
+
+    def _build(self, settings: Settings, plugins: Plugins | None) -> None:
         self.settings = settings
         self.plugins = plugins or Plugins(blocked=settings.blocked_plugins)
         self.fleet = Fleet(settings, self.plugins)

@@ -16,6 +16,7 @@ from typing import Any, TypeVar, cast
 import click
 import msgspec
 
+from gateway.cli.check import build, check
 from gateway.cli.keys import keys
 from gateway.cli.output import table
 from gateway.errors import ConfigError, InvalidRequest
@@ -116,6 +117,7 @@ def plugins(as_json: bool, config_file: str | None) -> None:
 def backends(config_file: str | None, url: str | None, as_json: bool) -> None:
     """Configured backends, their models, knowledge cutoffs and health."""
     settings = _fail_on_config_error(lambda: load_settings(config_file))
+    _fail_on_config_error(lambda: build(settings))  # as `freshet check`: types, plugins...
     live = _live_backends(url or f"http://{settings.host}:{settings.port}")
     rows: list[dict[str, Any]] = []
     for cfg in settings.backends:
@@ -285,6 +287,7 @@ def _live_backends(base_url: str) -> dict[str, dict[str, Any]] | None:
 
 
 main.add_command(keys)
+main.add_command(check)
 
 if __name__ == "__main__":
     main()

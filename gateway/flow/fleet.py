@@ -12,7 +12,7 @@ from msgspec import Struct
 from gateway.backend import Backend, BackendConfig, Deployment
 from gateway.errors import ConfigError, ModelNotFound
 from gateway.plugins import Plugins
-from gateway.settings import Settings
+from gateway.settings import Settings, did_you_mean
 
 log = logging.getLogger(__name__)
 
@@ -59,34 +59,54 @@ class Fleet:
     """Owns every backend object; implements :class:`gateway.backend.Fleet` for factories."""
 
     def __init__(self, settings: Settings, plugins: Plugins) -> None:
-        types = plugins.backend_types()
+        self._types = plugins.backend_types()
         self._configs: dict[str, BackendConfig] = {c.id: c for c in settings.backends}
         self._backends: dict[str, Backend] = {}
+        # While building, ``get`` builds a backend another one refers to (a twin) first, so
+        # a reference to an id that is not configured is a config error at load, not at start.
+        self._building: list[str] = []
         for config in settings.backends:
-            factory = types.get(config.type)
-            if factory is None:
-                known = ", ".join(sorted(types)) or "none"
-                raise ConfigError(
-                    f"unknown backend type {config.type!r} (installed types: {known}); "
-                    + install_hint(config.type),
-                    file=config.source,
-                    key=f"backends[{config.index}].type",
-                )
-            backend = factory(config, self)
-            if not isinstance(backend, Backend):
-                raise ConfigError(
-                    f"backend type {config.type!r} built an object that is not a Backend",
-                    file=config.source,
-                    key=f"backends[{config.index}].type",
-                )
-            self._backends[config.id] = backend
+            self.get(config.id)
+        self._backends = {c.id: self._backends[c.id] for c in settings.backends}  # config order
+        self._building = []
         self.catalog = Catalog(self._backends, settings.groups)
 
+    def _build(self, config: BackendConfig) -> Backend:
+        factory = self._types.get(config.type)
+        if factory is None:
+            known = ", ".join(sorted(self._types)) or "none"
+            raise ConfigError(
+                f"unknown backend type {config.type!r}{did_you_mean(config.type, self._types)} "
+                f"(installed types: {known}); " + install_hint(config.type),
+                file=config.source,
+                key=f"backends[{config.index}].type",
+            )
+        self._building.append(config.id)
+        backend = factory(config, self)
+        self._building.pop()
+        if not isinstance(backend, Backend):
+            raise ConfigError(
+                f"backend type {config.type!r} built an object that is not a Backend",
+                file=config.source,
+                key=f"backends[{config.index}].type",
+            )
+        return backend
+
     def get(self, backend_id: str) -> Backend:
-        try:
-            return self._backends[backend_id]
-        except KeyError:
-            raise ConfigError(f"no backend with id {backend_id!r}") from None
+        backend = self._backends.get(backend_id)
+        if backend is not None:
+            return backend
+        config = self._configs.get(backend_id)
+        if config is None:
+            raise ConfigError(
+                f"no backend with id {backend_id!r}{did_you_mean(backend_id, self._configs)} "
+                f"(the fleet has {', '.join(self._configs)})"
+            )
+        if backend_id in self._building:  # a refers to b, which refers (maybe via c) to a
+            cycle = " -> ".join([*self._building[self._building.index(backend_id) :], backend_id])
+            raise ConfigError(f"backends refer to each other in a cycle: {cycle}")
+        self._backends[backend_id] = backend = self._build(config)
+        return backend
 
     def config(self, backend_id: str) -> BackendConfig:
         return self._configs[backend_id]

@@ -76,7 +76,9 @@ class AsicSimBackend:
         self._profile = convert_profile(config, default_profile(self.params))
         self._config = config
         self._fleet = fleet
-        self._twin: Backend | None = None
+        # Resolved now, so that an unknown id is a config error at load, not a card that
+        # never gets ready (the fleet builds a twin listed later first).
+        self._twin: Backend | None = self._resolve_twin() if self.params.twin else None
         self._closed = False
         self.clock = SimClock(self.params.time_scale)
         self.model = CardModel(self.params, now=self.clock.now())
@@ -94,18 +96,22 @@ class AsicSimBackend:
     def twin(self) -> Backend | None:
         return self._twin
 
-    async def start(self) -> None:
-        """Resolve the twin here, not in ``__init__``: it may be built after this backend."""
-        if self.params.twin is None:
-            return
-        twin = self._fleet.get(self.params.twin)
+    def _resolve_twin(self) -> Backend:
+        key = f"backends[{self._config.index}].twin"
+        try:
+            twin = self._fleet.get(str(self.params.twin))
+        except ConfigError as exc:
+            if exc.key is not None:  # the twin's own entry is wrong, and its error says where
+                raise
+            raise ConfigError(exc.reason, file=self._config.source, key=key) from exc
         if not twin.deployments:
             raise ConfigError(
-                f"twin backend {twin.id!r} serves no model",
-                file=self._config.source,
-                key=f"backends[{self._config.index}].twin",
+                f"twin backend {twin.id!r} serves no model", file=self._config.source, key=key
             )
-        self._twin = twin
+        return twin
+
+    async def start(self) -> None:
+        return None
 
     async def status(self) -> BackendStatus:
         running, waiting = self.model.counts(self.clock.now())

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import difflib
 import logging
+import re
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from freshet_energy.board import BoardAccount, Share
 from freshet_energy.counters import ModelledCounter
 from freshet_energy.power import PowerCurve
-from freshet_energy.prices import Prices, dollars
+from freshet_energy.prices import Prices, Tariff, dollars
 from gateway.plugin_api import (
     Backend,
     BackendConfig,
@@ -30,6 +32,7 @@ from gateway.plugin_api import (
 )
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class EnergyMetering(Share):
@@ -63,6 +66,10 @@ class BackendEnergyCost:
     @property
     def source(self) -> EnergySource:
         return "simulated" if self._simulated else self.board.counter.source
+
+    @property
+    def prices(self) -> Prices:
+        return self._prices
 
     def _prepare_quotes(self) -> None:
         """Everything a quote needs that does not change per request, computed once:
@@ -176,13 +183,23 @@ def _simulated_split(usage: BackendUsage, idle: str) -> tuple[float, float, floa
 
 class EnergyCostModel:
     def __init__(self, prices: Mapping[str, Any], meters: Mapping[str, MeterFactory]) -> None:
-        self.prices = convert_section(dict(prices), Prices, None, "prices")
+        self.prices = _section(dict(prices), Prices, None, "prices")
         self._meters = meters
         self.costs: dict[str, BackendEnergyCost] = {}
 
     def for_backend(self, backend: Backend, config: BackendConfig) -> BackendEnergyCost:
         key = f"backends[{config.index}].energy"
-        settings = convert_section(dict(config.energy), EnergySettings, config.source, key)
+        energy = dict(config.energy)
+        # required: true -> a meter that cannot work here stops the start; otherwise the
+        # backend's power is modelled, with a warning.
+        required = energy.pop("required", False)
+        if not isinstance(required, bool):
+            raise ConfigError(
+                f"must be true or false, got {required!r}",
+                file=config.source,
+                key=f"{key}.required",
+            )
+        settings = _section(energy, EnergySettings, config.source, key, also=("required",))
         if "gpu_indices" not in config.energy and "gpu_indices" in config.params:
             settings = EnergySettings(
                 meter=settings.meter,
@@ -198,22 +215,65 @@ class EnergyCostModel:
             factory = self._meters.get(name)
             if factory is None:
                 raise ConfigError(
-                    f"unknown energy meter {name!r} (installed: {sorted(self._meters)})",
+                    f"unknown energy meter {name!r}{_did_you_mean(name, self._meters)} "
+                    f"(installed: {', '.join(sorted(self._meters))}, or auto, simulated)",
                     file=config.source,
                     key=f"{key}.meter",
                 )
             try:
                 counter = factory(settings, backend, curve.watts)
             except (ConfigError, OSError, ImportError) as exc:
-                if settings.meter != "auto":
+                reason = getattr(exc, "reason", None) or str(exc) or type(exc).__name__
+                if required:
                     raise ConfigError(
-                        f"energy meter {name!r} unavailable: {exc}", file=config.source, key=key
+                        f"energy meter {name!r} unavailable here ({reason}), and the config "
+                        "says required: true",
+                        file=config.source,
+                        key=f"{key}.meter",
                     ) from exc
-                log.info("backend %s: no %s meter here (%s); modelling power", config.id, name, exc)
+                if settings.meter == "auto":
+                    log.info(
+                        "backend %s: no %s meter here (%s); modelling", config.id, name, reason
+                    )
+                else:
+                    log.warning(
+                        "backend %s: energy meter %s unavailable here (%s); modelling power "
+                        "from the profile instead (energy.required: true refuses to start)",
+                        config.id,
+                        name,
+                        reason,
+                    )
                 counter = ModelledCounter(curve.watts, time.monotonic)
         cost = BackendEnergyCost(backend, config, self.prices, counter, name == "simulated")
         self.costs[config.id] = cost
         return cost
+
+
+_UNKNOWN_FIELD = re.compile(r"^Object contains unknown field `([^`]+)`")
+
+
+def _did_you_mean(word: str, names: Any) -> str:
+    close = difflib.get_close_matches(word, sorted(names), n=1, cutoff=0.6)
+    return f"; did you mean `{close[0]}`?" if close else ""
+
+
+def _section(
+    value: dict[str, Any], type_: type[T], source: str | None, key: str, also: tuple[str, ...] = ()
+) -> T:
+    """A config section; an unknown key's error names the known key it resembles."""
+    try:
+        return convert_section(value, type_, source, key)
+    except ConfigError as exc:
+        found = _UNKNOWN_FIELD.match(exc.reason)
+        if found is None or exc.key is None:
+            raise
+        fields: tuple[str, ...] = (*getattr(type_, "__struct_fields__", ()), *also)
+        if exc.key != key:  # inside a list of tariffs
+            fields = Tariff.__struct_fields__ if ".tariffs[" in exc.key else ()
+        hint = _did_you_mean(found.group(1), fields)
+        raise ConfigError(
+            exc.reason + hint, file=source, key=f"{exc.key}.{found.group(1)}"
+        ) from exc
 
 
 def _auto_meter(backend: Backend, settings: EnergySettings) -> str:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
-from zoneinfo import ZoneInfo
+from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from msgspec import Struct, field
+from msgspec import Meta, Struct, field
 
 from freshet_energy.board import IdleMode
 from gateway.plugin_api import ListPrice
@@ -17,11 +18,14 @@ class Tariff(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
 
     start: str
     end: str
-    kwh_usd: float
+    kwh_usd: Annotated[float, Meta(ge=0)]
 
     def __post_init__(self) -> None:
         for value in (self.start, self.end):
-            dt.time.fromisoformat(value)  # ValueError -> a config error naming the key
+            try:
+                dt.time.fromisoformat(value)
+            except ValueError:  # -> a config error naming the key
+                raise ValueError(f"not a time of day (HH:MM): {value!r}") from None
 
     def covers(self, at: dt.time) -> bool:
         start, end = dt.time.fromisoformat(self.start), dt.time.fromisoformat(self.end)
@@ -34,22 +38,37 @@ class Prices(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
     """The config's ``prices:`` section. Defaults: US commercial electricity (EIA 2025)
     and the Uptime Institute's average PUE (data/profiles-sources.md)."""
 
-    kwh_usd: float = 0.12
-    pue: float = 1.58
+    kwh_usd: Annotated[float, Meta(ge=0)] = 0.12
+    pue: Annotated[float, Meta(ge=1)] = 1.58  # facility power over IT power: 1 at best
     tariffs: tuple[Tariff, ...] = ()
     timezone: str = "UTC"
     idle: IdleMode = "overhead"
-    policy: str = "full"  # default quote policy: "full" or "marginal" (energy only)
+    policy: Literal["full", "marginal"] = "full"  # default quote policy (marginal: energy)
     groups: dict[str, str] = field(default_factory=dict)  # per-group policy
+
+    def __post_init__(self) -> None:
+        # Checked at load: an unknown zone would otherwise fail every request it prices.
+        zone(self.timezone)
 
     def kwh_at(self, at: float) -> float:
         if not self.tariffs:
             return self.kwh_usd
-        local = dt.datetime.fromtimestamp(at, ZoneInfo(self.timezone)).time()
+        local = dt.datetime.fromtimestamp(at, zone(self.timezone)).time()
         for tariff in self.tariffs:
             if tariff.covers(local):
                 return tariff.kwh_usd
         return self.kwh_usd
+
+
+def zone(name: str) -> ZoneInfo:
+    """The IANA time zone ``name``; ValueError (a config error) when there is none."""
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, ImportError, OSError) as exc:
+        raise ValueError(
+            f"unknown time zone {name!r}: an IANA name such as UTC or Europe/Paris "
+            f"({type(exc).__name__}: {exc})"
+        ) from None
 
 
 class Dollars(Struct, kw_only=True):

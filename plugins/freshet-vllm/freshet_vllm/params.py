@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
-from msgspec import Struct, field
+from msgspec import Meta, Struct, field
 
 from gateway.plugin_api import BackendConfig, ConfigError, Deployment, HardwareProfile
 
@@ -26,6 +26,7 @@ GPU_PROFILE = HardwareProfile(
 )
 
 Mode = Literal["server", "engine"]
+Seconds = Annotated[float, Meta(gt=0)]
 
 
 class AdapterSpec(Struct, kw_only=True, forbid_unknown_fields=True):
@@ -41,11 +42,12 @@ class ServerParams(Struct, kw_only=True, forbid_unknown_fields=True):
     urls: list[str] = field(default_factory=list)
     served_model: str | None = None
     api_key: str | None = None
-    request_timeout_s: float = 120.0  # longest silence: before the first token or between two
-    connect_timeout_s: float = 5.0
-    poll_interval_s: float = 1.0
-    max_backoff_s: float = 10.0
-    max_in_flight: int | None = None  # per upstream; beyond it, 429 (the gateway falls back)
+    request_timeout_s: Seconds = 120.0  # longest silence: before the first token or between two
+    connect_timeout_s: Seconds = 5.0
+    poll_interval_s: Seconds = 1.0
+    max_backoff_s: Seconds = 10.0
+    # Per upstream; beyond it, 429 (the gateway falls back).
+    max_in_flight: Annotated[int, Meta(ge=1)] | None = None
     gpu_indices: list[int] = field(default_factory=list)
 
 
@@ -54,10 +56,10 @@ class EngineParams(Struct, kw_only=True, forbid_unknown_fields=True):
     model_path: str
     served_model: str | None = None
     dtype: str = "auto"
-    max_model_len: int | None = None
+    max_model_len: Annotated[int, Meta(ge=1)] | None = None
     enforce_eager: bool = False
-    gpu_memory_utilization: float = 0.9
-    max_lora_rank: int = 16
+    gpu_memory_utilization: Annotated[float, Meta(gt=0, le=1)] = 0.9
+    max_lora_rank: Annotated[int, Meta(ge=1)] = 16
     engine_args: dict[str, object] = field(default_factory=dict)
     gpu_indices: list[int] = field(default_factory=list)
 
