@@ -180,6 +180,7 @@ def gateway_config(
         {
             "id": name,
             "type": "openai-compatible",
+            "knowledge_cutoff": "unknown",
             "model": "mock",
             "url": f"http://127.0.0.1:{port}",
             "request_timeout_s": request_timeout_s,

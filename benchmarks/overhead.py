@@ -101,7 +101,15 @@ def _limited_key(data_dir: Path) -> str:
 
 def http_overhead(requests: int, with_key: bool = False) -> dict[str, float]:
     config = {
-        "backends": [{"id": "det", "type": "deterministic", "model": "det", "tokens_per_s": 0}],
+        "backends": [
+            {
+                "id": "det",
+                "type": "deterministic",
+                "knowledge_cutoff": "unknown",
+                "model": "det",
+                "tokens_per_s": 0,
+            }
+        ],
         "groups": {"auto": ["det"]},
     }
     with _baseline_server() as port:

@@ -35,6 +35,7 @@ def asic_config(cards: int) -> dict[str, Any]:
             {
                 "id": "asic",
                 "type": "asic-sim",
+                "knowledge_cutoff": "unknown",
                 "model": "llama-3.1-8b",
                 "decode_tokens_per_s": ASIC_RATE,
                 "prefill_tokens_per_s": ASIC_PREFILL,

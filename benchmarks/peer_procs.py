@@ -255,7 +255,15 @@ def _floor(upstream: str, work: Path) -> Iterator[Running]:
 
 def freshet_config(upstream: str) -> dict[str, Any]:
     return {
-        "backends": [{"id": "mock", "type": "openai-compatible", "model": MODEL, "url": upstream}],
+        "backends": [
+            {
+                "id": "mock",
+                "type": "openai-compatible",
+                "knowledge_cutoff": "unknown",
+                "model": MODEL,
+                "url": upstream,
+            }
+        ],
         "groups": {},
     }
 

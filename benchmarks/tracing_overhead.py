@@ -49,7 +49,15 @@ from benchmarks.peers import mock_upstream  # noqa: E402
 from tests.support.server import free_port, running_server  # noqa: E402
 
 CONFIG = {
-    "backends": [{"id": "det", "type": "deterministic", "model": "det", "tokens_per_s": 0}],
+    "backends": [
+        {
+            "id": "det",
+            "type": "deterministic",
+            "knowledge_cutoff": "unknown",
+            "model": "det",
+            "tokens_per_s": 0,
+        }
+    ],
     "groups": {"auto": ["det"]},
 }
 JSON_BODY = json.dumps(

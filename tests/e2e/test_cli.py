@@ -74,7 +74,16 @@ def test_blocked_plugin_is_not_loaded(tmp_path: Path) -> None:
     ("config", "key", "reason"),
     [
         (
-            {"backends": [{"id": "a", "type": "deterministic", "tokens_per_s": "fast"}]},
+            {
+                "backends": [
+                    {
+                        "id": "a",
+                        "type": "deterministic",
+                        "knowledge_cutoff": "unknown",
+                        "tokens_per_s": "fast",
+                    }
+                ]
+            },
             "backends[0].tokens_per_s",
             "Expected `float`",
         ),
@@ -84,22 +93,29 @@ def test_blocked_plugin_is_not_loaded(tmp_path: Path) -> None:
             "not an ISO date",
         ),
         (
-            {"backends": [{"id": "a", "type": "deterministic"}], "groups": {"g": ["b"]}},
+            {
+                "backends": [{"id": "a", "type": "deterministic", "knowledge_cutoff": "unknown"}],
+                "groups": {"g": ["b"]},
+            },
             "groups.g",
             "unknown backend id 'b'",
         ),
         (
             {
                 "backends": [
-                    {"id": "a", "type": "deterministic"},
-                    {"id": "a", "type": "deterministic"},
+                    {"id": "a", "type": "deterministic", "knowledge_cutoff": "unknown"},
+                    {"id": "a", "type": "deterministic", "knowledge_cutoff": "unknown"},
                 ]
             },
             "backends[1].id",
             "duplicate backend id",
         ),
         (
-            {"backends": [{"id": "a", "type": "deterministic", "bogus": 1}]},
+            {
+                "backends": [
+                    {"id": "a", "type": "deterministic", "knowledge_cutoff": "unknown", "bogus": 1}
+                ]
+            },
             "backends[0]",
             "unknown field `bogus`",
         ),

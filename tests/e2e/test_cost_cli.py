@@ -20,12 +20,14 @@ CONFIG: dict[str, Any] = {
         {
             "id": "cheap",
             "type": "deterministic",
+            "knowledge_cutoff": "unknown",
             "model": "m-cheap",
             "list_price": {"input_per_mtok": 0.1, "output_per_mtok": 0.4},
         },
         {
             "id": "pricey",
             "type": "deterministic",
+            "knowledge_cutoff": "unknown",
             "model": "m-pricey",
             "list_price": {"input_per_mtok": 3.0, "output_per_mtok": 15.0},
         },

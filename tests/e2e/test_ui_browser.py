@@ -26,6 +26,7 @@ CONFIG: dict[str, Any] = {
         {
             "id": "gpu-a",
             "type": "deterministic",
+            "knowledge_cutoff": "unknown",
             "model": "m-gpu",
             "tokens_per_s": 4000,
             "profile": {"kind": "gpu", "watts_idle": 100, "watts_active": 400, "capex_per_hour": 2},
@@ -34,6 +35,7 @@ CONFIG: dict[str, Any] = {
         {
             "id": "cpu-b",
             "type": "deterministic",
+            "knowledge_cutoff": "unknown",
             "model": "m-cpu",
             "tokens_per_s": 4000,
             "profile": {"watts_idle": 1, "watts_active": 6, "capex_per_hour": 0.08},
@@ -42,6 +44,7 @@ CONFIG: dict[str, Any] = {
         {
             "id": "asic-c",
             "type": "deterministic",
+            "knowledge_cutoff": "unknown",
             "model": "m-asic",
             "profile": {"kind": "asic", "watts_idle": 80, "watts_active": 250},
             "list_price": {"input_per_mtok": 0.05, "output_per_mtok": 0.1},

@@ -36,7 +36,13 @@ HEADER_TIMEOUT_S = 1.0
 BODY_TIMEOUT_S = 2.0
 KEEP_ALIVE_S = 1.0
 MiB = 1024 * 1024
-DET = {"id": "det", "type": "deterministic", "model": "det", "max_context": 1_000_000}
+DET = {
+    "id": "det",
+    "type": "deterministic",
+    "knowledge_cutoff": "unknown",
+    "model": "det",
+    "max_context": 1_000_000,
+}
 CHAT_BODY = json.dumps(
     {"model": "auto", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}
 ).encode()

@@ -15,7 +15,15 @@ import pytest
 from tests.support.server import Server, running_server
 
 CONFIG = {
-    "backends": [{"id": "det", "type": "deterministic", "model": "det", "tokens_per_s": 0}],
+    "backends": [
+        {
+            "id": "det",
+            "type": "deterministic",
+            "knowledge_cutoff": "unknown",
+            "model": "det",
+            "tokens_per_s": 0,
+        }
+    ],
     "groups": {"auto": ["det"]},
     "server": {"max_body_bytes": 4096},
 }

@@ -16,7 +16,13 @@ from tests.support.server import running_server
 
 CONFIG = {
     "backends": [
-        {"id": "det", "type": "deterministic", "model": "det", "tokens_per_s": 100},
+        {
+            "id": "det",
+            "type": "deterministic",
+            "knowledge_cutoff": "unknown",
+            "model": "det",
+            "tokens_per_s": 100,
+        },
     ],
 }
 

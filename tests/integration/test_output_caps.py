@@ -72,27 +72,47 @@ async def upstream() -> AsyncIterator[FakeVllm]:
 
 def _config(upstream_url: str) -> dict[str, Any]:
     def det(backend_id: str, **extra: Any) -> dict[str, Any]:
-        return {"id": backend_id, "type": "deterministic", "model": backend_id, **extra}
+        return {
+            "id": backend_id,
+            "type": "deterministic",
+            "knowledge_cutoff": "unknown",
+            "model": backend_id,
+            **extra,
+        }
 
     def api(backend_id: str, **extra: Any) -> dict[str, Any]:
-        return {"id": backend_id, "type": "openai-compatible", "url": upstream_url, **extra}
+        return {
+            "id": backend_id,
+            "type": "openai-compatible",
+            "knowledge_cutoff": "unknown",
+            "url": upstream_url,
+            **extra,
+        }
 
     return {
         "backends": [
             det("det"),
             det("det-capped", default_output_tokens=40, max_output_tokens=50),
-            {"id": "asic", "type": "asic-sim", "model": "asic"},
+            {"id": "asic", "type": "asic-sim", "knowledge_cutoff": "unknown", "model": "asic"},
             {
                 "id": "asic-capped",
                 "type": "asic-sim",
+                "knowledge_cutoff": "unknown",
                 "model": "asic-capped",
                 "max_output_tokens": 100,
             },
             # The llama.cpp type as shipped (512 / 2048), and with small caps (quick to run).
-            {"id": "cpu", "type": "llamacpp", "model": "cpu", "calibrate": False},
+            {
+                "id": "cpu",
+                "type": "llamacpp",
+                "knowledge_cutoff": "unknown",
+                "model": "cpu",
+                "calibrate": False,
+            },
             {
                 "id": "cpu-capped",
                 "type": "llamacpp",
+                "knowledge_cutoff": "unknown",
                 "model": "cpu-capped",
                 "calibrate": False,
                 "default_output_tokens": 24,
@@ -170,7 +190,8 @@ def test_a_bad_cap_is_a_config_error(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
     for bad in ("0", "-3", "1.5", "lots", "true"):
         path.write_text(
-            f"backends:\n  - id: d\n    type: deterministic\n    max_output_tokens: {bad}\n"
+            f"backends:\n  - id: d\n    type: deterministic\n    knowledge_cutoff: unknown\n"
+            f"    max_output_tokens: {bad}\n"
         )
         with pytest.raises(ConfigError) as err:
             load_settings(str(path), env={})

@@ -29,7 +29,11 @@ from msgspec import Struct
 
 from tests.support.server import running_server
 
-CONFIG = {"backends": [{"id": "det", "type": "deterministic", "model": "det"}]}
+CONFIG = {
+    "backends": [
+        {"id": "det", "type": "deterministic", "knowledge_cutoff": "unknown", "model": "det"}
+    ]
+}
 BODY = {"model": "det", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
 
 

@@ -40,6 +40,7 @@ CONFIG: dict[str, Any] = {
         {
             "id": "slow",
             "type": "deterministic",
+            "knowledge_cutoff": "unknown",
             "model": "m-slow",
             "tokens_per_s": 20,
             "default_max_tokens": 400,

@@ -25,7 +25,13 @@ from tests.support.inprocess import wait_ready
 CONFIG = {
     "backends": [
         {"id": "det", "type": "deterministic", "model": "det", "knowledge_cutoff": "2024-06-01"},
-        {"id": "broken", "type": "deterministic", "model": "broken", "fail_before_first": True},
+        {
+            "id": "broken",
+            "type": "deterministic",
+            "knowledge_cutoff": "unknown",
+            "model": "broken",
+            "fail_before_first": True,
+        },
     ],
     "groups": {"auto": ["det"]},
     "server": {"max_body_bytes": 4096},

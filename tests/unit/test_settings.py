@@ -42,7 +42,10 @@ def test_bad_port_in_env_names_the_variable() -> None:
 
 def test_type_specific_keys_go_to_params(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
-    path.write_text("backends: [{id: a, type: x, model: m, n_ctx: 512, profile: {watts_idle: 2}}]")
+    path.write_text(
+        "backends: [{id: a, type: x, model: m, knowledge_cutoff: unknown, n_ctx: 512,"
+        " profile: {watts_idle: 2}}]"
+    )
     b = load_settings(str(path), env={}).backends[0]
     assert dict(b.params) == {"n_ctx": 512}
     assert dict(b.profile) == {"watts_idle": 2}

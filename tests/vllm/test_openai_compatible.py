@@ -351,6 +351,7 @@ def test_through_freshet_serve(tmp_path: Path) -> None:
                 {
                     "id": "api",
                     "type": "openai-compatible",
+                    "knowledge_cutoff": "unknown",
                     "model": "m",
                     "url": fake.url,
                     "list_price": {"input_per_mtok": 1.0, "output_per_mtok": 2.0},

@@ -25,6 +25,7 @@ def adapter_fleet(make_fleet: Callable[[dict[str, Any]], Fleet], lora_slots: int
                 {
                     "id": "asic",
                     "type": "asic-sim",
+                    "knowledge_cutoff": "unknown",
                     "time_scale": 0.01,
                     "lora_slots": lora_slots,
                     "adapters": [

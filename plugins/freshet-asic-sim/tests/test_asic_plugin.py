@@ -6,11 +6,10 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from asic_sim_helpers import chat
 from freshet_asic_sim import AsicSimBackend
 
 from gateway.flow.fleet import Fleet
-from gateway.plugin_api import Backend, BackendUnavailable, ConfigError
+from gateway.plugin_api import Backend, ConfigError
 from gateway.plugins import Plugins
 
 
@@ -73,7 +72,13 @@ def test_bad_params_name_their_key(
     make_fleet: Callable[[dict[str, Any]], Fleet], params: dict[str, Any], key: str
 ) -> None:
     with pytest.raises(ConfigError) as error:
-        make_fleet({"backends": [{"id": "asic", "type": "asic-sim", **params}]})
+        make_fleet(
+            {
+                "backends": [
+                    {"id": "asic", "type": "asic-sim", "knowledge_cutoff": "unknown", **params}
+                ]
+            }
+        )
     assert error.value.key is not None
     assert error.value.key.startswith(key)
 
@@ -83,26 +88,65 @@ def test_bad_adapters_name_their_entry(make_fleet: Callable[[dict[str, Any]], Fl
         make_fleet(
             {
                 "backends": [
-                    {"id": "asic", "type": "asic-sim", "adapters": [{"name": "a"}, {"name": "a"}]}
+                    {
+                        "id": "asic",
+                        "type": "asic-sim",
+                        "knowledge_cutoff": "unknown",
+                        "adapters": [{"name": "a"}, {"name": "a"}],
+                    }
                 ]
             }
         )
     assert error.value.key == "backends[0].adapters[1]"
     with pytest.raises(ConfigError) as error:
         make_fleet(
-            {"backends": [{"id": "asic", "type": "asic-sim", "adapters": [{"cutoff": "x"}]}]}
+            {
+                "backends": [
+                    {
+                        "id": "asic",
+                        "type": "asic-sim",
+                        "knowledge_cutoff": "unknown",
+                        "adapters": [{"cutoff": "x"}],
+                    }
+                ]
+            }
         )
     assert error.value.key == "backends[0].adapters[0]"
 
 
-@pytest.mark.asyncio
-async def test_an_unknown_twin_fails_at_start(
+def test_an_unknown_twin_is_a_config_error_at_load(
     make_fleet: Callable[[dict[str, Any]], Fleet],
 ) -> None:
-    fleet = make_fleet({"backends": [{"id": "asic", "type": "asic-sim", "twin": "gpu"}]})
+    """Not a card that never gets ready (/ready 503 forever): the fleet is not built."""
+    det = {"id": "host", "type": "deterministic", "knowledge_cutoff": "unknown"}
+    asic = {"id": "asic", "type": "asic-sim", "knowledge_cutoff": "unknown", "twin": "gohst"}
+    with pytest.raises(ConfigError) as error:
+        make_fleet({"backends": [asic, det]})
+    assert error.value.key == "backends[0].twin"
+    assert "no backend with id 'gohst'" in error.value.reason
+    assert "did you mean `host`?" in error.value.reason
+    assert error.value.file is not None
+    assert error.value.file.endswith("freshet.yaml")
+
+
+@pytest.mark.asyncio
+async def test_a_twin_listed_later_is_built_first(
+    make_fleet: Callable[[dict[str, Any]], Fleet],
+) -> None:
+    det = {"id": "det", "type": "deterministic", "knowledge_cutoff": "unknown"}
+    asic = {"id": "asic", "type": "asic-sim", "knowledge_cutoff": "unknown", "twin": "det"}
+    fleet = make_fleet({"backends": [asic, det]})
+    assert list(fleet.backends) == ["asic", "det"]  # the config's order
     backend = fleet.get("asic")
-    assert not (await backend.status()).healthy  # not started: twin unresolved
-    with pytest.raises(BackendUnavailable):
-        await anext(backend.stream(chat("hello", 1)))
-    with pytest.raises(ConfigError, match="gpu"):
-        await fleet.start()
+    assert isinstance(backend, AsicSimBackend)
+    assert backend.twin is fleet.get("det")
+
+
+def test_twins_in_a_cycle_are_a_config_error(
+    make_fleet: Callable[[dict[str, Any]], Fleet],
+) -> None:
+    a = {"id": "a", "type": "asic-sim", "knowledge_cutoff": "unknown", "twin": "b"}
+    b = {"id": "b", "type": "asic-sim", "knowledge_cutoff": "unknown", "twin": "a"}
+    with pytest.raises(ConfigError, match="cycle: a -> b -> a") as error:
+        make_fleet({"backends": [a, b]})
+    assert error.value.key == "backends[1].twin"

@@ -23,7 +23,13 @@ def twin_fleet(
     return make_fleet(
         {
             "backends": [
-                {"id": "asic", "type": "asic-sim", "twin": "det", "time_scale": time_scale},
+                {
+                    "id": "asic",
+                    "type": "asic-sim",
+                    "knowledge_cutoff": "unknown",
+                    "twin": "det",
+                    "time_scale": time_scale,
+                },
                 {
                     "id": "det",
                     "type": "deterministic",
@@ -162,8 +168,19 @@ async def test_a_twin_failing_before_its_first_chunk_fails_before_ours(
     fleet = make_fleet(
         {
             "backends": [
-                {"id": "asic", "type": "asic-sim", "twin": "det", "time_scale": 0.01},
-                {"id": "det", "type": "deterministic", "fail_before_first": True},
+                {
+                    "id": "asic",
+                    "type": "asic-sim",
+                    "knowledge_cutoff": "unknown",
+                    "twin": "det",
+                    "time_scale": 0.01,
+                },
+                {
+                    "id": "det",
+                    "type": "deterministic",
+                    "knowledge_cutoff": "unknown",
+                    "fail_before_first": True,
+                },
             ],
         }
     )

@@ -31,12 +31,30 @@ async def fleet_client(tmp_path: Any) -> AsyncIterator[tuple[AsyncTestClient[Any
             {
                 "id": "broken",
                 "type": "deterministic",
+                "knowledge_cutoff": "unknown",
                 "model": "m-broken",
                 "fail_before_first": True,
             },
-            {"id": "flaky", "type": "deterministic", "model": "m-flaky", "fail_after_tokens": 3},
-            {"id": "small", "type": "deterministic", "model": "m-small", "max_context": 8},
-            {"id": "good", "type": "deterministic", "model": "m-good"},
+            {
+                "id": "flaky",
+                "type": "deterministic",
+                "knowledge_cutoff": "unknown",
+                "model": "m-flaky",
+                "fail_after_tokens": 3,
+            },
+            {
+                "id": "small",
+                "type": "deterministic",
+                "knowledge_cutoff": "unknown",
+                "model": "m-small",
+                "max_context": 8,
+            },
+            {
+                "id": "good",
+                "type": "deterministic",
+                "knowledge_cutoff": "unknown",
+                "model": "m-good",
+            },
         ],
         {
             "broken-first": ["broken", "good"],

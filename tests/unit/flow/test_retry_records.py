@@ -20,10 +20,28 @@ from tests.support.inprocess import wait_ready
 
 PROFILE = {"watts_active": 50, "decode_tokens_per_s": 100, "capex_per_hour": 1.0}
 BACKENDS = [
-    {"id": "broken", "type": "deterministic", "model": "m-broken", "fail_before_first": True},
-    {"id": "flaky", "type": "deterministic", "model": "m-flaky", "fail_after_tokens": 3},
-    {"id": "flaky2", "type": "deterministic", "model": "m-flaky2", "fail_after_tokens": 2},
-    {"id": "good", "type": "deterministic", "model": "m-good"},
+    {
+        "id": "broken",
+        "type": "deterministic",
+        "knowledge_cutoff": "unknown",
+        "model": "m-broken",
+        "fail_before_first": True,
+    },
+    {
+        "id": "flaky",
+        "type": "deterministic",
+        "knowledge_cutoff": "unknown",
+        "model": "m-flaky",
+        "fail_after_tokens": 3,
+    },
+    {
+        "id": "flaky2",
+        "type": "deterministic",
+        "knowledge_cutoff": "unknown",
+        "model": "m-flaky2",
+        "fail_after_tokens": 2,
+    },
+    {"id": "good", "type": "deterministic", "knowledge_cutoff": "unknown", "model": "m-good"},
 ]
 for _backend in BACKENDS:
     _backend["profile"] = PROFILE

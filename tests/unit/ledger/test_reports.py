@@ -37,6 +37,7 @@ CONFIG: dict[str, Any] = {
         {
             "id": "alpha",
             "type": "deterministic",
+            "knowledge_cutoff": "unknown",
             "model": "m-alpha",
             "profile": {"watts_idle": 5, "watts_active": 40, "capex_per_hour": 0.08},
             "list_price": {"input_per_mtok": 0.5, "output_per_mtok": 1.5},
@@ -44,6 +45,7 @@ CONFIG: dict[str, Any] = {
         {
             "id": "beta",
             "type": "deterministic",
+            "knowledge_cutoff": "unknown",
             "model": "m-beta",
             "profile": {"kind": "gpu", "watts_idle": 100, "watts_active": 400},
             "list_price": {"input_per_mtok": 2.0, "output_per_mtok": 8.0},
@@ -51,6 +53,7 @@ CONFIG: dict[str, Any] = {
         {
             "id": "flaky",
             "type": "deterministic",
+            "knowledge_cutoff": "unknown",
             "model": "m-flaky",
             "fail_after_tokens": 2,
             "list_price": {"input_per_mtok": 1.0, "output_per_mtok": 1.0},

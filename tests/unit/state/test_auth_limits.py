@@ -50,6 +50,7 @@ CONFIG: dict[str, Any] = {
         {
             "id": "broken",
             "type": "deterministic",
+            "knowledge_cutoff": "unknown",
             "model": "m-broken",
             "fail_before_first": True,
             "profile": FREE,

@@ -217,7 +217,10 @@ def test_the_view_says_when_an_ejection_ends_and_panic() -> None:
 )
 def test_health_settings_are_validated(tmp_path: Path, section: dict[str, Any], key: str) -> None:
     path = tmp_path / "c.yaml"
-    config = {"backends": [{"id": "a", "type": "deterministic"}], "health": section}
+    config = {
+        "backends": [{"id": "a", "type": "deterministic", "knowledge_cutoff": "unknown"}],
+        "health": section,
+    }
     path.write_bytes(msgspec.yaml.encode(config))
     with pytest.raises(ConfigError) as info:
         load_settings(str(path), env={"FRESHET_DATA_DIR": str(tmp_path)})
@@ -249,11 +252,23 @@ async def gateway(tmp_path: Path) -> AsyncIterator[tuple[AsyncTestClient[Any], R
             {
                 "id": "broken",
                 "type": "deterministic",
+                "knowledge_cutoff": "unknown",
                 "model": "m-broken",
                 "fail_before_first": True,
             },
-            {"id": "flaky", "type": "deterministic", "model": "m-flaky", "fail_after_tokens": 2},
-            {"id": "good", "type": "deterministic", "model": "m-good"},
+            {
+                "id": "flaky",
+                "type": "deterministic",
+                "knowledge_cutoff": "unknown",
+                "model": "m-flaky",
+                "fail_after_tokens": 2,
+            },
+            {
+                "id": "good",
+                "type": "deterministic",
+                "knowledge_cutoff": "unknown",
+                "model": "m-good",
+            },
         ],
         "groups": {"auto": ["broken", "good"], "alone": ["broken"]},
         "health": {"consecutive_failures": 3, "ejection_s": 30},

@@ -107,6 +107,7 @@ async def gateway(
             {
                 "id": "slow",
                 "type": "deterministic",
+                "knowledge_cutoff": "unknown",
                 "model": "m",
                 "profile": FREE,
                 "energy": {"meter": "model"},

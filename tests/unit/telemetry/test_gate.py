@@ -29,8 +29,8 @@ class _Local:
 def _telemetry(tmp_path: Path) -> Telemetry:
     config = {
         "backends": [
-            {"id": "far", "type": "deterministic", "model": "m"},
-            {"id": "near", "type": "deterministic", "model": "m"},
+            {"id": "far", "type": "deterministic", "knowledge_cutoff": "unknown", "model": "m"},
+            {"id": "near", "type": "deterministic", "knowledge_cutoff": "unknown", "model": "m"},
         ],
         "groups": {"auto": ["far", "near"]},
     }
