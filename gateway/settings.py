@@ -71,7 +71,7 @@ def _convert(
 
 def _fields_at(type_: Any, path: str) -> list[str]:
     """The keys of the struct at ``path`` (``.a[0].b``, msgspec's form) inside ``type_``."""
-    node = msgspec.inspect.type_info(type_)
+    node: Any = msgspec.inspect.type_info(type_)
     for name, _ in re.findall(r"\.([^.\[]+)|\[([^\]]*)\]", path):
         node = _unwrap(node)
         if name and isinstance(node, msgspec.inspect.StructType):
@@ -484,11 +484,11 @@ class _Loader(yaml.SafeLoader):
     """YAML's safe loader, except that a date that does not exist (``2025-13-45``) stays a
     string, for :func:`parse_date` to refuse with its key rather than a traceback."""
 
-    def construct_yaml_timestamp(self, node: yaml.Node) -> Any:
+    def construct_yaml_timestamp(self, node: yaml.ScalarNode) -> Any:
         try:
-            return super().construct_yaml_timestamp(node)  # type: ignore[no-untyped-call]
+            return super().construct_yaml_timestamp(node)
         except ValueError:
-            return self.construct_scalar(node)  # type: ignore[arg-type]
+            return self.construct_scalar(node)
 
 
 _Loader.add_constructor("tag:yaml.org,2002:timestamp", _Loader.construct_yaml_timestamp)
@@ -517,8 +517,8 @@ def _read_file(path: str) -> tuple[dict[str, Any], dict[str, int]]:
     except yaml.YAMLError as exc:
         raise ConfigError(f"invalid YAML: {exc}", file=path) from exc
     finally:
-        loader.dispose()  # type: ignore[no-untyped-call]
-    if data is None:
+        loader.dispose()
+    if data is None or node is None:
         return {}, {}
     if not isinstance(data, dict):
         raise ConfigErrorAt("the top level must be a mapping", file=path, line=1)

@@ -21,7 +21,7 @@ import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 import msgspec
@@ -82,7 +82,7 @@ def error_fields(exc: ConfigError) -> dict[str, Any]:
     }
 
 
-def _fail(exc: ConfigError, as_json: bool) -> None:
+def _fail(exc: ConfigError, as_json: bool) -> NoReturn:
     if as_json:
         click.echo(msgspec.json.encode({"ok": False, "error": error_fields(exc)}).decode())
     click.echo(f"freshet: configuration error: {exc.message}", err=True)
@@ -223,8 +223,8 @@ def _text(report: dict[str, Any]) -> str:
             (name, ", ".join(g["backends"]), g["router"], g["policy"], g["knowledge_cutoff"] or "-")
             for name, g in report["groups"].items()
         ]
-        headers = ("group", "backends", "router", "policy", "freshest cutoff")
-        lines += ["", table(headers, group_rows)]
+        group_headers = ("group", "backends", "router", "policy", "freshest cutoff")
+        lines += ["", table(group_headers, group_rows)]
     prices = report["prices"]
     if prices:
         lines += ["", "prices: " + ", ".join(f"{k} {_plain(v)}" for k, v in prices.items())]

@@ -75,9 +75,10 @@ class Fleet:
         factory = self._types.get(config.type)
         if factory is None:
             known = ", ".join(sorted(self._types)) or "none"
+            near = did_you_mean(config.type, self._types)  # a typo: no need to install
             raise ConfigError(
-                f"unknown backend type {config.type!r}{did_you_mean(config.type, self._types)} "
-                f"(installed types: {known}); " + install_hint(config.type),
+                f"unknown backend type {config.type!r}{near} (installed types: {known})"
+                + ("" if near else "; " + install_hint(config.type)),
                 file=config.source,
                 key=f"backends[{config.index}].type",
             )

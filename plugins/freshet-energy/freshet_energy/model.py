@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 from freshet_energy.board import BoardAccount, Share
 from freshet_energy.counters import ModelledCounter
 from freshet_energy.power import PowerCurve
-from freshet_energy.prices import Prices, Tariff, dollars
+from freshet_energy.prices import Prices, Tariff, dollars, zone
 from gateway.plugin_api import (
     Backend,
     BackendConfig,
@@ -183,6 +183,12 @@ def _simulated_split(usage: BackendUsage, idle: str) -> tuple[float, float, floa
 
 class EnergyCostModel:
     def __init__(self, prices: Mapping[str, Any], meters: Mapping[str, MeterFactory]) -> None:
+        timezone = prices.get("timezone")
+        if isinstance(timezone, str):  # checked here too, for an error that names its key
+            try:
+                zone(timezone)
+            except ValueError as exc:
+                raise ConfigError(str(exc), key="prices.timezone") from exc
         self.prices = _section(dict(prices), Prices, None, "prices")
         self._meters = meters
         self.costs: dict[str, BackendEnergyCost] = {}
