@@ -48,6 +48,12 @@ KNOWN_ENERGY_SOURCES: tuple[str, ...] = ("nvml", "rapl", "model", "simulated")
 (a smart PDU, a cloud power API) reports its own name."""
 
 Operation = Literal["chat", "text_completion"]
+"""What a request asks for: ``chat`` (``/v1/chat/completions``, the request's ``messages``)
+or ``text_completion`` (``/v1/completions``, its ``prompt``)."""
+
+DEFAULT_OPERATIONS: frozenset[Operation] = frozenset(("chat", "text_completion"))
+"""The operations a :class:`Deployment` serves unless it declares its own: both, as every
+backend did before backends declared theirs."""
 
 
 class HardwareProfile(Struct, kw_only=True, frozen=True):
@@ -77,6 +83,10 @@ class Deployment(Struct, kw_only=True, frozen=True):
     bound to the context (prompt + output <= ``max_context``). The backend applies them
     with :meth:`output_limit`, where it knows the prompt's exact size; ``GET /v1/models``
     states them.
+
+    ``operations``: what this deployment serves (default :data:`DEFAULT_OPERATIONS`). The
+    router never sends it a request of another operation: it drops it with the reason
+    ``operation(...)``, and a request that no deployment of its model can serve is a 400.
     """
 
     backend_id: str
@@ -86,6 +96,7 @@ class Deployment(Struct, kw_only=True, frozen=True):
     adapter: str | None = None
     default_output_tokens: int | None = None
     max_output_tokens: int | None = None
+    operations: frozenset[Operation] = DEFAULT_OPERATIONS
 
     @property
     def name(self) -> str:
@@ -228,6 +239,9 @@ class Backend(Protocol):
     Optional: ``remote = True`` says that generation happens outside this process (an
     HTTP server), so the event loop is free while a request waits for its first byte;
     the trace exporter uses such moments (see :func:`is_remote`).
+
+    Which operations a backend serves, each of its :attr:`deployments` says
+    (:attr:`Deployment.operations`); :meth:`stream` is only ever asked for those.
     """
 
     id: str

@@ -10,7 +10,8 @@ core's contract modules and documented there and in ``docs/plugins.md``:
 - backends: the :class:`Backend` protocol, what it is given (:class:`BackendConfig`,
   :class:`Fleet`, :class:`GenerationRequest`) and what it returns (:class:`Chunk`,
   :class:`BackendUsage`, :class:`BackendStatus`, :class:`Deployment`,
-  :class:`HardwareProfile`) (:mod:`gateway.backend`);
+  :class:`HardwareProfile`), and the operations a deployment may declare
+  (:data:`Operation`, :data:`DEFAULT_OPERATIONS`) (:mod:`gateway.backend`);
 - config: :func:`convert_params`, :func:`convert_profile`, :func:`convert_section`,
   :func:`convert_list_price`, whose errors name the config file and key;
 - cost: the :class:`CostModel` / :class:`BackendCost` / :class:`Metering` protocols, the
@@ -27,6 +28,7 @@ ones without a change to the core.
 from __future__ import annotations
 
 from gateway.backend import (
+    DEFAULT_OPERATIONS,
     KNOWN_ENERGY_SOURCES,
     KNOWN_HARDWARE_KINDS,
     Backend,
@@ -86,6 +88,7 @@ from gateway.routing import Candidate, Router
 from gateway.settings import convert_params, convert_profile
 
 __all__ = [
+    "DEFAULT_OPERATIONS",
     "KNOWN_ENERGY_SOURCES",
     "KNOWN_HARDWARE_KINDS",
     "Backend",

@@ -1,17 +1,64 @@
 """pytest plugin for plugin authors (``pytest11`` entry point ``freshet``).
 
-Fixtures for configs built on the deterministic backend; see :mod:`gateway.builtins.deterministic`.
+- Fixtures for configs built on the deterministic backend; see
+  :mod:`gateway.builtins.deterministic`.
+- The backend contract: :func:`check_backend` runs a backend through what the gateway
+  expects of it (declaration, start, chat, text completions, stream order, usage,
+  ``max_tokens``, cancellation, context length, operations declared vs honoured, status,
+  close) and returns a :class:`ContractReport`; :class:`BackendContract` is the same as a
+  pytest base class, one test per check::
+
+      from gateway.testing import BackendContract
+
+      class TestMyBackend(BackendContract):
+          factory = MyBackend
+          config = {"id": "mine", "type": "mine", "knowledge_cutoff": "2025-01-01"}
+
+The checks run on one backend, built and started once per class, in one event loop; no
+pytest-asyncio needed. What each check asks is in :data:`CHECKS`.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+import contextlib
+import itertools
+import re
+import time
+import typing
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
 
 import pytest
 
+from gateway.backend import (
+    Backend,
+    BackendConfig,
+    BackendFactory,
+    BackendStatus,
+    BackendUsage,
+    Chunk,
+    Deployment,
+    GenerationRequest,
+    HardwareProfile,
+    Message,
+    Operation,
+)
 from gateway.builtins.deterministic import DeterministicBackend, DeterministicParams
+from gateway.errors import ConfigError, ContextLengthExceeded, FreshetError
+from gateway.settings import _parse_backends
 
-__all__ = ["DeterministicBackend", "DeterministicParams", "deterministic_config"]
+__all__ = [
+    "CHECKS",
+    "BackendContract",
+    "CheckResult",
+    "ContractReport",
+    "DeterministicBackend",
+    "DeterministicParams",
+    "check_backend",
+    "deterministic_config",
+]
 
 
 @pytest.fixture
@@ -28,3 +75,472 @@ def deterministic_config() -> dict[str, Any]:
         ],
         "groups": {"auto": ["det"]},
     }
+
+
+# ---------------------------------------------------------------------------------------
+# The backend contract
+
+CHECKS: dict[str, str] = {
+    "declaration": "id is the config's id; kind a lower-case name; one Deployment or more, "
+    "each of this backend, with max_context > 0 and operations among the gateway's; "
+    "profile a HardwareProfile",
+    "start": "start() completes; status() is a BackendStatus, healthy, nothing running",
+    "chat": "a chat request (if declared) streams Chunks with text, and only the last has "
+    "finish_reason and usage (prompt and completion tokens counted)",
+    "text_completion": "the same for a text completion (if declared)",
+    "max_tokens": "usage.completion_tokens never exceeds the request's max_tokens",
+    "cancellation": "closing the stream after its first chunk returns promptly, and "
+    "status().running and .waiting go back to 0",
+    "context_length": "a prompt longer than the deployment's max_context raises "
+    "ContextLengthExceeded before the first chunk",
+    "undeclared_operation": "an operation the deployment does not declare is refused with "
+    "a FreshetError before the first chunk",
+    "status": "after all that: healthy, nothing running or waiting",
+    "aclose": "aclose() completes",
+}
+"""Each check's name and what it asks. A check may be skipped with a reason (``skip=``)."""
+
+FINISH_REASONS = frozenset({"stop", "length", "content_filter"})
+OPERATIONS: tuple[Operation, ...] = typing.get_args(Operation)
+_KIND = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+_ids = itertools.count()
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    name: str
+    outcome: Literal["passed", "failed", "skipped"]
+    detail: str = ""
+
+
+@dataclass
+class ContractReport:
+    """What :func:`check_backend` found, check by check (in :data:`CHECKS` order)."""
+
+    backend_id: str
+    results: dict[str, CheckResult] = field(default_factory=dict)
+
+    @property
+    def failures(self) -> list[CheckResult]:
+        return [r for r in self.results.values() if r.outcome == "failed"]
+
+    def check(self, name: str) -> None:
+        """Fail (``AssertionError``) or skip (``pytest.skip``) as check ``name`` did."""
+        result = self.results[name]
+        if result.outcome == "failed":
+            raise AssertionError(f"{self.backend_id}: {name}: {result.detail}")
+        if result.outcome == "skipped":
+            pytest.skip(f"{self.backend_id}: {name}: {result.detail}")
+
+    def raise_for_failures(self) -> None:
+        """One ``AssertionError`` naming every failed check; nothing when all passed."""
+        if self.failures:
+            raise AssertionError(str(self))
+
+    def __str__(self) -> str:
+        lines = [f"backend contract of {self.backend_id!r}:"]
+        for r in self.results.values():
+            lines.append(f"  {r.outcome:7} {r.name}" + (f": {r.detail}" if r.detail else ""))
+        return "\n".join(lines)
+
+
+class _ContractFleet:
+    """The fleet a backend under test sees: its neighbours (a twin), by id."""
+
+    def __init__(self) -> None:
+        self.backends: dict[str, Backend] = {}
+
+    def get(self, backend_id: str) -> Backend:
+        try:
+            return self.backends[backend_id]
+        except KeyError:
+            raise ConfigError(f"unknown backend {backend_id!r}") from None
+
+
+def _config(value: BackendConfig | Mapping[str, Any]) -> BackendConfig:
+    """A ``BackendConfig`` from a config entry written as in ``freshet.yaml``."""
+    if isinstance(value, BackendConfig):
+        return value
+    return _parse_backends([dict(value)], "<backend contract>")[0]
+
+
+def _expect(condition: object, message: str) -> None:
+    if not condition:
+        raise AssertionError(message)
+
+
+def _request(
+    dep: Deployment, operation: Operation, text: str, max_tokens: int | None
+) -> GenerationRequest:
+    return GenerationRequest(
+        request_id=f"contract-{next(_ids)}",
+        operation=operation,
+        model=dep.model,
+        adapter=dep.adapter,
+        messages=(Message(role="user", content=text),) if operation == "chat" else (),
+        prompt=text if operation == "text_completion" else None,
+        max_tokens=max_tokens,
+        temperature=0.0,
+        seed=1,
+    )
+
+
+async def _close(stream: AsyncIterator[Chunk]) -> None:
+    aclose: Callable[[], Awaitable[None]] | None = getattr(stream, "aclose", None)
+    _expect(
+        aclose is not None,
+        "stream() must return something the gateway can close (an async generator, with aclose())",
+    )
+    assert aclose is not None
+    await aclose()
+
+
+async def _collect(backend: Backend, request: GenerationRequest) -> list[Chunk]:
+    stream = backend.stream(request)
+    chunks: list[Chunk] = []
+    try:
+        async for chunk in stream:
+            chunks.append(chunk)
+    finally:
+        await _close(stream)
+    return chunks
+
+
+def _finished(chunks: list[Chunk]) -> BackendUsage:
+    """Check the shape of a whole stream; the usage of its last chunk."""
+    _expect(chunks, "the stream ended without a single chunk")
+    for i, chunk in enumerate(chunks):
+        _expect(isinstance(chunk, Chunk), f"chunk {i} is a {type(chunk).__name__}, not a Chunk")
+    *body, last = chunks
+    for i, chunk in enumerate(body):
+        _expect(
+            chunk.finish_reason is None and chunk.usage is None,
+            f"chunk {i} of {len(chunks)} has finish_reason or usage: only the last may",
+        )
+    _expect(last.finish_reason is not None, "the last chunk has no finish_reason")
+    _expect(
+        last.finish_reason in FINISH_REASONS,
+        f"finish_reason {last.finish_reason!r} is none of {sorted(FINISH_REASONS)}",
+    )
+    usage = last.usage
+    _expect(isinstance(usage, BackendUsage), "the last chunk has no usage (a BackendUsage)")
+    assert usage is not None
+    _expect(usage.prompt_tokens > 0, f"usage.prompt_tokens is {usage.prompt_tokens}, not > 0")
+    _expect(usage.completion_tokens >= 0, "usage.completion_tokens is negative")
+    early = {c.prompt_tokens for c in chunks if c.prompt_tokens is not None}
+    _expect(
+        early <= {usage.prompt_tokens},
+        f"a chunk told prompt_tokens {sorted(early)}, the usage {usage.prompt_tokens}",
+    )
+    return usage
+
+
+async def _idle(backend: Backend, within_s: float) -> BackendStatus:
+    """The backend's status once nothing runs or waits (or the last one seen)."""
+    deadline = time.monotonic() + within_s
+    while True:
+        status = await backend.status()
+        if (status.running == 0 and status.waiting == 0) or time.monotonic() > deadline:
+            return status
+        await asyncio.sleep(0.02)
+
+
+async def check_backend(
+    factory: BackendFactory,
+    config: BackendConfig | Mapping[str, Any],
+    *,
+    neighbours: Sequence[tuple[BackendFactory, BackendConfig | Mapping[str, Any]]] = (),
+    skip: Mapping[str, str] | None = None,
+    timeout_s: float = 60.0,
+    settle_s: float = 10.0,
+) -> ContractReport:
+    """Build a backend with ``factory(config, fleet)``, run every check of :data:`CHECKS`
+    on it, close it, and report.
+
+    ``config`` is the backend's entry as written in ``freshet.yaml`` (a mapping with ``id``,
+    ``type``, ``knowledge_cutoff``, type-specific keys) or a ``BackendConfig``.
+    ``neighbours``: other backends (factory and entry) built first and started, which the
+    backend may look up in its fleet (a functional twin). ``skip``: check name -> why it
+    does not apply to this backend. ``timeout_s``: the limit of each check; ``settle_s``:
+    how long ``status()`` may take to show nothing running once a stream is closed.
+    """
+    skip = dict(skip or {})
+    unknown = set(skip) - set(CHECKS)
+    if unknown:
+        raise ValueError(f"unknown checks {sorted(unknown)}; the checks are {list(CHECKS)}")
+    fleet = _ContractFleet()
+    started: list[Backend] = []
+    for make, entry in neighbours:
+        neighbour = make(_config(entry), fleet)
+        fleet.backends[neighbour.id] = neighbour
+    backend_config = _config(config)
+    backend = factory(backend_config, fleet)
+    report = ContractReport(backend_config.id)
+    results = report.results
+    broken: str | None = None  # a check the others need failed
+
+    async def run(name: str, check: Callable[[], Awaitable[str | None]]) -> None:
+        if name in skip:
+            results[name] = CheckResult(name, "skipped", skip[name])
+            return
+        if broken is not None:
+            results[name] = CheckResult(name, "failed", f"not run: {broken} failed")
+            return
+        try:
+            async with asyncio.timeout(timeout_s):
+                skipped = await check()
+        except AssertionError as exc:
+            results[name] = CheckResult(name, "failed", str(exc))
+        except TimeoutError:
+            results[name] = CheckResult(name, "failed", f"did not finish in {timeout_s:g} s")
+        except Exception as exc:  # noqa: BLE001 - any error is the check's finding
+            hint = "" if isinstance(exc, FreshetError) else " (raise FreshetError subclasses)"
+            results[name] = CheckResult(name, "failed", f"{type(exc).__name__}: {exc}{hint}")
+        else:
+            results[name] = (
+                CheckResult(name, "skipped", skipped) if skipped else CheckResult(name, "passed")
+            )
+
+    def declared() -> list[Operation]:
+        ops = backend.deployments[0].operations
+        return [op for op in OPERATIONS if op in ops]
+
+    async def declaration() -> None:
+        _expect(isinstance(backend, Backend), "the object lacks members of the Backend protocol")
+        _expect(backend.id == backend_config.id, f"id {backend.id!r} is not {backend_config.id!r}")
+        _expect(
+            isinstance(backend.kind, str) and _KIND.match(backend.kind),
+            f"kind {backend.kind!r} is not a lower-case name",
+        )
+        deps = list(backend.deployments)
+        _expect(deps, "no deployments")
+        names = [d.name for d in deps]
+        _expect(len(set(names)) == len(names), f"deployments repeat a name: {names}")
+        for d in deps:
+            _expect(isinstance(d, Deployment), f"{d!r} is not a Deployment")
+            _expect(d.backend_id == backend.id, f"{d.name}: backend_id {d.backend_id!r}")
+            _expect(d.max_context > 0, f"{d.name}: max_context {d.max_context}")
+            _expect(d.operations, f"{d.name}: declares no operation")
+            _expect(
+                set(d.operations) <= set(OPERATIONS),
+                f"{d.name}: operations {sorted(d.operations)} are not among {list(OPERATIONS)}",
+            )
+        _expect(isinstance(backend.profile, HardwareProfile), "profile is not a HardwareProfile")
+
+    async def start() -> None:
+        for neighbour in fleet.backends.values():
+            await neighbour.start()
+            started.append(neighbour)
+        await backend.start()
+        started.append(backend)
+        status = await backend.status()
+        _expect(isinstance(status, BackendStatus), f"status() gave a {type(status).__name__}")
+        _expect(status.healthy, f"status() after start() is not healthy: {status.detail}")
+        _expect(
+            status.running == 0 and status.waiting == 0,
+            f"status() after start(): running {status.running}, waiting {status.waiting}",
+        )
+
+    def generation(operation: Operation, text: str) -> Callable[[], Awaitable[str | None]]:
+        async def check() -> str | None:
+            if operation not in declared():
+                return f"{operation} is not declared"
+            chunks = await _collect(backend, _request(backend.deployments[0], operation, text, 8))
+            usage = _finished(chunks)
+            out = "".join(c.text for c in chunks)
+            _expect(out.strip(), "no text came out")
+            _expect(usage.completion_tokens > 0, "text came out but completion_tokens is 0")
+            _expect(
+                usage.completion_tokens <= 8,
+                f"completion_tokens {usage.completion_tokens} over max_tokens 8",
+            )
+            return None
+
+        return check
+
+    async def max_tokens() -> None:
+        dep = backend.deployments[0]
+        for operation in declared():
+            request = _request(dep, operation, "Tell me a long story about a river.", 2)
+            usage = _finished(await _collect(backend, request))
+            _expect(
+                usage.completion_tokens <= 2,
+                f"{operation}: completion_tokens {usage.completion_tokens} over max_tokens 2",
+            )
+
+    async def cancellation() -> None:
+        dep = backend.deployments[0]
+        request = _request(dep, declared()[0], "Count from 1 to 1000, separated by commas.", 64)
+        stream = backend.stream(request)
+        try:
+            first = await anext(stream)
+            _expect(isinstance(first, Chunk), f"the first chunk is a {type(first).__name__}")
+        finally:
+            began = time.monotonic()
+            await _close(stream)
+        took = time.monotonic() - began
+        _expect(took < 5.0, f"closing the stream took {took:.1f} s")
+        status = await _idle(backend, settle_s)
+        _expect(
+            status.running == 0 and status.waiting == 0,
+            f"{settle_s:g} s after the stream was closed: running {status.running}, "
+            f"waiting {status.waiting}",
+        )
+
+    async def context_length() -> None:
+        dep = backend.deployments[0]
+        words = dep.max_context + 64
+        request = _request(dep, declared()[0], " ".join(["river"] * words), 8)
+        stream = backend.stream(request)
+        try:
+            chunk = await anext(stream)
+        except ContextLengthExceeded:
+            return
+        except FreshetError as exc:
+            raise AssertionError(
+                f"a prompt of {words} words over max_context {dep.max_context} raised "
+                f"{type(exc).__name__}, not ContextLengthExceeded"
+            ) from exc
+        finally:
+            await _close(stream)
+        raise AssertionError(
+            f"a prompt of {words} words over max_context {dep.max_context} gave a chunk "
+            f"({chunk!r}); raise ContextLengthExceeded before the first chunk"
+        )
+
+    async def undeclared_operation() -> str | None:
+        dep = backend.deployments[0]
+        missing = [op for op in OPERATIONS if op not in dep.operations]
+        if not missing:
+            return "every operation is declared"
+        for operation in missing:
+            stream = backend.stream(_request(dep, operation, "hello", 8))
+            try:
+                await anext(stream)
+            except FreshetError:
+                continue
+            except StopAsyncIteration:
+                raise AssertionError(f"{operation} (not declared) ended without error") from None
+            finally:
+                await _close(stream)
+            raise AssertionError(
+                f"{operation} is not declared but streamed; raise a FreshetError "
+                "(InvalidRequest) before the first chunk"
+            )
+        return None
+
+    async def status() -> None:
+        now = await _idle(backend, settle_s)
+        _expect(now.healthy, f"not healthy after the checks: {now.detail}")
+        _expect(
+            now.running == 0 and now.waiting == 0,
+            f"after the checks: running {now.running}, waiting {now.waiting}",
+        )
+
+    async def aclose() -> None:
+        await backend.aclose()
+
+    async def as_check(fn: Callable[[], Awaitable[None]]) -> str | None:
+        await fn()
+        return None
+
+    try:
+        await run("declaration", lambda: as_check(declaration))
+        if results["declaration"].outcome == "failed":
+            broken = "declaration"
+        await run("start", lambda: as_check(start))
+        if results["start"].outcome == "failed":
+            broken = broken or "start"
+        await run("chat", generation("chat", "Name a river."))
+        await run("text_completion", generation("text_completion", "The river rises after"))
+        await run("max_tokens", lambda: as_check(max_tokens))
+        await run("cancellation", lambda: as_check(cancellation))
+        await run("context_length", lambda: as_check(context_length))
+        await run("undeclared_operation", undeclared_operation)
+        await run("status", lambda: as_check(status))
+        broken = None  # closing is checked whatever happened before
+        await run("aclose", lambda: as_check(aclose))
+    finally:
+        if "aclose" not in results or results["aclose"].outcome != "passed":
+            with contextlib.suppress(Exception):
+                await backend.aclose()
+        for neighbour in reversed([b for b in started if b is not backend]):
+            with contextlib.suppress(Exception):
+                await neighbour.aclose()
+    return report
+
+
+_reports: dict[type[BackendContract], ContractReport] = {}
+
+
+class BackendContract:
+    """The backend contract as a pytest base class: one test per check of :data:`CHECKS`.
+
+    Set ``factory`` (your backend class or factory) and ``config`` (its entry as written in
+    ``freshet.yaml``); optionally ``neighbours`` (a twin), ``skip`` (check name -> reason),
+    ``timeout_s`` and ``settle_s`` (see :func:`check_backend`). Override
+    :meth:`environment` to run something in the checks' event loop around them (a fake
+    upstream server) and give the config that points at it. The backend is built, checked
+    and closed once per class, on the first test.
+    """
+
+    factory: ClassVar[BackendFactory]
+    config: ClassVar[BackendConfig | Mapping[str, Any]]
+    neighbours: ClassVar[Sequence[tuple[BackendFactory, BackendConfig | Mapping[str, Any]]]] = ()
+    skip: ClassVar[Mapping[str, str]] = {}
+    timeout_s: ClassVar[float] = 60.0
+    settle_s: ClassVar[float] = 10.0
+
+    @contextlib.asynccontextmanager
+    async def environment(self) -> AsyncIterator[BackendConfig | Mapping[str, Any]]:
+        """Around the checks, in their event loop; yields the config to check with."""
+        yield self.config
+
+    async def _check(self) -> ContractReport:
+        cls = type(self)
+        async with self.environment() as config:
+            return await check_backend(
+                cls.factory,
+                config,
+                neighbours=cls.neighbours,
+                skip=cls.skip,
+                timeout_s=cls.timeout_s,
+                settle_s=cls.settle_s,
+            )
+
+    def contract(self) -> ContractReport:
+        """This class's report (the checks run on the first call)."""
+        cls = type(self)
+        if cls not in _reports:
+            _reports[cls] = asyncio.run(self._check())
+        return _reports[cls]
+
+    def test_declaration(self) -> None:
+        self.contract().check("declaration")
+
+    def test_start(self) -> None:
+        self.contract().check("start")
+
+    def test_chat(self) -> None:
+        self.contract().check("chat")
+
+    def test_text_completion(self) -> None:
+        self.contract().check("text_completion")
+
+    def test_max_tokens(self) -> None:
+        self.contract().check("max_tokens")
+
+    def test_cancellation(self) -> None:
+        self.contract().check("cancellation")
+
+    def test_context_length(self) -> None:
+        self.contract().check("context_length")
+
+    def test_undeclared_operation(self) -> None:
+        self.contract().check("undeclared_operation")
+
+    def test_status(self) -> None:
+        self.contract().check("status")
+
+    def test_aclose(self) -> None:
+        self.contract().check("aclose")

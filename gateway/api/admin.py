@@ -1,4 +1,4 @@
-"""Freshet's own API: liveness, readiness, backends and plugins."""
+"""Freshet's own API: liveness, readiness, backends, plugins and each key's usage."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import msgspec
 from litestar import Controller, Request, Response, get
 from msgspec import Struct
 
+from gateway.api.keys_usage import KeysUsage, keys_usage
 from gateway.api.runtime import Runtime
 from gateway.plugins import PluginInfo
 from gateway.state.health import HealthView
@@ -133,3 +134,11 @@ class AdminController(Controller):
     @get("/freshet/plugins", summary="Loaded plugins, their distributions and hooks")
     async def plugins(self, request: Request[Any, Any, Any]) -> list[PluginInfo]:
         return _runtime(request).plugins.info()
+
+    @get(
+        "/freshet/keys/usage",
+        summary="Each API key's spend today and rate window, beside its budgets and limits",
+    )
+    async def usage_by_key(self, request: Request[Any, Any, Any]) -> KeysUsage:
+        """From the ledger (requests that reached a backend); never a key's secret."""
+        return await keys_usage(_runtime(request))

@@ -12,7 +12,6 @@ from litestar import Litestar
 from litestar.datastructures import State
 from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import ScalarRenderPlugin
 
 from gateway.api import admin, cost_reports, openai, route, shared_state, traces
 from gateway.api.browser import BrowserGuard
@@ -21,6 +20,7 @@ from gateway.api.edge import CheckedRequest, edge_middleware, front_door
 from gateway.api.error_response import freshet_error, http_error, server_error
 from gateway.api.generation import Generation
 from gateway.api.runtime import Runtime
+from gateway.api.schema_assets import SwaggerOffline
 from gateway.api.ui import controller as ui
 from gateway.errors import FreshetError
 from gateway.plugins import core_version
@@ -100,7 +100,7 @@ def create_app(
             version=core_version(),
             description="OpenAI-compatible gateway routing on knowledge freshness and cost.",
             path="/schema",
-            render_plugins=[ScalarRenderPlugin()],
+            render_plugins=[SwaggerOffline()],  # no CDN: the viewer's files are ours
         ),
         state=State({"runtime": runtime}),
         logging_config=None,

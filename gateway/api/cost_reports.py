@@ -1,4 +1,9 @@
-"""Usage records and cost reports over HTTP: ``/freshet/usage``, ``/freshet/cost/...``."""
+"""Usage records and cost reports over HTTP: ``/freshet/usage``, ``/freshet/cost/...``.
+
+``/freshet/cost/breakdown`` splits the report's groups by record status and by how the
+joules were obtained (``energy_source``): what the UI shows beside every joule figure,
+and its count of records that are not ok.
+"""
 
 from __future__ import annotations
 
@@ -20,11 +25,12 @@ from gateway.ledger.reports import (
     CostSeries,
     GroupBy,
     check_page,
+    check_range,
     cost_report,
     cost_series,
     usage_query,
 )
-from gateway.ledger.sqlite import Ledger, UsageQuery
+from gateway.ledger.sqlite import Ledger, UsageQuery, where_clause
 from gateway.outcome import UsageRecord
 
 _TIME = (
@@ -41,6 +47,34 @@ MAX_OFFSET = 2**63 - 1
 
 def _text(description: str) -> Any:
     return Parameter(description=description, max_length=MAX_FILTER)
+
+
+# The report's groups, as SQL over the ``usage`` table.
+_GROUP_SQL: dict[str, str] = {
+    "backend": '"backend"',
+    "model": '"model"',
+    "key": '"key"',
+    "group": '"group"',
+    "hour": "strftime('%Y-%m-%dT%H:00:00Z', ts, 'unixepoch')",
+}
+
+
+class BreakdownRow(Struct, kw_only=True):
+    """The records of one group with one status and one energy source."""
+
+    value: str | None  # the group (None: records without one, e.g. no key)
+    status: str  # ok | error | client_disconnected | shutdown
+    energy_source: str | None  # nvml | rapl | model | simulated | ...; None: not metered
+    requests: int
+    joules: float | None
+    usd_total: float
+
+
+class CostBreakdown(Struct, kw_only=True):
+    group_by: GroupBy
+    since: float | None
+    until: float | None
+    rows: list[BreakdownRow]
 
 
 class UsagePage(Struct, kw_only=True):
@@ -147,3 +181,46 @@ class ReportsController(Controller):
             )
         size = None if bucket == "auto" else cast(Bucket, bucket)
         return await cost_series((await _ledger(request)).rows, filters, size)
+
+    @get(
+        "/freshet/cost/breakdown",
+        summary="Requests, joules and dollars per group, status and energy source",
+    )
+    async def breakdown(
+        self,
+        request: Request[Any, Any, Any],
+        filters: NamedDependency[UsageQuery],
+        group_by: Annotated[
+            str, Parameter(description="backend, model, key, group or hour")
+        ] = "backend",
+    ) -> CostBreakdown:
+        if group_by not in _GROUP_SQL:
+            raise InvalidRequest(
+                f"group_by must be one of {', '.join(GROUP_BY)}; got {group_by!r}",
+                param="group_by",
+            )
+        check_range(filters)
+        where, params = where_clause(filters)
+        expr = _GROUP_SQL[group_by]
+        rows = await (await _ledger(request)).rows(
+            f"SELECT {expr} AS g, status, energy_source, COUNT(*), SUM(joules), "
+            f"COALESCE(SUM(usd_total), 0) FROM usage {where} "
+            "GROUP BY g, status, energy_source ORDER BY g, status, energy_source",
+            params,
+        )
+        return CostBreakdown(
+            group_by=cast(GroupBy, group_by),
+            since=filters.since,
+            until=filters.until,
+            rows=[
+                BreakdownRow(
+                    value=None if g is None else str(g),
+                    status=str(status),
+                    energy_source=None if source is None else str(source),
+                    requests=int(n),
+                    joules=None if joules is None else float(joules),
+                    usd_total=float(usd),
+                )
+                for g, status, source, n, joules, usd in rows
+            ],
+        )

@@ -21,6 +21,7 @@ from gateway.state.shared import SharedState
 from gateway.telemetry.core import Telemetry
 
 log = logging.getLogger(__name__)
+READINESS_TIMEOUT_S = 2.0  # for each backend's status() when the readiness is logged
 
 
 class Runtime:
@@ -87,8 +88,39 @@ class Runtime:
             self.start_error = exc
             log.exception("starting backends failed")
             raise
+        await self._log_readiness()
         self.ready.set()
-        log.info("backends ready: %s", ", ".join(self.fleet.backends))
+
+    async def _log_readiness(self) -> None:
+        """One line per backend with the state it reports now (its ``status()``)."""
+        backends = self.fleet.backends
+        results = await asyncio.gather(
+            *(asyncio.wait_for(b.status(), READINESS_TIMEOUT_S) for b in backends.values()),
+            return_exceptions=True,
+        )
+        ready: list[str] = []
+        for backend_id, result in zip(backends, results, strict=True):
+            if isinstance(result, BaseException):
+                reason = (
+                    f"no status within {READINESS_TIMEOUT_S:g} s"
+                    if isinstance(result, TimeoutError)
+                    else f"status failed: {result!r}"
+                )
+                log.warning("backend %s not ready (%s)", backend_id, reason)
+            elif result.healthy:
+                ready.append(backend_id)
+                detail = f" ({result.detail})" if result.detail else ""
+                log.info("backend %s ready%s", backend_id, detail)
+            else:
+                log.warning(
+                    "backend %s not ready (%s)", backend_id, result.detail or "reports unhealthy"
+                )
+        log.info(
+            "%d of %d backends ready%s",
+            len(ready),
+            len(backends),
+            f": {', '.join(ready)}" if ready else "",
+        )
 
     async def aclose(self) -> None:
         await self.fleet.aclose()

@@ -29,9 +29,11 @@ connection; a request that arrives in one read arms no timer.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import math
 import resource
+import socket
 import time
 from typing import Any, NoReturn
 
@@ -44,9 +46,11 @@ from uvicorn.server import ServerState
 from gateway.settings import ConnectionSettings, Settings
 
 __all__ = [
+    "BindError",
     "ConnectionGuard",
     "FreshetHttpProtocol",
     "ServerConfig",
+    "bind",
     "max_connections",
     "server_config",
 ]
@@ -488,7 +492,8 @@ def server_config(
         loop="uvloop",
         http=FreshetHttpProtocol,
         lifespan="on",
-        access_log=False,
+        access_log=False,  # freshet's own (--access-log: gateway.cli.logs.AccessLog)
+        log_config=None,  # freshet serve sets up logging (gateway.cli.logs)
         log_level=log_level,
         timeout_keep_alive=max(1, math.ceil(limits.keep_alive_s)),
         # Past our own grace (the drain ends what is left), with room to send those ends.
@@ -496,3 +501,27 @@ def server_config(
         workers=workers,
         factory=factory,
     )
+
+
+class BindError(Exception):
+    """The address cannot be bound (the message says why, in words)."""
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """Bind the server's socket now, before any model loads, as uvicorn's
+    ``Config.bind_socket`` would (the server listens on it once it starts)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family=family)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        where = f"[{host}]:{port}" if family == socket.AF_INET6 else f"{host}:{port}"
+        if exc.errno == errno.EADDRINUSE:
+            reason = f"port {port} is already in use (another server is listening there?)"
+        else:
+            reason = exc.strerror or str(exc)
+        raise BindError(f"cannot listen on {where}: {reason}") from exc
+    sock.set_inheritable(True)
+    return sock

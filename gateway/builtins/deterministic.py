@@ -2,8 +2,9 @@
 
 It needs no model: it answers with a fixed, repeatable word sequence at a configurable
 pace, and can be told to fail before or during a stream, which is how faults that a real
-engine cannot be made to produce are injected in tests. Plugin authors get it, with
-fixtures, from :mod:`gateway.testing`.
+engine cannot be made to produce are injected in tests. It serves both operations unless
+its ``operations`` key names fewer (a chat-only backend, for tests of the router). Plugin
+authors get it, with fixtures, from :mod:`gateway.testing`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import AsyncIterator, Sequence
 from msgspec import Struct
 
 from gateway.plugin_api import (
+    DEFAULT_OPERATIONS,
     BackendConfig,
     BackendError,
     BackendStatus,
@@ -26,6 +28,8 @@ from gateway.plugin_api import (
     GenerationRequest,
     HardwareKind,
     HardwareProfile,
+    InvalidRequest,
+    Operation,
     RegisterBackendType,
     convert_params,
     convert_profile,
@@ -65,6 +69,7 @@ class DeterministicParams(Struct, kw_only=True, forbid_unknown_fields=True):
     default_max_tokens: int = 16  # the type's default_output_tokens (the config's key wins)
     fail_before_first: bool = False
     fail_after_tokens: int | None = None
+    operations: frozenset[Operation] = DEFAULT_OPERATIONS
 
 
 def count_tokens(text: str) -> int:
@@ -92,6 +97,7 @@ class DeterministicBackend:
                 max_context=self.params.max_context,
                 default_output_tokens=default,
                 max_output_tokens=ceiling,
+                operations=self.params.operations,
             ),
         )
         self.running = 0
@@ -122,12 +128,14 @@ class DeterministicBackend:
 
     async def stream(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
         started = time.perf_counter()
+        if request.operation not in self.params.operations:  # the router never sends one
+            raise InvalidRequest(f"{self.id} does not serve {request.operation}")
         prompt_tokens = self.prompt_tokens(request)
         if prompt_tokens >= self.params.max_context:
             raise ContextLengthExceeded(
                 f"prompt has {prompt_tokens} tokens; {self.id} accepts at most "
                 f"{self.params.max_context - 1}",
-                param="messages",
+                param="messages" if request.operation == "chat" else "prompt",
             )
         if self.params.fail_before_first:
             raise BackendError(f"backend {self.id} is configured to fail")

@@ -18,6 +18,10 @@ import msgspec
 
 from gateway.cli.check import build, check
 from gateway.cli.keys import keys
+from gateway.cli.logs import FORMATS as LOG_FORMATS
+from gateway.cli.logs import LEVELS as LOG_LEVELS
+from gateway.cli.logs import AccessLog, LogSettings
+from gateway.cli.logs import setup as setup_logging
 from gateway.cli.output import table
 from gateway.errors import ConfigError, InvalidRequest
 from gateway.ledger.formats import to_csv, to_table
@@ -34,6 +38,7 @@ from gateway.plugins import Plugins
 from gateway.settings import load_settings
 
 T = TypeVar("T")
+log = logging.getLogger("freshet.serve")
 
 
 def _fail_on_config_error(fn: Callable[[], T]) -> T:
@@ -54,7 +59,24 @@ def main() -> None:
 @click.option("--host", default=None, help="Bind address (env FRESHET_HOST, default 127.0.0.1).")
 @click.option("--port", type=int, default=None, help="Port (env FRESHET_PORT, default 8400).")
 @click.option("--config", "config_file", default=None, help="YAML config (env FRESHET_CONFIG).")
-@click.option("--log-level", default="info", show_default=True)
+@click.option(
+    "--log-level",
+    type=click.Choice(LOG_LEVELS, case_sensitive=False),
+    default="info",
+    show_default=True,
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(LOG_FORMATS),
+    default="text",
+    show_default=True,
+    help="text: one line a record; json: one JSON object a line.",
+)
+@click.option(
+    "--access-log",
+    is_flag=True,
+    help="One line per request: method, path, status, duration, backend, request id.",
+)
 @click.option(
     "--workers",
     type=click.IntRange(min=1),
@@ -63,37 +85,54 @@ def main() -> None:
     help="Processes sharing the port (share limits and health through FRESHET_REDIS_URL).",
 )
 def serve(
-    host: str | None, port: int | None, config_file: str | None, log_level: str, workers: int
+    host: str | None,
+    port: int | None,
+    config_file: str | None,
+    log_level: str,
+    log_format: str,
+    access_log: bool,
+    workers: int,
 ) -> None:
     """Start the gateway. With no config: the embedded default fleet."""
     import uvicorn
 
     from gateway.api.app import create_app
     from gateway.api.runtime import Runtime
-    from gateway.api.server import server_config
+    from gateway.api.server import BindError, bind, server_config
 
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    settings = _fail_on_config_error(lambda: load_settings(config_file, host=host, port=port))
+    logs = LogSettings(log_level, log_format, access_log)
+    setup_logging(logs)
+    settings = _serve_step(lambda: load_settings(config_file, host=host, port=port))
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    runtime = _fail_on_config_error(lambda: Runtime(settings))
-    if workers > 1:  # each worker builds its own Runtime; this one only checked the config
-        from gateway.cli.workers import serve_workers
+    runtime = _serve_step(lambda: Runtime(settings))  # checks the fleet; loads no model
+    served = f"{', '.join(runtime.fleet.backends)} ({settings.config_file or 'embedded default'})"
+    try:
+        if workers > 1:  # each worker builds its own Runtime; this one only checked the config
+            from gateway.cli.workers import serve_workers
 
-        serve_workers(settings, workers, log_level)
-        return
-    app = create_app(settings, runtime, signals=True)
-    source = settings.config_file or "embedded default"
-    click.echo(
-        f"freshet: serving {', '.join(runtime.fleet.backends)} ({source}) "
-        f"on http://{settings.host}:{settings.port}",
-        err=True,
-    )
-    server = uvicorn.Server(server_config(settings, app, log_level=log_level))
-    server.run()
+            serve_workers(settings, workers, logs, served)
+            return
+        sock = bind(settings.host, settings.port)  # before any model loads
+    except BindError as exc:
+        log.error("%s", exc)  # noqa: TRY400 (the reason is the message; no traceback)
+        sys.exit(2)
+    app: Any = create_app(settings, runtime, signals=True)
+    if logs.access_log:
+        app = AccessLog(app)
+    log.info("serving %s on http://%s:%d", served, settings.host, sock.getsockname()[1])
+    server = uvicorn.Server(server_config(settings, app, log_level=logs.level))
+    server.run(sockets=[sock])
     if runtime.start_error is not None:
         sys.exit(1)
+
+
+def _serve_step(fn: Callable[[], T]) -> T:
+    """As :func:`_fail_on_config_error`, in the log's format."""
+    try:
+        return fn()
+    except ConfigError as exc:
+        log.error("configuration error: %s", exc.message)  # noqa: TRY400
+        sys.exit(2)
 
 
 @main.command()

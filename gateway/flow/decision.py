@@ -1,10 +1,12 @@
 """Choosing where a request goes: the cheapest deployment that is fresh enough.
 
 For a model or group, every deployment is a candidate. Candidates are dropped, each with
-a reason kept for the explanation: freshness unmet, unhealthy (circuit open, or the backend
-says so), at capacity with a full queue, prompt + output over the context, expected time to
-first token over the request's ``max_ttft_ms``. When every candidate left is unhealthy they
-are all tried anyway (panic mode: ``Decision.panic``, ``panic=1`` in ``x-freshet-route``).
+a reason kept for the explanation: the request's operation not declared by the deployment
+(a 400 when no deployment declares it), freshness unmet, unhealthy (circuit open, or the
+backend says so), at capacity with a full queue, prompt + output over the context, expected
+time to first token over the request's ``max_ttft_ms``. When every candidate left is
+unhealthy they are all tried anyway (panic mode: ``Decision.panic``, ``panic=1`` in
+``x-freshet-route``).
 The rest are scored by the cost model's quote (``full``: energy + capex share + list
 price; ``marginal``: energy only) and ordered by the group's routing policy (a plugin;
 default ``cheapest-fresh``). The first is chosen; the others are the fallback list.
@@ -15,12 +17,13 @@ from __future__ import annotations
 import math
 from collections.abc import Collection, Mapping, Sequence
 
-from gateway.backend import BackendStatus, Deployment
+from gateway.backend import BackendStatus, Deployment, Operation
 from gateway.cost import BackendCost, RequestShape
 from gateway.errors import (
     BackendUnavailable,
     ContextLengthExceeded,
     FreshnessUnsatisfiable,
+    InvalidRequest,
     RateLimited,
 )
 from gateway.routing import Candidate, Decision, Need, Policy, Router
@@ -31,6 +34,14 @@ from gateway.routing import Candidate, Decision, Need, Policy, Router
 # the estimate's lower bound does not fit; in between, the backend counts exactly and
 # refuses before its first byte, and the request falls through to the next candidate.
 CONTEXT_SLACK = 0.9
+
+ENDPOINTS: dict[str, str] = {"chat": "/v1/chat/completions", "text_completion": "/v1/completions"}
+
+
+class OperationUnsupported(InvalidRequest):
+    """No deployment of the requested model serves the request's operation (400)."""
+
+    code = "unsupported_operation"
 
 
 class OutputEstimate:
@@ -63,10 +74,12 @@ def decide(
     policy: Policy = "full",
     max_ttft_ms: float | None = None,
     max_tokens: int | None = None,
+    operation: Operation | None = None,
 ) -> Decision:
     """Drop, score and order ``deployments``; ``unavailable`` holds the backends whose
     circuit is open; ``max_tokens`` is the request's own limit (the context check counts
-    it; the quote counts the expected output in ``shape``)."""
+    it; the quote counts the expected output in ``shape``); ``operation`` what the request
+    asks for (``None``: not checked), which a deployment must declare."""
     eligible: list[Candidate] = []
     dropped: list[Candidate] = []
     sick: list[Candidate] = []  # unhealthy, and fit otherwise: tried in panic mode
@@ -80,7 +93,9 @@ def decide(
         status = statuses[backend_id]
         cutoff = dep.knowledge_cutoff
         unhealthy = not status.healthy or backend_id in unavailable
-        if need_date is not None and (cutoff is None or cutoff < need_date):
+        if operation is not None and operation not in dep.operations:
+            reason = f"operation(no {operation})"
+        elif need_date is not None and (cutoff is None or cutoff < need_date):
             reason = f"freshness(cutoff {cutoff.isoformat() if cutoff else 'unknown'})"
         elif status.saturated:
             reason = "unhealthy" if unhealthy else "at_capacity"
@@ -124,7 +139,7 @@ def decide(
         tried = {id(c.deployment) for c in sick}
         dropped = [c for c in dropped if id(c.deployment) not in tried]
     if not eligible:
-        raise _nothing_eligible(name, dropped, need, shape)
+        raise _nothing_eligible(name, dropped, need, shape, operation)
     ordered = router.order(eligible, name)
     return Decision(
         ordered=ordered,
@@ -137,11 +152,23 @@ def decide(
 
 
 def _nothing_eligible(
-    name: str, dropped: list[Candidate], need: Need, shape: RequestShape
+    name: str,
+    dropped: list[Candidate],
+    need: Need,
+    shape: RequestShape,
+    operation: Operation | None = None,
 ) -> Exception:
-    fresh = [c for c in dropped if not (c.dropped or "").startswith("freshness")]
+    capable = [c for c in dropped if not (c.dropped or "").startswith("operation")]
+    if dropped and not capable and operation is not None:
+        served = sorted({op for c in dropped for op in c.deployment.operations})
+        return OperationUnsupported(
+            f"no deployment of {name!r} serves {operation} ({ENDPOINTS.get(operation, '?')}); "
+            f"its deployments serve: {', '.join(served) or 'nothing'}",
+            param="model",
+        )
+    fresh = [c for c in capable if not (c.dropped or "").startswith("freshness")]
     if not fresh:
-        cutoffs = [c.deployment.knowledge_cutoff for c in dropped if c.deployment.knowledge_cutoff]
+        cutoffs = [c.deployment.knowledge_cutoff for c in capable if c.deployment.knowledge_cutoff]
         freshest = max(cutoffs).isoformat() if cutoffs else "unknown"
         return FreshnessUnsatisfiable(
             f"no deployment of {name!r} is fresh enough: the request needs a knowledge cutoff "

@@ -149,6 +149,7 @@ class Service:
             policy.policy,
             ctx.max_ttft_ms,
             gen.max_tokens,
+            gen.operation,
         )
 
     async def open(

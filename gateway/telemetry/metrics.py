@@ -9,21 +9,34 @@ exported over OTLP under the OpenTelemetry names (:mod:`gateway.telemetry.otlp_m
 
 Every instrument is described once by a :class:`Spec`: its OpenTelemetry name, unit and
 attribute names, and the Prometheus name derived from them.
+
+Under ``freshet serve --workers N`` (prometheus_client's multiprocess mode, set up by
+:mod:`gateway.cli.workers`) every worker keeps its values in files of a directory the
+workers share, and ``/metrics`` merges them, so a scrape reports the whole process group
+whichever worker answers it: counters and histograms summed; each gauge as its spec's
+``multiprocess`` mode says (requests this gateway has open on a backend summed over the
+workers; what a backend reports, the largest any worker sees, since workers in front of
+one remote server see the same numbers; up only if up in every worker). A recording then
+also writes to a memory-mapped file (a few microseconds more).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
 
 from msgspec import Struct
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, values
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from gateway.backend import BackendStatus
 from gateway.outcome import UsageRecord
 from gateway.telemetry.trace import RequestTrace
 
 Kind = Literal["histogram", "counter", "gauge"]
+# How prometheus_client merges a gauge over the processes of a multiprocess group.
+GaugeMerge = Literal["livesum", "livemax", "livemin"]
 
 
 class Spec(Struct, frozen=True, kw_only=True):
@@ -34,6 +47,7 @@ class Spec(Struct, frozen=True, kw_only=True):
     description: str
     attributes: tuple[str, ...]
     buckets: tuple[float, ...] = ()
+    multiprocess: GaugeMerge = "livemax"  # gauges only
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -139,6 +153,7 @@ IN_FLIGHT = Spec(
     unit="{request}",
     description="Requests this gateway process has open on the backend",
     attributes=BACKEND,
+    multiprocess="livesum",
 )
 UP = Spec(
     name="freshet.backend.up",
@@ -147,6 +162,7 @@ UP = Spec(
     unit="1",
     description="1 when the backend reports itself healthy",
     attributes=BACKEND,
+    multiprocess="livemin",
 )
 CIRCUIT = Spec(
     name="freshet.backend.circuit_state",
@@ -165,22 +181,29 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        # Multiprocess mode: the instruments write to this process's files, and the
+        # registry reads every process's files instead of the instruments.
+        directory = multiprocess_dir()
+        own = None if directory else self.registry
+        if directory:
+            MultiProcessCollector(self.registry, directory)  # type: ignore[no-untyped-call]
+        self.multiprocess = directory is not None
         doc = {s.name: f"{s.description} ({s.name}, {s.unit})" for s in SPECS}
         self._histograms = {
-            s.name: Histogram(s.prometheus, doc[s.name], s.labels, registry=self.registry,
+            s.name: Histogram(s.prometheus, doc[s.name], s.labels, registry=own,
                               buckets=s.buckets)
             for s in SPECS if s.kind == "histogram"
         }  # fmt: skip
         self._counters = {
-            s.name: Counter(s.prometheus, doc[s.name], s.labels, registry=self.registry)
+            s.name: Counter(s.prometheus, doc[s.name], s.labels, registry=own)
             for s in SPECS
             if s.kind == "counter"
         }
         self._gauges = {
-            s.name: Gauge(s.prometheus, doc[s.name], s.labels, registry=self.registry)
-            for s in SPECS
-            if s.kind == "gauge"
-        }
+            s.name: Gauge(s.prometheus, doc[s.name], s.labels, registry=own,
+                          multiprocess_mode=s.multiprocess)
+            for s in SPECS if s.kind == "gauge"
+        }  # fmt: skip
         # Label children by label values: looking one up is most of a recording's cost,
         # so a request's are found with one lookup of its label values.
         self._series: dict[tuple[str, ...], dict[str, Any]] = {}
@@ -250,6 +273,14 @@ class Metrics:
             for name in CIRCUIT_STATES:
                 self._gauge(CIRCUIT, (backend_id, name)).set(1 if state == name else 0)
             self._gauge(IN_FLIGHT, (backend_id,)).set(in_flight.get(backend_id, 0))
+
+
+def multiprocess_dir() -> str | None:
+    """The directory of prometheus_client's multiprocess mode, if this process is in it."""
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if directory and getattr(values.ValueClass, "_multiprocess", False):
+        return directory
+    return None
 
 
 def _served(record: UsageRecord) -> str:

@@ -109,6 +109,8 @@ class SpanFactory:
                 a["freshet.fallbacks"] = record.fallbacks
             if record.group is not None:
                 a["freshet.group"] = record.group
+            if record.key is not None:
+                a["freshet.key"] = record.key  # the key's name, never its secret
             if record.ttft_s is not None:
                 a["gen_ai.server.time_to_first_token"] = record.ttft_s
                 at = int((record.ts + record.ttft_s) * _NS)

@@ -3,14 +3,19 @@
 A span processor like any other: it receives every finished span of this process's
 tracer provider, groups them by trace and forgets the oldest trace beyond ``keep``.
 Ending a span costs an append under a lock; the JSON views are built when asked for.
+
+Under ``freshet serve --workers N`` each worker keeps its own: every summary says whose it
+is (``worker``, 1..N; 0 in a single process), and ``/freshet/traces`` lists those of the
+worker that answered.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import os
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from msgspec import Struct
@@ -19,6 +24,7 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.trace import SpanKind, StatusCode, format_span_id, format_trace_id
 
 MAX_SPANS_PER_TRACE = 256
+WORKER_ENV = "FRESHET_WORKER_ID"  # set by freshet serve (gateway.cli.logs)
 _MS = 1_000_000
 
 
@@ -32,17 +38,22 @@ class TraceSummary(Struct, kw_only=True):
     model: str | None
     response_model: str | None
     backend: str | None
-    status: str  # ok | error | client_disconnected
+    # The usage record's status when the request reached a backend (ok | error |
+    # client_disconnected | shutdown, as in the ledger), else error when it was refused.
+    status: str
     http_status: int | None
     error_type: str | None
+    key: str | None  # the API key's name (requests that reached a backend with one)
     input_tokens: int | None
     output_tokens: int | None
     ttft_ms: float | None
     duration_ms: float
     joules: float | None
+    energy_source: str | None  # how the joules were obtained; "mixed" across requests
     usd: float | None
     requests: int
     spans: int
+    worker: int = 0  # the --workers process that kept it (0: a single process)
 
 
 class EventView(Struct, kw_only=True):
@@ -75,6 +86,8 @@ class RecentTraces(SpanProcessor):
         self._max_spans = max_spans
         self._traces: OrderedDict[int, list[ReadableSpan]] = OrderedDict()
         self._lock = threading.Lock()
+        worker = os.environ.get(WORKER_ENV, "0")
+        self.worker = int(worker) if worker.isdigit() else 0
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         return None
@@ -111,9 +124,21 @@ class RecentTraces(SpanProcessor):
         with self._lock:
             return [(tid, list(spans)) for tid, spans in reversed(self._traces.items())]
 
-    def summaries(self, limit: int) -> list[TraceSummary]:
-        """Newest first: one row per trace, from its server span(s)."""
-        return [_summary(tid, spans) for tid, spans in self._snapshot()[:limit]]
+    def summaries(
+        self, limit: int, match: Callable[[TraceSummary], bool] | None = None
+    ) -> list[TraceSummary]:
+        """Newest first: one row per trace, from its server span(s); only those ``match``
+        accepts, when given (up to ``limit`` of them, looking through every kept trace)."""
+        if match is None:
+            return [_summary(tid, spans, self.worker) for tid, spans in self._snapshot()[:limit]]
+        out: list[TraceSummary] = []
+        for tid, spans in self._snapshot():
+            summary = _summary(tid, spans, self.worker)
+            if match(summary):
+                out.append(summary)
+                if len(out) >= limit:
+                    break
+        return out
 
     def trace(self, trace_id: str) -> TraceView | None:
         try:
@@ -126,16 +151,15 @@ class RecentTraces(SpanProcessor):
             return None
         spans.sort(key=lambda s: s.start_time or 0)
         origin = spans[0].start_time or 0
-        return TraceView(
-            summary=_summary(wanted, spans), spans=[_span_view(s, origin) for s in spans]
-        )
+        summary = _summary(wanted, spans, self.worker)
+        return TraceView(summary=summary, spans=[_span_view(s, origin) for s in spans])
 
 
 def _is_request(span: ReadableSpan) -> bool:
     return span.kind is SpanKind.SERVER and "freshet.request.id" in (span.attributes or {})
 
 
-def _summary(trace_id: int, spans: list[ReadableSpan]) -> TraceSummary:
+def _summary(trace_id: int, spans: list[ReadableSpan], worker: int = 0) -> TraceSummary:
     requests = sorted((s for s in spans if _is_request(s)), key=lambda s: s.start_time or 0)
     roots = requests or sorted(spans, key=lambda s: s.start_time or 0)[:1]
     first = roots[0]
@@ -152,6 +176,7 @@ def _summary(trace_id: int, spans: list[ReadableSpan]) -> TraceSummary:
     errors = [(r.attributes or {}).get("error.type") for r in requests]
     errors = [e for e in errors if e is not None]
     tokens_in, tokens_out = total("gen_ai.usage.input_tokens"), total("gen_ai.usage.output_tokens")
+    sources = {(r.attributes or {}).get("freshet.energy_source") for r in requests} - {None}
     return TraceSummary(
         trace_id=format_trace_id(trace_id),
         time=dt.datetime.fromtimestamp(start / 1e9, dt.UTC).isoformat(timespec="milliseconds"),
@@ -163,14 +188,17 @@ def _summary(trace_id: int, spans: list[ReadableSpan]) -> TraceSummary:
         status=_status(requests),
         http_status=a.get("http.response.status_code"),
         error_type=str(errors[0]) if errors else None,
+        key=_text(a.get("freshet.key")),
         input_tokens=None if tokens_in is None else int(tokens_in),
         output_tokens=None if tokens_out is None else int(tokens_out),
         ttft_ms=ttft * 1000 if isinstance(ttft, int | float) else None,
         duration_ms=(end - start) / _MS,
         joules=total("freshet.energy_joules"),
+        energy_source=(str(sources.pop()) if len(sources) == 1 else "mixed") if sources else None,
         usd=total("freshet.cost_usd"),
         requests=len(requests),
         spans=len(spans),
+        worker=worker,
     )
 
 
@@ -178,13 +206,30 @@ def _number(value: object) -> float | None:
     return value if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+# When a trace holds several requests, the worst status wins.
+_WORST_FIRST = ("error", "shutdown", "client_disconnected")
+
+
 def _status(requests: list[ReadableSpan]) -> str:
-    attributes = [r.attributes or {} for r in requests]
-    if any("error.type" in a for a in attributes):
-        return "error"
-    if any(a.get("freshet.status") == "client_disconnected" for a in attributes):
-        return "client_disconnected"
-    return "ok"
+    """Each request's usage record status (``freshet.status``) when it has one, so the
+    traces count what the ledger counts; a request refused before any backend (no record)
+    is an error when it has an ``error.type``."""
+    statuses: set[str] = set()
+    for r in requests:
+        a = r.attributes or {}
+        recorded = a.get("freshet.status")
+        if isinstance(recorded, str):
+            statuses.add(recorded)
+        elif "error.type" in a:
+            statuses.add("error")
+    for status in _WORST_FIRST:
+        if status in statuses:
+            return status
+    return next(iter(statuses - {"ok"}), "ok")
 
 
 def _span_view(span: ReadableSpan, origin: int) -> SpanView:

@@ -130,9 +130,10 @@ def test_traces_view_lists_and_opens_traces(
         "#traces-table thead th", "ths => ths.map(t => t.textContent)"
     )
     assert headers == [
-        "time (UTC)", "model", "backend", "status", "tokens in", "tokens out",
-        "TTFT (ms)", "duration (ms)", "energy (J)", "cost",
+        "time (UTC)", "model", "backend", "key", "status", "HTTP", "tokens in", "tokens out",
+        "TTFT (ms)", "duration (ms)", "energy (J)", "energy source", "cost",
     ]  # fmt: skip
+    assert sorted(r["http_status"] for r in rows) == ["200", "200", "200", "404"]
 
     # The newest trace opens by itself: the server span, then route and both backends,
     # the one that failed in red.

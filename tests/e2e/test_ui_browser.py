@@ -91,7 +91,7 @@ def _series_names(page: Page, chart: str) -> list[str]:
 
 def _legend(page: Page, chart: str) -> list[str]:
     names: list[str] = page.eval_on_selector_all(
-        f"#{chart} ul.legend li", "lis => lis.map(li => li.textContent.trim())"
+        f"#{chart} ul.legend li", "lis => lis.map(li => li.dataset.series)"
     )
     return names
 
@@ -116,7 +116,13 @@ def test_cost_page_draws_the_report(gateway: Server, browser: Browser, tmp_path:
 
     problems: list[str] = []
     page = _open(browser, gateway.url + "/freshet/ui", problems)
+    sent: list[dict[str, str]] = []
+    page.on("request", lambda r: sent.append(r.headers))
     assert page.title() == "Freshet"
+    # Auth off: no sign-in, and the header says the gateway is open.
+    assert page.locator("#signin").is_hidden()
+    assert page.locator("#signout").is_hidden()
+    assert page.locator("#session-state").inner_text().startswith("auth off")
     assert page.locator("#cost-empty").is_hidden()
     assert page.locator("#cost-error").is_hidden()
     assert page.locator('#nav a[aria-current="page"]').inner_text() == "Cost"
@@ -155,6 +161,8 @@ def test_cost_page_draws_the_report(gateway: Server, browser: Browser, tmp_path:
     )
     assert [r["value"] for r in rows] == [r["value"] for r in report["rows"]]
     for shown, row in zip(rows, report["rows"], strict=True):
+        sources = shown.pop("energy_source")  # beside the joules, from the breakdown
+        assert sources in ("modelled", "simulated", "not metered")
         assert set(shown) < set(row)
         for field, cell in shown.items():
             if field != "value":
@@ -177,6 +185,9 @@ def test_cost_page_draws_the_report(gateway: Server, browser: Browser, tmp_path:
     )
     assert sorted(models) == ["m-asic", "m-cpu", "m-gpu"]
     assert "group_by=model" in (page.get_attribute("#cost-csv", "href") or "")
+
+    assert sent
+    assert all("authorization" not in headers for headers in sent)
 
     shot = tmp_path / "freshet-ui.png"
     page.screenshot(path=str(shot), full_page=True)

@@ -28,6 +28,7 @@ EXPORTED = [
     "CostModel",
     "CostModelFactory",
     "Costing",
+    "DEFAULT_OPERATIONS",
     "Deployment",
     "EnergyMeter",
     "EnergySettings",

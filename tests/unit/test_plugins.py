@@ -10,6 +10,7 @@ from typing import Any
 
 import msgspec
 import pytest
+import yaml
 from litestar.testing import AsyncTestClient
 
 from gateway import hookimpl, hookspecs
@@ -18,6 +19,7 @@ from gateway.api.runtime import Runtime
 from gateway.errors import ConfigError
 from gateway.plugins import Plugins
 from gateway.settings import load_settings
+from gateway.testing import BackendContract
 from tests.support.inprocess import wait_ready
 
 DOCS = Path(__file__).parents[2] / "docs" / "plugins.md"
@@ -79,6 +81,21 @@ async def test_documented_example_plugin_serves_requests(tmp_path: Path) -> None
     assert resp.headers["x-freshet-knowledge-cutoff"] == "2025-01-01"
     assert legacy.status_code == 200, legacy.text
     assert legacy.json()["choices"][0]["text"] == "HELLO DELTA!!!"
+
+
+def _docs_example_entry() -> dict[str, Any]:
+    """The example's backend entry, from the documented freshet.yaml."""
+    config = re.search(r"```yaml\n# freshet.yaml\n(.*?)```", DOCS.read_text(), re.S)
+    assert config
+    entry: dict[str, Any] = yaml.safe_load(config.group(1))["backends"][0]
+    return entry
+
+
+class TestDocumentedExamplePassesTheBackendContract(BackendContract):
+    """What docs/plugins.md tells a plugin author to run, run on the documented example."""
+
+    factory = _docs_example_module().ShoutBackend
+    config = _docs_example_entry()
 
 
 def test_two_plugins_registering_one_type_name_is_a_config_error() -> None:

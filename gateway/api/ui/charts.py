@@ -1,9 +1,10 @@
 """Small SVG chart and formatting helpers for ``/freshet/ui`` (no library, no network).
 
 Defines, in the page's script scope: ``h`` / ``svg`` (element builders), ``fmt`` (number
-formats matching ``freshet cost report``), ``colorFor`` and ``charts.stackedBars`` /
-``charts.pairedBars``. Each chart draws one ``<g class="series" data-series=NAME>`` per
-series and fills the figure's ``ul.legend``.
+formats: three significant digits, exponent form below 0.001), ``sourceLabel`` /
+``sourcesText`` (how joules were obtained, in words), ``colorFor`` and
+``charts.stackedBars`` / ``charts.pairedBars`` (linear or log scale). Each chart draws one
+``<g class="series" data-series=NAME>`` per series and fills the figure's ``ul.legend``.
 """
 
 from __future__ import annotations
@@ -28,11 +29,14 @@ function svg(tag, attrs, ...children) {
 }
 
 const fmt = {
-  // Same rules as the CLI: 3 significant digits, no exponent; cents from $1 up.
+  // Three significant digits, as `freshet cost report`; below 0.001 (and from a billion
+  // up) in exponent form, so $0.000000155 reads $1.55e-7. Dollars from $1 up in cents.
   significant(value, digits = 3) {
     if (value === null || value === undefined) return "-";
     if (value === 0) return "0";
-    const magnitude = Math.floor(Math.log10(Math.abs(value)));
+    const abs = Math.abs(value);
+    if (abs < 1e-3 || abs >= 1e9) return value.toExponential(digits - 1).replace("e+", "e");
+    const magnitude = Math.floor(Math.log10(abs));
     const decimals = Math.min(20, Math.max(0, digits - 1 - magnitude));
     return value.toLocaleString("en-US", {
       minimumFractionDigits: decimals, maximumFractionDigits: decimals,
@@ -47,9 +51,38 @@ const fmt = {
     }
     return "$" + fmt.significant(value);
   },
-  integer(value) { return value === null ? "-" : value.toLocaleString("en-US"); },
+  joules(value) {
+    return value === null || value === undefined ? "-" : `${fmt.significant(value)} J`;
+  },
+  integer(value) {
+    return value === null || value === undefined ? "-" : value.toLocaleString("en-US");
+  },
+  percent(share) {
+    if (share === null || share === undefined) return "-";
+    const p = share * 100;
+    return `${p >= 10 || p === 0 ? Math.round(p) : fmt.significant(p, 2)}%`;
+  },
   tick(value) { return String(Number(value.toPrecision(6))); },
 };
+
+// How the joules were obtained (the records' `energy_source`), in words.
+const SOURCE_WORDS = {
+  nvml: "measured (NVML)", rapl: "measured (RAPL)", model: "modelled", simulated: "simulated",
+};
+function sourceLabel(source) {
+  if (source === null || source === undefined || source === "") return "not metered";
+  return SOURCE_WORDS[source] || source;
+}
+// {source: joules} -> "simulated", or "modelled 84% · simulated 16%" when mixed.
+function sourcesText(joulesBySource) {
+  const entries = Object.entries(joulesBySource || {});
+  if (!entries.length) return "not metered";
+  if (entries.length === 1) return sourceLabel(entries[0][0]);
+  const total = entries.reduce((sum, [, j]) => sum + j, 0);
+  return entries.sort((a, b) => b[1] - a[1])
+    .map(([source, j]) => `${sourceLabel(source)} ${total ? fmt.percent(j / total) : ""}`.trim())
+    .join(" · ");
+}
 
 const backendColors = new Map();
 function colorFor(name) {
@@ -86,36 +119,78 @@ function niceAxis(max) {
 const NICE_STEPS = [1, 2, 3, 5, 6, 10, 12, 15, 20, 30, 60, 120, 180, 360, 720, 1440];
 const SIZE = {w: 640, h: 250, left: 64, right: 14, top: 12, bottom: 50};
 
-function frame(title, yTitle, axis, factor) {
-  const plotH = SIZE.h - SIZE.top - SIZE.bottom;
-  const y = (value) => SIZE.top + plotH - (value * factor / axis.top) * plotH;
+// The plot area, its grid and y axis: `ticks` are [value, label] in data units, `y` maps
+// a data value to its height on the plot.
+function frame(title, yTitle, ticks, y) {
   const root = svg("svg", {
     viewBox: `0 0 ${SIZE.w} ${SIZE.h}`, role: "img", "aria-label": title,
   });
-  for (const tick of axis.ticks) {
-    const at = y(tick / factor);
+  for (const [value, label] of ticks) {
+    const at = y(value);
     root.append(
       svg("line", {class: "grid", x1: SIZE.left, x2: SIZE.w - SIZE.right, y1: at, y2: at}),
-      svg("text", {x: SIZE.left - 6, y: at + 4, "text-anchor": "end"}, fmt.tick(tick)),
+      svg("text", {x: SIZE.left - 6, y: at + 4, "text-anchor": "end"}, label),
     );
   }
+  const plotH = SIZE.h - SIZE.top - SIZE.bottom;
   const midY = SIZE.top + plotH / 2;
+  const bottom = SIZE.top + plotH;
   root.append(
-    svg("line", {class: "axis", x1: SIZE.left, x2: SIZE.left, y1: SIZE.top, y2: y(0)}),
-    svg("line", {class: "axis", x1: SIZE.left, x2: SIZE.w - SIZE.right, y1: y(0), y2: y(0)}),
+    svg("line", {class: "axis", x1: SIZE.left, x2: SIZE.left, y1: SIZE.top, y2: bottom}),
+    svg("line", {class: "axis", x1: SIZE.left, x2: SIZE.w - SIZE.right, y1: bottom, y2: bottom}),
     svg("text", {class: "axis-title", x: 14, y: midY, "text-anchor": "middle",
                  transform: `rotate(-90 14 ${midY})`}, yTitle),
   );
-  return {root, y, plotW: SIZE.w - SIZE.left - SIZE.right};
+  return {root, bottom, plotW: SIZE.w - SIZE.left - SIZE.right};
 }
 
-function legend(figure, names) {
+// A linear axis from 0, in a unit scaled so that ticks read 0-999.
+function linearScale(max, unit) {
+  const {factor, unit: shown} = scaled(max, unit);
+  const axis = niceAxis(max * factor);
+  const plotH = SIZE.h - SIZE.top - SIZE.bottom;
+  return {
+    shown, factor,
+    ticks: axis.ticks.map((t) => [t / factor, fmt.tick(t)]),
+    y: (value) => SIZE.top + plotH - (value * factor / axis.top) * plotH,
+    title: (yTitle) => `${yTitle} (${shown})`,
+  };
+}
+
+// A log axis over whole decades around the positive values: a hundredfold difference
+// (the CPU's J/token beside the ASIC's) stays visible. It starts at least a decade under
+// the smallest value, so that the shortest bar is never a sliver.
+function logScale(values, unit) {
+  const positive = values.filter((v) => v > 0);
+  const lo = Math.floor(Math.log10(Math.min(...positive)) - 1);
+  let hi = Math.ceil(Math.log10(Math.max(...positive)));
+  if (hi <= lo + 1) hi = lo + 2;
+  const plotH = SIZE.h - SIZE.top - SIZE.bottom;
+  const ticks = [];
+  for (let k = lo; k <= hi; k++) {
+    const text = fmt.tick(Number((10 ** k).toPrecision(1)));
+    ticks.push([10 ** k, unit === "$" ? `$${text}` : text]);
+  }
+  return {
+    shown: unit, factor: 1, ticks,
+    y: (value) => {
+      const v = Math.max(value, 10 ** lo);
+      return SIZE.top + plotH - ((Math.log10(v) - lo) / (hi - lo)) * plotH;
+    },
+    title: (yTitle) => `${yTitle} (${unit}, log scale)`,
+  };
+}
+
+// One entry per series; `notes` (optional, by name) follow the name, e.g. "simulated".
+function legend(figure, names, notes) {
   const list = figure.querySelector("ul.legend");
   list.replaceChildren();
   for (const name of names) {
     const swatch = h("span", {class: "swatch"});
     swatch.style.background = colorFor(name);
-    list.append(h("li", {"data-series": name}, swatch, name));
+    const note = notes && notes[name];
+    list.append(h("li", {"data-series": name}, swatch, name,
+                  note ? h("span", {class: "note"}, ` · ${note}`) : null));
   }
 }
 
@@ -127,14 +202,16 @@ function noData(figure, message) {
 const charts = {
   // Bars per time bucket, one stacked segment per series: {name, values[]} (null = 0).
   // `labels` name the buckets; `dates`, `keys`, `tickSteps` are optional (see tick labels).
-  stackedBars(figure, {labels, dates, keys, tickSteps, series, unit, yTitle, xTitle, empty}) {
+  // `notes` (optional) name each series' note in the legend.
+  stackedBars(figure, {labels, dates, keys, tickSteps, series, unit, yTitle, xTitle, empty,
+                       notes}) {
     const totals = labels.map((_, i) => series.reduce((sum, s) => sum + (s.values[i] || 0), 0));
     const max = Math.max(0, ...totals);
     if (!series.length || max === 0) { noData(figure, empty); return; }
-    const {factor, unit: shown} = scaled(max, unit);
-    const axis = niceAxis(max * factor);
+    const scale = linearScale(max, unit);
+    const {factor, shown, y} = scale;
     const title = figure.querySelector("figcaption").textContent;
-    const {root, y, plotW} = frame(title, `${yTitle} (${shown})`, axis, factor);
+    const {root, plotW} = frame(title, scale.title(yTitle), scale.ticks, y);
     const band = plotW / labels.length;
     const base = labels.map(() => 0);
     for (const s of series) {
@@ -143,7 +220,8 @@ const charts = {
         if (!value) return;
         const top = base[i] + value;
         const when = dates ? `${dates[i]} ${labels[i]}` : labels[i];
-        const tip = `${s.name} · ${when} · ${fmt.significant(value * factor)} ${shown}`;
+        const tip = `${s.name} · ${when} · ${fmt.significant(value * factor)} ${shown}` +
+          (notes && notes[s.name] ? ` (${notes[s.name]})` : "");
         group.append(svg("rect", {
           x: SIZE.left + i * band + band * 0.1, width: Math.max(1, band * 0.8),
           y: y(top), height: Math.max(0.5, y(base[i]) - y(top)),
@@ -170,40 +248,54 @@ const charts = {
     root.append(svg("text", {class: "axis-title", x: SIZE.left + plotW / 2, y: SIZE.h - 8,
                              "text-anchor": "middle"}, xTitle));
     figure.querySelector(".plot").replaceChildren(root);
-    legend(figure, series.map((s) => s.name));
+    legend(figure, series.map((s) => s.name), notes);
   },
 
-  // Two bars per category (input, output): {name, input, output}; null = not measured.
-  pairedBars(figure, {categories, unit, yTitle, empty}) {
+  // Two bars per category (input, output): {name, input, output, note?}; null = not
+  // measured. `log`: a log scale (per-token figures that differ a hundredfold). Each bar
+  // carries its value; a category's `note` (e.g. how its joules were obtained) goes under
+  // its name.
+  pairedBars(figure, {categories, unit, yTitle, empty, log}) {
     const values = categories.flatMap((c) => [c.input, c.output]).filter((v) => v !== null);
     const max = Math.max(0, ...values);
     if (!values.length || max === 0) { noData(figure, empty); return; }
-    const {factor, unit: shown} = scaled(max, unit);
-    const axis = niceAxis(max * factor);
+    const scale = log ? logScale(values, unit) : linearScale(max, unit);
+    const {factor, shown, y} = scale;
     const title = figure.querySelector("figcaption").textContent;
-    const {root, y, plotW} = frame(title, `${yTitle} (${shown})`, axis, factor);
+    const {root, bottom, plotW} = frame(title, scale.title(yTitle), scale.ticks, y);
     const band = plotW / categories.length;
     const bar = Math.min(56, band * 0.34);
+    const show = (v) => (unit === "$" ? fmt.usd(v) : `${fmt.significant(v * factor)} ${shown}`);
     categories.forEach((c, i) => {
       const center = SIZE.left + (i + 0.5) * band;
       const group = svg("g", {class: "series", "data-series": c.name, fill: colorFor(c.name)});
       [["in", c.input, -bar - 2, 0.5], ["out", c.output, 2, 1]].forEach(([side, v, dx, alpha]) => {
         const x = center + dx;
-        if (v === null) {
-          group.append(svg("text", {x: x + bar / 2, y: y(0) - 4, "text-anchor": "middle"}, "n/a"));
+        if (v === null || (log && v <= 0)) {
+          group.append(svg("text", {x: x + bar / 2, y: bottom - 4, "text-anchor": "middle"},
+                           v === null ? "n/a" : show(v)));
         } else {
-          group.append(svg("rect", {x, width: bar, y: y(v), height: Math.max(0.5, y(0) - y(v)),
-                                    "fill-opacity": alpha, "data-side": side},
-            svg("title", {}, `${c.name} · ${side}put · ${fmt.significant(v * factor)} ${shown}`)));
+          const top = y(v);
+          group.append(svg("rect", {x, width: bar, y: top, height: Math.max(0.5, bottom - top),
+                                    "fill-opacity": alpha, "data-side": side, "data-value": v},
+            svg("title", {}, `${c.name} · ${side}put · ${show(v)}` +
+                             (c.note ? ` (${c.note})` : ""))));
+          group.append(svg("text", {class: "bar-value", x: x + bar / 2, y: top - 3,
+                                    "text-anchor": "middle"}, show(v)));
         }
-        group.append(svg("text", {x: x + bar / 2, y: y(0) + 13, "text-anchor": "middle"}, side));
+        group.append(svg("text", {x: x + bar / 2, y: bottom + 13, "text-anchor": "middle"}, side));
       });
-      group.append(svg("text", {class: "axis-title", x: center, y: y(0) + 30,
+      group.append(svg("text", {class: "axis-title", x: center, y: bottom + 29,
                                 "text-anchor": "middle"}, c.name));
+      if (c.note) {
+        group.append(svg("text", {class: "category-note", x: center, y: bottom + 42,
+                                  "text-anchor": "middle"}, c.note));
+      }
       root.append(group);
     });
     figure.querySelector(".plot").replaceChildren(root);
-    legend(figure, categories.map((c) => c.name));
+    const notes = Object.fromEntries(categories.filter((c) => c.note).map((c) => [c.name, c.note]));
+    legend(figure, categories.map((c) => c.name), notes);
   },
 };
 """

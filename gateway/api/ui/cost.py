@@ -1,4 +1,10 @@
-"""The "Cost" view of ``/freshet/ui``: charts and the report table, from the JSON API."""
+"""The "Cost" view of ``/freshet/ui``: charts and the report table, from the JSON API.
+
+Every joule figure says how its joules were obtained (measured, modelled, simulated: the
+records' ``energy_source``, from ``/freshet/cost/breakdown``); per-token figures are drawn
+on a log scale; the requests card counts the usage records that are not ok the way the
+Traces view does (requests that reached a backend), and says so.
+"""
 
 from __future__ import annotations
 
@@ -25,7 +31,8 @@ COST_HTML = """
     </select>
   </label>
   <button id="cost-refresh" type="button">Refresh</button>
-  <a id="cost-csv" href="/freshet/cost/report?format=csv" download>Download CSV</a>
+  <a id="cost-csv" href="/freshet/cost/report?format=csv" download="freshet-cost.csv">Download
+    CSV</a>
   <span id="cost-status" class="muted" aria-live="polite"></span>
 </div>
 <div id="cost-error" class="error" role="alert" hidden></div>
@@ -43,17 +50,20 @@ COST_HTML = """
     </figure>
     <figure class="chart" id="chart-energy">
       <figcaption>Energy over time by backend</figcaption>
-      <p class="note">Joules per time bucket, as metered (or modelled, or simulated).</p>
+      <p class="note">Joules per time bucket; the legend says how each backend's were
+        obtained (measured, modelled or simulated).</p>
       <div class="plot"></div><ul class="legend"></ul>
     </figure>
     <figure class="chart" id="chart-j-per-token">
       <figcaption>Energy per token by backend</figcaption>
-      <p class="note">Joules per input (prompt) and per output (generated) token.</p>
+      <p class="note">Joules per input (prompt) and per output (generated) token, on a log
+        scale; under each backend, how its joules were obtained.</p>
       <div class="plot"></div><ul class="legend"></ul>
     </figure>
     <figure class="chart" id="chart-usd-per-mtok">
       <figcaption>Price per million tokens by backend</figcaption>
-      <p class="note">Dollars per million input and per million output tokens.</p>
+      <p class="note">Dollars per million input and per million output tokens, on a log
+        scale.</p>
       <div class="plot"></div><ul class="legend"></ul>
     </figure>
   </div>
@@ -66,13 +76,14 @@ COST_HTML = """
 
 COST_JS = r"""
 const COLUMNS = [
-  ["requests", "requests", fmt.integer],
-  ["errors", "errors", fmt.integer],
+  ["requests", "requests", fmt.integer, "usage records: requests that reached a backend"],
+  ["errors", "errors", fmt.integer, "usage records with status error"],
   ["prompt_tokens", "tokens in", fmt.integer],
   ["completion_tokens", "tokens out", fmt.integer],
   ["joules", "energy (J)", fmt.significant],
   ["j_per_input_token", "J/tok in", fmt.significant],
   ["j_per_output_token", "J/tok out", fmt.significant],
+  ["energy_source", "energy source", (v) => v, "how the joules were obtained"],
   ["usd_energy", "$ energy", fmt.usd],
   ["usd_capex", "$ hardware", fmt.usd],
   ["usd_list", "$ list price", fmt.usd],
@@ -80,50 +91,91 @@ const COLUMNS = [
   ["usd_per_mtok_input", "$/Mtok in", fmt.usd],
   ["usd_per_mtok_output", "$/Mtok out", fmt.usd],
 ];
+const STATUS_WORDS = {
+  error: "error", client_disconnected: "client left", shutdown: "shutdown",
+};
 
-async function getJSON(path, params) {
-  const response = await fetch(`${path}?${params}`, {headers: {accept: "application/json"}});
-  const body = await response.json().catch(() => null);
-  if (!response.ok) {
-    throw new Error(body && body.error ? body.error.message : `${response.status} ${path}`);
-  }
-  return body;
-}
-
-
-function card(label, value, sub) {
+function card(label, value, ...subs) {
   return h("div", {class: "card"}, h("div", {class: "label"}, label),
-           h("div", {class: "value"}, value), sub ? h("div", {class: "sub"}, sub) : null);
+           h("div", {class: "value"}, value),
+           subs.filter((sub) => sub).map((sub) => h("div", {class: "sub"}, sub)));
 }
 
 function cell(row, field, format) {
-  const value = row[field];
-  return h("td", {"data-field": field, "data-value": value === null ? "" : value}, format(value));
+  const value = row[field] ?? null;
+  return h("td", {"data-field": field, "data-value": value === null ? "" : value,
+                  class: field === "energy_source" ? "text" : null}, format(value));
 }
 
-function drawTable(report) {
+// From /freshet/cost/breakdown: per group, joules by energy source and records by status.
+function summarize(breakdown) {
+  const groups = new Map();
+  const all = {sources: {}, statuses: {}};
+  for (const row of breakdown.rows) {
+    if (!groups.has(row.value)) groups.set(row.value, {sources: {}, statuses: {}});
+    for (const target of [groups.get(row.value), all]) {
+      target.statuses[row.status] = (target.statuses[row.status] || 0) + row.requests;
+      if (row.joules !== null) {
+        const source = row.energy_source || "";
+        target.sources[source] = (target.sources[source] || 0) + row.joules;
+      }
+    }
+  }
+  return {groups, all};
+}
+
+function withSources(row, summary) {
+  const group = summary.groups.get(row.value);
+  return {...row, energy_source: sourcesText(group ? group.sources : {})};
+}
+
+function drawTable(report, summary) {
   const table = document.getElementById("cost-table");
   const by = report.group_by;
-  table.tHead.replaceChildren(h("tr", {}, h("th", {}, by), COLUMNS.map(([, t]) => h("th", {}, t))));
+  table.tHead.replaceChildren(h("tr", {}, h("th", {}, by), COLUMNS.map(([field, t, , tip]) =>
+    h("th", {title: tip || null, class: field === "energy_source" ? "text" : null}, t))));
   const label = (row) => (row.value === null ? "(none)" : row.value);
   const cells = (row) => COLUMNS.map(([field, , format]) => cell(row, field, format));
   table.tBodies[0].replaceChildren(...report.rows.map((row) => h("tr", {"data-value": label(row)},
-    h("td", {"data-field": "value"}, label(row)), cells(row))));
+    h("td", {"data-field": "value"}, label(row)), cells(withSources(row, summary)))));
+  const totals = {...report.totals, energy_source: sourcesText(summary.all.sources)};
   table.tFoot.replaceChildren(h("tr", {},
-    h("td", {"data-field": "value"}, "total"), cells(report.totals)));
+    h("td", {"data-field": "value"}, "total"), cells(totals)));
   document.getElementById("cost-by-label").textContent = by;
 }
 
-function drawCards(totals) {
+// What is not ok, counted as the Traces view counts it (records of requests that reached
+// a backend): "2 not ok: error 1 · client left 1".
+function notOkText(statuses) {
+  const parts = Object.entries(statuses).filter(([status, n]) => status !== "ok" && n)
+    .map(([status, n]) => `${STATUS_WORDS[status] || status} ${fmt.integer(n)}`);
+  const total = Object.entries(statuses).reduce((sum, [s, n]) => sum + (s === "ok" ? 0 : n), 0);
+  const detail = parts.length ? `: ${parts.join(" · ")}` : "";
+  return {total, text: `${fmt.integer(total)} not ok${detail}`};
+}
+
+function drawCards(totals, summary) {
+  const notOk = notOkText(summary.all.statuses);
+  const requests = card("Requests", fmt.integer(totals.requests), null);
+  const see = notOk.total
+    ? h("a", {href: "#traces", id: "cost-not-ok-traces"}, "see traces") : null;
+  const line = h("div", {class: "sub", id: "cost-not-ok", "data-not-ok": notOk.total},
+                 notOk.text, see ? " · " : null, see);
+  requests.append(line, h("div", {class: "sub"},
+    "usage records: requests that reached a backend; refusals before one are in Traces"));
+  const energy = totals.joules === null ? "not measured" : fmt.joules(totals.joules);
   document.getElementById("cost-cards").replaceChildren(
-    card("Requests", fmt.integer(totals.requests), `${fmt.integer(totals.errors)} errors`),
+    requests,
     card("Tokens", fmt.integer(totals.prompt_tokens + totals.completion_tokens),
          `${fmt.integer(totals.prompt_tokens)} in · ${fmt.integer(totals.completion_tokens)} out`),
-    card("Energy", totals.joules === null ? "not measured" : `${fmt.significant(totals.joules)} J`,
-         `${fmt.significant(totals.j_per_output_token)} J per output token`),
+    card("Energy", energy,
+         `${fmt.significant(totals.j_per_output_token)} J per output token`,
+         h("span", {id: "cost-energy-source"}, sourcesText(summary.all.sources))),
     card("Cost", fmt.usd(totals.usd_total),
          `${fmt.usd(totals.usd_per_mtok_output)} per million output tokens`),
   );
+  const link = document.getElementById("cost-not-ok-traces");
+  if (link) link.addEventListener("click", () => views.traces.filter({status: "not_ok"}));
 }
 
 const NO_ENERGY = "No energy recorded in this range (no meter or power profile for them).";
@@ -135,7 +187,7 @@ const TICK_STEPS = {
 };
 const NO_COST = "No cost recorded in this range (no prices configured?).";
 
-function drawCharts(series, byBackend) {
+function drawCharts(series, byBackend, summary) {
   // Buckets are ISO-8601 UTC: "2025-06-01T14:00:00Z".
   const byDay = series.bucket === "day";
   const labels = series.buckets.map((iso) => (byDay ? iso.slice(0, 10) : iso.slice(11, 16)));
@@ -147,34 +199,57 @@ function drawCharts(series, byBackend) {
   const rank = (s) => byBackend.rows.findIndex((r) => r.value === s.backend);
   const sorted = [...series.series].sort((a, b) => rank(a) - rank(b));
   const lines = (field) => sorted.map((s) => ({name: s.backend, values: s[field]}));
+  const sources = Object.fromEntries([...summary.groups].map(([backend, g]) =>
+    [backend, sourcesText(g.sources)]));
   charts.stackedBars(document.getElementById("chart-cost"), {
     labels, dates, keys, tickSteps, xTitle, series: lines("usd_total"), empty: NO_COST,
     unit: "$", yTitle: `cost per ${series.bucket}`,
   });
   charts.stackedBars(document.getElementById("chart-energy"), {
     labels, dates, keys, tickSteps, xTitle, series: lines("joules"), empty: NO_ENERGY,
-    unit: "J", yTitle: `energy per ${series.bucket}`,
+    unit: "J", yTitle: `energy per ${series.bucket}`, notes: sources,
   });
   const rows = byBackend.rows.filter((r) => r.value !== null);
   charts.pairedBars(document.getElementById("chart-j-per-token"), {
-    unit: "J", yTitle: "energy per token", empty: NO_ENERGY,
+    unit: "J", yTitle: "energy per token", empty: NO_ENERGY, log: true,
     categories: rows.map((r) => ({name: r.value, input: r.j_per_input_token,
-                                  output: r.j_per_output_token})),
+                                  output: r.j_per_output_token, note: sources[r.value]})),
   });
   charts.pairedBars(document.getElementById("chart-usd-per-mtok"), {
-    unit: "$", yTitle: "price per million tokens", empty: NO_COST,
+    unit: "$", yTitle: "price per million tokens", empty: NO_COST, log: true,
     categories: rows.map((r) => ({name: r.value, input: r.usd_per_mtok_input,
                                   output: r.usd_per_mtok_output})),
   });
 }
 
+function costParams() {
+  const range = document.getElementById("cost-range").value;
+  const params = new URLSearchParams();
+  if (range) params.set("since", range);
+  return params;
+}
+
+async function downloadCsv(event) {
+  event.preventDefault();
+  const params = costParams();
+  const by = document.getElementById("cost-by").value;
+  params.set("group_by", by);
+  params.set("format", "csv");
+  const error = document.getElementById("cost-error");
+  try {
+    await download("/freshet/cost/report", params, `freshet-cost-by-${by}.csv`);
+  } catch (failure) {
+    if (failure instanceof AuthRequired) return;
+    error.textContent = `Could not download the report: ${failure.message}`;
+    error.hidden = false;
+  }
+}
+
 async function loadCost() {
   const status = document.getElementById("cost-status");
   const error = document.getElementById("cost-error");
-  const range = document.getElementById("cost-range").value;
   const by = document.getElementById("cost-by").value;
-  const params = new URLSearchParams();
-  if (range) params.set("since", range);
+  const params = costParams();
   const withBy = new URLSearchParams(params);
   withBy.set("group_by", by);
   const csv = new URLSearchParams(withBy);
@@ -184,25 +259,29 @@ async function loadCost() {
   try {
     const backendParams = new URLSearchParams(params);
     backendParams.set("group_by", "backend");
-    const [byBackend, series, table] = await Promise.all([
-      getJSON("/freshet/cost/report", backendParams),
-      getJSON("/freshet/cost/series", params),
-      by === "backend" ? null : getJSON("/freshet/cost/report", withBy),
+    const [byBackend, series, table, breakdown, tableBreakdown] = await Promise.all([
+      api("/freshet/cost/report", backendParams),
+      api("/freshet/cost/series", params),
+      by === "backend" ? null : api("/freshet/cost/report", withBy),
+      api("/freshet/cost/breakdown", backendParams),
+      by === "backend" ? null : api("/freshet/cost/breakdown", withBy),
     ]);
     error.hidden = true;
     const empty = byBackend.totals.requests === 0;
     document.getElementById("cost-empty").hidden = !empty;
     document.getElementById("cost-content").hidden = empty;
     if (!empty) {
+      const summary = summarize(breakdown);
       // Colors follow the backends' order of cost, the same in every chart.
       byBackend.rows.forEach((r) => colorFor(r.value));
-      drawCards(byBackend.totals);
-      drawCharts(series, byBackend);
-      drawTable(table || byBackend);
+      drawCards(byBackend.totals, summary);
+      drawCharts(series, byBackend, summary);
+      drawTable(table || byBackend, tableBreakdown ? summarize(tableBreakdown) : summary);
     }
     status.textContent = `updated ${new Date().toISOString().slice(11, 19)} UTC`;
     document.body.dataset.costLoaded = "true";
   } catch (failure) {
+    if (failure instanceof AuthRequired) return;
     error.textContent = `Could not load the cost report: ${failure.message}`;
     error.hidden = false;
     status.textContent = "";
@@ -216,6 +295,7 @@ views.cost = {
       document.getElementById(id).addEventListener("change", loadCost);
     }
     document.getElementById("cost-refresh").addEventListener("click", loadCost);
+    document.getElementById("cost-csv").addEventListener("click", downloadCsv);
   },
 };
 """

@@ -63,6 +63,9 @@ ul.legend { list-style: none; display: flex; flex-wrap: wrap; gap: 1rem; padding
   margin: 0.4rem 0 0; font-size: 0.85rem; }
 ul.legend .swatch { display: inline-block; width: 0.8rem; height: 0.8rem; border-radius: 2px;
   margin-right: 0.35rem; vertical-align: -1px; }
+ul.legend .note { color: var(--muted); }
+svg text.bar-value { font-size: 10px; fill: var(--fg); }
+svg text.category-note { font-size: 10px; font-style: italic; }
 h3 { margin: 1.5rem 0 0.5rem; font-size: 1.05rem; }
 .table-wrap { overflow-x: auto; background: var(--panel); border: 1px solid var(--line);
   border-radius: 8px; }
@@ -71,13 +74,26 @@ th, td { padding: 0.4rem 0.45rem; border-bottom: 1px solid var(--line); white-sp
 th { text-align: right; color: var(--muted); font-weight: 600; background: #fafbfc; }
 th:first-child, td:first-child { text-align: left; }
 td { text-align: right; font-variant-numeric: tabular-nums; }
+th.text, td.text { text-align: left; }
 tfoot td { font-weight: 600; border-top: 2px solid var(--line); border-bottom: none; }
 footer { color: var(--muted); font-size: 0.8rem; padding: 0 1.5rem 1.5rem; text-align: center; }
 """
 
 
-def document(*, nav: str, sections: str, script: str, version: str, style: str = CSS) -> str:
-    """The whole page; ``nav``, ``sections`` and ``script`` are trusted, built by the views."""
+def document(
+    *,
+    nav: str,
+    sections: str,
+    script: str,
+    version: str,
+    style: str = CSS,
+    auth: str = "unknown",
+    admin_key: str = "set",
+    signin: str = "",
+) -> str:
+    """The whole page; ``nav``, ``sections``, ``signin`` and ``script`` are trusted, built by
+    the views. ``auth`` (on, off or unknown) and ``admin_key`` (set or unset) tell the
+    script whether to ask for the admin key before loading anything."""
     return f"""<!doctype html>
 <html lang="en">
 <head>
@@ -87,17 +103,23 @@ def document(*, nav: str, sections: str, script: str, version: str, style: str =
 <link rel="icon" href="data:,">
 <style>{style}</style>
 </head>
-<body>
+<body data-auth="{auth}" data-admin-key="{admin_key}">
 <header class="top">
   <h1>Freshet <small>{version}</small></h1>
   <nav id="nav" aria-label="Sections">{nav}</nav>
+  <div class="session">
+    <span id="session-state" class="muted"></span>
+    <button id="signout" type="button" hidden>Sign out</button>
+  </div>
 </header>
 <main id="main">
+{signin}
 {sections}
 </main>
-<footer>Times are UTC. Energy is what the meters measured or modelled; dollars are energy,
-hardware (capex) and list prices. Data: <code>/freshet/cost/report</code>,
-<code>/freshet/cost/series</code>, <code>/freshet/usage</code>,
+<footer>Times are UTC. Energy is what the meters measured, modelled or simulated (each figure
+says which); dollars are energy, hardware (capex) and list prices. Data:
+<code>/freshet/cost/report</code>, <code>/freshet/cost/series</code>,
+<code>/freshet/cost/breakdown</code>, <code>/freshet/keys/usage</code>,
 <code>/freshet/traces</code>.</footer>
 <script>{script}</script>
 </body>

@@ -21,6 +21,7 @@ from freshet_llamacpp.model_files import (
     gguf_from_distribution,
 )
 from gateway.plugin_api import (
+    DEFAULT_OPERATIONS,
     BackendConfig,
     BackendStatus,
     BackendUnavailable,
@@ -124,6 +125,7 @@ class LlamaCppBackend:
                 max_context=self._n_ctx,
                 default_output_tokens=default,
                 max_output_tokens=ceiling,
+                operations=DEFAULT_OPERATIONS,  # chat (the GGUF's template) and completions
             ),
         )
 
