@@ -123,6 +123,8 @@ REQUESTS: list[tuple[str, str, bytes | dict[str, Any], int]] = [
     ("bad enum", CHAT, {"model": "auto", "messages": [{"role": "wizard", "content": "x"}]}, 400),
     ("out of range", CHAT, {"model": "auto", "messages": HI, "temperature": 7}, 400),
     ("n=3", CHAT, {"model": "auto", "messages": HI, "n": 3}, 400),
+    # Once accepted by the Litestar path and refused by the fast path: one edge, one answer.
+    ("max_tokens as a string", CHAT, {"model": "auto", "messages": HI, "max_tokens": "10"}, 400),
     (
         "unknown freshness field",
         CHAT,
