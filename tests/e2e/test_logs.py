@@ -117,6 +117,7 @@ def test_json_lines_access_log_and_readiness_per_backend(tmp_path: Path) -> None
         entries.append(entry)
     loggers = {e["logger"] for e in entries}
     assert {"freshet.serve", "freshet.access", "uvicorn.error"} <= loggers, loggers
+    assert "uvicorn.access" not in loggers  # one access log: ours
     messages = [e["message"] for e in entries]
 
     # Readiness: each backend with the state it reports, not a blanket "ready".
@@ -167,6 +168,7 @@ def test_text_lines_carry_worker_ids_with_two_workers(tmp_path: Path) -> None:
         if "backend det ready" in line:
             workers[match.group(2)] = line
     assert set(workers) == {"1", "2"}, lines
+    assert not any(" uvicorn.access: " in line for line in lines)  # ours only (--access-log)
     supervisor = [line for line in lines if "workers WITHOUT redis" in line]
     assert supervisor, lines
     assert " w0 " in supervisor[0]

@@ -106,6 +106,7 @@ def test_scrapes_report_the_whole_process_group(tmp_path: Path) -> None:
             time.sleep(0.05)
         # Eight scrapes, whichever worker answers each: the same total, all of them.
         assert [_requests_total(server) for _ in range(8)] == [made] * 8
+        assert " uvicorn.access: " not in server.log_text()  # one access log: ours
 
         # Traces are each worker's own; every row says whose.
         workers = set()
