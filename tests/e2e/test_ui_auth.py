@@ -158,6 +158,11 @@ def _unexpected(problems: list[str]) -> list[str]:
     return [p for p in problems if REFUSED not in p]
 
 
+def _shoot(page: Page, path: str, full_page: bool = False) -> None:
+    page.screenshot(path=path, full_page=full_page)
+    assert Path(path).stat().st_size < 200_000, path  # small enough for the docs
+
+
 def _sign_in(page: Page, key: str) -> None:
     page.fill("#signin-key", key)
     page.click("#signin-submit")
@@ -237,6 +242,10 @@ def test_signed_in_views_show_sources_log_scales_keys_and_traces(
     _sign_in(page, ADMIN)
     page.wait_for_selector("body[data-cost-loaded]", timeout=15_000)
     shots = os.environ.get("FRESHET_UI_DOCS_IMAGES")
+    if shots:  # a little narrower than the tests' page: small files for the docs
+        page.set_viewport_size({"width": 1200, "height": 900})
+        page.click("#cost-refresh")
+        page.locator("#cost-status", has_text="updated").wait_for()
 
     # Every joule figure says how its joules were obtained.
     energy_card = page.locator("#cost-energy-source").inner_text()
@@ -284,7 +293,7 @@ def test_signed_in_views_show_sources_log_scales_keys_and_traces(
     breakdown = _admin(server, "/freshet/cost/breakdown?since=24h")
     assert not_ok == sum(r["requests"] for r in breakdown["rows"] if r["status"] != "ok") == 1
     if shots:
-        page.screenshot(path=f"{shots}/ui-cost.png", full_page=True)
+        _shoot(page, f"{shots}/ui-cost.png", full_page=True)
 
     page.click("#cost-not-ok-traces")  # to the traces, filtered to what is not ok
     page.wait_for_selector("body[data-traces-loaded]", timeout=15_000)
@@ -329,8 +338,10 @@ def test_signed_in_views_show_sources_log_scales_keys_and_traces(
         "#traces-table thead th", "ths => ths.map(t => t.textContent)"
     )
     assert {"key", "HTTP", "energy source"} <= set(headers)
-    if shots:
-        page.screenshot(path=f"{shots}/ui-traces.png", full_page=False)
+    if shots:  # with a trace that shows its spans
+        page.locator("#traces-table tbody tr", has_text="asic").first.click()
+        page.locator("#waterfall tbody tr", has_text="backend asic").wait_for()
+        _shoot(page, f"{shots}/ui-traces.png")
 
     # Keys: spend today against each budget, never a secret.
     page.click("#nav a[data-view='keys']")
@@ -361,7 +372,7 @@ def test_signed_in_views_show_sources_log_scales_keys_and_traces(
         assert secret not in view
         assert secret not in page.content()
     if shots:
-        page.screenshot(path=f"{shots}/ui-keys.png", full_page=False)
+        _shoot(page, f"{shots}/ui-keys.png")
     assert _unexpected(problems) == []
     assert problems == []
 

@@ -168,7 +168,7 @@ function logScale(values, unit) {
   const plotH = SIZE.h - SIZE.top - SIZE.bottom;
   const ticks = [];
   for (let k = lo; k <= hi; k++) {
-    const text = fmt.tick(Number((10 ** k).toPrecision(1)));
+    const text = fmt.significant(Number((10 ** k).toPrecision(1)), 1);
     ticks.push([10 ** k, unit === "$" ? `$${text}` : text]);
   }
   return {

@@ -216,7 +216,7 @@ function drawCharts(series, byBackend, summary) {
                                   output: r.j_per_output_token, note: sources[r.value]})),
   });
   charts.pairedBars(document.getElementById("chart-usd-per-mtok"), {
-    unit: "$", yTitle: "price per million tokens", empty: NO_COST, log: true,
+    unit: "$", yTitle: "per million tokens", empty: NO_COST, log: true,
     categories: rows.map((r) => ({name: r.value, input: r.usd_per_mtok_input,
                                   output: r.usd_per_mtok_output})),
   });

@@ -21,10 +21,10 @@ KEYS_HTML = """
     <table id="keys-table"><thead><tr>
       <th>key</th><th class="text">state</th><th>requests today</th>
       <th title="usage records whose status is not ok">not ok</th><th>tokens today</th>
-      <th class="use">spend today / daily budget</th>
-      <th class="use">energy today / daily budget</th><th class="text">energy source</th>
-      <th class="use">requests / rpm (this window)</th>
-      <th class="use">tokens / tpm (this window)</th>
+      <th class="use">spend today / daily $ budget</th>
+      <th class="use">energy today / daily J budget</th><th class="text">energy source</th>
+      <th class="use">requests this window / rpm</th>
+      <th class="use">tokens this window / tpm</th>
     </tr></thead><tbody></tbody></table>
   </div>
 </div>
@@ -86,7 +86,7 @@ async function loadKeys() {
     document.getElementById("keys-content").hidden = rows.length === 0;
     document.querySelector("#keys-table tbody").replaceChildren(...rows);
     document.getElementById("keys-note").textContent =
-      `Today: ${usage.day} (UTC). This window: the current ${fmt.significant(usage.window_s)} s ` +
+      `Today: ${usage.day} (UTC). This window: the current ${fmt.tick(usage.window_s)} s ` +
       "rate-limit window. Counted from the ledger: requests that reached a backend, at what " +
       "they really cost; the limiter also holds the quotes of requests still in flight.";
     status.textContent = `${usage.keys.length} ${usage.keys.length === 1 ? "key" : "keys"}, ` +
@@ -110,7 +110,9 @@ views.keys = {
 
 KEYS_CSS = """
 #keys-table th.text, #keys-table td.text { text-align: left; }
-#keys-table th.use, #keys-table td.use { min-width: 11rem; }
+#keys-table th { white-space: normal; vertical-align: bottom; }
+#keys-table th.use, #keys-table td.use { min-width: 9rem; }
+#keys-table td[data-field=energy_source] { white-space: normal; }
 #keys-table td.state-revoked { color: var(--muted); }
 #keys-table td.state-not { color: #b54708; }
 #keys-table tr.unkeyed td { color: var(--muted); font-style: italic; }

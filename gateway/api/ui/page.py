@@ -75,6 +75,8 @@ th { text-align: right; color: var(--muted); font-weight: 600; background: #fafb
 th:first-child, td:first-child { text-align: left; }
 td { text-align: right; font-variant-numeric: tabular-nums; }
 th.text, td.text { text-align: left; }
+#cost-table th { white-space: normal; vertical-align: bottom; }
+#cost-table td[data-field=energy_source] { white-space: normal; min-width: 8rem; }
 tfoot td { font-weight: 600; border-top: 2px solid var(--line); border-bottom: none; }
 footer { color: var(--muted); font-size: 0.8rem; padding: 0 1.5rem 1.5rem; text-align: center; }
 """
