@@ -96,8 +96,9 @@ def test_scrapes_report_the_whole_process_group(tmp_path: Path) -> None:
             made += 1
             total = _requests_total(server)
             # Never more than made, never less than the scrape before (no reset), and at
-            # most the one just answered still on its way to the metrics.
-            assert made - 1 <= total <= made, (made, total)
+            # most the last answers still on their way to the metrics (a worker records a
+            # request just after its last byte; a busy machine may delay that a little).
+            assert made - 2 <= total <= made, (made, total)
             assert not seen or total >= seen[-1], seen
             seen.append(total)
         deadline = time.monotonic() + 10
