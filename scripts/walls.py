@@ -39,8 +39,10 @@ PLUGIN_SOURCES = "plugins/*/freshet_*"  # each plugin's import package, not its 
 
 # A module's layer: gateway.<package>.* is in <package>; gateway.testing is "testing"; every other
 # module directly in gateway/ (and gateway/__init__ itself) is a contract.
-PACKAGES = ("flow", "telemetry", "ledger", "state", "api", "cli", "builtins")
+PACKAGES = ("flow", "telemetry", "ledger", "state", "api", "cli", "builtins", "replay")
 TOP_LEVEL_NOT_CONTRACTS = {"testing": "testing"}
+# Contracts too big for one module, made packages: every module in them is a contract.
+CONTRACT_PACKAGES = frozenset({"settings"})
 LAYERS = ("contracts", *PACKAGES, "testing")
 _ALL = frozenset(LAYERS)
 
@@ -55,6 +57,7 @@ ALLOWED: dict[str, frozenset[str]] = {
     "telemetry": frozenset({"contracts", "ledger", "telemetry"}),
     # not telemetry: the flow is handed an observer
     "flow": frozenset({"contracts", "ledger", "state", "flow"}),
+    "replay": frozenset({"contracts", "flow", "ledger", "state", "replay"}),  # freshet replay
     "api": _ALL - {"cli"},
     "cli": _ALL,
     # like a third-party plugin: the plugin API, and `gateway` for hookimpl
@@ -267,6 +270,8 @@ def layer_of(tree: Tree, module: str) -> str | None:
         return parts[1]
     if parts[1] in TOP_LEVEL_NOT_CONTRACTS:
         return TOP_LEVEL_NOT_CONTRACTS[parts[1]]
+    if parts[1] in CONTRACT_PACKAGES:
+        return "contracts"
     if len(parts) > 2 or f"{CORE}.{parts[1]}" in tree.packages:
         return None  # a package the table does not know
     return "contracts"
