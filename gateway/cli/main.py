@@ -157,13 +157,14 @@ def backends(config_file: str | None, url: str | None, as_json: bool) -> None:
     """Configured backends, their models, knowledge cutoffs and health."""
     settings = _fail_on_config_error(lambda: load_settings(config_file))
     _fail_on_config_error(lambda: build(settings))  # as `freshet check`: types, plugins...
-    live = _live_backends(url or f"http://{settings.host}:{settings.port}")
+    base = url or f"http://{settings.host}:{settings.port}"
+    live = _live_backends(base, settings.shared.admin_key)
     rows: list[dict[str, Any]] = []
     for cfg in settings.backends:
-        info = live.get(cfg.id) if live is not None else None
+        info = live.get(cfg.id) if isinstance(live, dict) else None
         circuit = info.get("circuit") if info is not None else None
         if info is None:
-            health = "unknown (gateway not running)" if live is None else "not served"
+            health = live if isinstance(live, str) else "not served"
             models = [cfg.model or "?"]
         else:
             health = _health_text(info)
@@ -316,12 +317,21 @@ def cost_report_command(
         click.echo(to_table(report))
 
 
-def _live_backends(base_url: str) -> dict[str, dict[str, Any]] | None:
+def _live_backends(base_url: str, admin_key: str | None) -> dict[str, dict[str, Any]] | str:
+    """The running gateway's view of its backends, or why there is none."""
+    request = urllib.request.Request(f"{base_url}/freshet/backends")
+    if admin_key:
+        request.add_header("Authorization", f"Bearer {admin_key}")
     try:
-        with urllib.request.urlopen(f"{base_url}/freshet/backends", timeout=2) as resp:
+        with urllib.request.urlopen(request, timeout=2) as resp:
             data = json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        if exc.code == 401:
+            hint = "the admin key was refused" if admin_key else "set FRESHET_ADMIN_KEY"
+            return f"unknown (the gateway answered 401: {hint})"
+        return f"unknown (the gateway answered {exc.code})"
     except (urllib.error.URLError, OSError, ValueError):
-        return None
+        return "unknown (gateway not running)"
     return {item["id"]: item for item in data}
 
 

@@ -168,3 +168,26 @@ def test_backends_table_offline_and_live(tmp_path: Path) -> None:
     ]
     assert circuits[0]["state"] == "closed"
     assert circuits[0]["ejections"] == 0
+
+
+def test_backends_says_when_the_gateway_refuses_it(tmp_path: Path) -> None:
+    """With auth on, `freshet backends` used to say "gateway not running" on a 401."""
+    config = write_config(tmp_path, ECHO_CONFIG)
+    with running_server(
+        tmp_path, ECHO_CONFIG, env=_env(FRESHET_AUTH="on", FRESHET_ADMIN_KEY="admin-k")
+    ) as server:
+        refused = _freshet("backends", "--config", str(config), "--url", server.url, "--json")
+        signed = _freshet(
+            "backends",
+            "--config",
+            str(config),
+            "--url",
+            server.url,
+            "--json",
+            env=_env(FRESHET_ADMIN_KEY="admin-k"),
+        )
+    assert refused.returncode == 0, refused.stderr
+    (row,) = json.loads(refused.stdout)
+    assert row["health"] == "unknown (the gateway answered 401: set FRESHET_ADMIN_KEY)"
+    (row,) = json.loads(signed.stdout)
+    assert row["health"] == "healthy"
