@@ -268,6 +268,15 @@ class Backend(Protocol):
     async def aclose(self) -> None: ...
 
 
+@runtime_checkable
+class TokenCounter(Protocol):
+    """Optional for a backend: count a request's prompt exactly, as :meth:`Backend.stream`
+    would see it (chat template included), without generating. ``count_tokens`` endpoints
+    use it when the chosen backend has it, and an estimate otherwise."""
+
+    async def count_tokens(self, request: GenerationRequest) -> int: ...
+
+
 def is_remote(backend: object) -> bool:
     """Whether ``backend`` generates outside this process (its ``remote`` attribute)."""
     return getattr(backend, "remote", False) is True

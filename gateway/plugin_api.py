@@ -45,6 +45,7 @@ from gateway.backend import (
     HardwareProfile,
     Message,
     Operation,
+    TokenCounter,
     convert_section,
     is_remote,
 )
@@ -133,6 +134,7 @@ __all__ = [
     "RequestShape",
     "Router",
     "RouterFactory",
+    "TokenCounter",
     "UsageRecord",
     "WattsAt",
     "convert_list_price",

@@ -28,7 +28,7 @@ from gateway.api.browser import BrowserGuard
 from gateway.api.error_response import decode_error, log_refusal, send_error
 from gateway.api.request_id import new_request_id
 from gateway.errors import ClientDisconnected, FreshetError, InvalidRequest, PayloadTooLarge
-from gateway.state.auth import Auth
+from gateway.state.auth import Auth, bearer
 from gateway.state.keys import ApiKey
 
 T = TypeVar("T")
@@ -46,7 +46,8 @@ HEADER_TTFT = "x-freshet-max-ttft-ms"
 OPEN_ADMIN = frozenset({"/freshet/ui"})
 STATE_KEY = "api_key"
 # Headers that two readers could read differently when repeated: refused (400).
-SINGLE = frozenset({b"authorization", b"host"})
+SINGLE = frozenset({b"authorization", b"host", b"x-api-key"})
+API_KEY_HEADER = "x-api-key"  # Anthropic's clients send the key here
 
 
 def _repeated(name: bytes) -> InvalidRequest:
@@ -77,6 +78,24 @@ def authorization(scope: Scope) -> str | None:
                 raise _repeated(name)
             found = value.decode("latin-1")
     return found
+
+
+def credential(headers: Mapping[str, str], api_key_header: bool = False) -> str | None:
+    """The ``Authorization`` the caller sent; where the API allows it (Anthropic's), an
+    ``x-api-key`` stands for ``Authorization: Bearer <key>``. Both, naming different keys,
+    are a 400 (which one would be the caller?)."""
+    header = headers.get("authorization")
+    if not api_key_header:
+        return header
+    key = headers.get(API_KEY_HEADER)
+    if key is None:
+        return header
+    if header is not None and bearer(header) != key.strip():
+        raise InvalidRequest(
+            "the request has both x-api-key and Authorization, naming different keys; send one",
+            param=API_KEY_HEADER,
+        )
+    return f"Bearer {key.strip()}"
 
 
 def is_schema(path: str) -> bool:

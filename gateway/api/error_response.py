@@ -125,9 +125,16 @@ def decode_error(exc: msgspec.MsgspecError) -> InvalidRequest:
     return invalid_field(match.group("message"), match.group("path") or None)
 
 
-def error_response(exc: FreshetError, request_id: str | None) -> tuple[dict[str, Any], bytes]:
+ErrorShape = Callable[[FreshetError], msgspec.Struct]
+"""How an API writes an error's body: OpenAI's (:func:`error_body`) unless an endpoint of
+another API says (e.g. :func:`gateway.api.anthropic.errors.error_body`)."""
+
+
+def error_response(
+    exc: FreshetError, request_id: str | None, shape: ErrorShape = error_body
+) -> tuple[dict[str, Any], bytes]:
     """An error as raw ASGI: the ``http.response.start`` message and the body."""
-    body = _encode(error_body(bounded(exc)))
+    body = _encode(shape(bounded(exc)))
     headers = [_JSON, (b"content-length", b"%d" % len(body))]
     headers += [(k.lower().encode(), v.encode()) for k, v in exc.headers().items()]
     if exc.status == 401:
@@ -138,10 +145,13 @@ def error_response(exc: FreshetError, request_id: str | None) -> tuple[dict[str,
 
 
 async def send_error(
-    send: Callable[[Any], Awaitable[None]], exc: FreshetError, request_id: str | None
+    send: Callable[[Any], Awaitable[None]],
+    exc: FreshetError,
+    request_id: str | None,
+    shape: ErrorShape = error_body,
 ) -> None:
-    """Answer with ``exc`` from raw ASGI code (the fast path, middleware)."""
-    start, body = error_response(exc, request_id)
+    """Answer with ``exc`` from raw ASGI code (the fast path, middleware), in ``shape``."""
+    start, body = error_response(exc, request_id, shape)
     await send(start)
     await send({"type": "http.response.body", "body": body, "more_body": False})
 

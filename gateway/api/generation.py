@@ -1,5 +1,6 @@
-"""The generation endpoints, ``POST /v1/chat/completions`` and ``POST /v1/completions``,
-as raw ASGI in front of Litestar.
+"""The generation endpoints, ``POST /v1/chat/completions``, ``POST /v1/completions`` and
+Anthropic's ``POST /v1/messages`` (and its ``count_tokens``), as raw ASGI in front of
+Litestar.
 
 Every request a client makes for tokens comes through here, so these endpoints skip
 Litestar's routing, middleware stack, signature model and response classes, and do only
@@ -24,6 +25,9 @@ from typing import Any
 import msgspec
 
 from gateway import protocol as p
+from gateway.api.anthropic import errors as anthropic_errors
+from gateway.api.anthropic import protocol as anthropic
+from gateway.api.anthropic.messages import count_tokens, messages
 from gateway.api.browser import BrowserGuard
 from gateway.api.completions import EdgeRequest, JsonReply, Reply, StreamReply, chat, completion
 from gateway.api.drain import Drain, ShuttingDown, Watch
@@ -32,13 +36,14 @@ from gateway.api.edge import (
     Scope,
     Send,
     authorize,
+    credential,
     decode_body,
     read_body,
     read_headers,
     request_options,
     with_headers,
 )
-from gateway.api.error_response import log_refusal, send_error
+from gateway.api.error_response import ErrorShape, log_refusal, send_error
 from gateway.api.request_id import new_request_id
 from gateway.api.runtime import Runtime
 from gateway.api.traces import server_address
@@ -61,15 +66,32 @@ _JSON = (b"content-type", b"application/json")
 _SSE = (b"content-type", b"text/event-stream")
 
 
+def _openai_stream_error(error: FreshetError) -> bytes:
+    return sse_event(error_body(error)) + DONE
+
+
 class Endpoint:
-    """One generation endpoint: its operation name, body decoder and handler."""
+    """One generation endpoint: its operation name, body decoder and handler, and the
+    API's ways: its error shape (every refusal on this path, the edge's included), how a
+    stream it started ends in an error, and whether ``x-api-key`` carries the key."""
 
-    __slots__ = ("decode", "handler", "operation")
+    __slots__ = ("api_key_header", "decode", "error_shape", "handler", "operation", "stream_error")
 
-    def __init__(self, operation: str, body: type[msgspec.Struct], handler: Handler) -> None:
+    def __init__(
+        self,
+        operation: str,
+        body: type[msgspec.Struct],
+        handler: Handler,
+        error_shape: ErrorShape = error_body,
+        stream_error: Callable[[FreshetError], bytes] = _openai_stream_error,
+        api_key_header: bool = False,
+    ) -> None:
         self.operation = operation
         self.decode = msgspec.json.Decoder(body).decode
         self.handler = handler
+        self.error_shape = error_shape
+        self.stream_error = stream_error
+        self.api_key_header = api_key_header
 
 
 def _encoded(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
@@ -87,6 +109,23 @@ class Generation:
         self._endpoints = {
             "/v1/chat/completions": Endpoint("chat", p.ChatCompletionRequest, chat),
             "/v1/completions": Endpoint("text_completion", p.CompletionRequest, completion),
+            # Anthropic's Messages API: its error shape and event stream, x-api-key.
+            "/v1/messages": Endpoint(
+                "messages",
+                anthropic.MessageCreateParams,
+                messages,
+                anthropic_errors.error_body,
+                anthropic_errors.error_event,
+                api_key_header=True,
+            ),
+            "/v1/messages/count_tokens": Endpoint(
+                "count_tokens",
+                anthropic.CountTokensParams,
+                count_tokens(runtime.fleet),
+                anthropic_errors.error_body,
+                anthropic_errors.error_event,
+                api_key_header=True,
+            ),
         }
 
     def endpoint(self, scope: Scope) -> Endpoint | None:
@@ -104,7 +143,7 @@ class Generation:
             guard.check_host(headers.get("host"), scope.get("server"))
         except FreshetError as exc:
             log_refusal(scope, exc, request_id)
-            await send_error(send, exc, request_id)
+            await send_error(send, exc, request_id, endpoint.error_shape)
             return
         if guard.cors and "origin" in headers:
             cors = guard.cors_headers(headers["origin"])
@@ -124,7 +163,8 @@ class Generation:
             try:
                 if drain.stopping:
                     raise ShuttingDown()
-                key = await authorize(self._rt.auth, scope["path"], headers.get("authorization"))
+                sent = credential(headers, endpoint.api_key_header)
+                key = await authorize(self._rt.auth, scope["path"], sent)
                 guard.check_json(headers.get("content-type"))
                 options = request_options(headers)
                 body = await read_body(receive, headers, self._limit)
@@ -143,19 +183,19 @@ class Generation:
                     return
                 stopped = ShuttingDown()
                 status, error_type = stopped.status, stopped.code
-                await send_error(send, stopped, request_id)
+                await send_error(send, stopped, request_id, endpoint.error_shape)
                 return
             except FreshetError as exc:
                 status = exc.status
                 error_type = exc.code or exc.type or str(status)
                 log_refusal(scope, exc, request_id)
-                await send_error(send, exc, request_id)
+                await send_error(send, exc, request_id, endpoint.error_shape)
                 return
             status = 200
             if isinstance(reply, JsonReply):
                 await self._json(reply, request_id, send)
             else:
-                await self._stream(reply, request_id, send, watch)
+                await self._stream(reply, request_id, send, watch, endpoint.stream_error)
         except Exception:
             if status != 0:
                 raise  # the response has started: the server closes the connection
@@ -163,7 +203,7 @@ class Generation:
             status = 500
             error = FreshetError("internal error; see the gateway's log")
             error_type = error.type
-            await send_error(send, error, request_id)
+            await send_error(send, error, request_id, endpoint.error_shape)
         except BaseException as exc:
             if status == 0:  # nothing sent: the client left, or the server is stopping
                 error_type = type(exc).__name__
@@ -182,7 +222,13 @@ class Generation:
         await send({"type": "http.response.body", "body": body, "more_body": False})
 
     @staticmethod
-    async def _stream(reply: StreamReply, request_id: str, send: Send, watch: Watch) -> None:
+    async def _stream(
+        reply: StreamReply,
+        request_id: str,
+        send: Send,
+        watch: Watch,
+        stream_error: Callable[[FreshetError], bytes],
+    ) -> None:
         """Events as they come; a client that leaves cancels the stream, which closes the
         backend's (``sse`` records the request as the client's disconnect). When the
         shutdown grace ends, the stream gets an error event and ``[DONE]``."""
@@ -198,7 +244,7 @@ class Generation:
             if not (watch.left or watch.shutdown) or task.uncancel() > 0:
                 raise
             if watch.shutdown:
-                end = sse_event(error_body(ShuttingDown())) + DONE
+                end = stream_error(ShuttingDown())
                 await send({"type": "http.response.body", "body": end, "more_body": False})
         finally:
             watch.stop()

@@ -126,6 +126,10 @@ class DeterministicBackend:
             return count_tokens(request.prompt)
         return sum(count_tokens(m.content) + 1 for m in request.messages)
 
+    async def count_tokens(self, request: GenerationRequest) -> int:
+        """Exact: the count :meth:`stream` reports (:class:`gateway.backend.TokenCounter`)."""
+        return self.prompt_tokens(request)
+
     async def stream(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
         started = time.perf_counter()
         if request.operation not in self.params.operations:  # the router never sends one

@@ -58,6 +58,7 @@ EXPORTED = [
     "RequestShape",
     "Router",
     "RouterFactory",
+    "TokenCounter",
     "UsageRecord",
     "WattsAt",
     "convert_list_price",

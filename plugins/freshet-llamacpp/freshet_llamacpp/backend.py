@@ -113,6 +113,7 @@ class LlamaCppBackend:
         self._n_ctx = p.n_ctx
         self._output_caps = config.output_caps(DEFAULT_OUTPUT_TOKENS, MAX_OUTPUT_TOKENS)
         self._loaded = False
+        self._counter: Instance | None = None  # whose tokenizer count_tokens uses
 
     @property
     def deployments(self) -> Sequence[Deployment]:
@@ -147,6 +148,7 @@ class LlamaCppBackend:
                 self.params.n_batch,
             )
             free.put_nowait(instance)
+            self._counter = instance
         self._n_ctx = instance.n_ctx
         if self.params.calibrate and "prefill_tokens_per_s" not in self._config.profile:
             measured = await loop.run_in_executor(self._executor, calibrate, instance)
@@ -185,6 +187,15 @@ class LlamaCppBackend:
             return await self._free.get()
         finally:
             self._waiting -= 1
+
+    async def count_tokens(self, request: GenerationRequest) -> int:
+        """The prompt's exact tokens, chat template included, by the model's own tokenizer
+        (:class:`TokenCounter`); tokenising reads only the vocabulary, so it needs no free
+        instance and runs beside generations."""
+        counter = self._counter
+        if counter is None:
+            raise BackendUnavailable(f"backend {self.id} has not loaded its model")
+        return len(await asyncio.to_thread(counter.prompt_tokens, request))
 
     async def stream(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
         caps = self.deployments[0]

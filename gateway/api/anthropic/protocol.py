@@ -1,0 +1,152 @@
+"""Anthropic Messages API wire types as msgspec Structs, fields ordered as in Anthropic's
+API reference. Unknown fields are accepted and ignored, so newer clients keep working;
+every value a client sends is bounded as in :mod:`gateway.protocol`. Freshet's own
+extensions come last in each request type.
+
+Only text content blocks are served in this version: a ``tool_use``, ``tool_result`` or
+``image`` block is a 400 naming it (see :func:`gateway.api.anthropic.messages.to_generation`).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from msgspec import Meta, Struct
+
+from gateway.protocol import Freshness, Name, TokenCount, TopP, TtftMs
+
+BlockType = Annotated[str, Meta(max_length=64)]
+StopSequences = Annotated[list[str], Meta(max_length=16)]
+
+
+class ContentBlock(Struct, kw_only=True):
+    """A request's content block; only ``text`` is served."""
+
+    type: BlockType
+    text: str | None = None
+
+
+class TextBlock(Struct, kw_only=True):
+    type: Literal["text"] = "text"
+    text: str = ""
+
+
+Content = str | Annotated[list[ContentBlock], Meta(max_length=4096)]
+
+
+class MessageParam(Struct, kw_only=True):
+    role: Literal["user", "assistant"]
+    content: Content
+
+
+System = str | Annotated[list[ContentBlock], Meta(max_length=4096)]
+
+
+class Metadata(Struct, kw_only=True):
+    user_id: Name | None = None
+
+
+class MessageCreateParams(Struct, kw_only=True):
+    model: Name
+    messages: Annotated[list[MessageParam], Meta(min_length=1)]
+    max_tokens: TokenCount
+    metadata: Metadata | None = None
+    stop_sequences: StopSequences | None = None
+    stream: bool | None = None
+    system: System | None = None
+    temperature: Annotated[float, Meta(ge=0.0, le=1.0)] | None = None
+    tool_choice: Any = None
+    tools: list[Any] | None = None
+    top_k: Annotated[int, Meta(ge=0)] | None = None
+    top_p: TopP | None = None
+    # Freshet's extensions.
+    freshness: Freshness | None = None
+    max_ttft_ms: TtftMs | None = None
+
+
+class CountTokensParams(Struct, kw_only=True):
+    model: Name
+    messages: Annotated[list[MessageParam], Meta(min_length=1)]
+    system: System | None = None
+    tool_choice: Any = None
+    tools: list[Any] | None = None
+    # Freshet's extensions: the deployment counted on is the one a request would get.
+    freshness: Freshness | None = None
+
+
+class Usage(Struct, kw_only=True, omit_defaults=True):
+    input_tokens: int
+    output_tokens: int
+    # Freshet's extension (as on OpenAI's usage): USD and joules of this request.
+    cost: float | None = None
+    energy_joules: float | None = None
+
+
+StopReason = Literal["end_turn", "max_tokens", "stop_sequence", "tool_use"]
+
+
+class Message(Struct, kw_only=True):
+    id: str
+    type: Literal["message"] = "message"
+    role: Literal["assistant"] = "assistant"
+    content: list[TextBlock]
+    model: str
+    stop_reason: StopReason | None = None
+    stop_sequence: str | None = None
+    usage: Usage
+
+
+class CountTokens(Struct, kw_only=True):
+    input_tokens: int
+
+
+# Stream events, in the order they come.
+
+
+class MessageStart(Struct, kw_only=True, tag="message_start", tag_field="type"):
+    message: Message
+
+
+class ContentBlockStart(Struct, kw_only=True, tag="content_block_start", tag_field="type"):
+    index: int
+    content_block: TextBlock
+
+
+class Ping(Struct, kw_only=True, tag="ping", tag_field="type"):
+    pass
+
+
+class TextDelta(Struct, kw_only=True, tag="text_delta", tag_field="type"):
+    text: str
+
+
+class ContentBlockDelta(Struct, kw_only=True, tag="content_block_delta", tag_field="type"):
+    index: int
+    delta: TextDelta
+
+
+class ContentBlockStop(Struct, kw_only=True, tag="content_block_stop", tag_field="type"):
+    index: int
+
+
+class MessageDeltaBody(Struct, kw_only=True):
+    stop_reason: StopReason | None = None
+    stop_sequence: str | None = None
+
+
+class MessageDelta(Struct, kw_only=True, tag="message_delta", tag_field="type"):
+    delta: MessageDeltaBody
+    usage: Usage
+
+
+class MessageStop(Struct, kw_only=True, tag="message_stop", tag_field="type"):
+    pass
+
+
+class ErrorBody(Struct, kw_only=True):
+    type: str
+    message: str
+
+
+class ErrorResponse(Struct, kw_only=True, tag="error", tag_field="type"):
+    error: ErrorBody

@@ -1,0 +1,245 @@
+"""Anthropic's Messages API on the real gateway, driven by the real `anthropic` SDK: the
+embedded default (SmolLM2 on llama.cpp) for messages, streams, count_tokens, freshness
+and the usage record; a deterministic fleet with a key for auth by ``x-api-key``."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import anthropic
+import httpx
+import pytest
+from anthropic.types import Message
+
+from gateway.state.keys import new_key
+from gateway.state.keys_sqlite import SQLiteKeyStore
+from tests.support.server import Server, running_server
+
+MODEL = "smollm2-135m"
+ASK = [{"role": "user", "content": "Write a long story about a river and a mountain."}]
+
+
+@pytest.fixture(scope="module")
+def client(default_gateway: Server) -> anthropic.Anthropic:
+    return anthropic.Anthropic(base_url=default_gateway.url, api_key="unused", max_retries=0)
+
+
+def _record(server: Server, request_id: str) -> dict[str, Any]:
+    deadline = time.monotonic() + 10
+    with sqlite3.connect(server.data_dir / "ledger.sqlite3") as conn:
+        conn.row_factory = sqlite3.Row
+        while True:
+            rows = conn.execute("SELECT * FROM usage WHERE request_id = ?", (request_id,))
+            found = [dict(r) for r in rows]
+            if found or time.monotonic() > deadline:
+                assert len(found) == 1, request_id
+                return found[0]
+            time.sleep(0.1)
+
+
+def test_message_non_streaming(client: anthropic.Anthropic, default_gateway: Server) -> None:
+    raw = client.messages.with_raw_response.create(
+        model=MODEL,
+        system="You are terse.",
+        messages=[{"role": "user", "content": [{"type": "text", "text": "Name a river."}]}],
+        max_tokens=8,
+        extra_body={"temperature": 0.0},  # no longer in the SDK's signature; still on the wire
+    )
+    message = raw.parse()
+    assert raw.headers["x-freshet-backend"] == "cpu"
+    assert raw.headers["x-freshet-knowledge-cutoff"] == "2024-06-01"
+    assert float(raw.headers["x-freshet-cost-usd"]) > 0
+    assert message.type == "message"
+    assert message.role == "assistant"
+    assert message.model == MODEL
+    assert message.id.startswith("msg_")
+    assert message.content[0].type == "text"
+    assert message.content[0].text.strip()
+    assert message.stop_reason in {"end_turn", "max_tokens"}
+    assert message.stop_sequence is None
+    assert message.usage.input_tokens > 5
+    assert 0 < message.usage.output_tokens <= 8
+    extra = message.usage.model_extra or {}
+    assert extra["cost"] > 0
+    assert extra["energy_joules"] > 0
+    record = _record(default_gateway, raw.headers["x-request-id"])
+    assert record["operation"] == "messages"
+    assert record["status"] == "ok"
+    assert record["prompt_tokens"] == message.usage.input_tokens
+    assert record["completion_tokens"] == message.usage.output_tokens
+
+
+def test_max_tokens_is_the_stop_reason(client: anthropic.Anthropic) -> None:
+    message = client.messages.create(model=MODEL, messages=ASK, max_tokens=3)  # type: ignore[arg-type]
+    assert message.stop_reason == "max_tokens"
+    assert message.usage.output_tokens == 3
+
+
+def test_stream_parses_and_matches(client: anthropic.Anthropic, default_gateway: Server) -> None:
+    args: dict[str, Any] = {"model": MODEL, "messages": ASK, "max_tokens": 12}
+    args["extra_body"] = {"temperature": 0.0}
+    plain = client.messages.create(**args)
+    with client.messages.stream(**args) as stream:
+        kinds = [event.type for event in stream]
+        final = stream.get_final_message()
+        request_id = stream.response.headers["x-request-id"]
+    assert kinds[:2] == ["message_start", "content_block_start"]
+    assert kinds.count("text") >= 3  # streamed piece by piece, not in one
+    assert kinds[-3:] == ["content_block_stop", "message_delta", "message_stop"]
+    assert final.content[0].type == "text"
+    assert final.content[0].text == plain.content[0].text
+    assert final.stop_reason == plain.stop_reason == "max_tokens"
+    assert final.usage.output_tokens == 12
+    assert final.usage.input_tokens == plain.usage.input_tokens
+    record = _record(default_gateway, request_id)
+    assert record["operation"] == "messages"
+    assert record["stream"]
+    assert record["completion_tokens"] == 12
+
+
+def test_the_wire_events_in_order(default_gateway: Server) -> None:
+    body = {"model": MODEL, "messages": ASK, "max_tokens": 4, "stream": True}
+    with httpx.stream("POST", default_gateway.url + "/v1/messages", json=body) as resp:
+        assert resp.headers["content-type"] == "text/event-stream"
+        lines = [line for line in resp.iter_lines() if line.startswith("event: ")]
+    names = [line.removeprefix("event: ") for line in lines]
+    assert names[:3] == ["message_start", "content_block_start", "ping"]
+    assert set(names[3:-3]) == {"content_block_delta"}
+    assert names[-3:] == ["content_block_stop", "message_delta", "message_stop"]
+
+
+def test_count_tokens_is_the_backends_exact_count(client: anthropic.Anthropic) -> None:
+    plain = client.messages.create(model=MODEL, messages=ASK, max_tokens=1, system="Be brief.")  # type: ignore[arg-type]
+    raw = client.messages.with_raw_response.count_tokens(
+        model=MODEL,
+        messages=ASK,  # type: ignore[arg-type]
+        system="Be brief.",
+    )
+    assert raw.headers["x-freshet-token-count"] == "exact"
+    assert raw.headers["x-freshet-backend"] == "cpu"
+    assert raw.parse().input_tokens == plain.usage.input_tokens
+
+
+def test_freshness_extension(client: anthropic.Anthropic) -> None:
+    fresh = client.messages.with_raw_response.create(
+        model="auto",
+        messages=ASK,  # type: ignore[arg-type]
+        max_tokens=2,
+        extra_body={"freshness": {"min_knowledge_cutoff": "2024-01-01"}},
+    )
+    assert fresh.headers["x-freshet-knowledge-cutoff"] == "2024-06-01"
+    with pytest.raises(anthropic.UnprocessableEntityError) as info:
+        client.messages.create(
+            model="auto",
+            messages=ASK,  # type: ignore[arg-type]
+            max_tokens=2,
+            extra_headers={"X-Freshet-Min-Knowledge-Cutoff": "2099-01-01"},
+        )
+    body = info.value.body
+    assert isinstance(body, dict)
+    assert body["type"] == "error"
+    assert body["error"]["type"] == "invalid_request_error"
+    assert "freshness_unsatisfiable" in body["error"]["message"]
+
+
+def test_errors_in_anthropics_shape(client: anthropic.Anthropic) -> None:
+    with pytest.raises(anthropic.BadRequestError) as bad:  # the SDK's own post, without max_tokens
+        client.post("/v1/messages", body={"model": MODEL, "messages": ASK}, cast_to=Message)
+    assert isinstance(bad.value.body, dict)
+    assert bad.value.body["error"]["type"] == "invalid_request_error"
+    assert "max_tokens" in bad.value.body["error"]["message"]
+    with pytest.raises(anthropic.NotFoundError) as missing:
+        client.messages.create(model="no-such-model", messages=ASK, max_tokens=2)  # type: ignore[arg-type]
+    assert isinstance(missing.value.body, dict)
+    assert missing.value.body == {"type": "error", "error": missing.value.body["error"]}
+    assert missing.value.body["error"]["type"] == "not_found_error"
+    block = {"type": "image", "source": {"type": "url", "url": "http://x"}}
+    with pytest.raises(anthropic.BadRequestError):
+        client.messages.create(
+            model=MODEL,
+            messages=[{"role": "user", "content": [block]}],  # type: ignore[list-item]
+            max_tokens=2,
+        )
+    with pytest.raises(anthropic.NotFoundError):
+        client.messages.count_tokens(model="no-such-model", messages=ASK)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def keyed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, str]]:
+    tmp = tmp_path_factory.mktemp("anthropic-auth")
+    secret, key = new_key("claude-code")
+
+    async def add() -> None:
+        store = SQLiteKeyStore(tmp / "data")
+        await store.add(key)
+        await store.aclose()
+
+    asyncio.run(add())
+    backend = {"id": "d", "type": "deterministic", "model": "m", "knowledge_cutoff": "2024-01-01"}
+    config = {"backends": [backend]}
+    with running_server(tmp, config) as server:
+        yield server, secret
+
+
+def test_auth_by_x_api_key(keyed: tuple[Server, str]) -> None:
+    server, secret = keyed
+    good = anthropic.Anthropic(base_url=server.url, api_key=secret, max_retries=0)
+    message = good.messages.create(model="m", messages=ASK, max_tokens=3)  # type: ignore[arg-type]
+    assert message.content[0].type == "text"
+    assert message.usage.output_tokens == 3
+    assert good.messages.count_tokens(model="m", messages=ASK).input_tokens > 0  # type: ignore[arg-type]
+    bearer = anthropic.Anthropic(base_url=server.url, auth_token=secret, max_retries=0)
+    assert bearer.messages.create(model="m", messages=ASK, max_tokens=1).usage.output_tokens == 1  # type: ignore[arg-type]
+    wrong = anthropic.Anthropic(base_url=server.url, api_key="fk-wrong", max_retries=0)
+    with pytest.raises(anthropic.AuthenticationError) as info:
+        wrong.messages.create(model="m", messages=ASK, max_tokens=1)  # type: ignore[arg-type]
+    assert isinstance(info.value.body, dict)
+    assert info.value.body["error"]["type"] == "authentication_error"
+    with pytest.raises(anthropic.AuthenticationError):
+        wrong.messages.count_tokens(model="m", messages=ASK)  # type: ignore[arg-type]
+    none = httpx.post(
+        server.url + "/v1/messages", json={"model": "m", "messages": ASK, "max_tokens": 1}
+    )
+    assert none.status_code == 401
+    assert none.json() == {"type": "error", "error": none.json()["error"]}
+    assert none.json()["error"]["type"] == "authentication_error"
+    # Both headers, naming different keys: which caller is it? A 400, in Anthropic's shape.
+    both = httpx.post(
+        server.url + "/v1/messages",
+        json={"model": "m", "messages": ASK, "max_tokens": 1},
+        headers={"x-api-key": secret, "authorization": "Bearer fk-other"},
+    )
+    assert both.status_code == 400
+    assert both.json()["error"]["type"] == "invalid_request_error"
+    same = httpx.post(
+        server.url + "/v1/messages",
+        json={"model": "m", "messages": ASK, "max_tokens": 1},
+        headers={"x-api-key": secret, "authorization": f"Bearer {secret}"},
+    )
+    assert same.status_code == 200
+    assert same.headers["x-freshet-backend"] == "d"
+
+
+def test_deterministic_counts_exactly_and_chat_is_unchanged(keyed: tuple[Server, str]) -> None:
+    server, secret = keyed
+    count = httpx.post(
+        server.url + "/v1/messages/count_tokens",
+        json={"model": "m", "messages": [{"role": "user", "content": "one two three"}]},
+        headers={"x-api-key": secret},
+    )
+    assert count.status_code == 200
+    assert count.headers["x-freshet-token-count"] == "exact"
+    assert count.json() == {"input_tokens": 4}  # the deterministic backend's own count
+    # x-api-key is Anthropic's: OpenAI's paths still want Authorization, in OpenAI's shape.
+    chat = httpx.post(
+        server.url + "/v1/chat/completions",
+        json={"model": "m", "messages": [{"role": "user", "content": "hi"}]},
+        headers={"x-api-key": secret},
+    )
+    assert chat.status_code == 401
+    assert chat.json()["error"]["type"] == "authentication_error"
+    assert "code" in chat.json()["error"]
