@@ -13,7 +13,7 @@ test: install install-vllm install-browser install-redis lint typecheck
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml plugins/*/pyproject.toml requirements/constraints.txt scripts/install.sh
+$(STAMP): pyproject.toml plugins/*/pyproject.toml requirements/constraints.txt scripts/install.sh scripts/install-progress.sh
 	bash scripts/install.sh
 	@touch $@
 
