@@ -23,6 +23,7 @@ from gateway.backend import BackendFactory
 from gateway.cost import CostModelFactory, MeterFactory
 from gateway.outcome import UsageRecord
 from gateway.routing import Router
+from gateway.simulator import SimulatorFactory
 
 PROJECT = "freshet"
 
@@ -43,6 +44,9 @@ RegisterCostModel = Callable[[str, CostModelFactory], None]
 
 RegisterRouter = Callable[[str, RouterFactory], None]
 """``register(name, router_factory)``: see :func:`register_routers`."""
+
+RegisterSimulator = Callable[[str, SimulatorFactory], None]
+"""``register(type_name, simulator_factory)``: see :func:`register_simulators`."""
 
 RouteHandler: TypeAlias = object
 """A Litestar route handler, controller or router: what Litestar's ``route_handlers=``
@@ -100,6 +104,22 @@ def register_routers(register: RegisterRouter) -> None:
 
     Call ``register(name, router_factory)`` where ``router_factory()`` returns a
     :class:`~gateway.routing.Router`; the default policy is ``cheapest-fresh``.
+    """
+
+
+@hookspec
+def register_simulators(register: RegisterSimulator) -> None:
+    """Register a performance model for a backend type, for ``freshet replay``.
+
+    When: once when a replay starts, before its fleets are built (never while serving). All
+    implementations are called.
+
+    Call ``register(type_name, factory)`` with the same type name as in
+    :func:`register_backend_types`; ``factory(backend, config, options)`` returns a
+    :class:`~gateway.simulator.Simulator` for one configured backend: its timing, queueing
+    and energy on a simulated clock (:class:`~gateway.simulator.ServerPool` models a queue
+    in front of identical servers). A backend type without one cannot be replayed (an
+    error naming it). Registering a type twice is a config error naming both plugins.
     """
 
 

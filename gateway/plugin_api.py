@@ -18,6 +18,9 @@ core's contract modules and documented there and in ``docs/plugins.md``:
   :class:`EnergyMeter` protocol and their factories (:mod:`gateway.cost`);
 - routing: the :class:`Router` protocol and the :class:`Candidate` it orders;
 - the :class:`UsageRecord` handed to ``usage_recorded``;
+- replay: the :class:`Simulator` protocol a backend type registers for ``freshet replay``,
+  what it is given and returns, and the :class:`ServerPool` queue model
+  (:mod:`gateway.simulator`);
 - errors: the part of the :class:`FreshetError` tree a plugin raises.
 
 Hardware kinds and energy sources are open names (plain strings): the core knows
@@ -81,12 +84,23 @@ from gateway.hookspecs import (
     RegisterEnergyMeter,
     RegisterRoute,
     RegisterRouter,
+    RegisterSimulator,
     RouterFactory,
     hookimpl,
 )
 from gateway.outcome import UsageRecord
 from gateway.routing import Candidate, Router
 from gateway.settings import convert_params, convert_profile
+from gateway.simulator import (
+    ServerPool,
+    SimDone,
+    SimRequest,
+    SimTotals,
+    Simulator,
+    SimulatorFactory,
+    profile_watts,
+    simulated_usage,
+)
 
 __all__ = [
     "DEFAULT_OPERATIONS",
@@ -131,9 +145,16 @@ __all__ = [
     "RegisterEnergyMeter",
     "RegisterRoute",
     "RegisterRouter",
+    "RegisterSimulator",
     "RequestShape",
     "Router",
     "RouterFactory",
+    "ServerPool",
+    "SimDone",
+    "SimRequest",
+    "SimTotals",
+    "Simulator",
+    "SimulatorFactory",
     "TokenCounter",
     "UsageRecord",
     "WattsAt",
@@ -143,4 +164,6 @@ __all__ = [
     "convert_section",
     "hookimpl",
     "is_remote",
+    "profile_watts",
+    "simulated_usage",
 ]

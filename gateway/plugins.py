@@ -21,6 +21,7 @@ from gateway.cost import CostModelFactory, MeterFactory
 from gateway.errors import ConfigError
 from gateway.hookspecs import RouterFactory
 from gateway.outcome import UsageRecord
+from gateway.simulator import SimulatorFactory
 
 F = TypeVar("F")
 
@@ -33,6 +34,7 @@ DISTRIBUTION = "freshet-gateway"
 BUILTINS: tuple[tuple[str, str], ...] = (
     ("deterministic", "gateway.builtins.deterministic"),
     ("routing", "gateway.builtins.routers"),
+    ("simulators", "gateway.builtins.simulate"),
 )
 
 
@@ -105,6 +107,11 @@ class Plugins:
 
     def routers(self) -> dict[str, RouterFactory]:
         found = self._collect(hookspecs.register_routers)
+        return {name: factory for name, (_, factory) in found.items()}
+
+    def simulators(self) -> dict[str, SimulatorFactory]:
+        """Each backend type's performance model for ``freshet replay``, by type name."""
+        found = self._collect(hookspecs.register_simulators)
         return {name: factory for name, (_, factory) in found.items()}
 
     def extra_routes(self) -> list[Any]:

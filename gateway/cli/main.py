@@ -23,6 +23,7 @@ from gateway.cli.logs import LEVELS as LOG_LEVELS
 from gateway.cli.logs import AccessLog, LogSettings
 from gateway.cli.logs import setup as setup_logging
 from gateway.cli.output import table
+from gateway.cli.replay import replay_command
 from gateway.errors import ConfigError, InvalidRequest
 from gateway.ledger.formats import to_csv, to_table
 from gateway.ledger.reports import (
@@ -337,6 +338,7 @@ def _live_backends(base_url: str, admin_key: str | None) -> dict[str, dict[str, 
 
 main.add_command(keys)
 main.add_command(check)
+main.add_command(replay_command)
 
 if __name__ == "__main__":
     main()

@@ -55,9 +55,16 @@ EXPORTED = [
     "RegisterEnergyMeter",
     "RegisterRoute",
     "RegisterRouter",
+    "RegisterSimulator",
     "RequestShape",
     "Router",
     "RouterFactory",
+    "ServerPool",
+    "SimDone",
+    "SimRequest",
+    "SimTotals",
+    "Simulator",
+    "SimulatorFactory",
     "TokenCounter",
     "UsageRecord",
     "WattsAt",
@@ -67,6 +74,8 @@ EXPORTED = [
     "convert_section",
     "hookimpl",
     "is_remote",
+    "profile_watts",
+    "simulated_usage",
 ]
 
 
@@ -110,6 +119,7 @@ def test_every_hookspec_is_typed_with_the_plugin_api() -> None:
         "register_energy_meters",
         "register_cost_models",
         "register_routers",
+        "register_simulators",
         "usage_recorded",
         "extra_routes",
     }

@@ -10,6 +10,7 @@ from freshet_asic_sim.admission import default_profile
 from freshet_asic_sim.backend import AsicSimBackend
 from freshet_asic_sim.params import AdapterSpec, AsicParams
 from freshet_asic_sim.replay import TraceEntry, replay
+from freshet_asic_sim.replay import register_simulators as register_simulators
 from freshet_asic_sim.schedule import CardModel, QueueFull
 from freshet_asic_sim.simulation import Simulation
 from gateway.plugin_api import RegisterBackendType, hookimpl

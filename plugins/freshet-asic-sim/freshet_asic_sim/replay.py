@@ -2,18 +2,38 @@
 
 This is the what-if engine for ``freshet replay``: the same discrete-event model the live
 backend uses, driven by the trace's arrival times instead of the event loop's clock.
+:func:`replay` runs a whole trace through one card; :class:`AsicSimulator` is the
+backend type's simulator (``register_simulators``), one request at a time as the router
+sends them.
 """
 
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from msgspec import Struct
 
-from freshet_asic_sim.params import AsicParams
+from freshet_asic_sim.admission import output_budget
+from freshet_asic_sim.params import AsicParams, load_adapters, load_params
 from freshet_asic_sim.schedule import CardModel, QueueFull
 from freshet_asic_sim.simulation import Simulation
+from gateway.plugin_api import (
+    Backend,
+    BackendConfig,
+    BackendStatus,
+    BackendUsage,
+    GenerationRequest,
+    ModelNotFound,
+    RateLimited,
+    RegisterSimulator,
+    SimDone,
+    SimRequest,
+    SimTotals,
+    convert_section,
+    hookimpl,
+)
 
 
 class TraceEntry(Struct, kw_only=True, frozen=True):
@@ -50,3 +70,82 @@ def replay(params: AsicParams, trace: Iterable[TraceEntry]) -> list[Simulation |
         heapq.heappush(running, (model.lease(lease_id).end, lease_id, index))
     finish_until(float("inf"))
     return results
+
+
+class _NoOptions(Struct, kw_only=True, forbid_unknown_fields=True):
+    pass
+
+
+class AsicSimulator:
+    """The card model as ``freshet replay``'s simulator for ``asic-sim`` backends: the same
+    :class:`~freshet_asic_sim.schedule.CardModel`, admission checks and usage (timings and
+    joules) as the live backend, on the replay's clock instead of the event loop's."""
+
+    def __init__(self, backend: Backend, config: BackendConfig, options: Mapping[str, Any]) -> None:
+        convert_section(dict(options), _NoOptions, None, f"--sim {config.id}")
+        self.id = config.id
+        self.params = load_params(config)
+        self._adapters = {a.name for a in load_adapters(config)}
+        self._caps = backend.deployments[0]
+        self.model = CardModel(self.params, now=0.0)
+        self._running: list[tuple[float, int, int]] = []  # (end, lease id, tag)
+        self._active_j = 0.0
+        self._busy_slot_s = 0.0
+
+    def submit(self, request: SimRequest) -> None:
+        wanted = GenerationRequest(
+            request_id="", operation="text_completion", model="", max_tokens=request.output_tokens
+        )
+        output = output_budget(self.id, self.params, wanted, request.prompt_tokens, self._caps)
+        if request.adapter is not None and request.adapter not in self._adapters:
+            raise ModelNotFound(f"adapter {request.adapter!r} is not configured on {self.id}")
+        try:
+            lease = self.model.admit(
+                request.prompt_tokens, output, request.adapter, request.arrival_s
+            )
+        except QueueFull as exc:
+            raise RateLimited(
+                f"backend {self.id}: all {self.model.slots} streams are busy and {exc.waiting} "
+                f"requests are waiting (queue_limit {self.params.queue_limit})",
+                retry_after_s=exc.retry_after_s,
+            ) from None
+        heapq.heappush(self._running, (self.model.lease(lease).end, lease, request.tag))
+
+    def advance(self, until_s: float) -> list[SimDone]:
+        done: list[SimDone] = []
+        running = self._running
+        while running and running[0][0] <= until_s:
+            end, lease, tag = heapq.heappop(running)
+            sim = self.model.finish(lease, end)
+            self._active_j += sim.card_active_j + sim.host_active_j
+            self._busy_slot_s += sim.busy_s
+            usage = BackendUsage(
+                prompt_tokens=sim.prompt_tokens,
+                completion_tokens=sim.output_tokens,
+                time_to_first_token_s=sim.ttft_s,
+                duration_s=sim.duration_s,
+                energy_joules=sim.energy_j,
+                energy_source="simulated",
+                timings=sim.timings(),
+            )
+            done.append(SimDone(tag=tag, end_s=end, usage=usage))
+        return done
+
+    def status(self, now_s: float) -> BackendStatus:
+        running, waiting = self.model.counts(now_s)
+        return BackendStatus(healthy=True, running=running, waiting=waiting)
+
+    def totals(self, until_s: float) -> SimTotals:
+        p = self.params
+        idle_slot_s = max(0.0, self.model.slots * until_s - self._busy_slot_s)
+        idle_j = idle_slot_s * (p.watts_idle + p.host_watts) / p.streams_per_card
+        return SimTotals(
+            joules=self._active_j + idle_j,
+            idle_joules=idle_j,
+            busy_s=self._busy_slot_s / self.model.slots,
+        )
+
+
+@hookimpl
+def register_simulators(register: RegisterSimulator) -> None:
+    register("asic-sim", AsicSimulator)

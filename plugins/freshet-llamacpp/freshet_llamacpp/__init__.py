@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from freshet_llamacpp.simulate import register_simulators as register_simulators
 from gateway.plugin_api import Backend, BackendConfig, Fleet, RegisterBackendType, hookimpl
 
 if TYPE_CHECKING:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from freshet_vllm.openai_compatible import OpenAICompatibleBackend
 from freshet_vllm.params import mode_of
 from freshet_vllm.server import VllmServerBackend
+from freshet_vllm.simulate import register_simulators as register_simulators
 from gateway.plugin_api import Backend, BackendConfig, Fleet, RegisterBackendType, hookimpl
 
 __all__ = ["OpenAICompatibleBackend", "VllmServerBackend", "create_backend"]
