@@ -169,7 +169,9 @@ def test_errors_in_anthropics_shape(client: anthropic.Anthropic) -> None:
 
 
 @pytest.fixture(scope="module")
-def keyed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, str]]:
+def keyed(
+    tmp_path_factory: pytest.TempPathFactory, default_gateway: Server
+) -> Iterator[tuple[Server, str]]:
     tmp = tmp_path_factory.mktemp("anthropic-auth")
     secret, key = new_key("claude-code")
 
@@ -179,8 +181,19 @@ def keyed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, st
         await store.aclose()
 
     asyncio.run(add())
-    backend = {"id": "d", "type": "deterministic", "model": "m", "knowledge_cutoff": "2024-01-01"}
-    config = {"backends": [backend]}
+    config = {
+        "backends": [
+            {"id": "d", "type": "deterministic", "model": "m", "knowledge_cutoff": "2024-01-01"},
+            {"id": "asic", "type": "asic-sim", "model": "asic", "knowledge_cutoff": "unknown"},
+            {  # the default gateway as a paid API would be
+                "id": "up",
+                "type": "openai-compatible",
+                "model": MODEL,
+                "knowledge_cutoff": "unknown",
+                "url": default_gateway.url + "/v1",
+            },
+        ]
+    }
     with running_server(tmp, config) as server:
         yield server, secret
 
@@ -243,3 +256,26 @@ def test_deterministic_counts_exactly_and_chat_is_unchanged(keyed: tuple[Server,
     assert chat.status_code == 401
     assert chat.json()["error"]["type"] == "authentication_error"
     assert "code" in chat.json()["error"]
+
+
+@pytest.mark.parametrize(
+    ("model", "backend", "count"),
+    [("m", "d", "exact"), ("asic", "asic", "estimate"), (MODEL, "up", "estimate")],
+)
+def test_every_backend_type_serves_messages(
+    keyed: tuple[Server, str], model: str, backend: str, count: str
+) -> None:
+    server, secret = keyed
+    client = anthropic.Anthropic(base_url=server.url, api_key=secret, max_retries=0)
+    raw = client.messages.with_raw_response.create(model=model, messages=ASK, max_tokens=3)  # type: ignore[arg-type]
+    assert raw.headers["x-freshet-backend"] == backend
+    message = raw.parse()
+    assert message.content[0].type == "text"
+    assert message.usage.output_tokens == 3
+    assert message.stop_reason == "max_tokens"
+    with client.messages.stream(model=model, messages=ASK, max_tokens=3) as stream:  # type: ignore[arg-type]
+        final = stream.get_final_message()
+    assert final.usage.output_tokens == 3
+    counted = client.messages.with_raw_response.count_tokens(model=model, messages=ASK)  # type: ignore[arg-type]
+    assert counted.headers["x-freshet-token-count"] == count
+    assert counted.parse().input_tokens > 0
