@@ -279,3 +279,28 @@ def test_every_backend_type_serves_messages(
     counted = client.messages.with_raw_response.count_tokens(model=model, messages=ASK)  # type: ignore[arg-type]
     assert counted.headers["x-freshet-token-count"] == count
     assert counted.parse().input_tokens > 0
+
+
+def test_the_edges_refusals_are_in_anthropics_shape(default_gateway: Server) -> None:
+    url = default_gateway.url + "/v1/messages"
+    body = {"model": MODEL, "messages": ASK, "max_tokens": 2}
+    cases = [
+        (httpx.post(url, content=b"{}", headers={"content-type": "text/plain"}), 415),
+        (httpx.post(url, content=b'{"model": ', headers={"content-type": "application/json"}), 400),
+        (httpx.post(url, json={**body, "max_tokens": 0}), 400),
+        (httpx.post(url, json={**body, "tools": [{"name": "f", "input_schema": {}}]}), 400),
+        (httpx.post(url, json={**body, "temperature": 1.5}), 400),  # Anthropic's range is 0..1
+        (httpx.post(url + "/count_tokens", json={"model": MODEL}), 400),
+    ]
+    for resp, status in cases:
+        assert resp.status_code == status, resp.text
+        error = resp.json()
+        assert set(error) == {"type", "error"}, error
+        assert error["type"] == "error"
+        assert set(error["error"]) == {"type", "message"}
+        assert error["error"]["type"] in {"invalid_request_error", "api_error"}
+        assert resp.headers["x-request-id"].startswith("req_")
+    # OpenAI's paths keep OpenAI's shape.
+    chat = httpx.post(default_gateway.url + "/v1/chat/completions", json={"model": MODEL})
+    assert chat.status_code == 400
+    assert set(chat.json()) == {"error"}
