@@ -20,6 +20,7 @@ from gateway.state.keys_sqlite import SQLiteKeyStore
 from tests.support.server import Server, running_server
 
 MODEL = "smollm2-135m"
+SLOW: list[str] = []  # the secret of the keyed gateway's key allowed one request a minute
 ASK = [{"role": "user", "content": "Write a long story about a river and a mountain."}]
 
 
@@ -174,10 +175,12 @@ def keyed(
 ) -> Iterator[tuple[Server, str]]:
     tmp = tmp_path_factory.mktemp("anthropic-auth")
     secret, key = new_key("claude-code")
+    slow_secret, slow = new_key("slow", rpm=1)
 
     async def add() -> None:
         store = SQLiteKeyStore(tmp / "data")
         await store.add(key)
+        await store.add(slow)
         await store.aclose()
 
     asyncio.run(add())
@@ -195,6 +198,7 @@ def keyed(
         ]
     }
     with running_server(tmp, config) as server:
+        SLOW.append(slow_secret)
         yield server, secret
 
 
@@ -304,3 +308,14 @@ def test_the_edges_refusals_are_in_anthropics_shape(default_gateway: Server) -> 
     chat = httpx.post(default_gateway.url + "/v1/chat/completions", json={"model": MODEL})
     assert chat.status_code == 400
     assert set(chat.json()) == {"error"}
+
+
+def test_over_the_keys_rate_is_a_rate_limit_error(keyed: tuple[Server, str]) -> None:
+    server, _ = keyed
+    client = anthropic.Anthropic(base_url=server.url, api_key=SLOW[0], max_retries=0)
+    client.messages.create(model="m", messages=ASK, max_tokens=1)  # type: ignore[arg-type]
+    with pytest.raises(anthropic.RateLimitError) as info:
+        client.messages.create(model="m", messages=ASK, max_tokens=1)  # type: ignore[arg-type]
+    assert isinstance(info.value.body, dict)
+    assert info.value.body["error"]["type"] == "rate_limit_error"
+    assert int(info.value.response.headers["retry-after"]) >= 1
