@@ -63,13 +63,13 @@ class DeterministicSimulator:
                 f"{self._max_context - 1}",
                 param="messages",
             )
-        output = self._caps.output_limit(request.output_tokens, room) or room
+        output = min(self._caps.output_limit(request.output_tokens, room) or room, room)
         if output != request.output_tokens:  # the live backend stops at the end of the context
             request = SimRequest(
                 tag=request.tag,
                 arrival_s=request.arrival_s,
                 prompt_tokens=request.prompt_tokens,
-                output_tokens=min(output, room),
+                output_tokens=output,
                 adapter=request.adapter,
             )
         self._pool.submit(request)

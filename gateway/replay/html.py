@@ -111,7 +111,7 @@ def _verdicts(horizon: Sequence[FleetHorizon], baseline: str | None) -> str:
     items = []
     for h in horizon:
         text = f"<b>{escape(h.fleet)}</b>: "
-        bits = []
+        bits = ["the baseline"] if baseline == h.fleet else []
         if h.upfront_usd:
             bits.append(f"{escape(usd(h.upfront_usd))} up front")
         if baseline and h.fleet != baseline:

@@ -1,6 +1,12 @@
 """Freshness needs for traces that carry none: a mix such as ``70%:none,20%:365d,10%:90d``,
 per trace class (``azure-code`` and ``azure-conv`` need different things), and the small
-parsers of the replay's options (``3x``, ``24m``, ``21d``)."""
+parsers of the replay's options (``3x``, ``24m``, ``21d``).
+
+A share's need is ``none``, a staleness (``365d``), a date (``2025-01-01``), or a range of
+staleness drawn uniformly per request (``365d..1825d``: requests that tolerate anything
+from one to five years), so that a frozen model's share shrinks smoothly over a horizon
+rather than in steps.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +23,7 @@ from gateway.protocol import Freshness
 from gateway.replay.traces import TraceRequest, parse_need
 
 _SHARE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*%\s*:\s*(\S+)\s*$")
+_RANGE = re.compile(r"^(\d+)d\.\.(\d+)d$")
 _PERIOD = re.compile(r"^(\d+)\s*([dwmy])$")
 
 
@@ -26,15 +33,28 @@ class Mix(Struct, kw_only=True, frozen=True):
     text: str
     shares: tuple[tuple[float, str], ...]  # (percent, need as written)
 
-    def needs(self) -> tuple[list[float], list[Freshness]]:
+    def needs(self) -> tuple[list[float], list[list[Freshness]]]:
+        """Cumulative shares, and for each share the needs to draw from (one, or a range)."""
         total = sum(p for p, _ in self.shares)
-        bounds, needs, acc = [], [], 0.0
+        bounds: list[float] = []
+        needs: list[list[Freshness]] = []
+        acc = 0.0
         for percent, need in self.shares:
             acc += percent / total
             bounds.append(acc)
-            needs.append(parse_need(need))
+            needs.append(_choices(need))
         bounds[-1] = 1.0
         return bounds, needs
+
+
+def _choices(need: str) -> list[Freshness]:
+    span = _RANGE.match(need.strip().lower())
+    if span is None:
+        return [parse_need(need)]
+    lo, hi = int(span.group(1)), int(span.group(2))
+    if hi < lo:
+        raise ValueError(f"a range of days goes up: {need!r}")
+    return [Freshness(max_staleness_days=d) for d in range(lo, hi + 1)]
 
 
 def parse_mix(text: str) -> Mix:
@@ -45,7 +65,7 @@ def parse_mix(text: str) -> Mix:
         if not match:
             raise ValueError(f"{part.strip()!r} is not SHARE%:NEED (e.g. 20%:365d)")
         percent, need = float(match.group(1)), match.group(2)
-        parse_need(need)  # raises with the reason
+        _choices(need)  # raises with the reason
         shares.append((percent, need))
     total = sum(p for p, _ in shares)
     if abs(total - 100.0) > 1e-6:
@@ -73,7 +93,7 @@ def apply_mixes(
         yield from requests
         return
     tables = {cls: mix.needs() for cls, mix in mixes.items()}
-    draws: dict[str, tuple[random.Random, list[float], list[Freshness]] | None] = {}
+    draws: dict[str, tuple[random.Random, list[float], list[list[Freshness]]] | None] = {}
     replace = msgspec.structs.replace
     for request in requests:
         if request.freshness is not None:
@@ -92,7 +112,9 @@ def apply_mixes(
             yield request
             continue
         rng, bounds, needs = found
-        yield replace(request, freshness=needs[bisect.bisect_right(bounds, rng.random())])
+        choices = needs[bisect.bisect_right(bounds, rng.random())]
+        need = choices[0] if len(choices) == 1 else choices[int(rng.random() * len(choices))]
+        yield replace(request, freshness=need)
 
 
 def parse_rate(text: str) -> float:

@@ -287,6 +287,8 @@ def to_text(report: ReplayReport) -> str:
 
 def _verdict(h: FleetHorizon, baseline: str | None) -> str:
     parts = [f"{h.fleet}:"]
+    if baseline == h.fleet:
+        parts.append("the baseline;")
     if h.upfront_usd:
         parts.append(f"{usd(h.upfront_usd)} up front;")
     if baseline and h.fleet != baseline:
