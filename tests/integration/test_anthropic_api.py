@@ -319,3 +319,18 @@ def test_over_the_keys_rate_is_a_rate_limit_error(keyed: tuple[Server, str]) -> 
     assert isinstance(info.value.body, dict)
     assert info.value.body["error"]["type"] == "rate_limit_error"
     assert int(info.value.response.headers["retry-after"]) >= 1
+
+
+def test_a_client_that_leaves_mid_stream_stops_it(default_gateway: Server) -> None:
+    body = {"model": MODEL, "messages": ASK, "max_tokens": 400, "stream": True}
+    with httpx.stream("POST", default_gateway.url + "/v1/messages", json=body) as resp:
+        request_id = resp.headers["x-request-id"]
+        deltas = 0
+        for line in resp.iter_lines():
+            deltas += line == "event: content_block_delta"
+            if deltas == 3:
+                break  # leave: the connection closes
+    record = _record(default_gateway, request_id)
+    assert record["status"] == "client_disconnected"
+    assert record["operation"] == "messages"
+    assert 3 <= record["completion_tokens"] < 400
