@@ -73,15 +73,16 @@ class HardwareProfile(Struct, kw_only=True, frozen=True):
     # watts_active at max_concurrency.
     power_curve: tuple[tuple[float, float], ...] = ()
     # Bought rather than rented: the purchase price and the years it is written off over.
-    # With both and no capex_per_hour, capex_per_hour = capex_usd / (life_years x 8,760 h);
-    # the fleet planner (``freshet replay``) also counts the price up front for pay-back.
+    # With both, capex_per_hour is capex_usd / (life_years x 8,760 h) (over any rental
+    # figure, a plugin's default included); the fleet planner (``freshet replay``) also
+    # counts the price up front for pay-back.
     capex_usd: float = 0.0
     life_years: float = 0.0
 
     def __post_init__(self) -> None:
         if self.capex_usd < 0 or self.life_years < 0:
             raise ValueError("capex_usd and life_years must not be negative")
-        if self.capex_usd > 0 and self.capex_per_hour == 0:
+        if self.capex_usd > 0:
             if self.life_years <= 0:
                 raise ValueError("capex_usd needs life_years (the years it is written off over)")
             msgspec.structs.force_setattr(

@@ -75,8 +75,17 @@ def horizon_charts(report: ReplayReport) -> list[str]:
                 hi=1.0,
                 rule=(0.5, "50 %"),
                 marks=below,
+                colors=[k for k, _ in etched],
             )
         )
+    charts.append(
+        svg.line_chart(
+            "Time to first token, p95, by month (s)",
+            labels[1:],
+            [(h.fleet, [m.ttft_p95_s for m in h.months]) for h in horizon],
+            lambda v: f"{v:.3g}",
+        )
+    )
     return charts
 
 
@@ -117,6 +126,8 @@ def _verdicts(horizon: Sequence[FleetHorizon], baseline: str | None) -> str:
         if baseline and h.fleet != baseline:
             if h.break_even_month is None:
                 bits.append(f"does not break even against {escape(baseline)} in the horizon")
+            elif h.break_even_month == 0 and h.dearer_again_month is not None:
+                bits.append(f"dearer than {escape(baseline)} from month {h.dearer_again_month}")
             elif h.break_even_month == 0:
                 bits.append(f"no dearer than {escape(baseline)} from the start")
             else:

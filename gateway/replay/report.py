@@ -294,6 +294,8 @@ def _verdict(h: FleetHorizon, baseline: str | None) -> str:
     if baseline and h.fleet != baseline:
         if h.break_even_month is None:
             parts.append(f"does not break even against {baseline} within the horizon;")
+        elif h.break_even_month == 0 and h.dearer_again_month is not None:
+            parts.append(f"dearer than {baseline} from month {h.dearer_again_month};")
         elif h.break_even_month == 0:
             parts.append(f"no dearer than {baseline} from the start;")
         else:
@@ -301,7 +303,7 @@ def _verdict(h: FleetHorizon, baseline: str | None) -> str:
                 f"breaks even against {baseline} in month {h.break_even_month} "
                 f"({h.break_even_date});"
             )
-        if h.dearer_again_month is not None:
+        if h.dearer_again_month is not None and h.break_even_month:
             parts.append(f"dearer again from month {h.dearer_again_month};")
     if h.months and h.months[0].etched_share is not None:
         if h.etched_below_half_month is None:

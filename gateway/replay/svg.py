@@ -17,13 +17,15 @@ def _nice(top: float) -> float:
     if top <= 0:
         return 1.0
     exp = 10.0 ** math.floor(math.log10(top))
-    for step in (1, 2, 2.5, 5, 10):
+    for step in (1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10):
         if step * exp >= top:
             return step * exp
     return 10 * exp
 
 
-def _frame(title: str, body: list[str], legend: Sequence[str]) -> str:
+def _frame(
+    title: str, body: list[str], legend: Sequence[str], colors: Sequence[int] | None = None
+) -> str:
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {WIDTH} {HEIGHT}" '
         f'width="{WIDTH}" height="{HEIGHT}" font-family="sans-serif" font-size="12" '
@@ -35,7 +37,7 @@ def _frame(title: str, body: list[str], legend: Sequence[str]) -> str:
     for i, name in enumerate(legend):
         y = TOP + 10 + i * 18
         x = WIDTH - RIGHT + 14
-        color = PALETTE[i % len(PALETTE)]
+        color = PALETTE[(colors[i] if colors else i) % len(PALETTE)]
         parts.append(f'<rect x="{x}" y="{y - 9}" width="12" height="12" fill="{color}"/>')
         parts.append(f'<text x="{x + 18}" y="{y + 1}">{escape(name)}</text>')
     parts.append("</svg>")
@@ -88,9 +90,12 @@ def line_chart(
     hi: float | None = None,
     rule: tuple[float, str] | None = None,
     marks: Sequence[tuple[int, int, str]] = (),
+    colors: Sequence[int] | None = None,
 ) -> str:
     """One line per series over ``x_labels``; ``rule`` a horizontal reference line with its
-    label; ``marks`` (series index, x index, label) circled points."""
+    label; ``marks`` (series index, x index, label) circled points; ``colors`` each series'
+    palette index (default: its position), so a fleet keeps its colour across charts."""
+    hue = list(colors) if colors else list(range(len(series)))
     values = [v for _, vs in series for v in vs if v is not None]
     top = hi if hi is not None else _nice(max(values, default=1.0) * 1.05)
     bottom = lo if lo is not None else 0.0
@@ -104,7 +109,7 @@ def line_chart(
         body.append(f'<text x="{WIDTH - RIGHT - 4}" y="{y - 5:.1f}" text-anchor="end" '
                     f'fill="#555">{escape(rule[1])}</text>')  # fmt: skip
     for k, (_, vs) in enumerate(series):
-        color = PALETTE[k % len(PALETTE)]
+        color = PALETTE[hue[k] % len(PALETTE)]
         points = [f"{x_of(i):.1f},{y_of(v):.1f}" for i, v in enumerate(vs) if v is not None]
         if points:
             body.append(
@@ -116,12 +121,12 @@ def line_chart(
         v = vs[i] if 0 <= i < len(vs) else None
         if v is None:
             continue
-        color = PALETTE[k % len(PALETTE)]
+        color = PALETTE[hue[k] % len(PALETTE)]
         x, y = x_of(i), y_of(v)
         body.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="6" fill="none" stroke="{color}" '
                     'stroke-width="2"/>')  # fmt: skip
         body.append(f'<text x="{x + 8:.1f}" y="{y - 8:.1f}" fill="{color}">{escape(label)}</text>')
-    return _frame(title, body, [name for name, _ in series])
+    return _frame(title, body, [name for name, _ in series], hue)
 
 
 def bar_chart(

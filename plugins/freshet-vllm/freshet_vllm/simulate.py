@@ -13,6 +13,12 @@ the profile's ``power_curve`` over the sequences in a step; a step's energy goes
 decoding sequences (the decode part of its time) and its prompt chunks (the rest, by
 tokens). Requests go to the engine with the fewest in flight.
 
+A backend with several URLs is several engines, and its profile describes them together, as
+the cost model reads it: ``max_concurrency`` and ``power_curve`` count the requests of all
+of them (so each of ``n`` engines takes ``max_concurrency / n`` sequences and draws
+``power(n x b) / n`` with ``b`` running), ``capex_per_hour`` pays for all; the token rates
+are those of one server.
+
 Defaults for an H100 SXM with Llama 3.1 8B (``data/profiles-sources.md``): prefill 20,000
 tok/s, decode 160 tok/s per stream at batch 1 (77 % of the bf16 roofline) and 80 at batch
 64, i.e. 5,120 tok/s in all (MLPerf v5.1 server: 5,103 tok/s); power 100 W idle, 300 W at
@@ -119,6 +125,7 @@ class VllmEngine:
         options: VllmSimOptions,
         max_seqs: int,
         watts: Callable[[float], float],
+        busy_scale: float = 1.0,
     ) -> None:
         self._c_prefill = 1.0 / prefill_tokens_per_s
         self._t1 = 1.0 / decode_tokens_per_s
@@ -129,6 +136,7 @@ class VllmEngine:
         self._budget = options.max_num_batched_tokens
         self._max_seqs = max_seqs
         self._power = [watts(n) for n in range(max_seqs + 1)]
+        self._busy_scale = busy_scale  # one engine's share of the backend's capex
         self._waiting: deque[_Seq] = deque()
         self._prefilling: deque[_Seq] = deque()
         self._finishing: list[tuple[int, int, _Seq]] = []  # (finish step, order, seq)
@@ -293,7 +301,7 @@ class VllmEngine:
             active_j=seq.energy_in + decode_j,
             decode_j=decode_j,
             idle_j=idle,
-            busy_s=seq.busy_in + (self._a_b - seq.a_b if decoding else 0.0),
+            busy_s=(seq.busy_in + (self._a_b - seq.a_b if decoding else 0.0)) * self._busy_scale,
             queue_s=seq.scheduled - seq.arrival,
         )
         self.done.append(SimDone(tag=seq.tag, end_s=end, usage=usage))
@@ -311,14 +319,21 @@ class VllmSimulator:
         urls = config.params.get("urls") or [None]
         self._max_in_flight: int | None = config.params.get("max_in_flight")
         explicit = {"watts_idle", "watts_active"} & set(config.profile)
-        watts = profile_watts(profile) if profile.power_curve or explicit else _default_watts()
+        n = len(urls)
+        watts: Callable[[float], float] = _default_watts()  # the sourced curve of one H100
+        if profile.power_curve or explicit:  # the profile's: all servers together
+            backend_watts = profile_watts(profile)
+
+            def watts(b: float) -> float:
+                return backend_watts(n * b) / n
         self.engines = [
             VllmEngine(
                 prefill_tokens_per_s=profile.prefill_tokens_per_s,
                 decode_tokens_per_s=profile.decode_tokens_per_s,
                 options=opts,
-                max_seqs=max(1, profile.max_concurrency),
+                max_seqs=max(1, profile.max_concurrency // n),
                 watts=watts,
+                busy_scale=1.0 / n,
             )
             for _ in urls
         ]
