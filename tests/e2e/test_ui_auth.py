@@ -201,7 +201,7 @@ def test_signed_out_then_a_wrong_key_then_sign_in(
 
     # The right key: kept for the tab, the cost view loads with it.
     _sign_in(page, ADMIN)
-    page.wait_for_selector("body[data-cost-loaded]", timeout=15_000)
+    page.wait_for_selector("body[data-cost-loaded]", timeout=30_000)
     assert _stored_key(page) == ADMIN
     assert page.locator("#signin").is_hidden()
     assert page.locator("#signout").is_visible()
@@ -220,12 +220,12 @@ def test_signed_out_then_a_wrong_key_then_sign_in(
 
     # A reload keeps the tab signed in.
     page.reload()
-    page.wait_for_selector("body[data-cost-loaded]", timeout=15_000)
+    page.wait_for_selector("body[data-cost-loaded]", timeout=30_000)
     assert page.locator("#signin").is_hidden()
 
     # Signing out forgets the key and shows the form again, with no data in the page.
     page.click("#signout")
-    page.wait_for_selector("body[data-session='signed-out']", timeout=15_000)
+    page.wait_for_selector("body[data-session='signed-out']", timeout=30_000)
     assert _stored_key(page) is None
     assert page.locator("#signin").is_visible()
     assert page.locator("#cost-table tbody tr").count() == 0
@@ -240,7 +240,7 @@ def test_signed_in_views_show_sources_log_scales_keys_and_traces(
     problems: list[str] = []
     page = open_watched(browser, server.url + "/freshet/ui", "#signin-key", problems)
     _sign_in(page, ADMIN)
-    page.wait_for_selector("body[data-cost-loaded]", timeout=15_000)
+    page.wait_for_selector("body[data-cost-loaded]", timeout=30_000)
     shots = os.environ.get("FRESHET_UI_DOCS_IMAGES")
     if shots:  # a little narrower than the tests' page: small files for the docs
         page.set_viewport_size({"width": 1200, "height": 900})
@@ -296,7 +296,7 @@ def test_signed_in_views_show_sources_log_scales_keys_and_traces(
         _shoot(page, f"{shots}/ui-cost.png", full_page=True)
 
     page.click("#cost-not-ok-traces")  # to the traces, filtered to what is not ok
-    page.wait_for_selector("body[data-traces-loaded]", timeout=15_000)
+    page.wait_for_selector("body[data-traces-loaded]", timeout=30_000)
     counts = page.locator("#traces-counts")
     counts.wait_for()
     assert page.locator("#traces-status-filter").input_value() == "not_ok"
@@ -311,9 +311,9 @@ def test_signed_in_views_show_sources_log_scales_keys_and_traces(
 
     # Filters: by key, by backend; search; HTTP status and key in the list.
     page.click("#traces-clear")
-    page.locator("#traces-status", has_text=re.compile("^9 traces")).wait_for(timeout=10_000)
+    page.locator("#traces-status", has_text=re.compile("^9 traces")).wait_for(timeout=30_000)
     page.select_option("#traces-key", "team-search")
-    page.locator("#traces-status", has_text=re.compile("^4 traces")).wait_for(timeout=10_000)
+    page.locator("#traces-status", has_text=re.compile("^4 traces")).wait_for(timeout=30_000)
     rows = page.eval_on_selector_all(
         "#traces-table tbody tr",
         "trs => trs.map(tr => Object.fromEntries([...tr.cells].map("
@@ -323,17 +323,17 @@ def test_signed_in_views_show_sources_log_scales_keys_and_traces(
     assert {r["http_status"] for r in rows} == {"200"}
     page.select_option("#traces-key", "")
     page.select_option("#traces-backend", "asic")
-    page.locator("#traces-status", has_text=re.compile("^3 traces")).wait_for(timeout=10_000)
+    page.locator("#traces-status", has_text=re.compile("^3 traces")).wait_for(timeout=30_000)
     assert {r for r in page.eval_on_selector_all(
         "#traces-table td[data-field=energy_source]", "tds => tds.map(td => td.textContent)"
     )} == {"simulated"}  # fmt: skip
     page.select_option("#traces-backend", "")
-    page.locator("#traces-status", has_text=re.compile("^9 traces")).wait_for(timeout=10_000)
+    page.locator("#traces-status", has_text=re.compile("^9 traces")).wait_for(timeout=30_000)
     page.fill("#traces-search", "404")
-    page.locator("#traces-counts[data-shown='1']").wait_for(timeout=10_000)
+    page.locator("#traces-counts[data-shown='1']").wait_for(timeout=30_000)
     assert page.locator("#traces-table td[data-field=http_status]").inner_text() == "404"
     page.fill("#traces-search", "")
-    page.locator("#traces-counts[data-shown='9']").wait_for(timeout=10_000)
+    page.locator("#traces-counts[data-shown='9']").wait_for(timeout=30_000)
     headers = page.eval_on_selector_all(
         "#traces-table thead th", "ths => ths.map(t => t.textContent)"
     )
@@ -345,7 +345,7 @@ def test_signed_in_views_show_sources_log_scales_keys_and_traces(
 
     # Keys: spend today against each budget, never a secret.
     page.click("#nav a[data-view='keys']")
-    page.wait_for_selector("body[data-keys-loaded]", timeout=15_000)
+    page.wait_for_selector("body[data-keys-loaded]", timeout=30_000)
     usage = {k["name"]: k for k in _admin(server, "/freshet/keys/usage")["keys"]}
     keys = page.eval_on_selector_all(
         "#keys-table tbody tr",
@@ -387,12 +387,12 @@ def test_a_refused_key_sends_the_page_back_to_sign_in(
     page.evaluate(f"() => sessionStorage.setItem({KEY_ITEM!r}, 'an-old-admin-key')")
     page.reload()
     error = page.locator("#signin-error")
-    error.wait_for(state="visible", timeout=15_000)
+    error.wait_for(state="visible", timeout=30_000)
     assert "refused the admin key kept in this tab" in error.inner_text()
     assert _stored_key(page) is None
     assert page.locator("#view-traces").is_hidden()
     _sign_in(page, ADMIN)
-    page.wait_for_selector("body[data-traces-loaded]", timeout=15_000)
+    page.wait_for_selector("body[data-traces-loaded]", timeout=30_000)
     assert page.locator('#nav a[aria-current="page"]').inner_text() == "Traces"
     assert _unexpected(problems) == []
 
@@ -405,7 +405,7 @@ def test_csv_download_sends_the_key(
     problems: list[str] = []
     page = open_watched(browser, server.url + "/freshet/ui", "#signin-key", problems)
     _sign_in(page, ADMIN)
-    page.wait_for_selector("body[data-cost-loaded]", timeout=15_000)
+    page.wait_for_selector("body[data-cost-loaded]", timeout=30_000)
     with page.expect_download() as info:
         page.click("#cost-csv")
     saved = tmp_path / "report.csv"

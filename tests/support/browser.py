@@ -60,6 +60,9 @@ def open_watched(browser: Browser, url: str, ready: str, problems: list[str]) ->
             else problems.append(f"off-host request: {r.url}")
         ),
     )
+    # A busy CI machine (the whole suite on 2 cores) can take seconds to lay out a page:
+    # every wait gets 30 s, none of which a healthy run comes near.
+    page.set_default_timeout(30_000)
     page.goto(url)
-    page.wait_for_selector(ready, timeout=15_000)
+    page.wait_for_selector(ready, timeout=30_000)
     return page
