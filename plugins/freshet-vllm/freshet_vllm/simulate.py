@@ -326,6 +326,7 @@ class VllmSimulator:
 
             def watts(b: float) -> float:
                 return backend_watts(n * b) / n
+
         self.engines = [
             VllmEngine(
                 prefill_tokens_per_s=profile.prefill_tokens_per_s,
