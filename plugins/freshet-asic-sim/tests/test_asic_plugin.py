@@ -20,7 +20,7 @@ def test_backend_type_is_found_through_the_entry_point() -> None:
     assert plugins.backend_type_owners()["asic-sim"] == "asic-sim"
     info = {p.name: p for p in plugins.info()}
     assert info["asic-sim"].distribution == "freshet-asic-sim"
-    assert info["asic-sim"].hooks == ["register_backend_types"]
+    assert info["asic-sim"].hooks == ["register_backend_types", "register_simulators"]
     assert not info["asic-sim"].builtin
 
 
