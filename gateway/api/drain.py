@@ -6,7 +6,7 @@ and ``Retry-After``; those in flight get ``server.shutdown_grace_s`` to finish. 
 grace ends, the drain ends them itself: a stream gets an error event
 (``server_shutting_down``) and ``data: [DONE]``, a request still waiting for its whole
 answer gets 503 with ``Retry-After``, and each is recorded with status ``shutdown``.
-uvicorn's own grace is longer (``gateway.api.server``), so it never cuts these
+uvicorn's own grace is longer (``gateway.api.serving``), so it never cuts these
 responses; the ledger is flushed last, in the app's lifespan.
 """
 

@@ -99,7 +99,7 @@ def serve(
 
     from gateway.api.app import create_app
     from gateway.api.runtime import Runtime
-    from gateway.api.server import BindError, bind, server_config
+    from gateway.api.serving import BindError, bind, server_config
 
     logs = LogSettings(log_level, log_format, access_log)
     setup_logging(logs)

@@ -122,7 +122,7 @@ def serve_workers(settings: Settings, workers: int, logs: LogSettings, served: s
     ``served`` says what they serve, for the log."""
     from uvicorn.supervisors import Multiprocess
 
-    from gateway.api.server import bind, server_config
+    from gateway.api.serving import bind, server_config
 
     sock = bind(settings.host, settings.port)  # BindError: the caller's to report
     run_dir = tempfile.mkdtemp(prefix="freshet-workers-")
