@@ -8,7 +8,8 @@ Stream order (DESIGN §10.8): the role chunk first, then content deltas, then a 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from typing import NamedTuple
 
 import msgspec
 from msgspec import Struct
@@ -79,33 +80,29 @@ def _absorb(chunk: Chunk, outcome: Outcome) -> None:
         outcome.prompt_tokens = chunk.prompt_tokens
 
 
-async def sse(
-    chunks: AsyncIterator[Chunk],
-    outcome: Outcome,
-    *,
-    make_delta: Callable[[str | None, str | None, bool], Struct],
-    make_usage: Callable[[p.Usage], Struct],
-    include_usage: bool,
-    finalize: Callable[[Outcome], p.Usage],
-) -> AsyncIterator[bytes]:
-    """Encode a backend stream as server-sent events.
+class Ended(NamedTuple):
+    """The last item of :func:`drive`: the stream is over and its record is made."""
 
-    ``make_delta(text, finish_reason, first)`` builds one wire chunk; ``make_usage`` the
-    trailing usage chunk from what ``finalize`` returns. ``finalize`` (metering and the
-    usage record) runs exactly once: when the backend is done, or when the client leaves.
-    When the client disconnects, the server cancels this generator; ``finally`` then closes
-    the backend stream, which stops the generation.
+    usage: p.Usage
+
+
+async def drive(
+    chunks: AsyncIterator[Chunk], outcome: Outcome, finalize: Callable[[Outcome], p.Usage]
+) -> AsyncGenerator[Chunk | Ended, None]:
+    """Run a backend stream for a client: each chunk (absorbed into ``outcome``), then
+    :class:`Ended` with what ``finalize`` (metering and the usage record) returned.
+
+    Every API's stream encoder iterates this, so what a stream does is written once:
+    ``finalize`` runs exactly once, when the backend is done or when the client leaves (the
+    server cancels or closes the encoder, which must close this generator: ``finally``
+    then closes the backend's stream, which stops the generation); a backend that fails
+    mid-stream, or ends without a finish reason, leaves its error in ``outcome.error``.
     """
-    first = True
     try:
         try:
             async for chunk in chunks:
                 _absorb(chunk, outcome)
-                if first or chunk.text:
-                    yield event(make_delta(chunk.text or None, None, first))
-                    first = False
-                if chunk.finish_reason is not None:
-                    yield event(make_delta(None, chunk.finish_reason, False))
+                yield chunk
         except FreshetError as exc:
             outcome.error = exc
         except Exception as exc:
@@ -116,12 +113,7 @@ async def sse(
         if outcome.error is None and outcome.finish_reason is None:
             outcome.error = BackendError("backend stream ended without a finish reason")
         outcome.finalized = True
-        wire_usage = finalize(outcome)
-        if outcome.error is not None:
-            yield event(error_body(outcome.error))
-        elif include_usage:
-            yield event(make_usage(wire_usage))
-        yield DONE
+        yield Ended(finalize(outcome))
     except BaseException:
         # GeneratorExit or cancellation: the client went away mid-stream.
         outcome.client_disconnected = True
@@ -130,3 +122,38 @@ async def sse(
         if not outcome.finalized:
             outcome.finalized = True
             finalize(outcome)
+
+
+async def sse(
+    chunks: AsyncIterator[Chunk],
+    outcome: Outcome,
+    *,
+    make_delta: Callable[[str | None, str | None, bool], Struct],
+    make_usage: Callable[[p.Usage], Struct],
+    include_usage: bool,
+    finalize: Callable[[Outcome], p.Usage],
+) -> AsyncIterator[bytes]:
+    """Encode a backend stream as OpenAI's server-sent events (:func:`drive` runs it).
+
+    ``make_delta(text, finish_reason, first)`` builds one wire chunk; ``make_usage`` the
+    trailing usage chunk from what ``finalize`` returns; errors are an error event; always
+    ``data: [DONE]``.
+    """
+    first = True
+    items = drive(chunks, outcome, finalize)
+    try:
+        async for item in items:
+            if isinstance(item, Ended):
+                if outcome.error is not None:
+                    yield event(error_body(outcome.error))
+                elif include_usage:
+                    yield event(make_usage(item.usage))
+                yield DONE
+                return
+            if first or item.text:
+                yield event(make_delta(item.text or None, None, first))
+                first = False
+            if item.finish_reason is not None:
+                yield event(make_delta(None, item.finish_reason, False))
+    finally:
+        await items.aclose()

@@ -20,9 +20,7 @@ from gateway import protocol as p
 from gateway.api.anthropic import protocol as a
 from gateway.api.anthropic.errors import error_event
 from gateway.backend import Chunk
-from gateway.errors import BackendError, FreshetError
-from gateway.flow.dispatch import aclose
-from gateway.flow.streaming import _absorb as absorb  # the one absorption of a chunk
+from gateway.flow.streaming import Ended, drive
 from gateway.outcome import Outcome
 
 log = logging.getLogger(__name__)
@@ -65,42 +63,24 @@ async def events(
     start: a.Message,
     finalize: Callable[[Outcome], p.Usage],
 ) -> AsyncIterator[bytes]:
-    """Encode a backend stream as Anthropic's events; ``start`` is the empty message of
-    ``message_start``. When the client leaves, the server cancels this generator, whose
-    ``finally`` closes the backend's stream (which stops the generation)."""
+    """Encode a backend stream as Anthropic's events (:func:`gateway.flow.streaming.drive`
+    runs it); ``start`` is the empty message of ``message_start``."""
+    items = drive(chunks, outcome, finalize)
     try:
         yield event(a.MessageStart(message=start))
         yield event(a.ContentBlockStart(index=0, content_block=a.TextBlock()))
         yield event(a.Ping())
-        try:
-            async for chunk in chunks:
-                absorb(chunk, outcome)
-                if chunk.text:
-                    delta = a.TextDelta(text=chunk.text)
-                    yield event(a.ContentBlockDelta(index=0, delta=delta))
-        except FreshetError as exc:
-            outcome.error = exc
-        except Exception as exc:
-            log.exception("backend failed mid-stream")
-            outcome.error = BackendError(f"backend failed mid-stream: {type(exc).__name__}")
-        finally:
-            await aclose(chunks)
-        if outcome.error is None and outcome.finish_reason is None:
-            outcome.error = BackendError("backend stream ended without a finish reason")
-        outcome.finalized = True
-        usage = finalize(outcome)
-        if outcome.error is not None:
-            yield error_event(outcome.error)
-            return
-        yield event(a.ContentBlockStop(index=0))
-        body = a.MessageDeltaBody(stop_reason=stop_reason(outcome.finish_reason))
-        yield event(a.MessageDelta(delta=body, usage=wire_usage(usage)))
-        yield event(a.MessageStop())
-    except BaseException:
-        # GeneratorExit or cancellation: the client went away mid-stream.
-        outcome.client_disconnected = True
-        raise
+        async for item in items:
+            if isinstance(item, Ended):
+                if outcome.error is not None:
+                    yield error_event(outcome.error)
+                    return
+                yield event(a.ContentBlockStop(index=0))
+                body = a.MessageDeltaBody(stop_reason=stop_reason(outcome.finish_reason))
+                yield event(a.MessageDelta(delta=body, usage=wire_usage(item.usage)))
+                yield event(a.MessageStop())
+                return
+            if item.text:
+                yield event(a.ContentBlockDelta(index=0, delta=a.TextDelta(text=item.text)))
     finally:
-        if not outcome.finalized:
-            outcome.finalized = True
-            finalize(outcome)
+        await items.aclose()
