@@ -92,6 +92,7 @@ from gateway.outcome import UsageRecord
 from gateway.routing import Candidate, Router
 from gateway.settings import convert_params, convert_profile
 from gateway.simulator import (
+    PooledSimulator,
     ServerPool,
     SimDone,
     SimRequest,
@@ -100,6 +101,7 @@ from gateway.simulator import (
     SimulatorFactory,
     profile_watts,
     simulated_usage,
+    with_output,
 )
 
 __all__ = [
@@ -138,6 +140,7 @@ __all__ = [
     "ModelNotFound",
     "NotFound",
     "Operation",
+    "PooledSimulator",
     "Quote",
     "RateLimited",
     "RegisterBackendType",
@@ -166,4 +169,5 @@ __all__ = [
     "is_remote",
     "profile_watts",
     "simulated_usage",
+    "with_output",
 ]

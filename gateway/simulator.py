@@ -31,6 +31,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
+import msgspec
 from msgspec import Struct
 
 from gateway.backend import Backend, BackendConfig, BackendStatus, BackendUsage, HardwareProfile
@@ -304,3 +305,29 @@ class ServerPool:
     def totals(self, until_s: float) -> SimTotals:
         self._integrate(until_s)
         return SimTotals(joules=self._joules, idle_joules=self._idle, busy_s=self._busy)
+
+
+class PooledSimulator:
+    """A :class:`Simulator` whose backend serves from a :class:`ServerPool`: subclasses
+    set ``self._pool`` (and may shape each request in :meth:`submit`)."""
+
+    _pool: ServerPool
+
+    def submit(self, request: SimRequest) -> None:
+        self._pool.submit(request)
+
+    def advance(self, until_s: float) -> list[SimDone]:
+        return self._pool.advance(until_s)
+
+    def status(self, now_s: float) -> BackendStatus:
+        return self._pool.status(now_s)
+
+    def totals(self, until_s: float) -> SimTotals:
+        return self._pool.totals(until_s)
+
+
+def with_output(request: SimRequest, output_tokens: int) -> SimRequest:
+    """``request`` producing ``output_tokens`` instead (a backend's cap, or its context)."""
+    if output_tokens == request.output_tokens:
+        return request
+    return msgspec.structs.replace(request, output_tokens=output_tokens)

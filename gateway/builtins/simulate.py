@@ -8,7 +8,7 @@ leaves, and a prompt that fills the context is refused. Its energy follows its p
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 from msgspec import Struct
@@ -16,17 +16,16 @@ from msgspec import Struct
 from gateway.plugin_api import (
     Backend,
     BackendConfig,
-    BackendStatus,
     ContextLengthExceeded,
+    PooledSimulator,
     RegisterSimulator,
     ServerPool,
-    SimDone,
     SimRequest,
-    SimTotals,
     convert_params,
     convert_section,
     hookimpl,
     profile_watts,
+    with_output,
 )
 
 
@@ -39,7 +38,7 @@ class _NoOptions(Struct, kw_only=True, forbid_unknown_fields=True):
     pass
 
 
-class DeterministicSimulator:
+class DeterministicSimulator(PooledSimulator):
     def __init__(self, backend: Backend, config: BackendConfig, options: Mapping[str, Any]) -> None:
         convert_section(dict(options), _NoOptions, None, f"--sim {config.id}")
         params = convert_params(_only(config, _Pace.__struct_fields__), _Pace)
@@ -64,24 +63,8 @@ class DeterministicSimulator:
                 param="messages",
             )
         output = min(self._caps.output_limit(request.output_tokens, room) or room, room)
-        if output != request.output_tokens:  # the live backend stops at the end of the context
-            request = SimRequest(
-                tag=request.tag,
-                arrival_s=request.arrival_s,
-                prompt_tokens=request.prompt_tokens,
-                output_tokens=output,
-                adapter=request.adapter,
-            )
-        self._pool.submit(request)
-
-    def advance(self, until_s: float) -> Sequence[SimDone]:
-        return self._pool.advance(until_s)
-
-    def status(self, now_s: float) -> BackendStatus:
-        return self._pool.status(now_s)
-
-    def totals(self, until_s: float) -> SimTotals:
-        return self._pool.totals(until_s)
+        # The live backend stops at its cap, and at the end of the context.
+        self._pool.submit(with_output(request, output))
 
 
 def _only(config: BackendConfig, keys: tuple[str, ...]) -> BackendConfig:

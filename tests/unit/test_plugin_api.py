@@ -48,6 +48,7 @@ EXPORTED = [
     "ModelNotFound",
     "NotFound",
     "Operation",
+    "PooledSimulator",
     "Quote",
     "RateLimited",
     "RegisterBackendType",
@@ -76,6 +77,7 @@ EXPORTED = [
     "is_remote",
     "profile_watts",
     "simulated_usage",
+    "with_output",
 ]
 
 

@@ -20,15 +20,14 @@ from msgspec import Struct
 from gateway.plugin_api import (
     Backend,
     BackendConfig,
-    BackendStatus,
+    PooledSimulator,
     RegisterSimulator,
     ServerPool,
-    SimDone,
     SimRequest,
-    SimTotals,
     convert_section,
     hookimpl,
     profile_watts,
+    with_output,
 )
 
 
@@ -36,7 +35,7 @@ class _NoOptions(Struct, kw_only=True, forbid_unknown_fields=True):
     pass
 
 
-class LlamaCppSimulator:
+class LlamaCppSimulator(PooledSimulator):
     def __init__(self, backend: Backend, config: BackendConfig, options: Mapping[str, Any]) -> None:
         convert_section(dict(options), _NoOptions, None, f"--sim {config.id}")
         profile = backend.profile
@@ -56,24 +55,8 @@ class LlamaCppSimulator:
 
     def submit(self, request: SimRequest) -> None:
         output = self._caps.output_limit(request.output_tokens) or request.output_tokens
-        if output != request.output_tokens:
-            request = SimRequest(
-                tag=request.tag,
-                arrival_s=request.arrival_s,
-                prompt_tokens=request.prompt_tokens,
-                output_tokens=output,
-                adapter=request.adapter,
-            )
-        self._pool.submit(request)
-
-    def advance(self, until_s: float) -> list[SimDone]:
-        return self._pool.advance(until_s)
-
-    def status(self, now_s: float) -> BackendStatus:
-        return self._pool.status(now_s)
-
-    def totals(self, until_s: float) -> SimTotals:
-        return self._pool.totals(until_s)
+        # The live backend stops at its cap, and at the end of the context.
+        self._pool.submit(with_output(request, output))
 
 
 @hookimpl

@@ -49,6 +49,7 @@ from gateway.plugin_api import (
     BackendStatus,
     ContextLengthExceeded,
     HardwareProfile,
+    PooledSimulator,
     RateLimited,
     RegisterSimulator,
     ServerPool,
@@ -394,7 +395,7 @@ class RemoteSimOptions(Struct, kw_only=True, forbid_unknown_fields=True):
     tokens_per_s: Positive = 100.0
 
 
-class RemoteSimulator:
+class RemoteSimulator(PooledSimulator):
     """An ``openai-compatible`` backend: a server elsewhere, priced by its list price."""
 
     def __init__(self, backend: Backend, config: BackendConfig, options: Mapping[str, Any]) -> None:
@@ -411,18 +412,6 @@ class RemoteSimulator:
             watts=profile_watts(profile),
             max_context=backend.deployments[0].max_context,
         )
-
-    def submit(self, request: SimRequest) -> None:
-        self._pool.submit(request)
-
-    def advance(self, until_s: float) -> list[SimDone]:
-        return self._pool.advance(until_s)
-
-    def status(self, now_s: float) -> BackendStatus:
-        return self._pool.status(now_s)
-
-    def totals(self, until_s: float) -> SimTotals:
-        return self._pool.totals(until_s)
 
 
 @hookimpl
