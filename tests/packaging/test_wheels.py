@@ -248,6 +248,7 @@ def test_the_installed_freshet_lists_the_plugins_from_their_distributions(
     expected = {
         "deterministic": CORE,
         "routing": CORE,
+        "simulators": CORE,  # the deterministic backend's replay model
         "asic-sim": "freshet-asic-sim",
         "energy": "freshet-energy",
         "shout": "freshet-shout",
