@@ -64,9 +64,10 @@ class Decision(Struct, kw_only=True):
     def header(self, served: str | None = None, failed_over: int = 0) -> str:
         # The quote is the one of the deployment that served, not of the first choice.
         chosen = self.served(served)
+        dep = chosen.deployment
         parts = [
             self.router,
-            f"chosen={served or chosen.deployment.backend_id}",
+            f"chosen={label(dep) if served in (None, dep.backend_id) else served}",
             f"quote_usd={chosen.quote.usd_total:.3g}" if chosen.quote else "quote_usd=?",
             f"candidates={len(self.ordered) + len(self.dropped)}",
             f"failed_over={failed_over}",
@@ -74,9 +75,15 @@ class Decision(Struct, kw_only=True):
         if self.panic:
             parts.append("panic=1")
         if self.dropped:
-            reasons = ",".join(f"{c.deployment.backend_id}:{c.dropped}" for c in self.dropped)
+            reasons = ",".join(f"{label(c.deployment)}:{c.dropped}" for c in self.dropped)
             parts.append(f"dropped={reasons}")
         return "; ".join(parts)
+
+
+def label(dep: Deployment) -> str:
+    """A deployment in ``x-freshet-route``: its backend, and its adapter's name if any
+    (``asic/llama-3.1-8b:news-2025``)."""
+    return f"{dep.backend_id}/{dep.name}" if dep.adapter else dep.backend_id
 
 
 class Router(Protocol):

@@ -9,7 +9,9 @@ unhealthy they are all tried anyway (panic mode: ``Decision.panic``, ``panic=1``
 ``x-freshet-route``).
 The rest are scored by the cost model's quote (``full``: energy + capex share + list
 price; ``marginal``: energy only) and ordered by the group's routing policy (a plugin;
-default ``cheapest-fresh``). The first is chosen; the others are the fallback list.
+default ``cheapest-fresh``). The first is chosen; the others are the fallback list, one
+deployment per backend and model (its adapters share its quote and its refusals; the rest
+are dropped as ``same_backend``).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import math
 from collections.abc import Collection, Mapping, Sequence
 
 from gateway.backend import BackendStatus, Deployment, Operation
-from gateway.cost import BackendCost, RequestShape
+from gateway.cost import BackendCost, Quote, RequestShape
 from gateway.errors import (
     BackendUnavailable,
     ContextLengthExceeded,
@@ -88,6 +90,7 @@ def decide(
     context_need = int(shape.prompt_tokens * CONTEXT_SLACK) + (max_tokens or 0)
     marginal = policy == "marginal"
     max_ttft_s = math.inf if max_ttft_ms is None else max_ttft_ms / 1000
+    quotes: dict[str, Quote] = {}
     for rank, dep in enumerate(deployments):
         backend_id = dep.backend_id
         status = statuses[backend_id]
@@ -106,7 +109,9 @@ def decide(
                 else f"context(~{shape.prompt_tokens}+{max_tokens or 0}>{dep.max_context})"
             )
         else:
-            quote = costs[backend_id].quote(shape, status)
+            quote = quotes.get(backend_id)
+            if quote is None:  # a backend's adapters share its quote
+                quote = quotes[backend_id] = costs[backend_id].quote(shape, status)
             if quote.ttft_s <= max_ttft_s:
                 candidate = Candidate(
                     score=quote.usd_energy if marginal else quote.usd_total,
@@ -141,6 +146,8 @@ def decide(
     if not eligible:
         raise _nothing_eligible(name, dropped, need, shape, operation)
     ordered = router.order(eligible, name)
+    if len(ordered) > 1:
+        ordered = _one_per_backend(ordered, dropped)
     return Decision(
         ordered=ordered,
         dropped=dropped,
@@ -149,6 +156,27 @@ def decide(
         router=router_name,
         panic=panic,
     )
+
+
+def _one_per_backend(ordered: list[Candidate], dropped: list[Candidate]) -> list[Candidate]:
+    """A backend's adapters of one model share its quote and its refusals (queue,
+    context): only the best of them stays in the fallback list, so a refusal falls through
+    to another backend instead of spending the retry budget on the same one. The others
+    are dropped as ``same_backend``."""
+    seen = {(c.deployment.backend_id, c.deployment.model) for c in ordered}
+    if len(seen) == len(ordered):  # no backend's model twice: the usual case
+        return ordered
+    seen.clear()
+    kept: list[Candidate] = []
+    for c in ordered:
+        key = (c.deployment.backend_id, c.deployment.model)
+        if key in seen:
+            c.dropped = "same_backend"
+            dropped.append(c)
+        else:
+            seen.add(key)
+            kept.append(c)
+    return kept
 
 
 def _nothing_eligible(

@@ -69,7 +69,9 @@ class Fleet:
             self.get(config.id)
         self._backends = {c.id: self._backends[c.id] for c in settings.backends}  # config order
         self._building = []
-        self.catalog = Catalog(self._backends, settings.groups)
+        self.catalog = Catalog(
+            self._backends, settings.groups, settings.routing.adapters_by_name_only
+        )
 
     def _build(self, config: BackendConfig) -> Backend:
         factory = self._types.get(config.type)
@@ -130,10 +132,20 @@ class Fleet:
 
 
 class Catalog:
-    """Maps every name a client may put in ``model`` to its deployments, built once."""
+    """Maps every name a client may put in ``model`` to its deployments, built once.
+
+    A base model's name and a group that names a backend also reach that backend's LoRA
+    adapter deployments (each with its own cutoff), after the base deployments so that a
+    tie goes to the base; ``model:adapter`` is the adapter alone. ``adapters_by_name_only``
+    leaves adapters reachable only by their own name. The lists are expanded here, once,
+    so the router's loop sees plain candidates.
+    """
 
     def __init__(
-        self, backends: Mapping[str, Backend], groups: Mapping[str, Sequence[str]]
+        self,
+        backends: Mapping[str, Backend],
+        groups: Mapping[str, Sequence[str]],
+        adapters_by_name_only: bool = False,
     ) -> None:
         entries: dict[str, list[Deployment]] = {}
         kinds: dict[str, str] = {}
@@ -141,14 +153,21 @@ class Catalog:
             for dep in backend.deployments:
                 entries.setdefault(dep.name, []).append(dep)
                 kinds[dep.name] = "adapter" if dep.adapter else "model"
+        if not adapters_by_name_only:
+            for backend in backends.values():
+                for dep in backend.deployments:
+                    base = entries.get(dep.model)
+                    if dep.adapter and base is not None and kinds[dep.model] == "model":
+                        base.append(dep)
         for group, members in groups.items():
             if group in entries:
                 raise ConfigError(
                     f"group name {group!r} is also a model name", key=f"groups.{group}"
                 )
-            entries[group] = [
-                dep for member in members for dep in backends[member].deployments if not dep.adapter
-            ]
+            deps = [d for m in members for d in backends[m].deployments if not d.adapter]
+            if not adapters_by_name_only:
+                deps += [d for m in members for d in backends[m].deployments if d.adapter]
+            entries[group] = deps
             kinds[group] = "group"
         self._entries = {
             name: Entry(name=name, kind=kinds[name], deployments=tuple(deps))

@@ -104,6 +104,9 @@ class RoutingSettings(Struct, kw_only=True, forbid_unknown_fields=True):
     # Backends tried per request before giving up (retry budget); 0 would refuse them all.
     max_attempts: Annotated[int, Meta(ge=1, le=100)] = 3
     default_output_tokens: Annotated[int, Meta(ge=1)] = 256  # expected output without max_tokens
+    # A group that names a backend, and a request for a base model, also consider the
+    # backend's LoRA adapter deployments (their own cutoffs); true: adapters only by name.
+    adapters_by_name_only: bool = False
 
 
 class HealthSettings(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):

@@ -185,7 +185,8 @@ def test_a_good_config_shows_the_fleet_it_would_serve(tmp_path: Path) -> None:
     assert backends["paid"]["list_price"] == {"input_per_mtok": 0.15, "output_per_mtok": 0.6}
     assert backends["asic"]["energy"] == "simulated"
     assert report["groups"]["auto"]["backends"] == ["asic", "cpu"]
-    assert report["groups"]["auto"]["knowledge_cutoff"] == "2024-06-01"
+    # The group reaches the card's news adapter too (issue 20): its freshest cutoff.
+    assert report["groups"]["auto"]["knowledge_cutoff"] == "2025-03-01"
     assert report["prices"]["kwh_usd"] == 0.2
     assert report["prices"]["tariffs"][0]["kwh_usd"] == 0.3
     assert report["routing"]["max_attempts"] == 2

@@ -66,8 +66,14 @@ async def test_adapters_are_deployments_with_their_own_cutoffs(
     assert names["llama-3.1-8b:news-2025"].knowledge_cutoff == dt.date(2025, 3, 1)
     assert names["llama-3.1-8b:legal"].knowledge_cutoff == dt.date(2023, 12, 1)  # base's
     assert all(d.max_context == 2048 for d in names.values())
-    # The group serves the base model only; adapters are chosen by name.
-    assert [d.name for d in fleet.catalog.resolve("chat").deployments] == ["llama-3.1-8b"]
+    # The group and the base name reach the adapters too, after the base (issue 20);
+    # naming an adapter reaches it alone.
+    expanded = ["llama-3.1-8b", "llama-3.1-8b:news-2025", "llama-3.1-8b:legal"]
+    assert [d.name for d in fleet.catalog.resolve("chat").deployments] == expanded
+    assert [d.name for d in fleet.catalog.resolve("llama-3.1-8b").deployments] == expanded
+    assert [d.name for d in fleet.catalog.resolve("llama-3.1-8b:legal").deployments] == [
+        "llama-3.1-8b:legal"
+    ]
     await fleet.aclose()
 
 
