@@ -9,7 +9,7 @@ import msgspec
 from msgspec import Struct
 
 from gateway import protocol as p
-from gateway.backend import Deployment, GenerationRequest
+from gateway.backend import BackendStatus, Deployment, GenerationRequest
 from gateway.cost import Costing, Metering, RequestShape
 from gateway.errors import (
     BackendError,
@@ -135,7 +135,12 @@ class Service:
         )
         deployments = [d for d in entry.deployments if d.backend_id not in exclude]
         backends = self._backends
-        statuses = {d.backend_id: await backends[d.backend_id].status() for d in deployments}
+        # Once per backend (its adapter deployments share its status).
+        statuses: dict[str, BackendStatus] = {}
+        for d in deployments:
+            backend_id = d.backend_id
+            if backend_id not in statuses:
+                statuses[backend_id] = await backends[backend_id].status()
         return decide(
             entry.name,
             deployments,
