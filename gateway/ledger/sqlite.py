@@ -33,6 +33,7 @@ from gateway.ledger.migrations import (
     refuse_newer,
 )
 from gateway.outcome import UsageRecord
+from gateway.state.keys_sqlite import retry_locked
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +99,8 @@ class SQLiteLedger:
         conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         try:
             refuse_newer(conn, self.path, self.migrations)  # before anything is written
-            conn.execute("PRAGMA journal_mode=WAL")
+            # Several workers may open a new file at once (gateway.state.keys_sqlite).
+            retry_locked(lambda: conn.execute("PRAGMA journal_mode=WAL"))
             conn.execute("PRAGMA synchronous=NORMAL")
             migrate(conn, self.path, self.migrations)
             check_columns(conn, self.path, self.record_type)

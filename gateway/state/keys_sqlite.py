@@ -8,6 +8,8 @@ for changes costs one pragma. Queries are point lookups on a small table, run in
 from __future__ import annotations
 
 import sqlite3
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
@@ -26,10 +28,14 @@ class SQLiteKeyStore:
         if self._conn is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute(
-                "CREATE TABLE IF NOT EXISTS keys (digest TEXT PRIMARY KEY, "
-                "name TEXT NOT NULL UNIQUE, record BLOB NOT NULL)"
+            # Workers of one `freshet serve --workers N` open a new file at the same moment:
+            # switching it to WAL takes a lock SQLite's busy timeout does not wait for.
+            retry_locked(lambda: conn.execute("PRAGMA journal_mode=WAL"))
+            retry_locked(
+                lambda: conn.execute(
+                    "CREATE TABLE IF NOT EXISTS keys (digest TEXT PRIMARY KEY, "
+                    "name TEXT NOT NULL UNIQUE, record BLOB NOT NULL)"
+                )
             )
             self._conn = conn
         return self._conn
@@ -70,3 +76,16 @@ class SQLiteKeyStore:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+
+def retry_locked(run: Callable[[], object], attempts: int = 50) -> None:
+    """Run ``run``, again while another process holds the lock it needs (up to ~5 s)."""
+    for attempt in range(attempts):
+        try:
+            run()
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == attempts - 1:
+                raise
+            time.sleep(0.1)
+        else:
+            return
