@@ -50,6 +50,15 @@ def _text(description: str) -> Any:
 
 
 # The report's groups, as SQL over the ``usage`` table.
+def _group_by(value: str) -> GroupBy:
+    """``group_by`` checked: one of the report's groupings (a 400 otherwise)."""
+    if value not in GROUP_BY:
+        raise InvalidRequest(
+            f"group_by must be one of {', '.join(GROUP_BY)}; got {value!r}", param="group_by"
+        )
+    return cast(GroupBy, value)
+
+
 _GROUP_SQL: dict[str, str] = {
     "backend": '"backend"',
     "model": '"model"',
@@ -149,14 +158,9 @@ class ReportsController(Controller):
         ] = "backend",
         format: Annotated[str, Parameter(description="json or csv")] = "json",
     ) -> Response[Any]:
-        if group_by not in GROUP_BY:
-            raise InvalidRequest(
-                f"group_by must be one of {', '.join(GROUP_BY)}; got {group_by!r}",
-                param="group_by",
-            )
+        by = _group_by(group_by)
         if format not in ("json", "csv"):
             raise InvalidRequest(f"format must be json or csv; got {format!r}", param="format")
-        by = cast(GroupBy, group_by)
         report = await cost_report((await _ledger(request)).rows, by, filters)
         if format == "csv":
             return Response(
@@ -194,14 +198,10 @@ class ReportsController(Controller):
             str, Parameter(description="backend, model, key, group or hour")
         ] = "backend",
     ) -> CostBreakdown:
-        if group_by not in _GROUP_SQL:
-            raise InvalidRequest(
-                f"group_by must be one of {', '.join(GROUP_BY)}; got {group_by!r}",
-                param="group_by",
-            )
+        by = _group_by(group_by)
         check_range(filters)
         where, params = where_clause(filters)
-        expr = _GROUP_SQL[group_by]
+        expr = _GROUP_SQL[by]
         rows = await (await _ledger(request)).rows(
             f"SELECT {expr} AS g, status, energy_source, COUNT(*), SUM(joules), "
             f"COALESCE(SUM(usd_total), 0) FROM usage {where} "
@@ -209,7 +209,7 @@ class ReportsController(Controller):
             params,
         )
         return CostBreakdown(
-            group_by=cast(GroupBy, group_by),
+            group_by=by,
             since=filters.since,
             until=filters.until,
             rows=[
