@@ -55,6 +55,18 @@ DEFAULT_OPERATIONS: frozenset[Operation] = frozenset(("chat", "text_completion")
 """The operations a :class:`Deployment` serves unless it declares its own: both, as every
 backend did before backends declared theirs."""
 
+Capability = Annotated[str, _NAME]
+"""What a deployment can do beyond plain text generation: any name; the core knows
+:data:`KNOWN_CAPABILITIES`."""
+
+KNOWN_CAPABILITIES: tuple[str, ...] = ("tools", "json_schema", "vision", "embeddings")
+"""The capabilities the core routes on: ``tools`` (function calling: a request's ``tools``
+with a ``tool_choice`` other than ``none``), ``json_schema`` (structured output: a
+``response_format`` of ``json_object`` or ``json_schema``), ``vision`` (image content
+parts), ``embeddings``. A request needing one (:meth:`GenerationRequest.needs`) is never
+routed to a deployment without it: the router drops it as ``capability(...)``, and a
+request no deployment can serve is a 400 naming what is missing."""
+
 
 class HardwareProfile(Struct, kw_only=True, frozen=True):
     """What a backend's hardware costs and can do. Every figure is configuration."""
@@ -103,6 +115,10 @@ class Deployment(Struct, kw_only=True, frozen=True):
     ``operations``: what this deployment serves (default :data:`DEFAULT_OPERATIONS`). The
     router never sends it a request of another operation: it drops it with the reason
     ``operation(...)``, and a request that no deployment of its model can serve is a 400.
+
+    ``capabilities``: what it can do beyond text (:data:`KNOWN_CAPABILITIES`; default
+    none). A request that needs one it lacks (:meth:`GenerationRequest.needs`) is dropped
+    the same way, with the reason ``capability(...)``.
     """
 
     backend_id: str
@@ -113,6 +129,7 @@ class Deployment(Struct, kw_only=True, frozen=True):
     default_output_tokens: int | None = None
     max_output_tokens: int | None = None
     operations: frozenset[Operation] = DEFAULT_OPERATIONS
+    capabilities: frozenset[Capability] = frozenset()
 
     @property
     def name(self) -> str:
@@ -147,13 +164,84 @@ class Deployment(Struct, kw_only=True, frozen=True):
         return msgspec.structs.replace(request, max_tokens=limit)
 
 
+class ToolSpec(Struct, kw_only=True, frozen=True):
+    """A function the model may call: its name, what it does, and its arguments' JSON
+    Schema (an object schema, as the client sent it)."""
+
+    name: str
+    description: str | None = None
+    parameters: Mapping[str, Any] = field(default_factory=dict)
+
+
+class NamedTool(Struct, kw_only=True, frozen=True):
+    """``tool_choice`` naming one function: the model must call exactly that one."""
+
+    name: str
+
+
+ToolChoice = Literal["none", "auto", "required"] | NamedTool
+"""Whether and which tools the model calls: ``none`` (tools ignored), ``auto`` (text or a
+call, the model decides), ``required`` (a call of any of the tools), or one
+:class:`NamedTool`. ``GenerationRequest.tool_choice = None`` means OpenAI's default:
+``auto`` when there are tools (:meth:`GenerationRequest.effective_tool_choice`)."""
+
+
+class ResponseFormat(Struct, kw_only=True, frozen=True):
+    """What shape the output must have: ``text`` (anything), ``json_object`` (one JSON
+    object), ``json_schema`` (JSON valid against ``schema``; ``name`` and ``strict`` as the
+    client sent them)."""
+
+    type: Literal["text", "json_object", "json_schema"] = "text"
+    schema: Mapping[str, Any] | None = None
+    name: str | None = None
+    strict: bool | None = None
+
+
+class ToolCall(Struct, kw_only=True, frozen=True):
+    """A call the model made: an id (``call_...``) that the tool's result refers to, the
+    function's name and its arguments as JSON text (as OpenAI carries them)."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+class TextPart(Struct, kw_only=True, frozen=True, tag="text"):
+    text: str
+
+
+class ImagePart(Struct, kw_only=True, frozen=True, tag="image_url"):
+    """An image: an ``https:`` or ``data:`` URL, with OpenAI's ``detail``."""
+
+    url: str
+    detail: str | None = None
+
+
+ContentPart = TextPart | ImagePart
+
+
 class Message(Struct, kw_only=True, frozen=True):
+    """One message of a chat. ``content`` is its text (the text parts joined);
+    ``parts`` its content parts in order when it had any other than text (images: only a
+    ``vision`` deployment is sent one, see :data:`KNOWN_CAPABILITIES`), else empty.
+    An assistant message may carry ``tool_calls``; a ``tool`` message is the result of the
+    call whose id is ``tool_call_id``."""
+
     role: str
-    content: str
+    content: str = ""
+    parts: Sequence[ContentPart] = ()
+    tool_calls: Sequence[ToolCall] = ()
+    tool_call_id: str | None = None
 
 
 class GenerationRequest(Struct, kw_only=True):
-    """A request as a backend sees it: already parsed, routed and normalised."""
+    """A request as a backend sees it: already parsed, routed and normalised.
+
+    ``tools``, ``tool_choice``, ``parallel_tool_calls``: function calling (see
+    :data:`ToolChoice`); a backend that answers with calls streams
+    :attr:`Chunk.tool_calls` and ends with ``finish_reason="tool_calls"``.
+    ``response_format``: structured output (``None``: text).
+    """
 
     request_id: str
     operation: Operation
@@ -168,7 +256,30 @@ class GenerationRequest(Struct, kw_only=True):
     stop: Sequence[str] = ()
     frequency_penalty: float | None = None
     presence_penalty: float | None = None
+    tools: Sequence[ToolSpec] = ()
+    tool_choice: ToolChoice | None = None
+    parallel_tool_calls: bool | None = None
+    response_format: ResponseFormat | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def effective_tool_choice(self) -> ToolChoice:
+        """``tool_choice`` with OpenAI's default filled in: ``none`` without tools, else
+        ``auto``."""
+        if not self.tools:
+            return "none"
+        return "auto" if self.tool_choice is None else self.tool_choice
+
+    def needs(self) -> frozenset[str]:
+        """The capabilities a deployment must have to serve this request
+        (:data:`KNOWN_CAPABILITIES`)."""
+        needed: set[str] = set()
+        if self.tools and self.effective_tool_choice() != "none":
+            needed.add("tools")
+        if self.response_format is not None and self.response_format.type != "text":
+            needed.add("json_schema")
+        if any(isinstance(part, ImagePart) for m in self.messages for part in m.parts):
+            needed.add("vision")
+        return frozenset(needed)
 
 
 class BackendUsage(Struct, kw_only=True):
@@ -185,8 +296,27 @@ class BackendUsage(Struct, kw_only=True):
     timings: Mapping[str, float] = field(default_factory=dict)
 
 
+class ToolCallDelta(Struct, kw_only=True, frozen=True):
+    """A piece of a streamed tool call, as OpenAI streams them: ``index`` says which call
+    of the answer; its first piece carries ``id`` and ``name``, and every piece may carry a
+    fragment of the ``arguments`` JSON text (joined in order they are the arguments)."""
+
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+
+FINISH_TOOL_CALLS = "tool_calls"
+"""The ``finish_reason`` of an answer that ends with tool calls."""
+
+
 class Chunk(Struct, kw_only=True):
-    """One piece of a backend's output. The last chunk has ``finish_reason`` and ``usage``."""
+    """One piece of a backend's output. The last chunk has ``finish_reason`` and ``usage``.
+
+    ``tool_calls``: pieces of tool calls (:class:`ToolCallDelta`); an answer with calls
+    ends with ``finish_reason`` :data:`FINISH_TOOL_CALLS`.
+    """
 
     text: str = ""
     finish_reason: str | None = None
@@ -194,6 +324,7 @@ class Chunk(Struct, kw_only=True):
     # The prompt's real token count, when the backend knows it before the end (set on the
     # first chunk): a request cut short is then recorded with it, not an estimate.
     prompt_tokens: int | None = None
+    tool_calls: Sequence[ToolCallDelta] = ()
 
 
 class BackendStatus(Struct, kw_only=True):
