@@ -47,9 +47,14 @@ KNOWN_ENERGY_SOURCES: tuple[str, ...] = ("nvml", "rapl", "model", "simulated")
 ``simulated`` (the backend's own figure, e.g. ``freshet-asic-sim``). A third-party meter
 (a smart PDU, a cloud power API) reports its own name."""
 
-Operation = Literal["chat", "text_completion"]
-"""What a request asks for: ``chat`` (``/v1/chat/completions``, the request's ``messages``)
-or ``text_completion`` (``/v1/completions``, its ``prompt``)."""
+Operation = Literal["chat", "text_completion", "embeddings"]
+"""What a request asks for: ``chat`` (``/v1/chat/completions``, the request's ``messages``),
+``text_completion`` (``/v1/completions``, its ``prompt``) or ``embeddings``
+(``/v1/embeddings``: served by a backend that is also an :class:`Embedder`, never by
+:meth:`Backend.stream`)."""
+
+STREAM_OPERATIONS: frozenset[Operation] = frozenset(("chat", "text_completion"))
+"""The operations :meth:`Backend.stream` serves (they generate tokens)."""
 
 DEFAULT_OPERATIONS: frozenset[Operation] = frozenset(("chat", "text_completion"))
 """The operations a :class:`Deployment` serves unless it declares its own: both, as every
@@ -287,6 +292,13 @@ class BackendUsage(Struct, kw_only=True):
 
     prompt_tokens: int
     completion_tokens: int
+    # Parts of the counts above, as OpenAI counts them (0: none, or the backend cannot
+    # tell): prompt tokens read from a prefix cache, prompt tokens written to one (paid
+    # upstreams that bill cache writes, e.g. Anthropic's), and completion tokens spent on
+    # reasoning. cached_prompt_tokens + cache_write_tokens <= prompt_tokens.
+    cached_prompt_tokens: int = 0
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
     # Seconds from the backend accepting the request to its first token, and to its end.
     time_to_first_token_s: float | None = None
     duration_s: float | None = None
@@ -334,6 +346,18 @@ class BackendStatus(Struct, kw_only=True):
     observed_at: float = 0.0
     detail: str | None = None
     saturated: bool = False  # every slot busy and the queue full: a request would get 429
+    # The work the backend has committed to, for quotes (see docs/plugins.md). ``busy_s``:
+    # wall seconds until a request admitted now could start (0.0: a slot is free and nobody
+    # waits), counting what is left of the running requests and everything queued ahead of
+    # it. ``None``: the backend does not know; the quote then estimates it from ``running``
+    # and ``waiting`` as if every request were the size of the new one.
+    busy_s: float | None = None
+    # LoRA adapters: the names resident now (a request to another one first pays
+    # ``adapter_swap_s`` to load it), and how many fit at once. ``None``: not reported (the
+    # quote counts no swap).
+    adapters_loaded: tuple[str, ...] | None = None
+    adapter_swap_s: float = 0.0
+    adapter_slots: int | None = None
 
 
 class BackendConfig(Struct, kw_only=True, frozen=True):
@@ -359,6 +383,14 @@ class BackendConfig(Struct, kw_only=True, frozen=True):
     # Output caps (see :class:`Deployment`); ``None``: the backend type's own default.
     default_output_tokens: int | None = None
     max_output_tokens: int | None = None
+    # The config's ``capabilities: [...]`` (see :class:`Deployment`); ``None``: the
+    # backend type's own default (:meth:`capabilities_or`).
+    capabilities: frozenset[Capability] | None = None
+
+    def capabilities_or(self, default: frozenset[str]) -> frozenset[str]:
+        """This backend's capabilities: the config's list when it has one (it replaces the
+        type's ``default``, so ``capabilities: []`` declares none), else ``default``."""
+        return default if self.capabilities is None else self.capabilities
 
     def output_caps(
         self, default: int | None, ceiling: int | None
@@ -422,6 +454,44 @@ class TokenCounter(Protocol):
     use it when the chosen backend has it, and an estimate otherwise."""
 
     async def count_tokens(self, request: GenerationRequest) -> int: ...
+
+
+class EmbeddingRequest(Struct, kw_only=True):
+    """A ``/v1/embeddings`` request as a backend sees it: parsed, bounded and routed.
+
+    Exactly one of ``texts`` (strings) and ``tokens`` (token id arrays, passed as the
+    client sent them) holds the inputs, each non-empty. ``dimensions``: the client's wish
+    for shorter vectors; a backend that cannot honour it raises :class:`InvalidRequest`.
+    """
+
+    request_id: str
+    model: str
+    adapter: str | None = None
+    texts: Sequence[str] = ()
+    tokens: Sequence[Sequence[int]] = ()
+    dimensions: int | None = None
+    user: str | None = None
+
+    @property
+    def count(self) -> int:
+        return len(self.texts) or len(self.tokens)
+
+
+class EmbeddingResult(Struct, kw_only=True):
+    """One vector per input, in order, and what the request used (``completion_tokens``
+    0; ``prompt_tokens`` every input's tokens; timings and energy as for a generation)."""
+
+    vectors: Sequence[Sequence[float]]
+    usage: BackendUsage
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """Optional for a backend: embed texts (``POST /v1/embeddings``). A backend that has it
+    declares ``embeddings`` in its deployments' :attr:`Deployment.operations`; errors
+    raised let the gateway fall back as before a stream's first chunk."""
+
+    async def embed(self, request: EmbeddingRequest) -> EmbeddingResult: ...
 
 
 def is_remote(backend: object) -> bool:

@@ -18,9 +18,9 @@ only from configured list prices per token.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+from typing import Annotated, Any, Protocol
 
-from msgspec import Struct, field
+from msgspec import Meta, Struct, field
 
 from gateway.backend import (
     Backend,
@@ -31,12 +31,16 @@ from gateway.backend import (
     convert,
 )
 
+NonNegative = Annotated[float, Meta(ge=0)]
+
 
 class RequestShape(Struct, kw_only=True, frozen=True):
-    """What the router knows of a request before sending it."""
+    """What the router knows of a request before sending it; ``adapter``: the LoRA adapter
+    of the deployment being quoted (a quote counts its swap when it is not loaded)."""
 
     prompt_tokens: int
     output_tokens: int
+    adapter: str | None = None
 
 
 # Made for every candidate of every request and never part of a reference cycle:
@@ -51,10 +55,33 @@ class Quote(Struct, kw_only=True, frozen=True, gc=False):
     queue_s: float = 0.0
     ttft_s: float = 0.0
     duration_s: float = 0.0
+    # The cost model's own TTFT and duration, before the gateway's learned correction
+    # (gateway.flow.calibration) made ttft_s and duration_s of them; None: uncorrected.
+    model_ttft_s: float | None = None
+    model_duration_s: float | None = None
 
     @property
     def usd_total(self) -> float:
         return self.usd_energy + self.usd_capex + self.usd_list
+
+
+def queue_wait(status: BackendStatus, service_s: float, slots: int) -> float:
+    """Seconds a request admitted now waits for a slot: the backend's own
+    :attr:`~gateway.backend.BackendStatus.busy_s` when it reports one, else an estimate
+    from ``running`` and ``waiting`` as if each were ``service_s`` long."""
+    if status.busy_s is not None:
+        return max(0.0, status.busy_s)
+    ahead = status.running + status.waiting + 1 - slots
+    return ahead * service_s / slots if ahead > 0 else 0.0
+
+
+def swap_wait(shape: RequestShape, status: BackendStatus) -> float:
+    """Seconds to load the request's adapter first: the backend's swap time when it reports
+    which adapters are loaded and this one is not, else 0."""
+    loaded = status.adapters_loaded
+    if shape.adapter is None or loaded is None or shape.adapter in loaded:
+        return 0.0
+    return status.adapter_swap_s
 
 
 class Costing(Struct, kw_only=True):
@@ -145,15 +172,56 @@ energy meter by name, to a :class:`CostModel` (usually the cost model class itse
 
 
 class ListPrice(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
-    """Per-token prices of a paid upstream API, in USD per million tokens."""
+    """Per-token prices of a paid upstream API, in USD per million tokens.
 
-    input_per_mtok: float = 0.0
-    output_per_mtok: float = 0.0
+    ``cached_input_per_mtok`` prices prompt tokens the upstream read from its prompt cache
+    and ``cache_write_per_mtok`` those it wrote to one (Anthropic bills both; OpenAI
+    reports reads only). Either, when not given, is the input price: a cache the price
+    sheet does not mention costs what any prompt token costs. Reasoning tokens are
+    completion tokens and are priced as output, as OpenAI bills them.
+    """
 
-    def usd(self, prompt_tokens: int, completion_tokens: int) -> tuple[float, float]:
+    input_per_mtok: NonNegative = 0.0
+    output_per_mtok: NonNegative = 0.0
+    cached_input_per_mtok: NonNegative | None = None
+    cache_write_per_mtok: NonNegative | None = None
+
+    def usd(
+        self,
+        prompt_tokens: int,
+        completion_tokens: int,
+        cached_tokens: int = 0,
+        cache_write_tokens: int = 0,
+    ) -> tuple[float, float]:
+        """(input, output) dollars; ``cached_tokens`` and ``cache_write_tokens`` are parts
+        of ``prompt_tokens`` (OpenAI's counting), priced at their own rates."""
+        cached = min(max(cached_tokens, 0), prompt_tokens)
+        written = min(max(cache_write_tokens, 0), prompt_tokens - cached)
+        cached_price = (
+            self.input_per_mtok
+            if self.cached_input_per_mtok is None
+            else self.cached_input_per_mtok
+        )
+        write_price = (
+            self.input_per_mtok if self.cache_write_per_mtok is None else self.cache_write_per_mtok
+        )
         return (
-            prompt_tokens * self.input_per_mtok / 1e6,
+            (
+                (prompt_tokens - cached - written) * self.input_per_mtok
+                + cached * cached_price
+                + written * write_price
+            )
+            / 1e6,
             completion_tokens * self.output_per_mtok / 1e6,
+        )
+
+    def usd_of(self, usage: BackendUsage) -> tuple[float, float]:
+        """(input, output) dollars of a backend's final usage, its cache counts included."""
+        return self.usd(
+            usage.prompt_tokens,
+            usage.completion_tokens,
+            usage.cached_prompt_tokens,
+            usage.cache_write_tokens,
         )
 
 
@@ -165,7 +233,7 @@ class _ListPriceMetering:
     def end(self, usage: BackendUsage | None, at: float | None = None) -> Costing:
         if usage is None:
             return Costing(joules=None, energy_source=None)
-        usd_in, usd_out = self._price.usd(usage.prompt_tokens, usage.completion_tokens)
+        usd_in, usd_out = self._price.usd_of(usage)
         return Costing(
             joules=usage.energy_joules,
             energy_source=usage.energy_source,
@@ -181,7 +249,17 @@ class _ListPriceCost:
 
     def quote(self, shape: RequestShape, status: BackendStatus) -> Quote:
         usd_in, usd_out = self._price.usd(shape.prompt_tokens, shape.output_tokens)
-        return Quote(joules=0.0, usd_energy=0.0, usd_capex=0.0, usd_list=usd_in + usd_out)
+        # No profile to time the request by: only the wait the backend itself reports.
+        wait = (status.busy_s or 0.0) + swap_wait(shape, status)
+        return Quote(
+            joules=0.0,
+            usd_energy=0.0,
+            usd_capex=0.0,
+            usd_list=usd_in + usd_out,
+            queue_s=wait,
+            ttft_s=wait,
+            duration_s=wait,
+        )
 
     def begin(self, request_id: str, prompt_tokens: int, at: float | None = None) -> Metering:
         return _ListPriceMetering(self._price)

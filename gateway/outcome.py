@@ -99,6 +99,12 @@ class UsageRecord(Struct, kw_only=True):
     # usd_total} (see AttemptUsage). The record's totals (tokens served aside) include the
     # joules and dollars of the failed attempts.
     attempts: str | None = None
+    # Parts of prompt_tokens and completion_tokens, as the backend reported them
+    # (BackendUsage): prompt tokens read from and written to a prompt cache, and completion
+    # tokens spent reasoning. 0 for records written before they were kept (schema v3).
+    cached_prompt_tokens: int = 0
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
 
 
 class AttemptUsage(Struct, kw_only=True, omit_defaults=True):

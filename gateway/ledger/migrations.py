@@ -139,10 +139,29 @@ def _v1_versioned(conn: sqlite3.Connection) -> None:
         conn.execute(f'CREATE INDEX IF NOT EXISTS usage_{column} ON {TABLE} ("{column}")')
 
 
+def add_columns(*steps: Step) -> Step:
+    """One version's step made of several (a version adding more than one column)."""
+
+    def run(conn: sqlite3.Connection) -> None:
+        for step in steps:
+            step(conn)
+
+    return run
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "version the schema (the table as written before versions)", _v1_versioned),
     Migration(2, "usage.attempts", add_column("attempts", "TEXT", None)),
-    # Next: Migration(2, "usage.<field>", add_column("<field>", "INTEGER", 0)), with the
+    Migration(
+        3,
+        "usage.cached_prompt_tokens, cache_write_tokens, reasoning_tokens",
+        add_columns(
+            add_column("cached_prompt_tokens", "INTEGER", 0),
+            add_column("cache_write_tokens", "INTEGER", 0),
+            add_column("reasoning_tokens", "INTEGER", 0),
+        ),
+    ),
+    # Next: Migration(4, "usage.<field>", add_column("<field>", "INTEGER", 0)), with the
     # field added to UsageRecord *with a default* (old Redis records lack it).
 )
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -48,7 +48,7 @@ _GROUP_SQL: dict[str, str] = {
     "hour": "strftime('%Y-%m-%dT%H:00:00Z', ts, 'unixepoch')",
 }
 _METERED = "joules IS NOT NULL"
-# One aggregate per field of _Sums, in its order.
+# One aggregate per field of _Sums, in its order (then those of _V3_SUMS).
 _AGGREGATES = ", ".join(
     (
         "COUNT(*)",
@@ -68,6 +68,15 @@ _AGGREGATES = ", ".join(
         "COALESCE(SUM(usd_output), 0)",
     )
 )
+# Columns added by schema version 3; a file not yet migrated (read by the CLI, read-only,
+# before a gateway opened it) sums them as 0.
+_V3_SUMS = ("cached_prompt_tokens", "cache_write_tokens", "reasoning_tokens")
+
+
+async def _aggregates(run: RunSQL) -> str:
+    have = {str(r[1]) for r in await run("PRAGMA table_info(usage)", [])}
+    extra = (f"COALESCE(SUM({c}), 0)" if c in have else "0" for c in _V3_SUMS)
+    return ", ".join((_AGGREGATES, *extra))
 
 
 class ReportRow(Struct, kw_only=True):
@@ -91,6 +100,11 @@ class ReportRow(Struct, kw_only=True):
     j_per_output_token: float | None
     usd_per_mtok_input: float | None
     usd_per_mtok_output: float | None
+    # Parts of the token sums: prompt tokens read from and written to a prompt cache,
+    # completion tokens spent reasoning (after the rest, so CSV columns keep their places).
+    cached_prompt_tokens: int = 0
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
 
 
 REPORT_FIELDS: tuple[str, ...] = tuple(ReportRow.__struct_fields__)
@@ -147,6 +161,9 @@ class _Sums(NamedTuple):
     usd_total: float
     usd_input: float
     usd_output: float
+    cached_prompt_tokens: int
+    cache_write_tokens: int
+    reasoning_tokens: int
 
 
 def _row(value: Any, columns: Sequence[Any]) -> ReportRow:
@@ -170,6 +187,9 @@ def _row(value: Any, columns: Sequence[Any]) -> ReportRow:
         j_per_output_token=_ratio(s.joules_output, s.metered_completion_tokens),
         usd_per_mtok_input=_ratio(s.usd_input, s.prompt_tokens, 1e6),
         usd_per_mtok_output=_ratio(s.usd_output, s.completion_tokens, 1e6),
+        cached_prompt_tokens=int(s.cached_prompt_tokens),
+        cache_write_tokens=int(s.cache_write_tokens),
+        reasoning_tokens=int(s.reasoning_tokens),
     )
 
 
@@ -186,11 +206,12 @@ async def cost_report(run: RunSQL, group_by: GroupBy, query: UsageQuery) -> Cost
     where, params = where_clause(query)
     expr = _GROUP_SQL[group_by]
     order = "g" if group_by == "hour" else "SUM(usd_total) DESC, COUNT(*) DESC, g"
+    aggregates = await _aggregates(run)
     grouped = await run(
-        f"SELECT {expr} AS g, {_AGGREGATES} FROM usage {where} GROUP BY g ORDER BY {order}",
+        f"SELECT {expr} AS g, {aggregates} FROM usage {where} GROUP BY g ORDER BY {order}",
         params,
     )
-    totals = await run(f"SELECT {_AGGREGATES} FROM usage {where}", params)
+    totals = await run(f"SELECT {aggregates} FROM usage {where}", params)
     return CostReport(
         group_by=group_by,
         since=query.since,
@@ -374,7 +395,7 @@ def open_read_only(path: Path) -> sqlite3.Connection:
 
 
 def empty_report(group_by: GroupBy, query: UsageQuery) -> CostReport:
-    zeros = (0, 0, 0, 0, None, None, None, None, None, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+    zeros = (0, 0, 0, 0, None, None, None, None, None, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0, 0, 0)
     return CostReport(
         group_by=group_by,
         since=query.since,

@@ -18,6 +18,9 @@ from gateway.ledger.spool import Spool
 from gateway.outcome import UsageRecord
 
 FIXTURE = Path(__file__).parents[2] / "fixtures" / "ledger" / "redis-entries-2026-12-06.json"
+# Fields of UsageRecord added after the fixture was written (each with a default).
+CACHE_COUNTS = ("cached_prompt_tokens", "cache_write_tokens", "reasoning_tokens")
+ADDED_SINCE = {"attempts", *CACHE_COUNTS}
 
 
 def entries() -> list[dict[str, Any]]:
@@ -28,7 +31,7 @@ def entries() -> list[dict[str, Any]]:
 def test_the_fixture_has_the_three_shapes() -> None:
     shapes = [json.loads(e["fields"]["r"]) for e in entries()]
     # The fixture was written on 2026-12-06; fields added since are missing from all three.
-    today = set(UsageRecord.__struct_fields__) - {"attempts"}
+    today = set(UsageRecord.__struct_fields__) - ADDED_SINCE
     assert set(shapes[0]) == today
     assert set(shapes[1]) == today - {"fallbacks"}
     assert set(shapes[2]) == today | {"region"}
@@ -50,6 +53,8 @@ def test_records_of_every_shape_decode() -> None:
     assert newer.request_id == "redis-fixture-2"
     assert (newer.status, newer.error_code) == ("error", "server_error")
     assert not hasattr(newer, "region")  # unknown: ignored
+    for record in (full, older, newer):  # written before the cache counts were kept
+        assert [getattr(record, name) for name in CACHE_COUNTS] == [0, 0, 0]
     # Re-encoded, each is a record of today's shape.
     for record in (full, older, newer):
         assert set(json.loads(msgspec.json.encode(record))) == set(UsageRecord.__struct_fields__)
@@ -86,3 +91,4 @@ def test_a_spool_left_by_an_older_process_is_adopted(tmp_path: Path) -> None:
         spool.close()
     assert [r.request_id for r in drained] == [f"redis-fixture-{i}" for i in range(3)]
     assert [r.fallbacks for r in drained] == [1, 0, 0]
+    assert [r.cached_prompt_tokens + r.reasoning_tokens for r in drained] == [0, 0, 0]
