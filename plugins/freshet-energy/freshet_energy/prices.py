@@ -89,9 +89,14 @@ def dollars(
     prompt_tokens: int,
     completion_tokens: int,
     at: float,
+    cached_tokens: int = 0,
+    cache_write_tokens: int = 0,
 ) -> Dollars:
-    """``E * PUE * $/kWh / 3.6e6`` + ``capex/h / 3600 * busy share`` + list prices."""
-    list_in, list_out = list_price.usd(prompt_tokens, completion_tokens)
+    """``E * PUE * $/kWh / 3.6e6`` + ``capex/h / 3600 * busy share`` + list prices (cache
+    reads and writes, parts of ``prompt_tokens``, at their own list prices)."""
+    list_in, list_out = list_price.usd(
+        prompt_tokens, completion_tokens, cached_tokens, cache_write_tokens
+    )
     return Dollars(
         energy=joules * (pue if pue is not None else prices.pue) * prices.kwh_at(at) / 3.6e6,
         capex=capex_per_hour / 3600.0 * busy_s,
