@@ -16,11 +16,13 @@ core's contract modules and documented there and in ``docs/plugins.md``:
   for tools and structured output (:class:`ToolSpec`, :data:`ToolChoice`,
   :class:`NamedTool`, :class:`ResponseFormat`, :class:`ToolCall`, :class:`ToolCallDelta`,
   :data:`FINISH_TOOL_CALLS`) and content parts (:data:`ContentPart`: :class:`TextPart`,
-  :class:`ImagePart`) (:mod:`gateway.backend`);
+  :class:`ImagePart`), and the optional :class:`Embedder` protocol for ``/v1/embeddings``
+  (:class:`EmbeddingRequest` in, :class:`EmbeddingResult` out) (:mod:`gateway.backend`);
 - config: :func:`convert_params`, :func:`convert_profile`, :func:`convert_section`,
   :func:`convert_list_price`, whose errors name the config file and key;
 - cost: the :class:`CostModel` / :class:`BackendCost` / :class:`Metering` protocols, the
-  :class:`EnergyMeter` protocol and their factories (:mod:`gateway.cost`);
+  :class:`EnergyMeter` protocol and their factories, and the waits a quote counts
+  (:func:`queue_wait`, :func:`swap_wait`) (:mod:`gateway.cost`);
 - routing: the :class:`Router` protocol and the :class:`Candidate` it orders;
 - the :class:`UsageRecord` handed to ``usage_recorded``;
 - replay: the :class:`Simulator` protocol a backend type registers for ``freshet replay``,
@@ -50,6 +52,9 @@ from gateway.backend import (
     Chunk,
     ContentPart,
     Deployment,
+    Embedder,
+    EmbeddingRequest,
+    EmbeddingResult,
     EnergySource,
     Fleet,
     GenerationRequest,
@@ -83,6 +88,8 @@ from gateway.cost import (
     RequestShape,
     WattsAt,
     convert_list_price,
+    queue_wait,
+    swap_wait,
 )
 from gateway.errors import (
     BackendError,
@@ -145,6 +152,9 @@ __all__ = [
     "CostModelFactory",
     "Costing",
     "Deployment",
+    "Embedder",
+    "EmbeddingRequest",
+    "EmbeddingResult",
     "EnergyMeter",
     "EnergySettings",
     "EnergySource",
@@ -197,6 +207,8 @@ __all__ = [
     "hookimpl",
     "is_remote",
     "profile_watts",
+    "queue_wait",
     "simulated_usage",
+    "swap_wait",
     "with_output",
 ]

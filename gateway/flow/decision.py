@@ -11,7 +11,8 @@ The rest are scored by the cost model's quote (``full``: energy + capex share + 
 price; ``marginal``: energy only) and ordered by the group's routing policy (a plugin;
 default ``cheapest-fresh``). The first is chosen; the others are the fallback list, one
 deployment per backend and model (its adapters share its quote and its refusals; the rest
-are dropped as ``same_backend``).
+are dropped as ``same_backend``), except that an adapter the backend has not loaded is
+quoted with its swap time (``BackendStatus.adapters_loaded``, ``adapter_swap_s``).
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ from __future__ import annotations
 import math
 from collections.abc import Collection, Mapping, Sequence
 
+import msgspec
+
 from gateway.backend import BackendStatus, Deployment, Operation
-from gateway.cost import BackendCost, Quote, RequestShape
+from gateway.cost import BackendCost, Quote, RequestShape, swap_wait
 from gateway.errors import (
     BackendUnavailable,
     ContextLengthExceeded,
@@ -37,13 +40,32 @@ from gateway.routing import Candidate, Decision, Need, Policy, Router
 # refuses before its first byte, and the request falls through to the next candidate.
 CONTEXT_SLACK = 0.9
 
-ENDPOINTS: dict[str, str] = {"chat": "/v1/chat/completions", "text_completion": "/v1/completions"}
+ENDPOINTS: dict[str, str] = {
+    "chat": "/v1/chat/completions",
+    "text_completion": "/v1/completions",
+    "embeddings": "/v1/embeddings",
+}
 
 
 class OperationUnsupported(InvalidRequest):
     """No deployment of the requested model serves the request's operation (400)."""
 
     code = "unsupported_operation"
+
+
+class CapabilityUnsupported(InvalidRequest):
+    """No deployment of the requested model has a capability the request needs (tools,
+    structured output, images: 400)."""
+
+    code = "capability_unsupported"
+
+    def __init__(self, message: str, *, missing: str, param: str | None = None) -> None:
+        super().__init__(message, param=param)
+        self.missing = missing
+
+
+# Which part of an OpenAI chat request needs each capability (the error's ``param``).
+CAPABILITY_PARAMS = {"tools": "tools", "json_schema": "response_format", "vision": "messages"}
 
 
 class OutputEstimate:
@@ -77,20 +99,26 @@ def decide(
     max_ttft_ms: float | None = None,
     max_tokens: int | None = None,
     operation: Operation | None = None,
+    context_tokens: int | None = None,
+    needs: Collection[str] = frozenset(),
 ) -> Decision:
     """Drop, score and order ``deployments``; ``unavailable`` holds the backends whose
     circuit is open; ``max_tokens`` is the request's own limit (the context check counts
     it; the quote counts the expected output in ``shape``); ``operation`` what the request
-    asks for (``None``: not checked), which a deployment must declare."""
+    asks for (``None``: not checked), which a deployment must declare; ``context_tokens``
+    what must fit the context when that is not the whole prompt (embeddings: the longest
+    input, each being embedded on its own); ``needs`` the capabilities it needs
+    (:meth:`GenerationRequest.needs`), which a deployment must declare."""
     eligible: list[Candidate] = []
     dropped: list[Candidate] = []
     sick: list[Candidate] = []  # unhealthy, and fit otherwise: tried in panic mode
     keep, drop = eligible.append, dropped.append
     need_date = need.min_cutoff
-    context_need = int(shape.prompt_tokens * CONTEXT_SLACK) + (max_tokens or 0)
+    prompt_need = shape.prompt_tokens if context_tokens is None else context_tokens
+    context_need = int(prompt_need * CONTEXT_SLACK) + (max_tokens or 0)
     marginal = policy == "marginal"
     max_ttft_s = math.inf if max_ttft_ms is None else max_ttft_ms / 1000
-    quotes: dict[str, Quote] = {}
+    quotes: dict[tuple[str, str | None], Quote] = {}
     for rank, dep in enumerate(deployments):
         backend_id = dep.backend_id
         status = statuses[backend_id]
@@ -98,6 +126,8 @@ def decide(
         unhealthy = not status.healthy or backend_id in unavailable
         if operation is not None and operation not in dep.operations:
             reason = f"operation(no {operation})"
+        elif needs and not dep.capabilities.issuperset(needs):
+            reason = f"capability({','.join(sorted(set(needs) - dep.capabilities))})"
         elif need_date is not None and (cutoff is None or cutoff < need_date):
             reason = f"freshness(cutoff {cutoff.isoformat() if cutoff else 'unknown'})"
         elif status.saturated:
@@ -106,12 +136,19 @@ def decide(
             reason = (
                 "unhealthy"
                 if unhealthy
-                else f"context(~{shape.prompt_tokens}+{max_tokens or 0}>{dep.max_context})"
+                else f"context(~{prompt_need}+{max_tokens or 0}>{dep.max_context})"
             )
         else:
-            quote = quotes.get(backend_id)
-            if quote is None:  # a backend's adapters share its quote
-                quote = quotes[backend_id] = costs[backend_id].quote(shape, status)
+            # A backend's deployments share its quote, but for an adapter that is not
+            # loaded, whose quote counts the swap.
+            adapter = dep.adapter
+            swap = adapter is not None and swap_wait(with_adapter(shape, adapter), status) > 0
+            quote_key = (backend_id, adapter if swap else None)
+            quote = quotes.get(quote_key)
+            if quote is None:
+                quote = quotes[quote_key] = costs[backend_id].quote(
+                    with_adapter(shape, adapter) if swap else shape, status
+                )
             if quote.ttft_s <= max_ttft_s:
                 candidate = Candidate(
                     score=quote.usd_energy if marginal else quote.usd_total,
@@ -144,7 +181,7 @@ def decide(
         tried = {id(c.deployment) for c in sick}
         dropped = [c for c in dropped if id(c.deployment) not in tried]
     if not eligible:
-        raise _nothing_eligible(name, dropped, need, shape, operation)
+        raise _nothing_eligible(name, dropped, need, shape, operation, needs)
     ordered = router.order(eligible, name)
     if len(ordered) > 1:
         ordered = _one_per_backend(ordered, dropped)
@@ -156,6 +193,13 @@ def decide(
         router=router_name,
         panic=panic,
     )
+
+
+def with_adapter(shape: RequestShape, adapter: str | None) -> RequestShape:
+    """``shape`` for a deployment with ``adapter`` (``shape`` itself when it is the same)."""
+    if shape.adapter == adapter:
+        return shape
+    return msgspec.structs.replace(shape, adapter=adapter)
 
 
 def _one_per_backend(ordered: list[Candidate], dropped: list[Candidate]) -> list[Candidate]:
@@ -185,9 +229,26 @@ def _nothing_eligible(
     need: Need,
     shape: RequestShape,
     operation: Operation | None = None,
+    needs: Collection[str] = frozenset(),
 ) -> Exception:
-    capable = [c for c in dropped if not (c.dropped or "").startswith("operation")]
-    if dropped and not capable and operation is not None:
+    serving = [c for c in dropped if not (c.dropped or "").startswith("operation")]
+    capable = [c for c in serving if not (c.dropped or "").startswith("capability")]
+    if serving and not capable and needs:
+        # Name what is missing everywhere first: what no deployment has at all.
+        have = [c.deployment.capabilities for c in serving]
+        missing = sorted(n for n in needs if not any(n in h for h in have))
+        missing = missing or sorted({n for h in have for n in needs if n not in h})
+        best = max(serving, key=lambda c: len(c.deployment.capabilities & set(needs)))
+        return CapabilityUnsupported(
+            f"no deployment of {name!r} can serve this request: it needs "
+            f"{' and '.join(missing)} ({', '.join(CAPABILITY_PARAMS.get(n, n) for n in missing)}),"
+            f" which {'no deployment has' if len(serving) > 1 else best.deployment.backend_id + ' lacks'}"
+            f"; its deployments can do: "
+            f"{', '.join(sorted({n for h in have for n in h})) or 'text only'}",
+            missing=",".join(missing),
+            param=CAPABILITY_PARAMS.get(missing[0], missing[0]),
+        )
+    if dropped and not serving and operation is not None:
         served = sorted({op for c in dropped for op in c.deployment.operations})
         return OperationUnsupported(
             f"no deployment of {name!r} serves {operation} ({ENDPOINTS.get(operation, '?')}); "

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
+from typing import TypeAlias
 
 import msgspec
 from msgspec import Struct
@@ -20,6 +21,15 @@ from gateway.outcome import Attempt
 from gateway.state.health import HealthState
 
 log = logging.getLogger(__name__)
+
+Call: TypeAlias = Callable[[Backend, GenerationRequest], AsyncIterator[Chunk]]
+"""How a candidate is asked to serve a request routed to it: :meth:`Backend.stream` for a
+generation; one chunk with the usage for a request that is not a stream of tokens
+(embeddings, see :meth:`gateway.flow.service.Service.embed`)."""
+
+
+def stream(backend: Backend, request: GenerationRequest) -> AsyncIterator[Chunk]:
+    return backend.stream(request)
 
 
 class Opened(Struct, kw_only=True):
@@ -40,8 +50,10 @@ async def open_stream(
     begin: Callable[[Deployment], Metering] | None = None,
     attempts: list[Attempt] | None = None,
     health: HealthState | None = None,
+    call: Call = stream,
 ) -> Opened:
-    """Try ``candidates`` in order; ``attempts`` (if given) is filled with each failure.
+    """Try ``candidates`` in order; ``attempts`` (if given) is filled with each failure;
+    ``call`` asks each (by default, its :meth:`Backend.stream`).
 
     ``begin`` opens the metering of an attempt before the backend is called, so the
     prefill's energy is part of it; a failed attempt's metering is closed unused.
@@ -58,13 +70,13 @@ async def open_stream(
         if health is not None and not health.admit(dep.backend_id):
             held.append(dep)
             continue
-        opened = await _attempt(fleet, dep, request, begin, attempts, failures, health, True)
+        opened = await _attempt(fleet, dep, request, begin, attempts, failures, health, True, call)
         if opened is not None:
             return opened
     if held and health is not None and len(held) == len(candidates):
         health.panic(request.model, [d.backend_id for d in held])
     for dep in held:
-        opened = await _attempt(fleet, dep, request, begin, attempts, failures, health, False)
+        opened = await _attempt(fleet, dep, request, begin, attempts, failures, health, False, call)
         if opened is not None:
             return opened
     raise _final_error(failures, attempts)
@@ -79,14 +91,15 @@ async def _attempt(
     failures: list[FreshetError],
     health: HealthState | None,
     admitted: bool,
+    call: Call = stream,
 ) -> Opened | None:
     """One candidate: its opened stream, or None with its failure noted."""
     backend = fleet.get(dep.backend_id)
     routed = msgspec.structs.replace(request, model=dep.model, adapter=dep.adapter)
     metering = begin(dep) if begin is not None else None
-    stream = backend.stream(routed)
+    chunks = call(backend, routed)
     try:
-        first = await anext(stream)
+        first = await anext(chunks)
     except StopAsyncIteration:
         error: FreshetError = BackendError(f"backend {dep.backend_id} returned no output")
     except FreshetError as exc:
@@ -100,7 +113,7 @@ async def _attempt(
         # Cancelled while waiting (shutdown): release the backend and the metering.
         if health is not None and admitted:
             health.release(dep.backend_id)
-        await aclose(stream)
+        await aclose(chunks)
         if metering is not None:
             metering.end(None)
         raise
@@ -111,11 +124,11 @@ async def _attempt(
             deployment=dep,
             backend=backend,
             first=first,
-            rest=stream,
+            rest=chunks,
             attempts=attempts,
             metering=metering,
         )
-    await aclose(stream)
+    await aclose(chunks)
     if metering is not None:
         metering.end(None)
     if health is not None:

@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import NamedTuple
 
 import msgspec
 from msgspec import Struct
 
 from gateway import protocol as p
-from gateway.backend import BackendStatus, Deployment, GenerationRequest
+from gateway.backend import (
+    Backend,
+    BackendStatus,
+    Chunk,
+    Deployment,
+    Embedder,
+    EmbeddingRequest,
+    EmbeddingResult,
+    GenerationRequest,
+)
 from gateway.cost import Costing, Metering, RequestShape
 from gateway.errors import (
     BackendError,
@@ -21,7 +31,7 @@ from gateway.flow.accounting import Accounting, FailedAttempt
 from gateway.flow.admission import Admission
 from gateway.flow.context import RequestContext
 from gateway.flow.decision import OutputEstimate, decide
-from gateway.flow.dispatch import Opened, chain, open_stream
+from gateway.flow.dispatch import Call, Opened, chain, open_stream, stream
 from gateway.flow.estimate import estimate_prompt_tokens
 from gateway.flow.fleet import Fleet
 from gateway.flow.freshness import resolve_need
@@ -35,6 +45,17 @@ from gateway.state.health import HealthState
 from gateway.state.keys import ApiKey
 
 DEFAULT_POLICY = GroupPolicy()
+
+
+class Work(NamedTuple):
+    """A request that is not a stream of tokens (embeddings): how each candidate is called
+    (:data:`Call`), and its size for the router, admission and metering: the prompt's
+    tokens in all, and the most that must fit one deployment's context. It generates
+    nothing, so its quote and reservation count no output."""
+
+    call: Call
+    prompt_tokens: int
+    context_tokens: int
 
 
 class Routed(Struct, kw_only=True):
@@ -121,6 +142,7 @@ class Service:
         gen: GenerationRequest,
         exclude: frozenset[str] = frozenset(),
         prompt_estimate: int | None = None,
+        work: Work | None = None,
     ) -> Decision:
         """The route for a request; also the dry run of ``/freshet/route``."""
         if not self._ready():
@@ -131,7 +153,7 @@ class Service:
         need = resolve_need(ctx.freshness, ctx.header_freshness, key_default, policy.freshness)
         shape = RequestShape(
             prompt_tokens=prompt_estimate or estimate_prompt_tokens(gen),
-            output_tokens=gen.max_tokens or self.outputs.expect(ctx.group, ctx.key),
+            output_tokens=self._output(ctx, gen, work),
         )
         deployments = [d for d in entry.deployments if d.backend_id not in exclude]
         backends = self._backends
@@ -155,7 +177,14 @@ class Service:
             ctx.max_ttft_ms,
             gen.max_tokens,
             gen.operation,
+            work.context_tokens if work is not None else None,
         )
+
+    def _output(self, ctx: RequestContext, gen: GenerationRequest, work: Work | None) -> int:
+        """The output tokens to expect: none for work that generates nothing."""
+        if work is not None:
+            return 0
+        return gen.max_tokens or self.outputs.expect(ctx.group, ctx.key)
 
     async def open(
         self,
@@ -163,21 +192,22 @@ class Service:
         gen: GenerationRequest,
         exclude: frozenset[str] = frozenset(),
         earlier: Earlier | None = None,
+        work: Work | None = None,
     ) -> Routed:
         """Route and dispatch until a backend's first chunk. ``earlier``: what a
         non-streaming request's previous tries left (it is admitted already, and any record
-        made here carries them)."""
-        estimate = estimate_prompt_tokens(gen)
+        made here carries them); ``work``: a request that is not a generation."""
+        estimate = work.prompt_tokens if work is not None else estimate_prompt_tokens(gen)
         observer = ctx.observer
         observer.routing(gen)
         try:
-            decision = await self.decide(ctx, gen, exclude, estimate)
+            decision = await self.decide(ctx, gen, exclude, estimate, work)
         except BaseException as exc:
             observer.routed(None, exc)
             raise
         observer.routed(decision, None)
         # The key's rate limits and budget: reserve the chosen quote (429/402 when over).
-        output = gen.max_tokens or self.outputs.expect(ctx.group, ctx.key)
+        output = self._output(ctx, gen, work)
         await self._admission.admit(ctx, decision.ordered[0].quote, estimate + output)
         if earlier is not None and earlier.failed:  # a retry: admitted already
             self._admission.follow(ctx, decision.ordered[0].quote)
@@ -190,7 +220,15 @@ class Service:
         attempts: list[Attempt] = []
         candidates = [c.deployment for c in decision.ordered[: self._max_attempts]]
         try:
-            opened = await open_stream(self._fleet, candidates, gen, begin, attempts, self._health)
+            opened = await open_stream(
+                self._fleet,
+                candidates,
+                gen,
+                begin,
+                attempts,
+                self._health,
+                work.call if work is not None else stream,
+            )
         except FreshetError as exc:
             if attempts:  # it reached a backend: one record, for the last one tried
                 last = next(d for d in candidates if d.backend_id == attempts[-1].backend_id)
@@ -266,11 +304,15 @@ class Service:
             failed,
             refused,
         )
-        if outcome.usage is not None and outcome.error is None:
+        # What such requests generate teaches the expected output; embeddings generate none.
+        generated = ctx.operation != "embeddings"
+        if outcome.usage is not None and outcome.error is None and generated:
             self.outputs.observe(ctx.group, ctx.key, outcome.usage.completion_tokens)
         return to_usage(outcome.usage, costing)
 
-    async def complete(self, ctx: RequestContext, gen: GenerationRequest) -> tuple[Routed, p.Usage]:
+    async def complete(
+        self, ctx: RequestContext, gen: GenerationRequest, work: Work | None = None
+    ) -> tuple[Routed, p.Usage]:
         """Non-streaming: nothing reaches the client until the end, so a failure anywhere
         before then may still fall back to the remaining candidates. Every backend tried
         is in the request's one record; a retry that finds no candidate ends with the
@@ -279,7 +321,7 @@ class Service:
         tried: set[str] = set()
         while True:
             try:
-                routed = await self.open(ctx, gen, frozenset(tried), earlier)
+                routed = await self.open(ctx, gen, frozenset(tried), earlier, work)
             except FreshetError:
                 if earlier.failed:  # recorded by open(); the client hears the first cause
                     error = earlier.failed[-1].outcome.error
@@ -316,6 +358,34 @@ class Service:
                 self.finalize(ctx, opened, outcome, earlier)
                 raise
             return routed, self.finalize(ctx, opened, outcome, earlier)
+
+    async def embed(
+        self, ctx: RequestContext, request: EmbeddingRequest, prompt_tokens: int, longest: int
+    ) -> tuple[Routed, p.Usage, EmbeddingResult]:
+        """A non-streaming request that generates nothing (``/v1/embeddings``), through
+        :meth:`complete`: routed (to deployments that declare ``embeddings``), admitted,
+        metered, recorded and fallen back like any other; ``prompt_tokens`` and
+        ``longest`` size it for the router (all inputs, and the longest one)."""
+        results: list[EmbeddingResult] = []
+
+        async def call(backend: Backend, routed: GenerationRequest) -> AsyncIterator[Chunk]:
+            if not isinstance(backend, Embedder):  # declared embeddings without embed()
+                raise BackendError(f"backend {backend.id} declares embeddings but cannot embed")
+            sent = msgspec.structs.replace(request, model=routed.model, adapter=routed.adapter)
+            result = await backend.embed(sent)
+            if len(result.vectors) != request.count:
+                got = len(result.vectors)
+                raise BackendError(
+                    f"backend {backend.id}: {got} vectors for {request.count} inputs"
+                )
+            results.append(result)
+            yield Chunk(finish_reason="stop", usage=result.usage)
+
+        gen = GenerationRequest(
+            request_id=request.request_id, operation="embeddings", model=request.model
+        )
+        routed, usage = await self.complete(ctx, gen, Work(call, prompt_tokens, longest))
+        return routed, usage, results[-1]
 
 
 class Earlier(Struct, kw_only=True):

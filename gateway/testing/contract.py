@@ -16,6 +16,7 @@ from typing import Any, ClassVar, Literal
 import pytest
 
 from gateway.backend import (
+    STREAM_OPERATIONS,
     Backend,
     BackendConfig,
     BackendFactory,
@@ -23,6 +24,7 @@ from gateway.backend import (
     BackendUsage,
     Chunk,
     Deployment,
+    Embedder,
     GenerationRequest,
     HardwareProfile,
     Message,
@@ -55,7 +57,9 @@ CHECKS: dict[str, str] = {
 """Each check's name and what it asks. A check may be skipped with a reason (``skip=``)."""
 
 FINISH_REASONS = frozenset({"stop", "length", "content_filter"})
-OPERATIONS: tuple[Operation, ...] = typing.get_args(Operation)
+ALL_OPERATIONS: tuple[Operation, ...] = typing.get_args(Operation)
+# The ones Backend.stream serves (embeddings go to Embedder.embed).
+OPERATIONS: tuple[Operation, ...] = tuple(op for op in ALL_OPERATIONS if op in STREAM_OPERATIONS)
 _KIND = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 _ids = itertools.count()
 
@@ -276,8 +280,12 @@ async def check_backend(
             _expect(d.max_context > 0, f"{d.name}: max_context {d.max_context}")
             _expect(d.operations, f"{d.name}: declares no operation")
             _expect(
-                set(d.operations) <= set(OPERATIONS),
-                f"{d.name}: operations {sorted(d.operations)} are not among {list(OPERATIONS)}",
+                set(d.operations) <= set(ALL_OPERATIONS),
+                f"{d.name}: operations {sorted(d.operations)} not among {list(ALL_OPERATIONS)}",
+            )
+            _expect(
+                "embeddings" not in d.operations or isinstance(backend, Embedder),
+                f"{d.name}: declares embeddings but the backend has no embed()",
             )
         _expect(isinstance(backend.profile, HardwareProfile), "profile is not a HardwareProfile")
 

@@ -32,6 +32,9 @@ EXPORTED = [
     "Costing",
     "DEFAULT_OPERATIONS",
     "Deployment",
+    "Embedder",
+    "EmbeddingRequest",
+    "EmbeddingResult",
     "EnergyMeter",
     "EnergySettings",
     "EnergySource",
@@ -88,7 +91,9 @@ EXPORTED = [
     "hookimpl",
     "is_remote",
     "profile_watts",
+    "queue_wait",
     "simulated_usage",
+    "swap_wait",
     "with_output",
 ]
 
