@@ -21,6 +21,7 @@ class FakeVllm:
         self.mode = "ok"
         self.status = 503
         self.words = ["Hello", " there", "!"]
+        self.usage: dict[str, Any] = {}  # merged into the final usage (e.g. cache details)
         self.running = 0
         self.waiting = 0
         self.metrics_status = 200
@@ -84,6 +85,7 @@ class FakeVllm:
             choice.update({"delta": {}} if chat else {"text": ""})
             await self._send(resp, {"choices": [choice]})
             usage = {"prompt_tokens": 7, "completion_tokens": len(words), "total_tokens": 0}
+            usage.update(self.usage)
             await self._send(resp, {"choices": [], "usage": usage})
             await resp.write(b"data: [DONE]\n\n")
         except (ConnectionResetError, asyncio.CancelledError):

@@ -93,6 +93,8 @@ class VllmServer:
             # everywhere and a 135M model is still fast in it.
             "--dtype",
             "float32",
+            # usage.prompt_tokens_details.cached_tokens: prefix-cache hits, priced apart.
+            "--enable-prompt-tokens-details",
             *self.extra_args,
         ]
         self.starts += 1

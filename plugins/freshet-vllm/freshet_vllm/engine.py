@@ -189,6 +189,7 @@ class VllmEngineBackend:
             lora_request=self._lora(request.adapter),
         )
         produced = 0
+        cached = 0  # prompt tokens the engine found in its prefix cache
         first_at: float | None = None
         finish: str | None = None
         self.running += 1
@@ -201,6 +202,7 @@ class VllmEngineBackend:
                         first_at = time.perf_counter() - started
                     yield Chunk(text=completion.text)
                 finish = completion.finish_reason or finish
+                cached = getattr(out, "num_cached_tokens", None) or cached
         except Exception as exc:
             if isinstance(exc, BackendError):
                 raise
@@ -217,6 +219,7 @@ class VllmEngineBackend:
             usage=BackendUsage(
                 prompt_tokens=len(ids),
                 completion_tokens=produced,
+                cached_prompt_tokens=min(cached, len(ids)),
                 time_to_first_token_s=first_at if first_at is not None else duration,
                 duration_s=duration,
             ),

@@ -25,7 +25,6 @@ from gateway.plugin_api import (
     BackendError,
     BackendStatus,
     BackendUnavailable,
-    BackendUsage,
     Chunk,
     Deployment,
     Fleet,
@@ -178,11 +177,8 @@ class VllmServerBackend:
         duration = time.perf_counter() - started
         yield Chunk(
             finish_reason=finish,
-            usage=BackendUsage(
-                prompt_tokens=usage.prompt_tokens if usage else 0,
-                completion_tokens=usage.completion_tokens if usage else pieces,
-                time_to_first_token_s=first_at if first_at is not None else duration,
-                duration_s=duration,
+            usage=wire.backend_usage(
+                usage, pieces, first_at if first_at is not None else duration, duration
             ),
         )
 

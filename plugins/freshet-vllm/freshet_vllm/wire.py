@@ -14,6 +14,7 @@ from msgspec import Struct
 
 from gateway.plugin_api import (
     BackendError,
+    BackendUsage,
     ContextLengthExceeded,
     FreshetError,
     GenerationRequest,
@@ -33,9 +34,76 @@ class _Choice(Struct):
     finish_reason: str | None = None
 
 
+class _PromptDetails(Struct):
+    cached_tokens: int | None = None
+
+
+class _CompletionDetails(Struct):
+    reasoning_tokens: int | None = None
+
+
 class Usage(Struct):
+    """An upstream's ``usage``: OpenAI's shape (vLLM with ``--enable-prompt-tokens-details``
+    sends ``prompt_tokens_details.cached_tokens``), or Anthropic's counts where a proxy
+    passes them on (``cache_read_input_tokens``, ``cache_creation_input_tokens``; with
+    ``input_tokens``/``output_tokens`` when it sends no OpenAI counts)."""
+
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    prompt_tokens_details: _PromptDetails | None = None
+    completion_tokens_details: _CompletionDetails | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cache_read_input_tokens: int | None = None
+    cache_creation_input_tokens: int | None = None
+
+
+def _count(value: int | None) -> int:
+    return value if value is not None and value > 0 else 0
+
+
+def backend_usage(
+    usage: Usage | None, pieces: int, time_to_first_token_s: float, duration_s: float
+) -> BackendUsage:
+    """The request's usage from the upstream's last ``usage`` (``pieces``: the completion
+    tokens counted from the stream, when it sent none).
+
+    Cache reads and writes are parts of the prompt, as OpenAI counts them. Anthropic's
+    ``input_tokens`` leaves them out, so the prompt is its sum with them; an OpenAI-shaped
+    ``prompt_tokens`` smaller than the cache counts it reports (a proxy that kept
+    Anthropic's counting) is treated the same way.
+    """
+    if usage is None:
+        return BackendUsage(
+            prompt_tokens=0,
+            completion_tokens=pieces,
+            time_to_first_token_s=time_to_first_token_s,
+            duration_s=duration_s,
+        )
+    details = usage.prompt_tokens_details
+    cached = _count(details.cached_tokens if details is not None else None) or _count(
+        usage.cache_read_input_tokens
+    )
+    written = _count(usage.cache_creation_input_tokens)
+    prompt = _count(usage.prompt_tokens)
+    completion = _count(usage.completion_tokens)
+    if not prompt and usage.input_tokens is not None:  # Anthropic's counts only
+        prompt = _count(usage.input_tokens) + cached + written
+        completion = completion or _count(usage.output_tokens)
+    elif cached + written > prompt:
+        prompt += cached + written
+    reasoning = usage.completion_tokens_details
+    return BackendUsage(
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        cached_prompt_tokens=cached,
+        cache_write_tokens=written,
+        reasoning_tokens=min(
+            _count(reasoning.reasoning_tokens if reasoning is not None else None), completion
+        ),
+        time_to_first_token_s=time_to_first_token_s,
+        duration_s=duration_s,
+    )
 
 
 class _ErrorBody(Struct):
