@@ -19,6 +19,7 @@ from gateway.api.drain import hook_signals
 from gateway.api.edge import CheckedRequest, edge_middleware, front_door
 from gateway.api.error_response import freshet_error, http_error, server_error
 from gateway.api.generation import Generation
+from gateway.api.responses.routes import ResponsesController
 from gateway.api.runtime import Runtime
 from gateway.api.schema_assets import SwaggerOffline
 from gateway.api.ui import controller as ui
@@ -78,6 +79,7 @@ def create_app(
     app = Gateway(
         route_handlers=[
             openai.OpenAIController,
+            ResponsesController,
             admin.AdminController,
             route.RouteController,
             cost_reports.ReportsController,

@@ -1,6 +1,6 @@
-"""The generation endpoints, ``POST /v1/chat/completions``, ``POST /v1/completions`` and
-Anthropic's ``POST /v1/messages`` (and its ``count_tokens``), as raw ASGI in front of
-Litestar.
+"""The generation endpoints, ``POST /v1/chat/completions``, ``POST /v1/completions``,
+``POST /v1/responses`` and Anthropic's ``POST /v1/messages`` (and its ``count_tokens``), as
+raw ASGI in front of Litestar.
 
 Every request a client makes for tokens comes through here, so these endpoints skip
 Litestar's routing, middleware stack, signature model and response classes, and do only
@@ -43,8 +43,13 @@ from gateway.api.edge import (
     request_options,
     with_headers,
 )
+from gateway.api.embeddings import protocol as embedding
+from gateway.api.embeddings.handler import embeddings
 from gateway.api.error_response import ErrorShape, log_refusal, send_error
 from gateway.api.request_id import new_request_id
+from gateway.api.responses import events as response_events
+from gateway.api.responses import protocol as responses
+from gateway.api.responses.create import create as create_response
 from gateway.api.runtime import Runtime
 from gateway.api.traces import server_address
 from gateway.errors import (
@@ -109,6 +114,14 @@ class Generation:
         self._endpoints = {
             "/v1/chat/completions": Endpoint("chat", p.ChatCompletionRequest, chat),
             "/v1/completions": Endpoint("text_completion", p.CompletionRequest, completion),
+            "/v1/embeddings": Endpoint("embeddings", embedding.EmbeddingCreateParams, embeddings),
+            # OpenAI's Responses API: OpenAI's error shape; its own events in a stream.
+            "/v1/responses": Endpoint(
+                "responses",
+                responses.ResponseCreateParams,
+                create_response(runtime.responses),
+                stream_error=response_events.error_event,
+            ),
             # Anthropic's Messages API: its error shape and event stream, x-api-key.
             "/v1/messages": Endpoint(
                 "messages",

@@ -11,6 +11,8 @@ from litestar.params import JSONBody
 from litestar.response import Stream
 
 from gateway import protocol as p
+from gateway.api.embeddings import protocol as emb
+from gateway.api.responses import protocol as r
 from gateway.api.runtime import Runtime
 from gateway.backend import Deployment
 from gateway.errors import FreshetError
@@ -63,6 +65,28 @@ class OpenAIController(Controller):
     async def completions(
         self, request: Request[Any, Any, Any], data: JSONBody[p.CompletionRequest]
     ) -> Response[p.Completion] | Stream:
+        raise _served_by_the_edge()  # pragma: no cover
+
+    @post(
+        "/responses",
+        status_code=200,
+        responses=_ERRORS,
+        summary="Create a response (Responses API; JSON, or its events when `stream` is true)",
+    )
+    async def responses(
+        self, request: Request[Any, Any, Any], data: JSONBody[r.ResponseCreateParams]
+    ) -> Response[r.Response] | Stream:
+        raise _served_by_the_edge()  # pragma: no cover
+
+    @post(
+        "/embeddings",
+        status_code=200,
+        responses=_ERRORS,
+        summary="Create embeddings (floats, or base64 little-endian float32)",
+    )
+    async def embeddings(
+        self, request: Request[Any, Any, Any], data: JSONBody[emb.EmbeddingCreateParams]
+    ) -> emb.CreateEmbeddingResponse:
         raise _served_by_the_edge()  # pragma: no cover
 
     @get("/models", summary="List models and groups, with knowledge cutoffs")

@@ -7,6 +7,7 @@ import logging
 import time
 
 from gateway.api.drain import Drain
+from gateway.api.responses.store import response_store
 from gateway.errors import ConfigError
 from gateway.flow.accounting import Accounting, build_cost_model
 from gateway.flow.admission import Admission
@@ -16,7 +17,7 @@ from gateway.ledger.sqlite import Ledger
 from gateway.plugins import Plugins
 from gateway.settings import Settings, locate
 from gateway.state.health import HealthState
-from gateway.state.metrics import SharedStateCollector
+from gateway.state.metrics import QuoteCollector, SharedStateCollector
 from gateway.state.shared import SharedState
 from gateway.telemetry.core import Telemetry
 
@@ -46,6 +47,8 @@ class Runtime:
         self.auth = self.shared.auth
         self.admission = Admission(self.shared.limits)
         self.ledger: Ledger = self.shared.ledger
+        # Responses of POST /v1/responses, for GET and previous_response_id.
+        self.responses = response_store(settings.data_dir, settings.responses, self.shared.store)
         self.drain = Drain(settings.shutdown_grace_s)
         self.accounting = Accounting(
             build_cost_model(settings, self.plugins),
@@ -64,6 +67,7 @@ class Runtime:
             ready=lambda: self.ready.is_set(),
         )
         self.telemetry.metrics.registry.register(SharedStateCollector(self.shared))
+        self.telemetry.metrics.registry.register(QuoteCollector(self.accounting.calibration))
         self.ready = asyncio.Event()
         self.service = Service(
             settings,
@@ -125,5 +129,6 @@ class Runtime:
     async def aclose(self) -> None:
         await self.fleet.aclose()
         await self.ledger.aclose()  # after the backends: flushes every record
+        await self.responses.aclose()
         await self.shared.aclose()
         await self.telemetry.aclose()  # last: spans of requests ended above

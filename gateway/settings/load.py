@@ -14,7 +14,7 @@ import msgspec
 import yaml
 from msgspec import Struct, field
 
-from gateway.backend import BackendConfig, HardwareProfile
+from gateway.backend import KNOWN_CAPABILITIES, BackendConfig, HardwareProfile
 from gateway.errors import ConfigError
 from gateway.settings.errors import ConfigErrorAt, T, _convert, did_you_mean, locate
 from gateway.settings.sections import (
@@ -27,6 +27,7 @@ from gateway.settings.sections import (
     GroupPolicy,
     HealthSettings,
     PluginSettings,
+    ResponseStoreSettings,
     RoutingSettings,
     ServerSettings,
 )
@@ -55,6 +56,7 @@ class Settings(Struct, kw_only=True):
     cors_origins: tuple[str, ...] = ()
     open_schema: bool = False
     shutdown_grace_s: float = 10.0
+    responses: ResponseStoreSettings = field(default_factory=ResponseStoreSettings)
     # Where each key is in the config file (``backends[0].twin`` -> its line), for errors
     # found after loading (:func:`locate`).
     lines: dict[str, int] = field(default_factory=dict)
@@ -136,6 +138,7 @@ def _settings(
         cors_origins=_origins(server.cors_origins, source),
         open_schema=server.open_schema,
         shutdown_grace_s=server.shutdown_grace_s,
+        responses=server.responses,
     )
 
 
@@ -300,9 +303,34 @@ def _parse_backends(value: Any, source: str) -> list[BackendConfig]:
                 source=source,
                 default_output_tokens=_tokens(entry, "default_output_tokens", source, key),
                 max_output_tokens=_tokens(entry, "max_output_tokens", source, key),
+                capabilities=_capabilities(entry, source, key),
             )
         )
     return out
+
+
+def _capabilities(entry: dict[str, Any], source: str, key: str) -> frozenset[str] | None:
+    """A backend's ``capabilities``: absent (the type's default), or a list of the
+    capabilities the router knows (a misspelt one would never match a request)."""
+    value = entry.get("capabilities")
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        raise ConfigError(
+            f"must be a list, e.g. [tools, json_schema], got {value!r}",
+            file=source,
+            key=f"{key}.capabilities",
+        )
+    for i, name in enumerate(value):
+        if name not in KNOWN_CAPABILITIES:
+            near = difflib.get_close_matches(str(name), KNOWN_CAPABILITIES, n=1)
+            raise ConfigError(
+                f"unknown capability {name!r} (known: {', '.join(KNOWN_CAPABILITIES)})"
+                + (f"; did you mean {near[0]!r}?" if near else ""),
+                file=source,
+                key=f"{key}.capabilities[{i}]",
+            )
+    return frozenset(value)
 
 
 def _missing(name: str, entry: dict[str, Any]) -> str:

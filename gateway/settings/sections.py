@@ -49,6 +49,7 @@ _BACKEND_KEYS = {
     "list_price",
     "default_output_tokens",
     "max_output_tokens",
+    "capabilities",
 }
 _TOP_KEYS = {"backends", "groups", "server", "plugins", "prices", "cost", "routing", "health"}
 _TOP_KEYS |= _STATE_KEYS
@@ -64,6 +65,14 @@ class ConnectionSettings(Struct, kw_only=True, frozen=True, forbid_unknown_field
     keep_alive_s: float = 5.0  # an idle connection between requests is closed after this
     # Open connections per process; unset: min(1000, the open-file limit less 100).
     max_connections: int | None = None
+
+
+class ResponseStoreSettings(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """``server.responses``: how long and how many responses of ``POST /v1/responses`` are
+    kept (for ``GET /v1/responses/{id}`` and ``previous_response_id``); the oldest go first."""
+
+    ttl_days: Annotated[float, Meta(gt=0, le=3650)] = 30.0
+    max_stored: Annotated[int, Meta(ge=1)] = 100_000
 
 
 class ServerSettings(Struct, kw_only=True, forbid_unknown_fields=True):
@@ -86,6 +95,7 @@ class ServerSettings(Struct, kw_only=True, forbid_unknown_fields=True):
     # On SIGTERM: requests in flight get this long to finish; then streams end with an
     # error event and [DONE], other requests with 503 + Retry-After (recorded "shutdown").
     shutdown_grace_s: Annotated[float, Meta(ge=0, le=3600)] = 10.0
+    responses: ResponseStoreSettings = field(default_factory=ResponseStoreSettings)
 
 
 class PluginSettings(Struct, kw_only=True, forbid_unknown_fields=True):

@@ -1,0 +1,136 @@
+"""From the Responses API's input items to the chat a backend sees, and back.
+
+The input is a string (one user message) or a list of items; each item is checked here
+and normalised (a message's text parts joined into one string), so what is stored for
+``previous_response_id`` is small and already valid. A continued conversation is the
+stored one (its input and its output, as items) followed by the new input; the
+``instructions`` are the new request's only (OpenAI does not carry them over).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from gateway.api.responses import protocol as r
+from gateway.backend import GenerationRequest, Message
+from gateway.errors import InvalidRequest
+
+TEXT_PARTS = frozenset(("input_text", "output_text", "text", "refusal"))
+# OpenAI's ``developer`` role is the system prompt to a chat template.
+ROLES = {"user": "user", "assistant": "assistant", "system": "system", "developer": "system"}
+
+
+def _text(content: r.ItemContent, param: str) -> str:
+    if isinstance(content, str):
+        return content
+    parts = []
+    for j, part in enumerate(content):
+        if part.type not in TEXT_PARTS:
+            raise InvalidRequest(
+                f"content part type {part.type!r} is not supported; only 'input_text'",
+                param=f"{param}[{j}].type",
+            )
+        parts.append(part.text or "")
+    return "".join(parts)
+
+
+def _message(item: r.InputItem, param: str) -> r.InputItem:
+    if item.role is None:
+        raise InvalidRequest("a message item needs a 'role'", param=f"{param}.role")
+    if item.content is None:
+        raise InvalidRequest("a message item needs 'content'", param=f"{param}.content")
+    text = _text(item.content, f"{param}.content")
+    return r.InputItem(type="message", role=item.role, content=text)
+
+
+def input_items(value: r.Input) -> list[r.InputItem]:
+    """The request's ``input`` as checked, normalised items."""
+    if isinstance(value, str):
+        return [r.InputItem(type="message", role="user", content=value)]
+    items = []
+    for i, item in enumerate(value):
+        param = f"input[{i}]"
+        kind = item.type or "message"
+        if kind == "message":
+            items.append(_message(item, param))
+        elif kind in ("function_call", "function_call_output"):
+            items.append(_tool_item(item, kind, param))
+        else:
+            raise InvalidRequest(
+                f"input item type {kind!r} is not supported; "
+                "'message', 'function_call' and 'function_call_output' are",
+                param=f"{param}.type",
+            )
+    return items
+
+
+def _tool_item(item: r.InputItem, kind: str, param: str) -> r.InputItem:
+    if not item.call_id:
+        raise InvalidRequest(f"a {kind} item needs a 'call_id'", param=f"{param}.call_id")
+    if kind == "function_call":
+        if not item.name:
+            raise InvalidRequest("a function_call item needs a 'name'", param=f"{param}.name")
+        return r.InputItem(
+            type=kind, call_id=item.call_id, name=item.name, arguments=item.arguments or "{}"
+        )
+    if item.output is None:
+        raise InvalidRequest(
+            "a function_call_output item needs an 'output'", param=f"{param}.output"
+        )
+    return r.InputItem(
+        type=kind, call_id=item.call_id, output=_text(item.output, f"{param}.output")
+    )
+
+
+def output_items(response: r.Response) -> list[r.InputItem]:
+    """A response's output as input items, for the conversation that continues it."""
+    items = []
+    for out in response.output:
+        if isinstance(out, r.OutputMessage):
+            text = "".join(part.text for part in out.content)
+            items.append(r.InputItem(type="message", role="assistant", content=text))
+        else:
+            items.append(
+                r.InputItem(
+                    type="function_call",
+                    call_id=out.call_id,
+                    name=out.name,
+                    arguments=out.arguments,
+                )
+            )
+    return items
+
+
+def to_messages(instructions: str | None, items: Sequence[r.InputItem]) -> list[Message]:
+    """The conversation as chat messages: the instructions first, as the system message."""
+    messages = []
+    if instructions:
+        messages.append(Message(role="system", content=instructions))
+    for item in items:
+        if item.type == "message":
+            assert item.role is not None
+            assert isinstance(item.content, str)
+            messages.append(Message(role=ROLES[item.role], content=item.content))
+        else:
+            messages.append(tool_message(item))
+    return messages
+
+
+def tool_message(item: r.InputItem) -> Message:
+    raise InvalidRequest(f"{item.type} items are not supported on /v1/responses yet", param="input")
+
+
+def to_generation(
+    data: r.ResponseCreateParams, items: Sequence[r.InputItem], request_id: str
+) -> GenerationRequest:
+    if data.tools and data.tool_choice != "none":
+        raise InvalidRequest("tools are not supported on /v1/responses yet", param="tools")
+    return GenerationRequest(
+        request_id=request_id,
+        operation="chat",
+        model=data.model,
+        messages=to_messages(data.instructions, items),
+        max_tokens=data.max_output_tokens,
+        temperature=data.temperature,
+        top_p=data.top_p,
+    )

@@ -1,0 +1,75 @@
+"""The Responses API's store on SQLite: kept, found by the key that made it only, gone after
+its time or past the size bound (the oldest first), shared by two processes' stores."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from gateway.api.responses.protocol import InputItem, OutputMessage, OutputText, Response
+from gateway.api.responses.store import SQLiteResponses, Stored, find
+from gateway.errors import NotFound
+from gateway.settings.sections import ResponseStoreSettings
+
+
+def stored(response_id: str, key: str | None = "alice", text: str = "hello") -> Stored:
+    message = OutputMessage(id="msg_" + response_id, content=[OutputText(text=text)])
+    response = Response(
+        id=response_id, created_at=time.time(), status="completed", model="m", output=[message]
+    )
+    items = [InputItem(type="message", role="user", content="hi " + response_id)]
+    return Stored(key=key, input=items, response=response)
+
+
+@pytest.mark.asyncio
+async def test_kept_and_found_by_its_key_only(tmp_path: Path) -> None:
+    store = SQLiteResponses(tmp_path, ResponseStoreSettings())
+    other = SQLiteResponses(tmp_path, ResponseStoreSettings())  # another worker, same file
+    await store.put(stored("resp_1"))
+    found = await find(other, "resp_1", "alice", "response_id")
+    assert found.key == "alice"
+    assert found.response.id == "resp_1"
+    assert found.input[0].content == "hi resp_1"
+    assert isinstance(found.response.output[0], OutputMessage)
+    assert found.response.output[0].content[0].text == "hello"
+    with pytest.raises(NotFound) as info:
+        await find(other, "resp_1", "bob", "previous_response_id")
+    assert info.value.param == "previous_response_id"
+    assert info.value.status == 404
+    with pytest.raises(NotFound):
+        await find(other, "resp_1", None, "response_id")
+    assert await other.delete("resp_1")
+    assert await store.get("resp_1") is None
+    assert not await store.delete("resp_1")
+    await store.aclose()
+    await other.aclose()
+
+
+@pytest.mark.asyncio
+async def test_expired_after_its_time(tmp_path: Path) -> None:
+    store = SQLiteResponses(tmp_path, ResponseStoreSettings(ttl_days=0.5 / 86400))  # 0.5 s
+    await store.put(stored("resp_old"))
+    assert await store.get("resp_old") is not None
+    time.sleep(0.6)
+    assert await store.get("resp_old") is None
+    await store.put(stored("resp_new"))  # removes the expired rows
+    db = store._db()
+    assert [r[0] for r in db.execute("SELECT id FROM responses")] == ["resp_new"]
+    await store.aclose()
+
+
+@pytest.mark.asyncio
+async def test_the_oldest_go_past_the_bound(tmp_path: Path) -> None:
+    store = SQLiteResponses(tmp_path, ResponseStoreSettings(max_stored=2))
+    for n in range(4):
+        await store.put(stored(f"resp_{n}"))
+        time.sleep(0.01)
+    assert [await store.get(f"resp_{n}") is not None for n in range(4)] == [
+        False,
+        False,
+        True,
+        True,
+    ]
+    await store.aclose()
