@@ -30,3 +30,8 @@ def estimate_prompt_tokens(request: GenerationRequest) -> int:
     return CHAT_BASE_TOKENS + sum(
         MESSAGE_TOKENS + _text_tokens(m.content) for m in request.messages
     )
+
+
+def estimate_text_tokens(text: str) -> int:
+    """The same estimate for one text on its own (an embeddings input)."""
+    return max(1, _text_tokens(text))
