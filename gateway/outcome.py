@@ -10,8 +10,8 @@ from typing import Literal
 import msgspec
 from msgspec import Struct
 
-from gateway.backend import BackendUsage
-from gateway.cost import Metering
+from gateway.backend import BackendUsage, ToolCall, ToolCallDelta
+from gateway.cost import Metering, Quote
 from gateway.errors import FreshetError
 
 
@@ -25,6 +25,7 @@ class Outcome(Struct, kw_only=True):
     """How a generation ended, filled in as the stream runs (for usage and the ledger)."""
 
     text_parts: list[str] = msgspec.field(default_factory=list)
+    tool_call_parts: list[ToolCallDelta] = msgspec.field(default_factory=list)
     finish_reason: str | None = None
     usage: BackendUsage | None = None
     error: FreshetError | None = None
@@ -35,11 +36,24 @@ class Outcome(Struct, kw_only=True):
     ttft_s: float | None = None
     prompt_tokens_estimate: int = 0
     prompt_tokens: int | None = None  # the backend's own count, as soon as it says it
+    quote: Quote | None = None  # what the router expected of the deployment that serves
     finalized: bool = False
 
     @property
     def text(self) -> str:
         return "".join(self.text_parts)
+
+    def tool_calls(self) -> list[ToolCall]:
+        """The tool calls the streamed pieces add up to, in the order of their index."""
+        calls: dict[int, tuple[str, str, list[str]]] = {}
+        for part in self.tool_call_parts:
+            call_id, name, args = calls.get(part.index, ("", "", []))
+            args.append(part.arguments)
+            calls[part.index] = (part.id or call_id, part.name or name, args)
+        return [
+            ToolCall(id=call_id, name=name, arguments="".join(args))
+            for _, (call_id, name, args) in sorted(calls.items())
+        ]
 
     def tokens(self) -> tuple[int, int]:
         """(prompt, completion) tokens: the backend's final usage, else its early prompt
@@ -105,6 +119,14 @@ class UsageRecord(Struct, kw_only=True):
     cached_prompt_tokens: int = 0
     cache_write_tokens: int = 0
     reasoning_tokens: int = 0
+    # What the router's quote for the deployment that served expected (after the learned
+    # correction, see gateway.state.quotes), beside the actual ttft_s, duration_s, joules
+    # and usd_total above. None for records written before they were kept (schema v4), and
+    # for requests that had no quote.
+    quoted_ttft_s: float | None = None
+    quoted_duration_s: float | None = None
+    quoted_joules: float | None = None
+    quoted_usd: float | None = None
 
 
 class AttemptUsage(Struct, kw_only=True, omit_defaults=True):

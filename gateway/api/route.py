@@ -15,7 +15,7 @@ from gateway.api.runtime import Runtime
 from gateway.backend import GenerationRequest
 from gateway.cost import Quote
 from gateway.flow.requests import from_chat
-from gateway.routing import Candidate, Decision
+from gateway.routing import Candidate, Decision, label
 
 
 class CandidateView(Struct, kw_only=True):
@@ -36,6 +36,8 @@ class RouteView(Struct, kw_only=True):
     policy: str
     need: str
     chosen: str
+    # The deployment chosen as x-freshet-route names it: its backend, and its adapter if any.
+    chosen_deployment: str
     fallbacks: list[str]
     candidates: list[CandidateView]
 
@@ -62,6 +64,7 @@ def _render(model: str, decision: Decision) -> RouteView:
         policy=decision.policy,
         need=decision.need.describe(),
         chosen=ordered[0],
+        chosen_deployment=label(decision.ordered[0].deployment),
         fallbacks=ordered[1:],
         candidates=[_view(c, i) for i, c in enumerate(decision.ordered)]
         + [_view(c, None) for c in decision.dropped],

@@ -10,8 +10,8 @@ from collections.abc import Callable, Mapping, Sequence
 import msgspec
 from msgspec import Struct
 
-from gateway.backend import Backend, Deployment
-from gateway.cost import BackendCost, Costing, CostModel, ListPriceOnly, Metering
+from gateway.backend import Backend, BackendUsage, Deployment
+from gateway.cost import BackendCost, Costing, CostModel, ListPriceOnly, Metering, Quote
 from gateway.errors import ConfigError
 from gateway.flow.admission import Admission
 from gateway.flow.context import RequestContext
@@ -19,6 +19,7 @@ from gateway.ledger.sqlite import Ledger
 from gateway.outcome import Attempt, AttemptUsage, Outcome, Status, UsageRecord
 from gateway.plugins import Plugins
 from gateway.settings import Settings
+from gateway.state.quotes import QuoteCalibration, calibrated
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,10 @@ class Accounting:
             config.id: model.for_backend(backends[config.id], config)
             for config in settings.backends
         }
+        # What the router quotes with: the same costs, their times corrected by what this
+        # process saw happen (gateway.state.quotes).
+        self.calibration = QuoteCalibration()
+        self._quotes = calibrated(self._costs, self.calibration)
         self._ledger = ledger
         self._plugins = plugins
         self._admission = admission
@@ -68,8 +73,14 @@ class Accounting:
 
     @property
     def costs(self) -> Mapping[str, BackendCost]:
-        """Every backend's cost, by id (the router looks each candidate up here)."""
+        """Every backend's cost, by id, as its cost model made it."""
         return self._costs
+
+    @property
+    def quotes(self) -> Mapping[str, BackendCost]:
+        """Every backend's cost with the learned correction of its quoted times, by id
+        (the router looks each candidate up here)."""
+        return self._quotes
 
     def begin(self, backend_id: str, request_id: str, prompt_tokens: int) -> Metering:
         return self._costs[backend_id].begin(request_id, prompt_tokens)
@@ -109,42 +120,34 @@ class Accounting:
             if failed or refused
             else None
         )
-        record = UsageRecord(
+        record = usage_record(
             request_id=ctx.request_id,
-            ts=ctx.arrived,
+            arrived=ctx.arrived,
             key=ctx.key,
             group=ctx.group,
             requested_model=ctx.requested_model,
-            backend=deployment.backend_id,
-            backend_kind=backend_kind,
-            model=deployment.model,
-            adapter=deployment.adapter,
-            knowledge_cutoff=(
-                deployment.knowledge_cutoff.isoformat() if deployment.knowledge_cutoff else None
-            ),
             operation=ctx.operation,
             stream=ctx.stream,
+            deployment=deployment,
+            backend_kind=backend_kind,
             status=status,
             error_code=outcome.error.code if outcome.error is not None else None,
             # Without the backend's final usage (client gone, failure): the prompt as the
             # backend counted it (else the estimate), and the chunks that were sent.
-            prompt_tokens=tokens[0],
-            completion_tokens=tokens[1],
+            tokens=tokens,
             ttft_s=outcome.ttft_s,
             duration_s=now - ctx.arrived,
-            joules=costing.joules,
-            energy_source=costing.energy_source,
-            joules_input=costing.joules_input,
-            joules_output=costing.joules_output,
-            usd_energy=costing.usd_energy,
-            usd_capex=costing.usd_capex,
-            usd_list=costing.usd_list,
-            usd_input=costing.usd_input,
-            usd_output=costing.usd_output,
-            usd_total=costing.usd_total,
+            costing=costing,
             fallbacks=fallbacks,
             attempts=attempts,
+            usage=outcome.usage,
+            quote=outcome.quote,
         )
+        if outcome.quote is not None and status == "ok" and not fallbacks:
+            # Only a request that went as planned says how good its quote was.
+            self.calibration.observe(
+                deployment.backend_id, outcome.quote, record.ttft_s, record.duration_s
+            )
         if self._admission is not None:  # settle the key's reservation with the real cost
             self._admission.settle(ctx, costing, record.prompt_tokens + record.completion_tokens)
         self._ledger.record(record)
@@ -154,6 +157,77 @@ class Accounting:
             self._hooks.add(task)
             task.add_done_callback(self._hooks.discard)
         return costing
+
+
+def usage_record(
+    *,
+    request_id: str,
+    arrived: float,
+    key: str | None,
+    group: str | None,
+    requested_model: str,
+    operation: str,
+    stream: bool,
+    deployment: Deployment,
+    backend_kind: str,
+    status: Status,
+    error_code: str | None,
+    tokens: tuple[int, int],
+    ttft_s: float | None,
+    duration_s: float,
+    costing: Costing,
+    fallbacks: int = 0,
+    attempts: str | None = None,
+    usage: BackendUsage | None = None,
+    quote: Quote | None = None,
+) -> UsageRecord:
+    """The one usage record of a request that reached a backend: what the request was, the
+    deployment that served it (or was tried last), its tokens, times and costing. Live
+    requests (:meth:`Accounting.finish`) and replayed ones (``freshet replay``) both make
+    their records here, so the two cannot disagree on a field."""
+    return UsageRecord(
+        request_id=request_id,
+        ts=arrived,
+        key=key,
+        group=group,
+        requested_model=requested_model,
+        backend=deployment.backend_id,
+        backend_kind=backend_kind,
+        model=deployment.model,
+        adapter=deployment.adapter,
+        knowledge_cutoff=(
+            deployment.knowledge_cutoff.isoformat() if deployment.knowledge_cutoff else None
+        ),
+        operation=operation,
+        stream=stream,
+        status=status,
+        error_code=error_code,
+        prompt_tokens=tokens[0],
+        completion_tokens=tokens[1],
+        ttft_s=ttft_s,
+        duration_s=duration_s,
+        joules=costing.joules,
+        energy_source=costing.energy_source,
+        joules_input=costing.joules_input,
+        joules_output=costing.joules_output,
+        usd_energy=costing.usd_energy,
+        usd_capex=costing.usd_capex,
+        usd_list=costing.usd_list,
+        usd_input=costing.usd_input,
+        usd_output=costing.usd_output,
+        usd_total=costing.usd_total,
+        fallbacks=fallbacks,
+        attempts=attempts,
+        # The parts of the tokens the backend reported (cache, reasoning): 0 without usage.
+        cached_prompt_tokens=usage.cached_prompt_tokens if usage is not None else 0,
+        cache_write_tokens=usage.cache_write_tokens if usage is not None else 0,
+        reasoning_tokens=usage.reasoning_tokens if usage is not None else 0,
+        # What the router expected of the deployment that served, beside what happened.
+        quoted_ttft_s=quote.ttft_s if quote is not None else None,
+        quoted_duration_s=quote.duration_s if quote is not None else None,
+        quoted_joules=quote.joules if quote is not None else None,
+        quoted_usd=quote.usd_total if quote is not None else None,
+    )
 
 
 class FailedAttempt(Struct, kw_only=True):

@@ -59,10 +59,6 @@ class CapabilityUnsupported(InvalidRequest):
 
     code = "capability_unsupported"
 
-    def __init__(self, message: str, *, missing: str, param: str | None = None) -> None:
-        super().__init__(message, param=param)
-        self.missing = missing
-
 
 # Which part of an OpenAI chat request needs each capability (the error's ``param``).
 CAPABILITY_PARAMS = {"tools": "tools", "json_schema": "response_format", "vision": "messages"}
@@ -168,6 +164,17 @@ def decide(
                     if unhealthy
                     else f"ttft(~{quote.ttft_s * 1000:.0f}ms>{max_ttft_ms or 0:.0f}ms)"
                 )
+                # The quote that was too slow stays with it, for /freshet/route to show.
+                drop(
+                    Candidate(
+                        load=status.running + status.waiting,
+                        rank=rank,
+                        deployment=dep,
+                        quote=quote,
+                        dropped=reason,
+                    )
+                )
+                continue
         drop(
             Candidate(
                 load=status.running + status.waiting, rank=rank, deployment=dep, dropped=reason
@@ -234,18 +241,13 @@ def _nothing_eligible(
     serving = [c for c in dropped if not (c.dropped or "").startswith("operation")]
     capable = [c for c in serving if not (c.dropped or "").startswith("capability")]
     if serving and not capable and needs:
-        # Name what is missing everywhere first: what no deployment has at all.
-        have = [c.deployment.capabilities for c in serving]
-        missing = sorted(n for n in needs if not any(n in h for h in have))
-        missing = missing or sorted({n for h in have for n in needs if n not in h})
-        best = max(serving, key=lambda c: len(c.deployment.capabilities & set(needs)))
+        have = {n for c in serving for n in c.deployment.capabilities}
+        # What no deployment has at all; else each lacks a different one of them.
+        missing = sorted(set(needs) - have) or sorted(needs)
         return CapabilityUnsupported(
             f"no deployment of {name!r} can serve this request: it needs "
-            f"{' and '.join(missing)} ({', '.join(CAPABILITY_PARAMS.get(n, n) for n in missing)}),"
-            f" which {'no deployment has' if len(serving) > 1 else best.deployment.backend_id + ' lacks'}"
-            f"; its deployments can do: "
-            f"{', '.join(sorted({n for h in have for n in h})) or 'text only'}",
-            missing=",".join(missing),
+            f"{', '.join(missing)} (its {', '.join(CAPABILITY_PARAMS.get(n, n) for n in missing)})"
+            f", and what its deployments can do is: {', '.join(sorted(have)) or 'text only'}",
             param=CAPABILITY_PARAMS.get(missing[0], missing[0]),
         )
     if dropped and not serving and operation is not None:

@@ -169,7 +169,7 @@ class Service:
             shape,
             need,
             statuses,
-            self._accounting.costs,
+            self._accounting.quotes,
             self._health.unavailable(),
             self._routers[policy.router],
             policy.router,
@@ -178,6 +178,7 @@ class Service:
             gen.max_tokens,
             gen.operation,
             work.context_tokens if work is not None else None,
+            gen.needs(),
         )
 
     def _output(self, ctx: RequestContext, gen: GenerationRequest, work: Work | None) -> int:
@@ -251,6 +252,7 @@ class Service:
             metering=opened.metering,
             ttft_s=time.time() - ctx.arrived,
             prompt_tokens_estimate=estimate,
+            quote=decision.served(served).quote,
         )
         return Routed(opened=opened, outcome=outcome, decision=decision)
 

@@ -161,7 +161,17 @@ MIGRATIONS: tuple[Migration, ...] = (
             add_column("reasoning_tokens", "INTEGER", 0),
         ),
     ),
-    # Next: Migration(4, "usage.<field>", add_column("<field>", "INTEGER", 0)), with the
+    Migration(
+        4,
+        "usage.quoted_ttft_s, quoted_duration_s, quoted_joules, quoted_usd",
+        add_columns(
+            add_column("quoted_ttft_s", "REAL", None),
+            add_column("quoted_duration_s", "REAL", None),
+            add_column("quoted_joules", "REAL", None),
+            add_column("quoted_usd", "REAL", None),
+        ),
+    ),
+    # Next: Migration(5, "usage.<field>", add_column("<field>", "INTEGER", 0)), with the
     # field added to UsageRecord *with a default* (old Redis records lack it).
 )
 SCHEMA_VERSION = len(MIGRATIONS)

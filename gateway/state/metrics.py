@@ -1,6 +1,7 @@
 """Shared-state health on ``/metrics``: whether limits are shared or have fallen back to
-per-process counters because Redis is unavailable, and what the ledger had to spool; and
-the backend health model's counters (ejections, failure rates, panic routing)."""
+per-process counters because Redis is unavailable, and what the ledger had to spool; the
+backend health model's counters (ejections, failure rates, panic routing); and how true
+the router's quotes were (the learned correction and the recent error)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from gateway.state.health import HealthState
+from gateway.state.quotes import QuoteCalibration
 from gateway.state.shared import SharedState
 
 
@@ -80,3 +82,64 @@ def health_metrics(health: HealthState) -> Iterator[Metric]:
     yield ejections
     yield rate
     yield panics
+
+
+class QuoteCollector(Collector):
+    """How true the router's quotes were, per backend, and the correction it learned
+    (:mod:`gateway.state.quotes`; per process). Read at scrape time."""
+
+    def __init__(self, calibration: QuoteCalibration) -> None:
+        self._calibration = calibration
+
+    def collect(self) -> Iterator[Metric]:
+        labels = ["freshet_backend_id"]
+        factor = GaugeMetricFamily(
+            "freshet_quote_correction_factor",
+            "Learned factor on the cost model's quoted time (corrected = factor x model + "
+            "offset), by measure (ttft, duration)",
+            labels=[*labels, "measure"],
+        )
+        offset = GaugeMetricFamily(
+            "freshet_quote_correction_offset_seconds",
+            "Learned offset added to the cost model's quoted time, by measure",
+            labels=[*labels, "measure"],
+        )
+        error = GaugeMetricFamily(
+            "freshet_quote_relative_error",
+            "|actual - quoted| / actual of the recent requests' quotes as given (corrected), "
+            "by measure and quantile (0.5, 0.9)",
+            labels=[*labels, "measure", "quantile"],
+        )
+        observed = CounterMetricFamily(
+            "freshet_quote_observations",
+            "Requests whose quote was compared with what happened",
+            labels=labels,
+        )
+        for backend_id in self._calibration.known():
+            view = self._calibration.view(backend_id)
+            observed.add_metric([backend_id], view.observed)
+            for measure, f, o, p50, p90 in (
+                (
+                    "ttft",
+                    view.ttft_factor,
+                    view.ttft_offset_s,
+                    view.ttft_error_p50,
+                    view.ttft_error_p90,
+                ),
+                (
+                    "duration",
+                    view.duration_factor,
+                    view.duration_offset_s,
+                    view.duration_error_p50,
+                    view.duration_error_p90,
+                ),
+            ):
+                factor.add_metric([backend_id, measure], f)
+                offset.add_metric([backend_id, measure], o)
+                if p50 is not None and p90 is not None:
+                    error.add_metric([backend_id, measure, "0.5"], p50)
+                    error.add_metric([backend_id, measure, "0.9"], p90)
+        yield factor
+        yield offset
+        yield error
+        yield observed

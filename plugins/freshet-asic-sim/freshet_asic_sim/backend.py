@@ -114,7 +114,9 @@ class AsicSimBackend:
         return None
 
     async def status(self) -> BackendStatus:
-        running, waiting = self.model.counts(self.clock.now())
+        now = self.clock.now()
+        running, waiting = self.model.counts(now)
+        busy, loaded = self.model.outlook(now)
         p = self.params
         ready = self.params.twin is None or self._twin is not None
         detail = f"{p.cards} card(s) x {p.streams_per_card} stream(s), time_scale {p.time_scale}"
@@ -126,6 +128,11 @@ class AsicSimBackend:
             waiting=waiting,
             observed_at=time.time(),
             detail=detail,
+            # The card model knows when each stream frees (its queue planned): exact.
+            busy_s=self.clock.to_wall(busy),
+            adapters_loaded=loaded,
+            adapter_swap_s=self.clock.to_wall(p.lora_swap_s),
+            adapter_slots=p.lora_slots * p.cards,
         )
 
     async def aclose(self) -> None:

@@ -169,6 +169,19 @@ class CardModel:
                 running += 1
         return running, waiting
 
+    def outlook(self, now: float) -> tuple[float, tuple[str, ...]]:
+        """(seconds until a request arriving at ``now`` could start on the slot that frees
+        first, the adapters resident once the requests already planned have started),
+        without changing the model: what the router's quote needs."""
+        free = [now] * self.slots
+        lru = [OrderedDict(od) for od in self._lru]
+        for lease in self._leases.values():  # arrival order: the plan's order
+            free[lease.slot] = max(free[lease.slot], lease.end)
+            if not lease.started:
+                _touch(lru[self.card_of(lease.slot)], lease.adapter, self.params.lora_slots)
+        loaded = {name for card in lru for name in card}
+        return max(0.0, min(free) - now), tuple(sorted(loaded))
+
     # -- internals -------------------------------------------------------------------
 
     def _advance(self, now: float) -> None:

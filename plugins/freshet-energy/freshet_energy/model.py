@@ -29,6 +29,8 @@ from gateway.plugin_api import (
     RequestShape,
     convert_list_price,
     convert_section,
+    queue_wait,
+    swap_wait,
 )
 
 log = logging.getLogger(__name__)
@@ -102,14 +104,17 @@ class BackendEnergyCost:
         slots, c_prefill, c_decode, in_per_tok, out_per_tok, tariffs = self._constants
         prompt, output = shape.prompt_tokens, shape.output_tokens
         prefill_s = prompt * c_prefill
-        service_s = prefill_s + output * c_decode
+        # The adapter's swap, when it is not loaded, occupies the slot like prefill does.
+        swap_s = swap_wait(shape, status) if shape.adapter is not None else 0.0
+        service_s = swap_s + prefill_s + output * c_decode
         running = status.running
+        busy = status.busy_s
         if running < slots:
             j_per_s, usd_e_per_s, usd_c_per_s = self._per_batch[running + 1]
-            queue_s = 0.0
+            queue_s = 0.0 if busy is None else max(0.0, busy)
         else:
             j_per_s, usd_e_per_s, usd_c_per_s = self._per_batch[slots]
-            queue_s = (running + status.waiting + 1 - slots) * service_s / slots
+            queue_s = queue_wait(status, service_s, slots)
         joules = j_per_s * service_s
         return Quote(
             joules=joules,
@@ -121,7 +126,8 @@ class BackendEnergyCost:
             usd_capex=usd_c_per_s * service_s,
             usd_list=prompt * in_per_tok + output * out_per_tok,
             queue_s=queue_s,
-            ttft_s=queue_s + prefill_s,
+            # The first token is out after the swap, the prefill and one decode step.
+            ttft_s=queue_s + swap_s + prefill_s + (c_decode if output > 0 else 0.0),
             duration_s=queue_s + service_s,
         )
 
@@ -151,6 +157,8 @@ class BackendEnergyCost:
             prompt_tokens=prompt,
             completion_tokens=completion,
             at=at,
+            cached_tokens=usage.cached_prompt_tokens if usage else 0,
+            cache_write_tokens=usage.cache_write_tokens if usage else 0,
         )
         f_in = j_in / joules if joules > 0 else (1.0 if completion == 0 else 0.0)
         return Costing(

@@ -20,7 +20,8 @@ from gateway.outcome import UsageRecord
 FIXTURE = Path(__file__).parents[2] / "fixtures" / "ledger" / "redis-entries-2026-12-06.json"
 # Fields of UsageRecord added after the fixture was written (each with a default).
 CACHE_COUNTS = ("cached_prompt_tokens", "cache_write_tokens", "reasoning_tokens")
-ADDED_SINCE = {"attempts", *CACHE_COUNTS}
+QUOTED = ("quoted_ttft_s", "quoted_duration_s", "quoted_joules", "quoted_usd")
+ADDED_SINCE = {"attempts", *CACHE_COUNTS, *QUOTED}
 
 
 def entries() -> list[dict[str, Any]]:
@@ -55,6 +56,7 @@ def test_records_of_every_shape_decode() -> None:
     assert not hasattr(newer, "region")  # unknown: ignored
     for record in (full, older, newer):  # written before the cache counts were kept
         assert [getattr(record, name) for name in CACHE_COUNTS] == [0, 0, 0]
+        assert [getattr(record, name) for name in QUOTED] == [None] * 4  # nor the quotes
     # Re-encoded, each is a record of today's shape.
     for record in (full, older, newer):
         assert set(json.loads(msgspec.json.encode(record))) == set(UsageRecord.__struct_fields__)

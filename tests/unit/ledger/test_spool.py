@@ -43,12 +43,12 @@ def _record(request_id: str) -> UsageRecord:
 
 
 def test_append_drain_and_bound(tmp_path: Path) -> None:
-    spool = Spool(tmp_path, max_bytes=2000)
+    spool = Spool(tmp_path, max_bytes=4000)  # three records fit, a hundred do not
     spool.open()
     spool.append([_record(f"r{i}") for i in range(3)])
     assert [r.request_id for r in spool.drain()] == ["r0", "r1", "r2"]
     assert spool.drain() == []
-    spool.append([_record(f"x{i}") for i in range(100)])  # far past 2,000 bytes
+    spool.append([_record(f"x{i}") for i in range(100)])  # far past 4,000 bytes
     kept = spool.drain()
     assert 0 < len(kept) < 100
     assert spool.dropped == 100 - len(kept)

@@ -1,0 +1,189 @@
+"""Quotes that learn from what happened: a per-backend correction of the quoted times.
+
+The cost model quotes a request's time to first token and duration from the backend's
+profile and the work it reports committed (:attr:`BackendStatus.busy_s`). What really
+happens differs: the gateway's own overhead, a CPU shared with other work, a profile
+measured on another day. Every finished request that had a quote adds the pair
+(model's figure, actual) to its backend's window; the next quotes are corrected by a
+line fitted to that window:
+
+    corrected = max(0, factor x model + offset)
+
+``factor`` is the Theil-Sen slope (the median of the pairwise slopes: one odd request
+does not move it), pulled to 1 while the window's quotes are too alike to tell a slope
+from noise; ``offset`` is the median of ``actual - factor x model`` (the gateway's and
+backend's fixed overhead). Memory is bounded (:data:`WINDOW` pairs per backend and
+measure). The correction is per process: each ``freshet serve --workers`` process, and
+each gateway replica, learns from the requests it routed.
+
+The quote error as given (corrected, so what the router and a client's ``max_ttft_ms``
+relied on) is kept per backend too: ``/metrics`` and the UI show its p50 and p90.
+"""
+
+from __future__ import annotations
+
+import statistics
+import threading
+from collections import deque
+from collections.abc import Iterator, Mapping
+
+import msgspec
+from msgspec import Struct
+
+from gateway.backend import BackendStatus
+from gateway.cost import BackendCost, Metering, Quote, RequestShape
+
+WINDOW = 32  # recent requests per backend and measure the fit uses
+MIN_PAIRS = 6  # pairwise slopes needed before the slope is taken from the data
+FACTOR_BOUNDS = (0.25, 4.0)
+
+
+class Fit:
+    """One measure (TTFT or duration) of one backend: the window and the line fitted to it."""
+
+    def __init__(self, window: int = WINDOW) -> None:
+        self.pairs: deque[tuple[float, float]] = deque(maxlen=window)
+        self.errors: deque[float] = deque(maxlen=window)  # |actual - quoted| / actual
+        self.factor = 1.0
+        self.offset = 0.0
+        self.observed = 0
+
+    def apply(self, model: float) -> float:
+        return max(0.0, self.factor * model + self.offset)
+
+    def observe(self, model: float, quoted: float, actual: float) -> None:
+        """``model``: the cost model's figure; ``quoted``: what was promised (corrected)."""
+        if actual > 0:
+            self.errors.append(abs(actual - quoted) / actual)
+        self.pairs.append((model, actual))
+        self.observed += 1
+        self._refit()
+
+    def _refit(self) -> None:
+        pairs = list(self.pairs)
+        slopes: list[float] = []
+        for i, (x1, y1) in enumerate(pairs):
+            for x2, y2 in pairs[i + 1 :]:
+                dx = x2 - x1
+                # Quotes that differ by little say nothing about the slope.
+                if abs(dx) > 0.005 + 0.1 * max(abs(x1), abs(x2)):
+                    slopes.append((y2 - y1) / dx)
+        factor = statistics.median(slopes) if len(slopes) >= MIN_PAIRS else 1.0
+        low, high = FACTOR_BOUNDS
+        self.factor = min(high, max(low, factor))
+        self.offset = statistics.median(y - self.factor * x for x, y in pairs)
+
+    def error_quantiles(self) -> tuple[float, float] | None:
+        """(p50, p90) of the recent relative errors; None before any."""
+        if not self.errors:
+            return None
+        ordered = sorted(self.errors)
+        return _quantile(ordered, 0.5), _quantile(ordered, 0.9)
+
+
+def _quantile(ordered: list[float], q: float) -> float:
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+class BackendFits(Struct, kw_only=True):
+    ttft: Fit
+    duration: Fit
+
+
+class FitView(Struct, kw_only=True):
+    """What ``/freshet/backends`` and ``/metrics`` show of a backend's correction."""
+
+    observed: int
+    ttft_factor: float
+    ttft_offset_s: float
+    duration_factor: float
+    duration_offset_s: float
+    ttft_error_p50: float | None
+    ttft_error_p90: float | None
+    duration_error_p50: float | None
+    duration_error_p90: float | None
+
+
+class QuoteCalibration:
+    """Every backend's fits, in this process. Observed as requests finish, read per quote."""
+
+    def __init__(self, window: int = WINDOW) -> None:
+        self._window = window
+        self._fits: dict[str, BackendFits] = {}
+        self._lock = threading.Lock()  # fits are read by the scrape thread too
+
+    def fits(self, backend_id: str) -> BackendFits:
+        fits = self._fits.get(backend_id)
+        if fits is None:
+            fits = self._fits[backend_id] = BackendFits(
+                ttft=Fit(self._window), duration=Fit(self._window)
+            )
+        return fits
+
+    def correct(self, backend_id: str, quote: Quote) -> Quote:
+        """``quote`` with its TTFT and duration corrected; the model's own figures kept in
+        ``model_ttft_s`` and ``model_duration_s``."""
+        fits = self.fits(backend_id)
+        return msgspec.structs.replace(
+            quote,
+            ttft_s=fits.ttft.apply(quote.ttft_s),
+            duration_s=fits.duration.apply(quote.duration_s),
+            model_ttft_s=quote.ttft_s,
+            model_duration_s=quote.duration_s,
+        )
+
+    def observe(
+        self, backend_id: str, quote: Quote, ttft_s: float | None, duration_s: float
+    ) -> None:
+        """A request that went as planned: its quote beside its actual times."""
+        fits = self.fits(backend_id)
+        with self._lock:
+            if ttft_s is not None:
+                model = quote.model_ttft_s if quote.model_ttft_s is not None else quote.ttft_s
+                fits.ttft.observe(model, quote.ttft_s, ttft_s)
+            model = (
+                quote.model_duration_s if quote.model_duration_s is not None else quote.duration_s
+            )
+            fits.duration.observe(model, quote.duration_s, duration_s)
+
+    def view(self, backend_id: str) -> FitView:
+        fits = self.fits(backend_id)
+        with self._lock:
+            ttft, duration = fits.ttft, fits.duration
+            t_err = ttft.error_quantiles()
+            d_err = duration.error_quantiles()
+            return FitView(
+                observed=max(ttft.observed, duration.observed),
+                ttft_factor=ttft.factor,
+                ttft_offset_s=ttft.offset,
+                duration_factor=duration.factor,
+                duration_offset_s=duration.offset,
+                ttft_error_p50=t_err[0] if t_err else None,
+                ttft_error_p90=t_err[1] if t_err else None,
+                duration_error_p50=d_err[0] if d_err else None,
+                duration_error_p90=d_err[1] if d_err else None,
+            )
+
+    def known(self) -> Iterator[str]:
+        return iter(sorted(self._fits))
+
+
+class CalibratedCost:
+    """A backend's cost whose quotes carry the learned correction (what the router uses)."""
+
+    def __init__(self, backend_id: str, cost: BackendCost, calibration: QuoteCalibration) -> None:
+        self._id = backend_id
+        self._cost = cost
+        self._calibration = calibration
+
+    def quote(self, shape: RequestShape, status: BackendStatus) -> Quote:
+        return self._calibration.correct(self._id, self._cost.quote(shape, status))
+
+    def begin(self, request_id: str, prompt_tokens: int, at: float | None = None) -> Metering:
+        return self._cost.begin(request_id, prompt_tokens, at)
+
+
+def calibrated(
+    costs: Mapping[str, BackendCost], calibration: QuoteCalibration
+) -> dict[str, BackendCost]:
+    return {bid: CalibratedCost(bid, cost, calibration) for bid, cost in costs.items()}
