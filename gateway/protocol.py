@@ -12,7 +12,7 @@ Freshet's own extensions come last in each request type.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 from msgspec import Meta, Struct
@@ -47,15 +47,40 @@ class StreamOptions(Struct, kw_only=True):
     include_usage: bool = False
 
 
+class ImageURL(Struct, kw_only=True):
+    url: str
+    detail: Literal["auto", "low", "high"] | None = None
+
+
 class ContentPart(Struct, kw_only=True):
     type: Annotated[str, Meta(max_length=64)]
     text: str | None = None
+    image_url: ImageURL | None = None
+
+
+# OpenAI: a function's name is a-z, A-Z, 0-9, underscores and dashes, at most 64.
+FunctionName = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+JsonObject = dict[str, Any]
+
+
+class FunctionCall(Struct, kw_only=True):
+    """A call the assistant made: arguments as JSON text."""
+
+    name: FunctionName
+    arguments: str
+
+
+class ToolCall(Struct, kw_only=True):
+    id: Name
+    function: FunctionCall
+    type: Literal["function"] = "function"
 
 
 class ChatMessage(Struct, kw_only=True):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[ContentPart] | None = None
     name: Name | None = None
+    tool_calls: Annotated[list[ToolCall], Meta(max_length=128)] | None = None
     tool_call_id: Name | None = None
 
     def text(self) -> str:
@@ -64,6 +89,52 @@ class ChatMessage(Struct, kw_only=True):
         if isinstance(self.content, str):
             return self.content
         return "".join(part.text or "" for part in self.content if part.type == "text")
+
+
+class FunctionDefinition(Struct, kw_only=True):
+    name: FunctionName
+    description: str | None = None
+    parameters: JsonObject | None = None  # a JSON Schema; absent: no arguments
+    strict: bool | None = None
+
+
+class ChatTool(Struct, kw_only=True):
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class ToolChoiceFunction(Struct, kw_only=True):
+    name: FunctionName
+
+
+class NamedToolChoice(Struct, kw_only=True):
+    type: Literal["function"]
+    function: ToolChoiceFunction
+
+
+ToolChoiceParam = Literal["none", "auto", "required"] | NamedToolChoice
+
+
+class JsonSchemaFormat(Struct, kw_only=True):
+    name: FunctionName
+    description: str | None = None
+    schema: JsonObject | None = None
+    strict: bool | None = None
+
+
+class ResponseFormatText(Struct, kw_only=True, tag="text", tag_field="type"):
+    pass
+
+
+class ResponseFormatJsonObject(Struct, kw_only=True, tag="json_object", tag_field="type"):
+    pass
+
+
+class ResponseFormatJsonSchema(Struct, kw_only=True, tag="json_schema", tag_field="type"):
+    json_schema: JsonSchemaFormat
+
+
+ResponseFormatParam = ResponseFormatText | ResponseFormatJsonObject | ResponseFormatJsonSchema
 
 
 class ChatCompletionRequest(Struct, kw_only=True):
@@ -76,12 +147,16 @@ class ChatCompletionRequest(Struct, kw_only=True):
     max_tokens: TokenCount | None = None
     metadata: Metadata | None = None
     n: Choices | None = None
+    parallel_tool_calls: bool | None = None
     presence_penalty: Penalty | None = None
+    response_format: ResponseFormatParam | None = None
     seed: Seed | None = None
     stop: Stop | None = None
     stream: bool | None = None
     stream_options: StreamOptions | None = None
     temperature: Temperature | None = None
+    tool_choice: ToolChoiceParam | None = None
+    tools: Annotated[list[ChatTool], Meta(max_length=128)] | None = None
     top_p: TopP | None = None
     user: Name | None = None
     # Freshet extensions
@@ -111,10 +186,24 @@ class CompletionRequest(Struct, kw_only=True):
     max_ttft_ms: TtftMs | None = None
 
 
+class PromptTokensDetails(Struct, kw_only=True, omit_defaults=True):
+    cached_tokens: int  # prompt tokens read from the backend's prompt cache
+    # Freshet's extension, when an upstream bills them (Anthropic): prompt tokens written
+    # to its cache.
+    cache_write_tokens: int = 0
+
+
+class CompletionTokensDetails(Struct, kw_only=True):
+    reasoning_tokens: int  # completion tokens spent reasoning
+
+
 class Usage(Struct, kw_only=True, omit_defaults=True):
     completion_tokens: int
     prompt_tokens: int
     total_tokens: int
+    # OpenAI's parts of the counts, present when the backend reported them (non-zero).
+    completion_tokens_details: CompletionTokensDetails | None = None
+    prompt_tokens_details: PromptTokensDetails | None = None
     # Freshet extensions: what this request really cost
     cost: float | None = None
     energy_joules: float | None = None
@@ -124,6 +213,19 @@ class AssistantMessage(Struct, kw_only=True):
     content: str | None
     refusal: str | None = None
     role: Literal["assistant"] = "assistant"
+    tool_calls: list[ToolCall] | None = None
+
+
+class FunctionCallDelta(Struct, kw_only=True, omit_defaults=True):
+    name: str | None = None
+    arguments: str | None = None
+
+
+class ToolCallDelta(Struct, kw_only=True, omit_defaults=True):
+    index: int
+    id: str | None = None
+    function: FunctionCallDelta | None = None
+    type: Literal["function"] | None = None
 
 
 class ChatChoice(Struct, kw_only=True):
@@ -146,6 +248,7 @@ class ChatCompletion(Struct, kw_only=True):
 class ChoiceDelta(Struct, kw_only=True, omit_defaults=True):
     content: str | None = None
     role: Literal["assistant"] | None = None
+    tool_calls: list[ToolCallDelta] | None = None
 
 
 class ChunkChoice(Struct, kw_only=True):

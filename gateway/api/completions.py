@@ -8,14 +8,14 @@ into a :class:`JsonReply` or a :class:`StreamReply`.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import NamedTuple
 
 from msgspec import Struct
 
 from gateway import protocol as p
 from gateway.api.edge import RequestOptions
-from gateway.backend import GenerationRequest
+from gateway.backend import GenerationRequest, ToolCallDelta
 from gateway.flow.context import RequestContext
 from gateway.flow.dispatch import chain
 from gateway.flow.observer import RequestObserver
@@ -53,6 +53,7 @@ class EdgeRequest(NamedTuple):
 
 DeltaMaker = Callable[[str, str | None, str | None, bool], Struct]
 UsageMaker = Callable[[str, p.Usage], Struct]
+ToolDeltaMaker = Callable[[str, Sequence[ToolCallDelta]], Struct]
 
 
 def route_headers(routed: Routed) -> dict[str, str]:
@@ -73,6 +74,7 @@ async def _stream(
     include_usage: bool,
     make_delta: DeltaMaker,
     make_usage: UsageMaker,
+    make_tool_delta: ToolDeltaMaker | None = None,
 ) -> StreamReply:
     routed = await service.open(ctx, gen)
     opened = routed.opened
@@ -84,6 +86,9 @@ async def _stream(
         make_usage=lambda usage: make_usage(name, usage),
         include_usage=include_usage,
         finalize=lambda done: service.finalize(ctx, opened, done),
+        make_tool_delta=(
+            None if make_tool_delta is None else lambda calls: make_tool_delta(name, calls)
+        ),
     )
     return StreamReply(body, {**route_headers(routed), **STREAM_HEADERS})
 
@@ -123,9 +128,12 @@ async def _reply(
     make_delta: DeltaMaker,
     make_usage: UsageMaker,
     make_body: BodyMaker,
+    make_tool_delta: ToolDeltaMaker | None = None,
 ) -> Reply:
     if data.stream:
-        return await _stream(service, ctx, gen, _include_usage(data), make_delta, make_usage)
+        return await _stream(
+            service, ctx, gen, _include_usage(data), make_delta, make_usage, make_tool_delta
+        )
     routed, wire_usage = await service.complete(ctx, gen)
     reply_headers = route_headers(routed)
     cost_headers(reply_headers, wire_usage)
@@ -159,6 +167,19 @@ async def chat(
             ],
         )
 
+    def tool_delta(model: str, calls: Sequence[ToolCallDelta]) -> Struct:
+        return p.ChatCompletionChunk(
+            id=completion_id,
+            created=created,
+            model=model,
+            choices=[
+                p.ChunkChoice(
+                    delta=p.ChoiceDelta(tool_calls=[_wire_tool_delta(c) for c in calls]),
+                    finish_reason=None,
+                )
+            ],
+        )
+
     def usage(model: str, u: p.Usage) -> Struct:
         return p.ChatCompletionChunk(
             id=completion_id, created=created, model=model, choices=[], usage=u
@@ -166,6 +187,8 @@ async def chat(
 
     def body(routed: Routed, u: p.Usage) -> Struct:
         outcome = routed.outcome
+        calls = outcome.tool_calls()
+        text = outcome.text
         return p.ChatCompletion(
             id=completion_id,
             created=created,
@@ -174,13 +197,33 @@ async def chat(
                 p.ChatChoice(
                     index=0,
                     finish_reason=outcome.finish_reason,
-                    message=p.AssistantMessage(content=outcome.text),
+                    message=p.AssistantMessage(
+                        content=text if text or not calls else None,
+                        tool_calls=[
+                            p.ToolCall(
+                                id=c.id, function=p.FunctionCall(name=c.name, arguments=c.arguments)
+                            )
+                            for c in calls
+                        ]
+                        or None,
+                    ),
                 )
             ],
             usage=u,
         )
 
-    return await _reply(service, ctx, gen, data, delta, usage, body)
+    return await _reply(service, ctx, gen, data, delta, usage, body, tool_delta)
+
+
+def _wire_tool_delta(call: ToolCallDelta) -> p.ToolCallDelta:
+    """A backend's piece of a tool call in OpenAI's chunk shape: the first piece of a call
+    (the one with its id) also carries ``type`` and the function's name."""
+    return p.ToolCallDelta(
+        index=call.index,
+        id=call.id,
+        type="function" if call.id is not None else None,
+        function=p.FunctionCallDelta(name=call.name, arguments=call.arguments),
+    )
 
 
 async def completion(

@@ -8,14 +8,14 @@ Stream order (DESIGN §10.8): the role chunk first, then content deltas, then a 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from typing import NamedTuple
 
 import msgspec
 from msgspec import Struct
 
 from gateway import protocol as p
-from gateway.backend import BackendUsage, Chunk
+from gateway.backend import BackendUsage, Chunk, ToolCallDelta
 from gateway.cost import Costing
 from gateway.errors import BackendError, FreshetError
 from gateway.flow.dispatch import aclose
@@ -46,6 +46,19 @@ def to_usage(usage: BackendUsage | None, costing: Costing | None = None) -> p.Us
         prompt_tokens=prompt,
         completion_tokens=completion,
         total_tokens=prompt + completion,
+        completion_tokens_details=(
+            p.CompletionTokensDetails(reasoning_tokens=usage.reasoning_tokens)
+            if usage is not None and usage.reasoning_tokens
+            else None
+        ),
+        prompt_tokens_details=(
+            p.PromptTokensDetails(
+                cached_tokens=usage.cached_prompt_tokens,
+                cache_write_tokens=usage.cache_write_tokens,
+            )
+            if usage is not None and (usage.cached_prompt_tokens or usage.cache_write_tokens)
+            else None
+        ),
         cost=round(costing.usd_total, 12) if costing else None,
         energy_joules=(
             round(costing.joules, 9) if costing is not None and costing.joules is not None else None
@@ -67,8 +80,12 @@ async def collect(chunks: AsyncIterator[Chunk], outcome: Outcome) -> Outcome:
 
 
 def _absorb(chunk: Chunk, outcome: Outcome) -> None:
-    if chunk.text:
-        outcome.text_parts.append(chunk.text)
+    if chunk.text or chunk.tool_calls:
+        # A tool call's pieces are output like text (metered, counted) but kept apart.
+        if chunk.text:
+            outcome.text_parts.append(chunk.text)
+        if chunk.tool_calls:
+            outcome.tool_call_parts.extend(chunk.tool_calls)
         outcome.chunks += 1
         if outcome.metering is not None:
             outcome.metering.tokens += 1
@@ -132,12 +149,14 @@ async def sse(
     make_usage: Callable[[p.Usage], Struct],
     include_usage: bool,
     finalize: Callable[[Outcome], p.Usage],
+    make_tool_delta: Callable[[Sequence[ToolCallDelta]], Struct] | None = None,
 ) -> AsyncIterator[bytes]:
     """Encode a backend stream as OpenAI's server-sent events (:func:`drive` runs it).
 
-    ``make_delta(text, finish_reason, first)`` builds one wire chunk; ``make_usage`` the
-    trailing usage chunk from what ``finalize`` returns; errors are an error event; always
-    ``data: [DONE]``.
+    ``make_delta(text, finish_reason, first)`` builds one wire chunk; ``make_tool_delta``
+    one of tool-call pieces (chat: after the role chunk; without it they are not
+    streamed); ``make_usage`` the trailing usage chunk from what ``finalize`` returns;
+    errors are an error event; always ``data: [DONE]``.
     """
     first = True
     items = drive(chunks, outcome, finalize)
@@ -153,6 +172,8 @@ async def sse(
             if first or item.text:
                 yield event(make_delta(item.text or None, None, first))
                 first = False
+            if item.tool_calls and make_tool_delta is not None:
+                yield event(make_tool_delta(item.tool_calls))
             if item.finish_reason is not None:
                 yield event(make_delta(None, item.finish_reason, False))
     finally:

@@ -16,16 +16,21 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import jinja2
 import llama_cpp
 import llama_cpp._utils
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+from llama_cpp.llama_grammar import LlamaGrammar
 
+from freshet_llamacpp.tools import CallReader, chat_messages, plan
 from gateway.plugin_api import (
+    FINISH_TOOL_CALLS,
     BackendUsage,
     ContextLengthExceeded,
     Deployment,
     GenerationRequest,
     InvalidRequest,
+    ToolCallDelta,
 )
 
 
@@ -40,8 +45,7 @@ def _close_devnull_at_exit() -> None:
 
 _close_devnull_at_exit()
 
-# Roles the OpenAI API knows that chat templates of small models usually don't.
-_ROLE_ALIASES = {"developer": "system"}
+Emit = Callable[[str | ToolCallDelta], None]
 
 
 class Sampling:
@@ -95,32 +99,55 @@ class Instance:
                 f"model {request.model!r} has no chat template; use /v1/completions",
                 param="model",
             )
-        messages: list[Any] = [
-            {"role": _ROLE_ALIASES.get(m.role, m.role), "content": m.content}
-            for m in request.messages
-        ]
-        formatted = self._formatter(messages=messages)
+        messages: list[Any] = chat_messages(request)
+        try:
+            formatted = self._formatter(messages=messages)
+        except jinja2.TemplateError:
+            if not any(m.role == "tool" for m in request.messages):
+                raise
+            # This template refuses role "tool": the results go in as user messages.
+            fallback: list[Any] = chat_messages(request, tool_role=False)
+            formatted = self._formatter(messages=fallback)
         return self.llama.tokenize(
             formatted.prompt.encode(), add_bos=not formatted.added_special, special=True
         )
+
+    def _grammar(self, text: str | None, param: str) -> LlamaGrammar | None:
+        """``text`` as a grammar, checked first: llama.cpp would crash on one it cannot
+        parse, so such a grammar (a schema the converter got wrong) is a 400."""
+        if text is None:
+            return None
+        sampler = llama_cpp.llama_sampler_init_grammar(
+            self.llama._model.vocab, text.encode(), b"root"
+        )
+        if not sampler:
+            raise InvalidRequest(
+                "this JSON Schema cannot be enforced on llama.cpp (its grammar does not parse)",
+                param=param,
+            )
+        llama_cpp.llama_sampler_free(sampler)
+        return LlamaGrammar.from_string(text, verbose=False)
 
     def generate(
         self,
         request: GenerationRequest,
         sampling: Sampling,
-        emit: Callable[[str], None],
+        emit: Emit,
         cancel: threading.Event,
         caps: Deployment | None = None,
         counted: Callable[[int], None] | None = None,
     ) -> tuple[str | None, BackendUsage]:
-        """Generate for ``request``, calling ``emit`` with each piece of text; ``caps``
-        (the deployment) bounds the output: its default without ``max_tokens``, its
-        ceiling above all (:meth:`Deployment.output_limit`).
+        """Generate for ``request``, calling ``emit`` with each piece of text or of a tool
+        call; ``caps`` (the deployment) bounds the output: its default without
+        ``max_tokens``, its ceiling above all (:meth:`Deployment.output_limit`). Tools and
+        ``response_format`` constrain it with a grammar (:mod:`freshet_llamacpp.tools`).
 
         ``counted`` is told the prompt's token count before the first piece of text.
         Returns the finish reason (None when cancelled) and the exact usage.
         """
         started = time.perf_counter()
+        how = plan(request)
+        grammar = self._grammar(how.grammar, "response_format" if how.mode == "json" else "tools")
         prompt = self.prompt_tokens(request)
         if counted is not None:
             counted(len(prompt))
@@ -138,6 +165,8 @@ class Instance:
         self.llama.set_seed(request.seed if request.seed is not None else random.getrandbits(31))
         stops = _StopMatcher(request.stop)
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        mode = how.mode
+        reader: CallReader | None = CallReader(emit) if mode == "call" else None
         produced = 0
         first_token_at: float | None = None
         finish: str | None = None
@@ -150,6 +179,7 @@ class Instance:
             frequency_penalty=request.frequency_penalty or 0.0,
             presence_penalty=request.presence_penalty or 0.0,
             reset=True,
+            grammar=grammar,
         )
         try:
             for token in tokens:
@@ -161,9 +191,18 @@ class Instance:
                     finish = "stop"
                     break
                 produced += 1
-                text, stopped = stops.feed(decoder.decode(self.llama.detokenize([token])))
-                if text:
-                    emit(text)
+                piece = decoder.decode(self.llama.detokenize([token]))
+                if mode == "auto" and piece:
+                    # The grammar lets text start with anything but '{', a call with '{'.
+                    mode = "call" if piece.startswith("{") else "text"
+                    reader = CallReader(emit) if mode == "call" else None
+                if reader is not None:
+                    reader.feed(piece)  # a call: no stop sequences inside JSON
+                    stopped = False
+                else:
+                    text, stopped = stops.feed(piece)
+                    if text:
+                        emit(text)
                 if stopped:
                     finish = "stop"
                     break
@@ -172,7 +211,13 @@ class Instance:
                     break
         finally:
             tokens.close()
-        if finish == "length" or (finish == "stop" and not stops.stopped):
+        if reader is not None:
+            if finish is not None:
+                reader.feed(decoder.decode(b"", final=True))
+                reader.close()
+            if finish == "stop":
+                finish = FINISH_TOOL_CALLS
+        elif finish == "length" or (finish == "stop" and not stops.stopped):
             tail = stops.flush(decoder.decode(b"", final=True))
             if tail:
                 emit(tail)

@@ -1,0 +1,214 @@
+"""Tools and structured output on llama.cpp: grammars that constrain what the model may
+generate, the prompt that tells it about the tools, and the reading of its answer.
+
+A small model cannot be trusted to follow a format, so the format is enforced: llama.cpp
+samples only tokens its GBNF grammar allows.
+
+- ``response_format`` ``json_object``: a grammar for any JSON object; ``json_schema``: the
+  schema's grammar (``llama_cpp``'s JSON-Schema converter).
+- ``tool_choice`` ``required`` or a named function: a grammar for exactly one call object
+  ``{"name": "<function>", "arguments": {...}}`` of an allowed function, its arguments valid
+  against the function's ``parameters``; returned as a tool call (``finish_reason``
+  ``tool_calls``).
+- ``auto``: the call object or plain text that does not start with ``{``; the first
+  character decides which. ``none``: the tools are ignored (not even described).
+
+The model sees the tools in the system prompt (:func:`tools_prompt`): one JSON line per
+function, then how to call one. Earlier calls in the history are shown to it as the same
+call objects, and tool results as messages of role ``tool`` (or, when the GGUF's chat
+template refuses that role, as user messages starting ``Result of tool call <id>:``).
+One call per answer: ``parallel_tool_calls`` is accepted and has no effect.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Literal
+
+from llama_cpp.llama_grammar import json_schema_to_gbnf
+
+from gateway.plugin_api import (
+    GenerationRequest,
+    InvalidRequest,
+    Message,
+    NamedTool,
+    ToolCallDelta,
+    ToolSpec,
+)
+
+Mode = Literal["text", "json", "call", "auto"]
+
+_TEXT_RULES = "root ::= freshet-call | freshet-text\nfreshet-text ::= [^{] [^\\x00]*\n"
+_ROOT = re.compile(r"^root ::=", re.M)
+
+
+class Plan:
+    """How to generate one request: the grammar (``None``: free text) and how to read the
+    output (``text``; ``json``: text that the grammar keeps JSON; ``call``: a tool call;
+    ``auto``: a call if it starts with ``{``, else text)."""
+
+    def __init__(self, mode: Mode, grammar: str | None) -> None:
+        self.mode = mode
+        self.grammar = grammar
+
+
+def plan(request: GenerationRequest) -> Plan:
+    """The grammar and mode for ``request``; a schema the converter cannot turn into a
+    grammar is a 400 naming it."""
+    if request.operation != "chat":
+        return Plan("text", None)
+    fmt = request.response_format
+    choice = request.effective_tool_choice()
+    if choice == "none":
+        if fmt is None or fmt.type == "text":
+            return Plan("text", None)
+        schema = fmt.schema if fmt.type == "json_schema" and fmt.schema else {"type": "object"}
+        return Plan("json", _gbnf(schema, "response_format.json_schema.schema"))
+    allowed = _allowed(request.tools, choice)
+    grammar = _gbnf(call_schema(allowed), "tools")
+    if choice != "auto":
+        return Plan("call", grammar)
+    # Either the call object or text: the call's rules under their own root.
+    return Plan("auto", _ROOT.sub("freshet-call ::=", grammar) + "\n" + _TEXT_RULES)
+
+
+def _allowed(tools: Sequence[ToolSpec], choice: object) -> list[ToolSpec]:
+    if isinstance(choice, NamedTool):
+        return [t for t in tools if t.name == choice.name]
+    return list(tools)
+
+
+def call_schema(tools: Sequence[ToolSpec]) -> dict[str, Any]:
+    """A JSON Schema for one call of any of ``tools``: ``name`` first, then ``arguments``
+    (the order :class:`CallReader` reads them in)."""
+    return {
+        "anyOf": [
+            {
+                "type": "object",
+                "properties": {
+                    "name": {"const": tool.name},
+                    "arguments": dict(tool.parameters) or {"type": "object"},
+                },
+                "required": ["name", "arguments"],
+                "additionalProperties": False,
+            }
+            for tool in tools
+        ]
+    }
+
+
+def _gbnf(schema: Mapping[str, Any], param: str) -> str:
+    try:
+        return str(json_schema_to_gbnf(json.dumps(schema)))
+    except Exception as exc:  # the converter raises bare Exceptions for what it lacks
+        raise InvalidRequest(
+            f"this JSON Schema cannot be enforced on llama.cpp: {exc}", param=param
+        ) from exc
+
+
+def tools_prompt(tools: Sequence[ToolSpec]) -> str:
+    """What the model is told about the tools (in the system prompt)."""
+    lines = ["You can call these functions:"]
+    for tool in tools:
+        spec: dict[str, Any] = {"name": tool.name}
+        if tool.description:
+            spec["description"] = tool.description
+        spec["parameters"] = dict(tool.parameters)
+        lines.append(json.dumps(spec))
+    lines.append(
+        'To call one, answer with only a JSON object: {"name": <function name>, '
+        '"arguments": <its arguments>}.'
+    )
+    return "\n".join(lines)
+
+
+def chat_messages(request: GenerationRequest, tool_role: bool = True) -> list[dict[str, str]]:
+    """The request's messages for the chat template: tools described in the system prompt
+    (unless ``tool_choice`` is ``none``), earlier calls as call objects, and tool results as
+    role ``tool`` or, with ``tool_role=False``, as user messages that say what they are."""
+    messages = [_render(m, tool_role) for m in request.messages]
+    if request.tools and request.effective_tool_choice() != "none":
+        described = tools_prompt(request.tools)
+        if messages and messages[0]["role"] == "system":
+            messages[0] = {"role": "system", "content": messages[0]["content"] + "\n\n" + described}
+        else:
+            messages.insert(0, {"role": "system", "content": described})
+    return messages
+
+
+# Roles the OpenAI API knows that chat templates of small models usually don't.
+_ROLE_ALIASES = {"developer": "system"}
+
+
+def _render(message: Message, tool_role: bool) -> dict[str, str]:
+    content = message.content
+    if message.tool_calls:
+        calls = "\n".join(
+            json.dumps({"name": c.name, "arguments": _arguments(c.arguments)})
+            for c in message.tool_calls
+        )
+        content = f"{content}\n{calls}" if content else calls
+    if message.role == "tool" and not tool_role:
+        return {"role": "user", "content": f"Result of tool call {message.tool_call_id}: {content}"}
+    return {"role": _ROLE_ALIASES.get(message.role, message.role), "content": content}
+
+
+def _arguments(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text  # shown as the client sent it
+
+
+def new_call_id() -> str:
+    return f"call_{secrets.token_hex(12)}"
+
+
+_HEAD = re.compile(r'^\s*\{\s*"name"\s*:\s*"([A-Za-z0-9_-]+)"\s*,\s*"arguments"\s*:\s*')
+
+
+class CallReader:
+    """Reads one generated call object as it streams, as tool-call pieces: the id and name
+    as soon as the name is complete, then the arguments' JSON text piece by piece (the
+    call object's closing brace held back until the end, when it is dropped)."""
+
+    def __init__(self, emit: Callable[[ToolCallDelta], None]) -> None:
+        self._emit = emit
+        self._head = ""
+        self._started = False
+        self._held = ""  # from the last '}' on: maybe the call object's end
+        self.id = new_call_id()
+
+    def feed(self, text: str) -> None:
+        if not self._started:
+            self._head += text
+            match = _HEAD.match(self._head)
+            if match is None:
+                return
+            self._started = True
+            self._emit(ToolCallDelta(index=0, id=self.id, name=match.group(1)))
+            text = self._head[match.end() :]
+        if not self._held:
+            text = text.lstrip()  # the space the grammar allows before the arguments
+        self._held += text
+        cut = self._held.rfind("}")
+        if cut > 0:
+            self._send(self._held[:cut])
+            self._held = self._held[cut:]
+
+    def close(self) -> None:
+        """The generation ended: the arguments are what was held back, less the call
+        object's own closing brace (when it got that far)."""
+        if not self._started:
+            return
+        tail = self._held.rstrip()
+        if tail.endswith("}"):
+            tail = tail[:-1]
+        self._send(tail.rstrip())
+
+    def _send(self, text: str) -> None:
+        if text:
+            self._emit(ToolCallDelta(index=0, arguments=text))
