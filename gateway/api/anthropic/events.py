@@ -49,8 +49,15 @@ def stop_reason(finish: str | None) -> a.StopReason | None:
 
 
 def wire_usage(usage: p.Usage) -> a.Usage:
+    """OpenAI's usage as Anthropic's: cache reads and writes are parts of OpenAI's
+    ``prompt_tokens`` and apart from Anthropic's ``input_tokens``."""
+    details = usage.prompt_tokens_details
+    read = details.cached_tokens if details is not None else 0
+    written = details.cache_write_tokens if details is not None else 0
     return a.Usage(
-        input_tokens=usage.prompt_tokens,
+        cache_creation_input_tokens=written or None,
+        cache_read_input_tokens=read or None,
+        input_tokens=max(0, usage.prompt_tokens - read - written),
         output_tokens=usage.completion_tokens,
         cost=usage.cost,
         energy_joules=usage.energy_joules,

@@ -75,6 +75,11 @@ class CountTokensParams(Struct, kw_only=True):
 
 
 class Usage(Struct, kw_only=True, omit_defaults=True):
+    """As Anthropic counts: ``input_tokens`` leaves out the prompt tokens read from and
+    written to the prompt cache (given apart, when there are any)."""
+
+    cache_creation_input_tokens: int | None = None
+    cache_read_input_tokens: int | None = None
     input_tokens: int
     output_tokens: int
     # Freshet's extension (as on OpenAI's usage): USD and joules of this request.
