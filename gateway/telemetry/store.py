@@ -12,6 +12,7 @@ worker that answered.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
 import threading
 from collections import OrderedDict
@@ -22,6 +23,8 @@ from msgspec import Struct
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.trace import SpanKind, StatusCode, format_span_id, format_trace_id
+
+log = logging.getLogger(__name__)
 
 MAX_SPANS_PER_TRACE = 256
 WORKER_ENV = "FRESHET_WORKER_ID"  # set by freshet serve (gateway.cli.logs)
@@ -80,11 +83,20 @@ class TraceView(Struct, kw_only=True):
     spans: list[SpanView]  # by start time
 
 
+class _Later:
+    """A request's spans, to be built when first looked at."""
+
+    __slots__ = ("build",)
+
+    def __init__(self, build: Callable[[], Sequence[ReadableSpan]]) -> None:
+        self.build = build
+
+
 class RecentTraces(SpanProcessor):
     def __init__(self, keep: int, max_spans: int = MAX_SPANS_PER_TRACE) -> None:
         self.keep = keep
         self._max_spans = max_spans
-        self._traces: OrderedDict[int, list[ReadableSpan]] = OrderedDict()
+        self._traces: OrderedDict[int, list[ReadableSpan | _Later]] = OrderedDict()
         self._lock = threading.Lock()
         worker = os.environ.get(WORKER_ENV, "0")
         self.worker = int(worker) if worker.isdigit() else 0
@@ -102,17 +114,45 @@ class RecentTraces(SpanProcessor):
         with self._lock:
             for span in spans:
                 context = span.context
-                if context is None:
-                    continue
-                kept = self._traces.get(context.trace_id)
-                if kept is None:
-                    kept = self._traces[context.trace_id] = []
-                    if len(self._traces) > self.keep:
-                        self._traces.popitem(last=False)
-                else:
-                    self._traces.move_to_end(context.trace_id)
-                if len(kept) < self._max_spans:
-                    kept.append(span)
+                if context is not None:
+                    self._kept(context.trace_id).append(span)
+
+    def keep_request(self, trace_id: int, build: Callable[[], Sequence[ReadableSpan]]) -> None:
+        """Keep a request's spans, built by ``build`` only when someone looks at them: most
+        kept traces are pushed out unseen, so a request costs a list append here, not its
+        spans (when no exporter needs them at once)."""
+        if self.keep > 0:
+            with self._lock:
+                self._kept(trace_id).append(_Later(build))
+
+    def _kept(self, trace_id: int) -> list[ReadableSpan | _Later]:
+        kept = self._traces.get(trace_id)
+        if kept is None:
+            kept = self._traces[trace_id] = []
+            if len(self._traces) > self.keep:
+                self._traces.popitem(last=False)
+        else:
+            self._traces.move_to_end(trace_id)
+            if len(kept) >= self._max_spans:
+                return []  # full: what is added goes nowhere
+        return kept
+
+    def _built(self, kept: list[ReadableSpan | _Later]) -> list[ReadableSpan]:
+        """``kept`` with every span built (in place, once), under the lock."""
+        if all(type(s) is not _Later for s in kept):
+            return kept  # type: ignore[return-value]
+        spans: list[ReadableSpan] = []
+        for item in kept:
+            if type(item) is _Later:
+                try:
+                    spans.extend(item.build())
+                except Exception:  # a bug costs the trace's view, never the page
+                    log.exception("could not build a kept trace's spans")
+            else:
+                spans.append(item)  # type: ignore[arg-type]
+        del spans[self._max_spans :]
+        kept[:] = spans
+        return spans
 
     def shutdown(self) -> None:
         return None
@@ -122,7 +162,8 @@ class RecentTraces(SpanProcessor):
 
     def _snapshot(self) -> list[tuple[int, list[ReadableSpan]]]:
         with self._lock:
-            return [(tid, list(spans)) for tid, spans in reversed(self._traces.items())]
+            built = [(tid, list(self._built(kept))) for tid, kept in reversed(self._traces.items())]
+        return [(tid, spans) for tid, spans in built if spans]
 
     def summaries(
         self, limit: int, match: Callable[[TraceSummary], bool] | None = None
@@ -146,7 +187,8 @@ class RecentTraces(SpanProcessor):
         except ValueError:
             return None
         with self._lock:
-            spans = list(self._traces.get(wanted, ()))
+            kept = self._traces.get(wanted)
+            spans = list(self._built(kept)) if kept is not None else []
         if not spans:
             return None
         spans.sort(key=lambda s: s.start_time or 0)

@@ -363,3 +363,48 @@ def msgspec_replace(record: UsageRecord, **changes: Any) -> UsageRecord:
     import msgspec
 
     return msgspec.structs.replace(record, **changes)
+
+
+def test_kept_requests_build_their_spans_only_when_looked_at(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    telemetry = _telemetry(tmp_path)
+    built: list[int] = []
+    factory = telemetry.pipeline._factory
+    spans = factory.spans
+
+    def counting(trace: RequestTrace) -> list[ReadableSpan]:
+        built.append(trace.context.trace_id)
+        return spans(trace)
+
+    monkeypatch.setattr(factory, "spans", counting)
+    trace = _run_request(telemetry, {})
+    assert built == []  # no exporter: nothing built at the request's end
+    first = telemetry.recent_trace(f"{trace.context.trace_id:032x}")
+    again = telemetry.recent_trace(f"{trace.context.trace_id:032x}")
+    assert built == [trace.context.trace_id]  # once, when first looked at
+    assert first is not None
+    assert again is not None
+    assert {s.name for s in first.spans} == {"chat auto", "route", "backend cheap", "backend good"}
+    assert first == again
+    assert [s.trace_id for s in telemetry.recent_traces(10)] == [f"{trace.context.trace_id:032x}"]
+
+
+def test_a_kept_trace_that_cannot_be_built_costs_its_view_not_the_list(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    store = RecentTraces(keep=3, max_spans=2)
+    store.keep_spans([_span("good", 1, 1)])
+
+    def broken() -> list[ReadableSpan]:
+        raise RuntimeError("a bug")
+
+    store.keep_request(2, broken)
+    store.keep_request(3, lambda: [_span("many", 3, s) for s in range(1, 6)])
+    with caplog.at_level(logging.ERROR):
+        assert [s.trace_id for s in store.summaries(10)] == [f"{3:032x}", f"{1:032x}"]
+    assert "could not build" in caplog.text
+    view = store.trace(f"{3:032x}")
+    assert view is not None
+    assert len(view.spans) == 2  # max_spans holds for built spans too
+    assert store.trace(f"{2:032x}") is None
