@@ -9,11 +9,12 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 from msgspec import Struct
 
+from freshet_llamacpp.embed import PooledEmbedder
 from freshet_llamacpp.engine import Instance, Sampling, calibrate
 from freshet_llamacpp.model_files import (
     DEFAULT_DISTRIBUTION,
@@ -29,10 +30,14 @@ from gateway.plugin_api import (
     Chunk,
     ConfigError,
     Deployment,
+    EmbeddingRequest,
+    EmbeddingResult,
     Fleet,
     GenerationRequest,
     HardwareKind,
     HardwareProfile,
+    InvalidRequest,
+    Operation,
     RateLimited,
     convert_params,
     convert_profile,
@@ -70,6 +75,11 @@ class LlamaCppParams(Struct, kw_only=True, forbid_unknown_fields=True):
     top_p: float = 0.95
     top_k: int = 40
     min_p: float = 0.05
+    # /v1/embeddings: the chat model's own pooled embeddings (freshet_llamacpp.embed), from
+    # a second instance opened on the first such request ("lazy"), at start ("start"), or
+    # not served ("off"); inputs of at most embedding_n_ctx tokens.
+    embeddings: Literal["lazy", "start", "off"] = "lazy"
+    embedding_n_ctx: int = 2048
 
 
 _END = object()
@@ -114,6 +124,19 @@ class LlamaCppBackend:
         self._output_caps = config.output_caps(DEFAULT_OUTPUT_TOKENS, MAX_OUTPUT_TOKENS)
         self._loaded = False
         self._counter: Instance | None = None  # whose tokenizer count_tokens uses
+        self._operations: frozenset[Operation] = (
+            DEFAULT_OPERATIONS
+            if p.embeddings == "off"
+            else DEFAULT_OPERATIONS | frozenset(("embeddings",))
+        )
+        # Embeddings run in a thread of their own, one request at a time, so they never
+        # wait behind a long generation for a model instance.
+        self._embedder: PooledEmbedder | None = None
+        self._embedder_lock = asyncio.Lock()
+        self._embed_executor = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix=f"llama-{self.id}-embed"
+        )
+        self._embedding = 0  # embedding requests in flight (waiting included)
 
     @property
     def deployments(self) -> Sequence[Deployment]:
@@ -126,7 +149,8 @@ class LlamaCppBackend:
                 max_context=self._n_ctx,
                 default_output_tokens=default,
                 max_output_tokens=ceiling,
-                operations=DEFAULT_OPERATIONS,  # chat (the GGUF's template) and completions
+                # chat (the GGUF's template), completions and (unless off) embeddings
+                operations=self._operations,
             ),
         )
 
@@ -154,6 +178,8 @@ class LlamaCppBackend:
             measured = await loop.run_in_executor(self._executor, calibrate, instance)
             self._profile = msgspec_replace(self._profile, **measured)
         self._profile = msgspec_replace(self._profile, max_context=self._n_ctx)
+        if self.params.embeddings == "start":
+            await self._open_embedder()
         self._free = free
         self._loaded = True
 
@@ -172,6 +198,7 @@ class LlamaCppBackend:
     async def aclose(self) -> None:
         self._loaded = False
         self._executor.shutdown(wait=False, cancel_futures=True)
+        self._embed_executor.shutdown(wait=False, cancel_futures=True)
 
     async def _acquire(self) -> Instance:
         if self._free is None:
@@ -196,6 +223,52 @@ class LlamaCppBackend:
         if counter is None:
             raise BackendUnavailable(f"backend {self.id} has not loaded its model")
         return len(await asyncio.to_thread(counter.prompt_tokens, request))
+
+    async def _open_embedder(self) -> PooledEmbedder:
+        async with self._embedder_lock:  # one instance, however many ask at once
+            if self._embedder is None:
+                threads = self.params.n_threads or max(1, os.cpu_count() or 1)
+                self._embedder = await asyncio.get_running_loop().run_in_executor(
+                    self._embed_executor,
+                    PooledEmbedder,
+                    self.model_path,
+                    min(self.params.embedding_n_ctx, self._n_ctx),
+                    threads,
+                )
+            return self._embedder
+
+    async def embed(self, request: EmbeddingRequest) -> EmbeddingResult:
+        """The chat model's mean-pooled, L2-normalised embeddings (:class:`Embedder`);
+        ``dimensions`` only as the model's own (no truncation)."""
+        if "embeddings" not in self._operations:  # the router never sends one
+            raise InvalidRequest(f"{self.id} does not serve embeddings (embeddings: off)")
+        if not self._loaded:
+            raise BackendUnavailable(f"backend {self.id} has not loaded its model")
+        if self._embedding >= max(1, self.params.queue_limit):
+            raise RateLimited(
+                f"backend {self.id} is busy: {self._embedding} embedding requests in flight",
+                retry_after_s=1.0,
+            )
+        self._embedding += 1
+        self._running += 1
+        cancel = threading.Event()
+        try:
+            embedder = await self._open_embedder()
+            if request.dimensions is not None and request.dimensions != embedder.dimensions:
+                raise InvalidRequest(
+                    f"model {request.model!r} embeds in {embedder.dimensions} dimensions and "
+                    "cannot shorten them ('dimensions' is not supported here)",
+                    param="dimensions",
+                )
+            loop = asyncio.get_running_loop()
+            vectors, usage = await loop.run_in_executor(
+                self._embed_executor, embedder.embed, request.texts, request.tokens, cancel
+            )
+            return EmbeddingResult(vectors=vectors, usage=usage)
+        finally:
+            cancel.set()  # a client gone stops the thread before its next input
+            self._running -= 1
+            self._embedding -= 1
 
     async def stream(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
         caps = self.deployments[0]
