@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import struct
 from typing import Any
 
 from aiohttp import web
@@ -32,6 +34,13 @@ class FakeVllm:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._generate)
         app.router.add_post("/v1/completions", self._generate)
+        app.router.add_post("/v1/embeddings", self._embed)
+        # Embeddings: vectors of ``dimensions`` floats made from each input; ``embedding_mode``
+        # ok | base64 (ignores encoding_format) | reversed (data out of order) | short (one
+        # vector too few) | garbage (not JSON); ``mode`` status answers HTTP ``status``.
+        self.dimensions = 4
+        self.embedding_mode = "ok"
+        self.embedding_requests: list[dict[str, Any]] = []
         app.router.add_get("/metrics", self._metrics)
         self.server = TestServer(app, host="127.0.0.1")
 
@@ -92,6 +101,40 @@ class FakeVllm:
             self.disconnected.set()
             raise
         return resp
+
+    async def _embed(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        self.embedding_requests.append(body)
+        if self.mode == "status":
+            return web.json_response(
+                {"error": {"message": f"fake error {self.status}", "code": self.status}},
+                status=self.status,
+            )
+        if body.get("dimensions") not in (None, self.dimensions):
+            return web.json_response(
+                {"error": {"message": "This model does not support 'dimensions'"}}, status=400
+            )
+        if self.embedding_mode == "garbage":
+            return web.Response(text="not json", content_type="application/json")
+        inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
+        data = []
+        tokens = 0
+        for i, item in enumerate(inputs):
+            size = len(item) if isinstance(item, list) else len(str(item).split())
+            tokens += size
+            vector = [float(size), float(i), 1.0, 0.5][: self.dimensions]
+            embedding: Any = vector
+            if self.embedding_mode == "base64":
+                embedding = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+            data.append({"object": "embedding", "index": i, "embedding": embedding})
+        if self.embedding_mode == "reversed":
+            data.reverse()
+        if self.embedding_mode == "short":
+            data.pop()
+        usage = {"prompt_tokens": tokens, "total_tokens": tokens}
+        return web.json_response(
+            {"object": "list", "data": data, "model": body["model"], "usage": usage}
+        )
 
     @staticmethod
     async def _send(resp: web.StreamResponse, payload: dict[str, Any]) -> None:

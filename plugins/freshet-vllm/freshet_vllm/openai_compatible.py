@@ -30,6 +30,7 @@ from freshet_vllm.params import ServerParams, build_deployments, config_error, p
 from freshet_vllm.server import _CONNECT_ERRORS, _PATHS, VllmServerBackend
 from freshet_vllm.upstream import Outlier, OutlierRules, Upstream, trace_headers
 from gateway.plugin_api import (
+    DEFAULT_OPERATIONS,
     BackendConfig,
     BackendError,
     BackendStatus,
@@ -39,6 +40,7 @@ from gateway.plugin_api import (
     GenerationRequest,
     HardwareKind,
     HardwareProfile,
+    Operation,
     RateLimited,
     convert_params,
     convert_profile,
@@ -70,6 +72,8 @@ class OpenAICompatibleParams(Struct, kw_only=True, forbid_unknown_fields=True):
     max_backoff_s: Positive | None = None
     max_in_flight: Annotated[int, Meta(ge=1)] | None = None
     health: OutlierRules = field(default_factory=OutlierRules)  # for the servers behind it
+    # What the server does for this model; embeddings go to its /v1/embeddings.
+    operations: frozenset[Operation] = DEFAULT_OPERATIONS
 
 
 class PassiveUpstream(Upstream):
@@ -169,6 +173,7 @@ class OpenAICompatibleBackend(VllmServerBackend):
             connect_timeout_s=own.connect_timeout_s,
             max_backoff_s=own.max_backoff_s or own.health.max_ejection_s,
             max_in_flight=own.max_in_flight,
+            operations=own.operations,
         )
         self.model = config.model or own.served_model or config.id
         self.served_model = own.served_model or self.model
@@ -178,7 +183,11 @@ class OpenAICompatibleBackend(VllmServerBackend):
         )
         self.adapters = parse_adapters(config)
         self._deployments = build_deployments(
-            config, self.model, self._profile.max_context or DEFAULT_MAX_CONTEXT, self.adapters
+            config,
+            self.model,
+            self._profile.max_context or DEFAULT_MAX_CONTEXT,
+            self.adapters,
+            own.operations,
         )
         headers = dict(own.headers)
         for name, value in headers.items():

@@ -9,7 +9,14 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta, Struct, field
 
-from gateway.plugin_api import BackendConfig, ConfigError, Deployment, HardwareProfile
+from gateway.plugin_api import (
+    DEFAULT_OPERATIONS,
+    BackendConfig,
+    ConfigError,
+    Deployment,
+    HardwareProfile,
+    Operation,
+)
 
 # H100 SXM serving Llama-3.1-8B in bf16 with vLLM (data/profiles-sources.md). Power runs
 # from ~300 W at batch 1 to ~600 W at batch 128; the profile holds one figure, so the
@@ -49,6 +56,9 @@ class ServerParams(Struct, kw_only=True, forbid_unknown_fields=True):
     # Per upstream; beyond it, 429 (the gateway falls back).
     max_in_flight: Annotated[int, Meta(ge=1)] | None = None
     gpu_indices: list[int] = field(default_factory=list)
+    # What the served model does: chat and completions by default; a pooling model
+    # (vllm serve --task embed) is [embeddings], passed through to its /v1/embeddings.
+    operations: frozenset[Operation] = DEFAULT_OPERATIONS
 
 
 class EngineParams(Struct, kw_only=True, forbid_unknown_fields=True):
@@ -94,7 +104,11 @@ def parse_adapters(config: BackendConfig) -> list[AdapterSpec]:
 
 
 def build_deployments(
-    config: BackendConfig, model: str, max_context: int, adapters: Sequence[AdapterSpec]
+    config: BackendConfig,
+    model: str,
+    max_context: int,
+    adapters: Sequence[AdapterSpec],
+    operations: frozenset[Operation] = DEFAULT_OPERATIONS,
 ) -> tuple[Deployment, ...]:
     """The base model, then one deployment per adapter (its own cutoff, else the model's).
 
@@ -110,6 +124,7 @@ def build_deployments(
         max_context=max_context,
         default_output_tokens=default,
         max_output_tokens=ceiling,
+        operations=operations,
     )
     return (
         base,

@@ -25,13 +25,17 @@ from gateway.plugin_api import (
     BackendError,
     BackendStatus,
     BackendUnavailable,
+    BackendUsage,
     Chunk,
     Deployment,
+    EmbeddingRequest,
+    EmbeddingResult,
     Fleet,
     FreshetError,
     GenerationRequest,
     HardwareKind,
     HardwareProfile,
+    InvalidRequest,
     RateLimited,
     convert_params,
     convert_profile,
@@ -39,7 +43,11 @@ from gateway.plugin_api import (
 
 log = logging.getLogger(__name__)
 
-_PATHS = {"chat": "/v1/chat/completions", "text_completion": "/v1/completions"}
+_PATHS = {
+    "chat": "/v1/chat/completions",
+    "text_completion": "/v1/completions",
+    "embeddings": "/v1/embeddings",
+}
 # Failures that mean "this server did not take the request": try the next one.
 _CONNECT_ERRORS = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError)
 _encode = msgspec.json.Encoder().encode
@@ -66,7 +74,7 @@ class VllmServerBackend:
         self._profile = convert_profile(config, GPU_PROFILE)
         self.adapters = parse_adapters(config)
         self._deployments = build_deployments(
-            config, self.model, self._profile.max_context or 131072, self.adapters
+            config, self.model, self._profile.max_context or 131072, self.adapters, p.operations
         )
         headers = {"Authorization": f"Bearer {p.api_key}"} if p.api_key else {}
         self.upstreams = [Upstream(url, headers, p.connect_timeout_s) for url in p.urls]
@@ -131,8 +139,50 @@ class VllmServerBackend:
         # vLLM serves each LoRA module under its own name (--lora-modules name=path).
         return request.adapter or self.served_model
 
+    async def embed(self, request: EmbeddingRequest) -> EmbeddingResult:
+        """Pass-through to the server's ``/v1/embeddings`` (:class:`Embedder`): inputs as
+        sent (token arrays too), ``dimensions`` for the server to honour or refuse; its
+        errors are mapped as a generation's are."""
+        started = time.perf_counter()
+        routed = GenerationRequest(
+            request_id=request.request_id,
+            operation="embeddings",
+            model=request.model,
+            adapter=request.adapter,
+        )
+        self._serves(routed)
+        model = self.upstream_model(routed)
+        resp, upstream = await self._open(routed, model, wire.embedding_body(request, model))
+        complete = False
+        try:
+            body = await resp.read()
+            complete = True
+        except _CONNECT_ERRORS as exc:
+            upstream.mark_down(f"{type(exc).__name__}: {exc}")
+            raise BackendError(f"{self.label} at {upstream.url} failed: {exc!r}") from exc
+        finally:
+            if complete:
+                resp.release()
+            else:
+                resp.close()
+            upstream.in_flight -= 1
+        vectors, prompt_tokens = wire.parse_embeddings(body, request.count, self.label)
+        duration = time.perf_counter() - started
+        usage = BackendUsage(
+            prompt_tokens=prompt_tokens,
+            completion_tokens=0,
+            time_to_first_token_s=duration,
+            duration_s=duration,
+        )
+        return EmbeddingResult(vectors=vectors, usage=usage)
+
+    def _serves(self, request: GenerationRequest) -> None:
+        if request.operation not in self._deployments[0].operations:  # never routed here
+            raise InvalidRequest(f"{self.id} does not serve {request.operation}")
+
     async def stream(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
         started = time.perf_counter()
+        self._serves(request)
         model = self.upstream_model(request)
         # The deployment's output caps travel upstream as max_tokens (all share them).
         body = wire.request_body(self._deployments[0].with_output_limit(request), model)

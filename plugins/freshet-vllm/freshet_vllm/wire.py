@@ -6,7 +6,10 @@ error); everything else in vLLM's chunks is skipped by msgspec without building 
 
 from __future__ import annotations
 
+import base64
 import re
+import sys
+from array import array
 from typing import Any
 
 import msgspec
@@ -16,6 +19,7 @@ from gateway.plugin_api import (
     BackendError,
     BackendUsage,
     ContextLengthExceeded,
+    EmbeddingRequest,
     FreshetError,
     GenerationRequest,
     InvalidRequest,
@@ -198,7 +202,7 @@ def map_http_error(
 ) -> FreshetError:
     """An upstream HTTP error as the gateway error the client should see (or fall back on)."""
     message = error_message(body)
-    param = "messages" if request.operation == "chat" else "prompt"
+    param = {"chat": "messages", "embeddings": "input"}.get(request.operation, "prompt")
     if status == 400 and _CONTEXT.search(message):
         return ContextLengthExceeded(message, param=param)
     if status == 404:
@@ -237,3 +241,59 @@ def request_body(request: GenerationRequest, upstream_model: str) -> dict[str, A
     if request.stop:
         body["stop"] = list(request.stop)
     return body
+
+
+def embedding_body(request: EmbeddingRequest, upstream_model: str) -> dict[str, Any]:
+    """The OpenAI embeddings request upstream: the inputs as the client sent them (token
+    arrays too), floats back (the gateway encodes them as its own client asked)."""
+    inputs: list[Any] = list(request.texts) if request.texts else [list(t) for t in request.tokens]
+    body: dict[str, Any] = {"model": upstream_model, "input": inputs, "encoding_format": "float"}
+    if request.dimensions is not None:
+        body["dimensions"] = request.dimensions
+    if request.user is not None:
+        body["user"] = request.user
+    return body
+
+
+class _Embedding(Struct):
+    embedding: list[float] | str
+    index: int = 0
+
+
+class _EmbeddingUsage(Struct):
+    prompt_tokens: int = 0
+
+
+class EmbeddingList(Struct):
+    data: list[_Embedding]
+    usage: _EmbeddingUsage | None = None
+
+
+_decode_embeddings = msgspec.json.Decoder(EmbeddingList).decode
+
+
+def parse_embeddings(body: bytes, count: int, label: str = "vLLM") -> tuple[list[list[float]], int]:
+    """An upstream's embeddings answer: one vector per input, in input order (by
+    ``index``), and its prompt tokens. Base64 (float32, little-endian) is read too, for a
+    server that ignores ``encoding_format``."""
+    try:
+        parsed = _decode_embeddings(body)
+    except msgspec.DecodeError as exc:
+        raise BackendError(f"malformed embeddings from {label}: {body[:200]!r}") from exc
+    items = sorted(parsed.data, key=lambda d: d.index)
+    if [d.index for d in items] != list(range(count)):
+        raise BackendError(f"{label} returned {len(items)} embeddings for {count} inputs")
+    vectors = [_floats(d.embedding, label) for d in items]
+    return vectors, parsed.usage.prompt_tokens if parsed.usage else 0
+
+
+def _floats(embedding: list[float] | str, label: str) -> list[float]:
+    if isinstance(embedding, list):
+        return embedding
+    try:
+        packed = array("f", base64.b64decode(embedding, validate=True))
+    except ValueError as exc:
+        raise BackendError(f"{label} sent an embedding that is not base64 float32") from exc
+    if sys.byteorder != "little":
+        packed.byteswap()
+    return packed.tolist()
