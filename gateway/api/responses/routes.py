@@ -9,6 +9,7 @@ from typing import Any
 
 from litestar import Controller, Request, delete, get
 from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import FromPath
 
 from gateway import protocol as p
 from gateway.api.edge import STATE_KEY
@@ -36,7 +37,9 @@ class ResponsesController(Controller):
     tags = ["OpenAI"]
 
     @get("/{response_id:str}", responses=_ERRORS, summary="A stored response")
-    async def retrieve(self, request: Request[Any, Any, Any], response_id: str) -> r.Response:
+    async def retrieve(
+        self, request: Request[Any, Any, Any], response_id: FromPath[str]
+    ) -> r.Response:
         runtime: Runtime = request.app.state.runtime
         stored = await find(runtime.responses, response_id, _key(request), "response_id")
         return stored.response
@@ -44,7 +47,9 @@ class ResponsesController(Controller):
     @delete(
         "/{response_id:str}", status_code=200, responses=_ERRORS, summary="Delete a stored response"
     )
-    async def remove(self, request: Request[Any, Any, Any], response_id: str) -> r.DeletedResponse:
+    async def remove(
+        self, request: Request[Any, Any, Any], response_id: FromPath[str]
+    ) -> r.DeletedResponse:
         runtime: Runtime = request.app.state.runtime
         await find(runtime.responses, response_id, _key(request), "response_id")
         await runtime.responses.delete(response_id)
