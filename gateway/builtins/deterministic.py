@@ -2,14 +2,17 @@
 
 It needs no model: it answers with a fixed, repeatable word sequence at a configurable
 pace, and can be told to fail before or during a stream, which is how faults that a real
-engine cannot be made to produce are injected in tests. It serves both operations unless
-its ``operations`` key names fewer (a chat-only backend, for tests of the router). Plugin
+engine cannot be made to produce are injected in tests. It serves both generation
+operations unless its ``operations`` key names fewer (a chat-only backend, for tests of the
+router), and embeddings (unit vectors made from the words) when it names them. Plugin
 authors get it, with fixtures, from :mod:`gateway.testing`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import math
 import time
 from collections.abc import AsyncIterator, Sequence
 
@@ -24,6 +27,8 @@ from gateway.plugin_api import (
     Chunk,
     ContextLengthExceeded,
     Deployment,
+    EmbeddingRequest,
+    EmbeddingResult,
     Fleet,
     GenerationRequest,
     HardwareKind,
@@ -70,6 +75,7 @@ class DeterministicParams(Struct, kw_only=True, forbid_unknown_fields=True):
     fail_before_first: bool = False
     fail_after_tokens: int | None = None
     operations: frozenset[Operation] = DEFAULT_OPERATIONS
+    embedding_dimensions: int = 8  # when operations include embeddings
 
 
 def count_tokens(text: str) -> int:
@@ -98,6 +104,8 @@ class DeterministicBackend:
                 default_output_tokens=default,
                 max_output_tokens=ceiling,
                 operations=self.params.operations,
+                # None unless the config declares some (it answers with its words anyway).
+                capabilities=config.capabilities_or(frozenset()),
             ),
         )
         self.running = 0
@@ -125,6 +133,29 @@ class DeterministicBackend:
         if request.prompt is not None:
             return count_tokens(request.prompt)
         return sum(count_tokens(m.content) + 1 for m in request.messages)
+
+    async def embed(self, request: EmbeddingRequest) -> EmbeddingResult:
+        """Unit vectors that depend only on each input's words (or token ids), one token a
+        word (:class:`gateway.backend.Embedder`); served when ``operations`` include
+        ``embeddings``, failing as configured."""
+        started = time.perf_counter()
+        if "embeddings" not in self.params.operations:  # the router never sends one
+            raise InvalidRequest(f"{self.id} does not serve embeddings")
+        if self.params.fail_before_first:
+            raise BackendError(f"backend {self.id} is configured to fail")
+        size = self.params.embedding_dimensions
+        if request.dimensions not in (None, size):
+            raise InvalidRequest(f"{self.id} embeds in {size} dimensions", param="dimensions")
+        inputs = [t.split() for t in request.texts] or [
+            [str(i) for i in ids] for ids in request.tokens
+        ]
+        usage = BackendUsage(
+            prompt_tokens=sum(len(words) for words in inputs),
+            completion_tokens=0,
+            duration_s=time.perf_counter() - started,
+        )
+        self.served += 1
+        return EmbeddingResult(vectors=[_unit(words, size) for words in inputs], usage=usage)
 
     async def count_tokens(self, request: GenerationRequest) -> int:
         """Exact: the count :meth:`stream` reports (:class:`gateway.backend.TokenCounter`)."""
@@ -175,6 +206,13 @@ class DeterministicBackend:
             raise
         finally:
             self.running -= 1
+
+
+def _unit(words: Sequence[str], size: int) -> list[float]:
+    digest = hashlib.sha256(" ".join(words).encode()).digest()
+    raw = [digest[i % len(digest)] - 127.5 for i in range(size)]
+    norm = math.sqrt(math.fsum(x * x for x in raw))
+    return [x / norm for x in raw]
 
 
 @hookimpl

@@ -52,6 +52,8 @@ def to_request(data: e.EmbeddingCreateParams, request_id: str) -> Sized:
         )
 
     if isinstance(raw, str):
+        if not raw:
+            raise InvalidRequest("'input' must not be an empty string", param="input")
         raw = [raw]
     if not raw:
         raise InvalidRequest("'input' must not be empty", param="input")
