@@ -17,7 +17,7 @@ import logging
 import signal
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from gateway.errors import BackendUnavailable
 
@@ -36,30 +36,51 @@ class ShuttingDown(BackendUnavailable):
         return {"Retry-After": str(int(RETRY_AFTER_S)), "Connection": "close"}
 
 
+CONNECTION = "freshet.connection"
+"""The scope key under which Freshet's HTTP server (:mod:`gateway.api.server`) hands the
+app its connection, a :class:`LostHook`: the app learns there that the client left."""
+
+
+class LostHook(Protocol):
+    """A connection that calls ``on_lost`` (once) when the client goes away."""
+
+    on_lost: Callable[[], None] | None
+
+
 class Watch:
     """One generation request in flight: its task, and why it was cancelled, if it was."""
 
-    __slots__ = ("left", "shutdown", "task", "watcher")
+    __slots__ = ("connection", "left", "shutdown", "task", "watcher")
 
     def __init__(self, task: asyncio.Task[Any]) -> None:
         self.task = task
         self.left = False  # the client disconnected
         self.shutdown = False  # the drain's grace ended
         self.watcher: asyncio.Task[None] | None = None
+        self.connection: LostHook | None = None
 
-    def listen(self, receive: Callable[[], Any]) -> None:
-        """Watch for the client leaving (after the request body has been read)."""
+    def listen(self, receive: Callable[[], Any], connection: LostHook | None = None) -> None:
+        """Watch for the client leaving (after the request body has been read): told by
+        Freshet's server when it hands over its ``connection``, else by a task reading
+        ``receive`` for ``http.disconnect`` (any other ASGI server)."""
+        if connection is not None:
+            self.connection = connection
+            connection.on_lost = self.client_left
+            return
 
         async def watch() -> None:
             while True:
                 message = await receive()
                 if message["type"] == "http.disconnect":
-                    if not self.shutdown:
-                        self.left = True
-                        self.task.cancel()
+                    self.client_left()
                     return
 
         self.watcher = asyncio.get_running_loop().create_task(watch())
+
+    def client_left(self) -> None:
+        if not self.shutdown and not self.left:
+            self.left = True
+            self.task.cancel()
 
     def end_shutdown(self) -> None:
         if not self.left and not self.shutdown:
@@ -67,6 +88,10 @@ class Watch:
             self.task.cancel()
 
     def stop(self) -> None:
+        if self.connection is not None:
+            if self.connection.on_lost == self.client_left:
+                self.connection.on_lost = None
+            self.connection = None
         if self.watcher is not None:
             self.watcher.cancel()
             self.watcher = None

@@ -30,7 +30,7 @@ from gateway.api.anthropic import protocol as anthropic
 from gateway.api.anthropic.messages import count_tokens, messages
 from gateway.api.browser import BrowserGuard
 from gateway.api.completions import EdgeRequest, JsonReply, Reply, StreamReply, chat, completion
-from gateway.api.drain import Drain, ShuttingDown, Watch
+from gateway.api.drain import CONNECTION, Drain, ShuttingDown, Watch
 from gateway.api.edge import (
     Receive,
     Scope,
@@ -186,7 +186,7 @@ class Generation:
                 data = decode_body(endpoint.decode, body)
                 edge = EdgeRequest(request_id, key, options, trace)
                 # From here the work may take long: a client that leaves stops it.
-                watch.listen(receive)
+                watch.listen(receive, scope.get(CONNECTION))
                 reply = await endpoint.handler(self._rt.service, data, edge)
             except asyncio.CancelledError:
                 if not (watch.left or watch.shutdown) or task.uncancel() > 0:

@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import Any, NoReturn
 
 import httptools
@@ -39,6 +40,7 @@ import uvicorn
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.server import ServerState
 
+from gateway.api.drain import CONNECTION
 from gateway.settings import ConnectionSettings
 
 __all__ = ["ConnectionGuard", "FreshetHttpProtocol", "ServerConfig"]
@@ -158,6 +160,7 @@ class FreshetHttpProtocol(HttpToolsProtocol):
         self._timer: asyncio.TimerHandle | None = None
         self._last_read = 0.0  # when a body's bytes last arrived (while its timer runs)
         self._rejection = 0  # the status a parser callback refused the request with
+        self.on_lost: Callable[[], None] | None = None  # the request's, while it runs
         # A float (uvicorn's Config takes whole seconds); call_later takes either.
         self.timeout_keep_alive = guard.keep_alive_s  # type: ignore[assignment]
 
@@ -177,6 +180,9 @@ class FreshetHttpProtocol(HttpToolsProtocol):
         self._stop_timer()
         self._phase = _LINGER
         super().connection_lost(exc)
+        on_lost, self.on_lost = self.on_lost, None
+        if on_lost is not None:
+            on_lost()
 
     def data_received(self, data: bytes) -> None:
         phase = self._phase
@@ -256,6 +262,9 @@ class FreshetHttpProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        # The generation endpoints learn here that their client left (drain.Watch), with
+        # no task per request reading the ASGI receive for it.
+        self.scope[CONNECTION] = self  # type: ignore[literal-required]
         self._phase = _HEAD
         self._head_used = 0
         # The keep-alive wait ends when a request begins, not at any byte (a client
