@@ -22,6 +22,9 @@ from openai.types.responses import (
     ResponseContentPartDoneEvent,
     ResponseCreatedEvent,
     ResponseFailedEvent,
+    ResponseFunctionCallArgumentsDeltaEvent,
+    ResponseFunctionCallArgumentsDoneEvent,
+    ResponseFunctionToolCall,
     ResponseIncompleteEvent,
     ResponseInProgressEvent,
     ResponseOutputItemAddedEvent,
@@ -426,3 +429,132 @@ def test_a_backend_failing_mid_stream_is_response_failed(keyed: Server) -> None:
     assert failed.response.error is not None
     assert failed.response.error.code == "server_error"
     assert "mid-stream" in failed.response.error.message
+
+
+WEATHER: Any = [
+    {
+        "type": "function",
+        "name": "get_weather",
+        "description": "The weather in a city",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}},
+            "required": ["city"],
+        },
+    }
+]
+PARIS = "What is the weather in Paris?"
+
+
+def _call(response: Response) -> ResponseFunctionToolCall:
+    calls = [item for item in response.output if isinstance(item, ResponseFunctionToolCall)]
+    assert len(calls) == 1, response.output
+    return calls[0]
+
+
+def test_function_tools_and_their_results(client: openai.OpenAI) -> None:
+    asked = client.responses.create(
+        model=MODEL, input=PARIS, tools=WEATHER, tool_choice="required", max_output_tokens=60
+    )
+    assert asked.status == "completed"
+    call = _call(asked)
+    assert call.name == "get_weather"
+    assert call.call_id.startswith("call_")
+    assert call.id is not None
+    assert call.id.startswith("fc_")
+    assert call.status == "completed"
+    assert isinstance(json.loads(call.arguments)["city"], str)
+    assert asked.tools[0].type == "function"
+    assert asked.tool_choice == "required"
+    # The result goes back as a function_call_output item, after the stored call.
+    result: Any = [
+        {"type": "function_call_output", "call_id": call.call_id, "output": '{"temp_c": 21}'}
+    ]
+    answered = client.responses.create(
+        model=MODEL,
+        previous_response_id=asked.id,
+        input=result,
+        tools=WEATHER,
+        max_output_tokens=16,
+    )
+    assert answered.output_text.strip()
+    assert not [i for i in answered.output if isinstance(i, ResponseFunctionToolCall)]
+    # The same history sent in full, without the store: the same prompt.
+    history: Any = [
+        {"role": "user", "content": PARIS},
+        {
+            "type": "function_call",
+            "call_id": call.call_id,
+            "name": call.name,
+            "arguments": call.arguments,
+        },
+        *result,
+    ]
+    again = client.responses.create(model=MODEL, input=history, tools=WEATHER, max_output_tokens=1)
+    assert again.usage is not None
+    assert answered.usage is not None
+    assert again.usage.input_tokens == answered.usage.input_tokens
+
+
+def test_a_function_call_streamed(client: openai.OpenAI) -> None:
+    events = list(
+        client.responses.create(
+            model=MODEL,
+            input=PARIS,
+            tools=WEATHER,
+            tool_choice={"type": "function", "name": "get_weather"},
+            max_output_tokens=60,
+            stream=True,
+        )
+    )
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    assert isinstance(events[2], ResponseOutputItemAddedEvent)
+    assert isinstance(events[2].item, ResponseFunctionToolCall)
+    assert events[2].item.name == "get_weather"
+    deltas = [e for e in events if isinstance(e, ResponseFunctionCallArgumentsDeltaEvent)]
+    assert deltas
+    done = [e for e in events if isinstance(e, ResponseFunctionCallArgumentsDoneEvent)]
+    assert len(done) == 1
+    assert done[0].arguments == "".join(d.delta for d in deltas)
+    assert isinstance(events[-2], ResponseOutputItemDoneEvent)
+    completed = events[-1]
+    assert isinstance(completed, ResponseCompletedEvent)
+    call = _call(completed.response)
+    assert call.arguments == done[0].arguments
+    assert call.id == events[2].item.id == done[0].item_id
+    assert json.loads(call.arguments)["city"]
+
+
+def test_tools_through_an_openai_compatible_upstream(keyed: Server) -> None:
+    client = _as(keyed, "alice")
+    raw = client.responses.with_raw_response.create(
+        model=MODEL, input=PARIS, tools=WEATHER, tool_choice="required", max_output_tokens=60
+    )
+    assert raw.headers["x-freshet-backend"] == "up"
+    call = _call(raw.parse())
+    assert call.name == "get_weather"
+    with client.responses.stream(
+        model=MODEL, input=PARIS, tools=WEATHER, tool_choice="required", max_output_tokens=60
+    ) as stream:
+        kinds = [event.type for event in stream]
+        final = stream.get_final_response()
+    assert "response.function_call_arguments.delta" in kinds
+    assert _call(final).name == "get_weather"
+
+
+def test_bad_tools_are_400s(default_gateway: Server) -> None:
+    url = default_gateway.url + "/v1/responses"
+    good: dict[str, Any] = {"model": MODEL, "input": PARIS, "tools": WEATHER}
+    cases: list[tuple[dict[str, Any], str]] = [
+        ({**good, "tools": [{"type": "web_search"}]}, "tools[0].type"),
+        ({**good, "tools": [{"type": "function"}]}, "tools[0].name"),
+        ({**good, "tools": [*WEATHER, *WEATHER]}, "tools[1].name"),
+        ({**good, "tool_choice": {"type": "function", "name": "nope"}}, "tool_choice.name"),
+        ({**good, "tools": None, "tool_choice": "required"}, "tool_choice"),
+        ({**good, "input": [{"type": "function_call_output", "output": "1"}]}, "input[0].call_id"),
+        ({**good, "input": [{"type": "function_call", "call_id": "c"}]}, "input[0].name"),
+    ]
+    for body, param in cases:
+        resp = httpx.post(url, json=body)
+        assert resp.status_code == 400, (body, resp.text)
+        assert resp.json()["error"]["param"] == param, resp.text

@@ -1,7 +1,8 @@
 """The ``Response`` object, as it starts (``in_progress``, for the stream's first events) and
 as a generation's :class:`Outcome` ends it: the status (``incomplete`` with reason
 ``max_output_tokens`` when the output was cut at the limit, ``failed`` with the error),
-the output items and the usage with Freshet's cost and joules."""
+the output items (the text as a message, function calls) and the usage with Freshet's
+cost and joules."""
 
 from __future__ import annotations
 
@@ -43,9 +44,18 @@ def start(
 
 
 def wire_usage(usage: p.Usage) -> r.Usage:
+    prompt = usage.prompt_tokens_details
+    completion = usage.completion_tokens_details
     return r.Usage(
         input_tokens=usage.prompt_tokens,
+        input_tokens_details=r.InputTokensDetails(
+            cached_tokens=prompt.cached_tokens if prompt else 0,
+            cache_write_tokens=prompt.cache_write_tokens if prompt else 0,
+        ),
         output_tokens=usage.completion_tokens,
+        output_tokens_details=r.OutputTokensDetails(
+            reasoning_tokens=completion.reasoning_tokens if completion else 0
+        ),
         total_tokens=usage.total_tokens,
         cost=usage.cost,
         energy_joules=usage.energy_joules,
@@ -56,16 +66,44 @@ def message_id(response_id: str) -> str:
     return "msg_" + response_id.removeprefix("resp_")
 
 
+def call_item_id(response_id: str, n: int) -> str:
+    """The id of the ``n``-th function call item (its ``call_id`` is the model's)."""
+    return f"fc_{response_id.removeprefix('resp_')}_{n}"
+
+
 def item_status(outcome: Outcome) -> r.ItemStatus:
     return "incomplete" if outcome.finish_reason == "length" else "completed"
 
 
-def output(response_id: str, outcome: Outcome) -> list[r.OutputItem]:
-    """The output items of a finished generation: its text as one assistant message."""
+def message(response_id: str, outcome: Outcome) -> r.OutputMessage:
     text = r.OutputText(text=outcome.text)
+    return r.OutputMessage(id=message_id(response_id), content=[text], status=item_status(outcome))
+
+
+def calls(response_id: str, outcome: Outcome) -> list[r.FunctionCall]:
+    """The function calls the model made, as output items, in the order of their index."""
+    status = item_status(outcome)
     return [
-        r.OutputMessage(id=message_id(response_id), content=[text], status=item_status(outcome))
+        r.FunctionCall(
+            id=call_item_id(response_id, n),
+            arguments=call.arguments,
+            call_id=call.id or f"call_{response_id.removeprefix('resp_')}_{n}",
+            name=call.name,
+            status=status,
+        )
+        for n, call in enumerate(outcome.tool_calls())
     ]
+
+
+def output(response_id: str, outcome: Outcome) -> list[r.OutputItem]:
+    """The output items of a finished generation: its text as one assistant message (also
+    when empty, unless the model only called functions), then its function calls."""
+    made = calls(response_id, outcome)
+    items: list[r.OutputItem] = []
+    if outcome.text or not made:
+        items.append(message(response_id, outcome))
+    items.extend(made)
+    return items
 
 
 def finish(

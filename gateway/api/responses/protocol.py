@@ -50,6 +50,27 @@ class InputItem(Struct, kw_only=True, omit_defaults=True):
 Input = str | Annotated[list[InputItem], Meta(min_length=1, max_length=4096)]
 
 
+class FunctionTool(Struct, kw_only=True, omit_defaults=True):
+    """A tool, flat as the Responses API has it (not under ``function`` as chat has);
+    only ``function`` tools are served (:mod:`gateway.api.responses.translate`)."""
+
+    type: ItemType
+    name: Name | None = None
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class ToolChoiceFunction(Struct, kw_only=True):
+    """``tool_choice`` naming one function."""
+
+    type: Literal["function"]
+    name: Name
+
+
+ToolChoice = Literal["none", "auto", "required"] | ToolChoiceFunction
+
+
 class ResponseCreateParams(Struct, kw_only=True):
     model: Name
     input: Input
@@ -62,8 +83,8 @@ class ResponseCreateParams(Struct, kw_only=True):
     stream: bool | None = None
     temperature: Temperature | None = None
     text: Any = None
-    tool_choice: Any = None
-    tools: Annotated[list[Any], Meta(max_length=128)] | None = None
+    tool_choice: ToolChoice | None = None
+    tools: Annotated[list[FunctionTool], Meta(max_length=128)] | None = None
     top_p: TopP | None = None
     truncation: Literal["auto", "disabled"] | None = None
     user: Name | None = None
@@ -158,8 +179,8 @@ class Response(Struct, kw_only=True):
     store: bool = True
     temperature: float | None = None
     text: TextConfig = field(default_factory=TextConfig)
-    tool_choice: Any = "auto"
-    tools: list[Any] = field(default_factory=list)
+    tool_choice: ToolChoice = "auto"
+    tools: list[FunctionTool] = field(default_factory=list)
     top_p: float | None = None
     truncation: Literal["auto", "disabled"] = "disabled"
     usage: Usage | None = None

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import msgspec
+
 from gateway.api.responses import protocol as r
-from gateway.backend import GenerationRequest, Message
+from gateway.backend import GenerationRequest, Message, NamedTool, ToolCall, ToolChoice, ToolSpec
 from gateway.errors import InvalidRequest
+from gateway.flow.json_schema import check_schema
 
 TEXT_PARTS = frozenset(("input_text", "output_text", "text", "refusal"))
 # OpenAI's ``developer`` role is the system prompt to a chat template.
@@ -102,8 +105,10 @@ def output_items(response: r.Response) -> list[r.InputItem]:
 
 
 def to_messages(instructions: str | None, items: Sequence[r.InputItem]) -> list[Message]:
-    """The conversation as chat messages: the instructions first, as the system message."""
-    messages = []
+    """The conversation as chat messages: the instructions first, as the system message;
+    function calls on the assistant's message before them (consecutive calls on one
+    message, as a model makes parallel calls), their outputs as ``tool`` messages."""
+    messages: list[Message] = []
     if instructions:
         messages.append(Message(role="system", content=instructions))
     for item in items:
@@ -111,20 +116,62 @@ def to_messages(instructions: str | None, items: Sequence[r.InputItem]) -> list[
             assert item.role is not None
             assert isinstance(item.content, str)
             messages.append(Message(role=ROLES[item.role], content=item.content))
+        elif item.type == "function_call":
+            assert item.call_id is not None
+            assert item.name is not None
+            call = ToolCall(id=item.call_id, name=item.name, arguments=item.arguments or "{}")
+            last = messages[-1] if messages else None
+            if last is not None and last.role == "assistant":
+                messages[-1] = msgspec.structs.replace(last, tool_calls=[*last.tool_calls, call])
+            else:
+                messages.append(Message(role="assistant", tool_calls=[call]))
         else:
-            messages.append(tool_message(item))
+            assert isinstance(item.output, str)
+            messages.append(Message(role="tool", content=item.output, tool_call_id=item.call_id))
     return messages
 
 
-def tool_message(item: r.InputItem) -> Message:
-    raise InvalidRequest(f"{item.type} items are not supported on /v1/responses yet", param="input")
+def tools(given: Sequence[r.FunctionTool] | None) -> list[ToolSpec]:
+    """The request's function tools, checked as chat's are (names unique, parameters an
+    object schema); any other kind of tool (web search, files...) is a 400 naming it."""
+    out: list[ToolSpec] = []
+    seen: set[str] = set()
+    for i, tool in enumerate(given or ()):
+        if tool.type != "function":
+            raise InvalidRequest(
+                f"tool type {tool.type!r} is not supported; only 'function'",
+                param=f"tools[{i}].type",
+            )
+        if not tool.name:
+            raise InvalidRequest("a function tool needs a 'name'", param=f"tools[{i}].name")
+        if tool.name in seen:
+            raise InvalidRequest(f"two tools are named {tool.name!r}", param=f"tools[{i}].name")
+        seen.add(tool.name)
+        parameters = tool.parameters if tool.parameters is not None else {"type": "object"}
+        check_schema(parameters, f"tools[{i}].parameters", object_root=True)
+        out.append(ToolSpec(name=tool.name, description=tool.description, parameters=parameters))
+    return out
+
+
+def tool_choice(choice: r.ToolChoice | None, specs: Sequence[ToolSpec]) -> ToolChoice | None:
+    if choice is None or choice in ("none", "auto"):
+        return choice
+    if not specs:
+        raise InvalidRequest("tool_choice requires tools: none were given", param="tool_choice")
+    if isinstance(choice, r.ToolChoiceFunction):
+        if choice.name not in {t.name for t in specs}:
+            raise InvalidRequest(
+                f"tool_choice names {choice.name!r}, which is not one of the tools",
+                param="tool_choice.name",
+            )
+        return NamedTool(name=choice.name)
+    return choice
 
 
 def to_generation(
     data: r.ResponseCreateParams, items: Sequence[r.InputItem], request_id: str
 ) -> GenerationRequest:
-    if data.tools and data.tool_choice != "none":
-        raise InvalidRequest("tools are not supported on /v1/responses yet", param="tools")
+    specs = tools(data.tools)
     return GenerationRequest(
         request_id=request_id,
         operation="chat",
@@ -133,4 +180,7 @@ def to_generation(
         max_tokens=data.max_output_tokens,
         temperature=data.temperature,
         top_p=data.top_p,
+        tools=specs,
+        tool_choice=tool_choice(data.tool_choice, specs),
+        parallel_tool_calls=data.parallel_tool_calls,
     )
