@@ -2,7 +2,8 @@
 completion request after a fixed delay, as JSON or as an SSE stream, on raw asyncio
 (uvloop) so that it costs the shared cores as little as possible.
 
-Non-streaming: one chat completion after ``delay_ms``. Streaming: the first content
+Non-streaming: one chat completion after ``delay_ms``; ``/v1/embeddings``: a small fixed
+vector per input after ``delay_ms``. Streaming: the first content
 chunk after ``delay_ms``, then one chunk every ``interval_ms`` up to ``chunks`` (or the
 request's ``max_tokens``, when smaller), then the finish chunk, the usage chunk (when
 ``stream_options.include_usage``) and ``data: [DONE]``; as HTTP/1.1 chunked, keep-alive.
@@ -38,6 +39,34 @@ class _Request(msgspec.Struct):
 
 
 _decode = msgspec.json.Decoder(_Request).decode
+
+
+class _EmbeddingRequest(msgspec.Struct):
+    model: str = "mock"
+    input: str | list[Any] = ""
+
+
+_decode_embedding = msgspec.json.Decoder(_EmbeddingRequest).decode
+_VECTOR = b"[0.5,-0.5,0.5,-0.5,0.5,-0.5,0.5,-0.5]"
+
+
+def _embedding_reply(body: bytes) -> bytes:
+    req = _decode_embedding(body)
+    items = req.input
+    count = len(items) if items and isinstance(items, list) and not isinstance(items[0], int) else 1
+    data = b",".join(
+        b'{"object":"embedding","index":%d,"embedding":%s}' % (i, _VECTOR) for i in range(count)
+    )
+    payload = (
+        b'{"object":"list","data":[' + data + b'],"model":"' + req.model.encode() + b'",'
+        b'"usage":{"prompt_tokens":%d,"total_tokens":%d}}' % (8 * count, 8 * count)
+    )
+    return (
+        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: "
+        + str(len(payload)).encode()
+        + _HEAD
+        + payload
+    )
 
 
 class Settings(msgspec.Struct, frozen=True):
@@ -171,6 +200,9 @@ class MockProtocol(asyncio.Protocol):
         self.busy = True
         if method == "GET":
             self._finish(_MODELS_REPLY if path.endswith("/models") else _NOT_FOUND)
+            return
+        if path.endswith("/embeddings"):
+            self.loop.call_later(self.s.delay_s, self._finish, _embedding_reply(body))
             return
         chat = path.endswith("/chat/completions")
         if not chat and not path.endswith("/completions"):

@@ -262,6 +262,8 @@ def freshet_config(upstream: str) -> dict[str, Any]:
                 "knowledge_cutoff": "unknown",
                 "model": MODEL,
                 "url": upstream,
+                # The mock answers /v1/embeddings too (the embeddings rows).
+                "operations": ["chat", "text_completion", "embeddings"],
             }
         ],
         "groups": {},

@@ -11,6 +11,8 @@ from msgspec import Struct
 from benchmarks.loadgen import StreamResult, WrkResult
 from benchmarks.peer_extras import AsicResult, CpuResult, RssResult, SoakResult
 
+EMBEDDINGS_SUFFIX = "-embeddings"  # the name of a peer's POST /v1/embeddings row
+
 
 class PeerResult(Struct, kw_only=True):
     name: str
@@ -85,8 +87,13 @@ def _errors(p: PeerResult) -> int:
     )
 
 
+def _direct(r: Results, peer: PeerResult) -> PeerResult | None:
+    """The direct row to compare ``peer`` with: the same endpoint's."""
+    name = "direct" + (EMBEDDINGS_SUFFIX if peer.name.endswith(EMBEDDINGS_SUFFIX) else "")
+    return next((p for p in r.peers if p.name == name and not p.skipped), None)
+
+
 def markdown(r: Results) -> str:
-    direct = next((p for p in r.peers if p.name == "direct" and not p.skipped), None)
     m = r.machine
     out = [
         "# Freshet against its peers",
@@ -100,7 +107,8 @@ def markdown(r: Results) -> str:
         f"Mock OpenAI upstream on 127.0.0.1: answers after {r.settings['delay_ms']:g} ms; "
         f"streams {r.settings['chunks']} chunks {r.settings['interval_ms']:g} ms apart. "
         f"wrk, one thread, keep-alive, {r.settings['duration_s']:g} s per load; a 2 s "
-        f"warm-up first. *Added* = peer - direct in this run.",
+        f"warm-up first. *Added* = peer - direct in this run (for the `/v1/embeddings` "
+        f"rows, direct's own `/v1/embeddings` row; the mock answers it after the same delay).",
         "",
         "| peer | version | added p50 / p99 at c=1 (ms) | req/s at c=32 (x direct) "
         "| req/s at c=256 (x direct) | errors | added TTFT p50, streaming (ms) "
@@ -111,7 +119,7 @@ def markdown(r: Results) -> str:
         if p.skipped:
             out.append(f"| {p.label} | {p.version or '—'} | not run: {p.skipped} ||||||")
             continue
-        a = added(p, direct)
+        a = added(p, _direct(r, p))
         ttft_added = "failed (see below)" if p.stream_error else _f(a["ttft"])
         rps32 = f"{p.c32.rps:,.0f} ({_f(a['x32'])}x)" if p.c32 else "—"
         rps256 = f"{p.c256.rps:,.0f} ({_f(a['x256'])}x)" if p.c256 else "—"
@@ -131,7 +139,7 @@ def markdown(r: Results) -> str:
     for p in r.peers:
         if p.skipped:
             continue
-        a = added(p, direct)
+        a = added(p, _direct(r, p))
         cells = [f"{_f(w.p50_ms)} / {_f(w.p99_ms)}" if w else "—" for w in (p.c1, p.c32, p.c256)]
         s = p.stream
         ttft = f"{_f(s.ttft_p50_ms)} / {_f(s.ttft_p99_ms)}" if s else "—"
@@ -221,19 +229,18 @@ _COLORS = {
 
 def chart(r: Results) -> str:
     """Three panels of horizontal bars: throughput, added latency, memory."""
-    direct = next((p for p in r.peers if p.name == "direct" and not p.skipped), None)
     rows = [p for p in r.peers if not p.skipped]
     # (title, values, unit, issue 9's target for Freshet)
     panels: list[tuple[str, list[float | None], str, float]] = [
         (
             "req/s at c=32, x direct (higher is better)",
-            [added(p, direct)["x32"] for p in rows],
+            [added(p, _direct(r, p))["x32"] for p in rows],
             "x",
             0.8,
         ),
         (
             "added latency p50 at c=1, ms (lower is better)",
-            [added(p, direct)["p50"] for p in rows],
+            [added(p, _direct(r, p))["p50"] for p in rows],
             " ms",
             0.5,
         ),

@@ -45,7 +45,15 @@ from benchmarks.loadgen import (  # noqa: E402
     wrk_available,
 )
 from benchmarks.peer_procs import MODEL, PEERS, Peer, python_version  # noqa: E402
-from benchmarks.peer_report import PeerResult, Results, Target, added, chart, markdown  # noqa: E402
+from benchmarks.peer_report import (  # noqa: E402
+    EMBEDDINGS_SUFFIX,
+    PeerResult,
+    Results,
+    Target,
+    added,
+    chart,
+    markdown,
+)
 from tests.support.server import free_port  # noqa: E402
 
 BODY = b'{"model":"%s","messages":[{"role":"user","content":"hi"}],"max_tokens":1}' % MODEL.encode()
@@ -53,7 +61,13 @@ STREAM_BODY = (
     b'{"model":"%s","messages":[{"role":"user","content":"hi"}],"max_tokens":64,'
     b'"stream":true,"stream_options":{"include_usage":true}}' % MODEL.encode()
 )
+EMBED_BODY = (
+    b'{"model":"%s","input":["the river rises after rain","a mountain stands over the valley"],'
+    b'"encoding_format":"base64"}' % MODEL.encode()  # what the openai SDK sends by default
+)
 DEFAULT_PEERS = "direct,nginx,litellm,portkey,python-floor,freshet,freshet-granian,freshet-w2"
+# The embeddings rows: POST /v1/embeddings, no streams; "Added" against direct's own row.
+DEFAULT_EMBEDDINGS_PEERS = "direct,freshet"
 
 
 @contextmanager
@@ -72,8 +86,15 @@ def mock_upstream(delay_ms: float, chunks: int, interval_ms: float) -> Iterator[
         proc.wait(timeout=10)
 
 
-def measure(peer: Peer, upstream: str, args: argparse.Namespace) -> PeerResult:
-    result = PeerResult(name=peer.name, label=peer.label)
+def measure(
+    peer: Peer, upstream: str, args: argparse.Namespace, embeddings: bool = False
+) -> PeerResult:
+    """One row: chat completions (with streams), or ``embeddings``: POST /v1/embeddings."""
+    path, body = ("/v1/embeddings", EMBED_BODY) if embeddings else ("/v1/chat/completions", BODY)
+    result = PeerResult(
+        name=f"{peer.name}{EMBEDDINGS_SUFFIX}" if embeddings else peer.name,
+        label=f"{peer.label}: /v1/embeddings" if embeddings else peer.label,
+    )
     reason = peer.unavailable()
     if reason is not None:
         result.skipped = reason
@@ -83,24 +104,25 @@ def measure(peer: Peer, upstream: str, args: argparse.Namespace) -> PeerResult:
     try:
         with tempfile.TemporaryDirectory() as tmp, peer.start(upstream, Path(tmp)) as running:
             result.startup_s = time.perf_counter() - started
-            url = running.url + "/v1/chat/completions"
+            url = running.url + path
             headers = {"Content-Type": "application/json", **running.headers}
             pids = running.pids
-            run_wrk(url, BODY, headers, 8, 2)  # warm-up: pools, caches, lazy imports
+            run_wrk(url, body, headers, 8, 2)  # warm-up: pools, caches, lazy imports
             time.sleep(1)
             result.rss_rest_mb = tree_rss_mb(pids) if pids else None
             for name, connections in (("c1", 1), ("c32", 32), ("c256", 256)):
                 _log(f"  {peer.name}: wrk -c{connections} {args.duration:g}s")
-                wrk = run_wrk(url, BODY, headers, connections, args.duration, pids)
+                wrk = run_wrk(url, body, headers, connections, args.duration, pids)
                 setattr(result, name, wrk)
                 _log(f"    {wrk.rps:,.0f} req/s, p50 {wrk.p50_ms:.2f} ms, {wrk.errors} errors")
-            _log(f"  {peer.name}: {args.streams} streams")
-            try:
-                result.stream = run_streams(url, STREAM_BODY, running.headers, args.streams)
-                _log(f"    TTFT p50 {result.stream.ttft_p50_ms:.2f} ms")
-            except RuntimeError as exc:  # the peer answered a stream with an error
-                result.stream_error = str(exc)[:200]
-                _log(f"    streaming failed: {result.stream_error}")
+            if not embeddings:  # embeddings are not streamed
+                _log(f"  {peer.name}: {args.streams} streams")
+                try:
+                    result.stream = run_streams(url, STREAM_BODY, running.headers, args.streams)
+                    _log(f"    TTFT p50 {result.stream.ttft_p50_ms:.2f} ms")
+                except RuntimeError as exc:  # the peer answered a stream with an error
+                    result.stream_error = str(exc)[:200]
+                    _log(f"    streaming failed: {result.stream_error}")
             time.sleep(1)
             result.rss_after_mb = tree_rss_mb(pids) if pids else None
     except Exception as exc:  # noqa: BLE001 -- a peer that fails gets a row saying why
@@ -263,6 +285,11 @@ def main() -> None:
     parser.add_argument(
         "--peers", default=DEFAULT_PEERS, help=f"default: {DEFAULT_PEERS}; none: only the rest"
     )
+    parser.add_argument(
+        "--embeddings-peers",
+        default=DEFAULT_EMBEDDINGS_PEERS,
+        help=f"rows for POST /v1/embeddings; default: {DEFAULT_EMBEDDINGS_PEERS}; none: skip",
+    )
     parser.add_argument("--duration", type=float, default=8.0, help="seconds per wrk load")
     parser.add_argument("--streams", type=int, default=100, help="sequential streams per peer")
     parser.add_argument("--delay-ms", type=float, default=20.0)
@@ -290,6 +317,7 @@ def main() -> None:
             "streams": args.streams,
             "body": BODY.decode(),
             "stream_body": STREAM_BODY.decode(),
+            "embeddings_body": EMBED_BODY.decode(),
         },
         peers=[],
     )
@@ -297,6 +325,9 @@ def main() -> None:
         for name in [n for n in args.peers.split(",") if n not in ("", "none")]:
             _log(f"{name} ...")
             results.peers.append(measure(PEERS[name], upstream, args))
+        for name in [n for n in args.embeddings_peers.split(",") if n not in ("", "none")]:
+            _log(f"{name}, /v1/embeddings ...")
+            results.peers.append(measure(PEERS[name], upstream, args, embeddings=True))
         _log("rss by configuration ...")
         results.rss = extras.rss_variants(upstream)
         if args.soak_s > 0:
