@@ -39,6 +39,7 @@ from gateway.plugin_api import (
     InvalidRequest,
     Operation,
     RateLimited,
+    ToolCallDelta,
     convert_params,
     convert_profile,
 )
@@ -48,6 +49,9 @@ from gateway.plugin_api import (
 # the end of the context and holding a model copy for minutes; none generates over 2,048.
 DEFAULT_OUTPUT_TOKENS = 512
 MAX_OUTPUT_TOKENS = 2048
+
+# Tools and structured output are enforced by grammars (freshet_llamacpp.tools); no vision.
+CAPABILITIES = frozenset(("tools", "json_schema"))
 
 # Defaults measured on this project's 2-vCPU machines (see data/profiles-sources.md);
 # replaced by this machine's own figures when `calibrate` is on.
@@ -124,6 +128,7 @@ class LlamaCppBackend:
         self._output_caps = config.output_caps(DEFAULT_OUTPUT_TOKENS, MAX_OUTPUT_TOKENS)
         self._loaded = False
         self._counter: Instance | None = None  # whose tokenizer count_tokens uses
+        self._capabilities = config.capabilities_or(CAPABILITIES)
         self._operations: frozenset[Operation] = (
             DEFAULT_OPERATIONS
             if p.embeddings == "off"
@@ -151,6 +156,7 @@ class LlamaCppBackend:
                 max_output_tokens=ceiling,
                 # chat (the GGUF's template), completions and (unless off) embeddings
                 operations=self._operations,
+                capabilities=self._capabilities,
             ),
         )
 
@@ -280,8 +286,8 @@ class LlamaCppBackend:
 
         prompt_tokens: list[int] = []
 
-        def emit(text: str) -> None:
-            loop.call_soon_threadsafe(queue.put_nowait, text)
+        def emit(item: str | ToolCallDelta) -> None:
+            loop.call_soon_threadsafe(queue.put_nowait, item)
 
         def counted(n: int) -> None:
             # Scheduled before the first text: the first chunk carries the real count.
@@ -305,11 +311,14 @@ class LlamaCppBackend:
         try:
             first = True
             while (item := await queue.get()) is not _END:
+                if isinstance(item, ToolCallDelta):
+                    chunk = Chunk(tool_calls=(item,))
+                else:
+                    chunk = Chunk(text=item)
                 if first and prompt_tokens:
                     first = False
-                    yield Chunk(text=item, prompt_tokens=prompt_tokens[0])
-                else:
-                    yield Chunk(text=item)
+                    chunk.prompt_tokens = prompt_tokens[0]
+                yield chunk
             finish, usage = await future  # re-raises the thread's error, if any
             yield Chunk(finish_reason=finish or "stop", usage=usage)
         finally:
