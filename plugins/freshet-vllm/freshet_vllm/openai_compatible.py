@@ -53,6 +53,9 @@ _encode = msgspec.json.Encoder().encode
 # so a paid API's cost comes from its ``list_price``.
 REMOTE_PROFILE = HardwareProfile(kind="remote", max_concurrency=64)
 DEFAULT_MAX_CONTEXT = 131072
+# What an OpenAI-compatible server is assumed to do beyond text (the config's
+# ``capabilities`` replaces it): tools and structured output, passed on in OpenAI's shape.
+CAPABILITIES = frozenset(("tools", "json_schema"))
 
 Positive = Annotated[float, Meta(gt=0)]
 
@@ -188,6 +191,7 @@ class OpenAICompatibleBackend(VllmServerBackend):
             self._profile.max_context or DEFAULT_MAX_CONTEXT,
             self.adapters,
             own.operations,
+            CAPABILITIES,
         )
         headers = dict(own.headers)
         for name, value in headers.items():

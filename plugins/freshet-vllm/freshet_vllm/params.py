@@ -103,12 +103,19 @@ def parse_adapters(config: BackendConfig) -> list[AdapterSpec]:
     return adapters
 
 
+# What a vLLM server does beyond text, unless the config's ``capabilities`` says: structured
+# output always; tool calls only when it runs with --enable-auto-tool-choice (and a tool
+# parser), which the config then declares (capabilities: [tools, json_schema]).
+SERVER_CAPABILITIES = frozenset(("json_schema",))
+
+
 def build_deployments(
     config: BackendConfig,
     model: str,
     max_context: int,
     adapters: Sequence[AdapterSpec],
     operations: frozenset[Operation] = DEFAULT_OPERATIONS,
+    capabilities: frozenset[str] = frozenset(),
 ) -> tuple[Deployment, ...]:
     """The base model, then one deployment per adapter (its own cutoff, else the model's).
 
@@ -125,6 +132,7 @@ def build_deployments(
         default_output_tokens=default,
         max_output_tokens=ceiling,
         operations=operations,
+        capabilities=config.capabilities_or(capabilities),
     )
     return (
         base,

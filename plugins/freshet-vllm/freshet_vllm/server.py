@@ -14,6 +14,7 @@ from freshet_vllm import wire
 from freshet_vllm.http1 import Response
 from freshet_vllm.params import (
     GPU_PROFILE,
+    SERVER_CAPABILITIES,
     ServerParams,
     build_deployments,
     config_error,
@@ -74,7 +75,12 @@ class VllmServerBackend:
         self._profile = convert_profile(config, GPU_PROFILE)
         self.adapters = parse_adapters(config)
         self._deployments = build_deployments(
-            config, self.model, self._profile.max_context or 131072, self.adapters, p.operations
+            config,
+            self.model,
+            self._profile.max_context or 131072,
+            self.adapters,
+            p.operations,
+            SERVER_CAPABILITIES,
         )
         headers = {"Authorization": f"Bearer {p.api_key}"} if p.api_key else {}
         self.upstreams = [Upstream(url, headers, p.connect_timeout_s) for url in p.urls]
@@ -206,6 +212,12 @@ class VllmServerBackend:
                         first_at = time.perf_counter() - started
                     pieces += 1
                     yield Chunk(text=text)
+                calls = event.tool_calls
+                if calls:
+                    if first_at is None:
+                        first_at = time.perf_counter() - started
+                    pieces += 1
+                    yield Chunk(tool_calls=calls)
                 finish = event.finish_reason or finish
                 usage = event.usage or usage
             complete = True

@@ -15,6 +15,7 @@ from typing import Any
 import msgspec
 from msgspec import Struct
 
+from freshet_vllm.chat_wire import ToolCallPiece, chat_fields
 from gateway.plugin_api import (
     BackendError,
     BackendUsage,
@@ -25,11 +26,13 @@ from gateway.plugin_api import (
     InvalidRequest,
     ModelNotFound,
     RateLimited,
+    ToolCallDelta,
 )
 
 
 class _Delta(Struct):
     content: str | None = None
+    tool_calls: list[ToolCallPiece] | None = None
 
 
 class _Choice(Struct):
@@ -139,6 +142,16 @@ class Event(Struct):
         return out
 
     @property
+    def tool_calls(self) -> list[ToolCallDelta]:
+        """The pieces of tool calls in this event (chat)."""
+        return [
+            piece.as_delta()
+            for choice in self.choices
+            if choice.delta is not None and choice.delta.tool_calls
+            for piece in choice.delta.tool_calls
+        ]
+
+    @property
     def finish_reason(self) -> str | None:
         for choice in self.choices:
             if choice.finish_reason is not None:
@@ -226,7 +239,7 @@ def request_body(request: GenerationRequest, upstream_model: str) -> dict[str, A
         "stream_options": {"include_usage": True},
     }
     if request.operation == "chat":
-        body["messages"] = [{"role": m.role, "content": m.content} for m in request.messages]
+        body.update(chat_fields(request))
     else:
         body["prompt"] = request.prompt or ""
     optional = {
