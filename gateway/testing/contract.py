@@ -42,7 +42,8 @@ CHECKS: dict[str, str] = {
     "profile a HardwareProfile",
     "start": "start() completes; status() is a BackendStatus, healthy, nothing running",
     "chat": "a chat request (if declared) streams Chunks with text, and only the last has "
-    "finish_reason and usage (prompt and completion tokens counted)",
+    "finish_reason and usage (prompt and completion tokens counted; cache and reasoning "
+    "counts, if any, parts of them)",
     "text_completion": "the same for a text completion (if declared)",
     "max_tokens": "usage.completion_tokens never exceeds the request's max_tokens",
     "cancellation": "closing the stream after its first chunk returns promptly, and "
@@ -185,6 +186,17 @@ def _finished(chunks: list[Chunk]) -> BackendUsage:
     assert usage is not None
     _expect(usage.prompt_tokens > 0, f"usage.prompt_tokens is {usage.prompt_tokens}, not > 0")
     _expect(usage.completion_tokens >= 0, "usage.completion_tokens is negative")
+    cache = (usage.cached_prompt_tokens, usage.cache_write_tokens)
+    _expect(
+        min(cache) >= 0 and sum(cache) <= usage.prompt_tokens,
+        f"usage.cached_prompt_tokens + cache_write_tokens ({cache[0]} + {cache[1]}) are not "
+        f"parts of prompt_tokens ({usage.prompt_tokens})",
+    )
+    _expect(
+        0 <= usage.reasoning_tokens <= usage.completion_tokens,
+        f"usage.reasoning_tokens {usage.reasoning_tokens} is not a part of completion_tokens "
+        f"({usage.completion_tokens})",
+    )
     early = {c.prompt_tokens for c in chunks if c.prompt_tokens is not None}
     _expect(
         early <= {usage.prompt_tokens},

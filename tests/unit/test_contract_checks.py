@@ -104,6 +104,24 @@ async def test_ignoring_limits_and_usage_on_every_chunk_fail_their_checks() -> N
     assert "ContextLengthExceeded" in found["context_length"]
 
 
+class Overcounted(DeterministicBackend):
+    """Reports cache and reasoning counts larger than the counts they are parts of."""
+
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
+        yield Chunk(text="hi")
+        usage = BackendUsage(
+            prompt_tokens=3, completion_tokens=1, cached_prompt_tokens=5, reasoning_tokens=2
+        )
+        yield Chunk(finish_reason="stop", usage=usage)
+
+
+@pytest.mark.asyncio
+async def test_cache_and_reasoning_counts_must_be_parts_of_the_counts() -> None:
+    found = failed(await check_backend(Overcounted, ENTRY))
+    assert "not parts of prompt_tokens (3)" in found["chat"]
+    assert "not parts of prompt_tokens (3)" in found["text_completion"]
+
+
 @pytest.mark.asyncio
 async def test_a_stream_closed_early_must_free_its_slot() -> None:
     found = failed(await check_backend(Leaky, ENTRY, settle_s=0.3))
