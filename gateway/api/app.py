@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator
 from typing import Any, cast
@@ -51,6 +52,20 @@ class Gateway(Litestar):
         await super().__call__(scope, receive, send)
 
 
+def freeze_heap_when_started(starting: asyncio.Task[None]) -> None:
+    """Once the backends are loaded, move every object alive (modules, the app, models,
+    tables: some 100,000 of them) out of the cyclic collector's reach (``gc.freeze``), so
+    that its full collections, which requests in flight trigger under load, walk only
+    what requests allocate. They walked everything, taking 150 ms and more each, a dozen
+    times in 10 s at c=256: stalls that every request in flight waited out. Objects are
+    still freed by reference counting; only cycles among them would now never be."""
+    if starting.cancelled() or starting.exception() is not None:
+        return
+    gc.collect()
+    gc.freeze()
+    log.debug("%d objects set aside from the cyclic collector", gc.get_freeze_count())
+
+
 def create_app(
     settings: Settings, runtime: Runtime | None = None, *, signals: bool = False
 ) -> Litestar:
@@ -62,8 +77,11 @@ def create_app(
         # Backends load in the background so /health answers at once and /ready flips
         # when the models are in memory.
         starting = asyncio.create_task(runtime.start(), name="freshet-start-backends")
-        # Under a server: SIGTERM begins the drain before the server stops (gateway.api.drain).
+        # Under a server: SIGTERM begins the drain before the server stops (gateway.api.drain),
+        # and once the backends are loaded the heap so far is set aside from the collector.
         unhook = hook_signals(runtime.drain) if signals else None
+        if signals:
+            starting.add_done_callback(freeze_heap_when_started)
         try:
             yield
         finally:
