@@ -30,6 +30,7 @@ BENCH_DIR = Path(os.environ.get("FRESHET_BENCH_DIR", Path.home() / ".cache/fresh
 LITELLM = BENCH_DIR / "litellm" / "bin" / "litellm"
 PORTKEY = BENCH_DIR / "portkey" / "node_modules" / "@portkey-ai" / "gateway"
 MODEL = "mock"
+MODEL_B, MODEL_C = "mock-b", "mock-c"  # two more models, as a fleet has several
 API_KEY = "sk-bench"
 
 
@@ -254,17 +255,21 @@ def _floor(upstream: str, work: Path) -> Iterator[Running]:
 
 
 def freshet_config(upstream: str) -> dict[str, Any]:
+    """As a user would configure it: an ``openai-compatible`` backend per model the mock
+    serves (the load asks for the first), default settings otherwise (SQLite ledger,
+    in-memory traces, metrics)."""
     return {
         "backends": [
             {
-                "id": "mock",
+                "id": backend_id,
                 "type": "openai-compatible",
                 "knowledge_cutoff": "unknown",
-                "model": MODEL,
+                "model": model,
                 "url": upstream,
                 # The mock answers /v1/embeddings too (the embeddings rows).
                 "operations": ["chat", "text_completion", "embeddings"],
             }
+            for backend_id, model in (("mock", MODEL), ("mock-b", MODEL_B), ("mock-c", MODEL_C))
         ],
         "groups": {},
     }

@@ -51,15 +51,23 @@ else
 fi
 
 # -- Portkey gateway, with npm ---------------------------------------------------------------
-if [ -f "$BENCH/portkey/node_modules/@portkey-ai/gateway/build/start-server.js" ]; then
-  note "Portkey gateway already installed"
+# @hono/node-server pinned to 1.13.8: newer releases break Portkey's streaming path on
+# Node 20 (Portkey-AI/gateway#1389), and peers are measured at their best.
+HONO=1.13.8
+PORTKEY_PKG='{"name":"bench-portkey","private":true,"overrides":{"@hono/node-server":"'$HONO'"}}'
+hono_installed() {
+  grep -q "\"version\": \"$HONO\"" "$BENCH/portkey/node_modules/@hono/node-server/package.json" 2>/dev/null
+}
+if [ -f "$BENCH/portkey/node_modules/@portkey-ai/gateway/build/start-server.js" ] && hono_installed; then
+  note "Portkey gateway already installed (@hono/node-server $HONO)"
 elif command -v npm >/dev/null 2>&1; then
   mkdir -p "$BENCH/portkey"
-  [ -f "$BENCH/portkey/package.json" ] || echo '{"name":"bench-portkey","private":true}' >"$BENCH/portkey/package.json"
-  if (cd "$BENCH/portkey" && npm install --no-audit --no-fund @portkey-ai/gateway >/dev/null); then
-    note "Portkey gateway installed in $BENCH/portkey"
+  echo "$PORTKEY_PKG" >"$BENCH/portkey/package.json"
+  rm -rf "$BENCH/portkey/node_modules" "$BENCH/portkey/package-lock.json"
+  if (cd "$BENCH/portkey" && npm install --no-audit --no-fund @portkey-ai/gateway >/dev/null) && hono_installed; then
+    note "Portkey gateway installed in $BENCH/portkey (@hono/node-server $HONO)"
   else
-    note "Portkey gateway could not be installed; its row will say so"
+    note "Portkey gateway could not be installed with @hono/node-server $HONO; its row will say so"
   fi
 else
   note "no npm: Portkey's row will say so"
