@@ -142,8 +142,20 @@ def test_openai_usage_details_and_the_upstreams_dollars(gateway: Server) -> None
     assert streamed.completion_tokens_details is not None
     assert streamed.completion_tokens_details.reasoning_tokens == 500
 
+    # Text completions carry the same usage.
+    completion = client.completions.create(model="o4-mini", prompt="hi", max_tokens=16)
+    assert completion.usage is not None
+    assert completion.usage.prompt_tokens_details is not None
+    assert completion.usage.prompt_tokens_details.cached_tokens == 1500
+    assert completion.usage.completion_tokens_details is not None
+    assert completion.usage.completion_tokens_details.reasoning_tokens == 500
+
     records = _records(gateway, "o4-mini")
-    assert sorted(r["stream"] for r in records) == [False, True]
+    assert sorted((r["operation"], r["stream"]) for r in records) == [
+        ("chat", False),
+        ("chat", True),
+        ("text_completion", False),
+    ]
     for record in records:
         assert (record["cached_prompt_tokens"], record["cache_write_tokens"]) == (1500, 0)
         assert record["reasoning_tokens"] == 500
