@@ -24,6 +24,9 @@ class FakeVllm:
         self.status = 503
         self.words = ["Hello", " there", "!"]
         self.usage: dict[str, Any] = {}  # merged into the final usage (e.g. cache details)
+        # Chat: when set, each (name, argument pieces) is streamed as a tool call after the
+        # words, the way vLLM's tool parsers do, and the answer ends with "tool_calls".
+        self.tool_calls: list[tuple[str, list[str]]] = []
         self.running = 0
         self.waiting = 0
         self.metrics_status = 200
@@ -90,7 +93,16 @@ class FakeVllm:
                 await self._send(resp, {"choices": [choice]})
                 if self.mode == "slow":
                     await asyncio.sleep(0.05)
-            choice = {"index": 0, "finish_reason": "stop"}
+            for index, (name, pieces) in enumerate(self.tool_calls if chat else []):
+                head = {"index": index, "id": f"chatcmpl-tool-{index}", "type": "function"}
+                head["function"] = {"name": name, "arguments": ""}
+                delta = {"tool_calls": [head]}
+                await self._send(resp, {"choices": [{"index": 0, "delta": delta}]})
+                for piece in pieces:
+                    delta = {"tool_calls": [{"index": index, "function": {"arguments": piece}}]}
+                    await self._send(resp, {"choices": [{"index": 0, "delta": delta}]})
+            finish = "tool_calls" if self.tool_calls and chat else "stop"
+            choice = {"index": 0, "finish_reason": finish}
             choice.update({"delta": {}} if chat else {"text": ""})
             await self._send(resp, {"choices": [choice]})
             usage = {"prompt_tokens": 7, "completion_tokens": len(words), "total_tokens": 0}
