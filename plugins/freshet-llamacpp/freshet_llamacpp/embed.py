@@ -57,6 +57,8 @@ class PooledEmbedder:
         param = "input"
         inputs = [self.tokenize(t) for t in texts] if texts else [list(t) for t in tokens]
         for i, ids in enumerate(inputs):
+            if not ids:  # a text of nothing the tokenizer keeps
+                raise InvalidRequest(f"input[{i}] has no tokens", param=param)
             if len(ids) > self.n_ctx:
                 raise ContextLengthExceeded(
                     f"input[{i}] has {len(ids)} tokens; this model embeds at most {self.n_ctx}",
