@@ -7,6 +7,7 @@ Vectors come as floats or as base64 (the SDK's default, which it decodes); bad i
 from __future__ import annotations
 
 import base64
+import json
 import math
 import sqlite3
 import struct
@@ -102,6 +103,28 @@ def test_one_string_as_floats(client: openai.OpenAI, default_gateway: Server) ->
     assert record["completion_tokens"] == 0
     assert record["usd_total"] == pytest.approx(extra["cost"])
     assert record["joules"] > 0
+
+
+def test_traced_like_any_request(client: openai.OpenAI, default_gateway: Server) -> None:
+    raw = client.embeddings.with_raw_response.create(model=MODEL, input=["a river", "a hill"])
+    request_id = raw.headers["x-request-id"]
+    found: dict[str, Any] = {}
+    deadline = time.monotonic() + 10
+    while not found and time.monotonic() < deadline:
+        _, body = default_gateway.get("/freshet/traces?limit=50")
+        for row in json.loads(body):
+            if row["name"] == f"embeddings {MODEL}":
+                _, view = default_gateway.get(f"/freshet/traces/{row['trace_id']}")
+                spans = {s["name"]: s for s in json.loads(view)["spans"]}
+                server = spans[row["name"]]
+                if server["attributes"]["freshet.request.id"] == request_id:
+                    found = spans
+                    assert row["status"] == "ok"
+                    assert row["backend"] == "cpu"
+                    break
+        time.sleep(0.1)
+    assert set(found) == {f"embeddings {MODEL}", "route", "backend cpu"}
+    assert found[f"embeddings {MODEL}"]["attributes"]["gen_ai.operation.name"] == "embeddings"
 
 
 def test_base64_is_what_the_sdk_decodes(client: openai.OpenAI) -> None:
