@@ -33,9 +33,9 @@ from msgspec import Struct
 from gateway.backend import BackendStatus
 from gateway.cost import BackendCost, Metering, Quote, RequestShape
 
-WINDOW = 32  # recent requests per backend and measure the fit uses
+WINDOW = 24  # recent requests per backend and measure the fit uses
 MIN_PAIRS = 6  # pairwise slopes needed before the slope is taken from the data
-FACTOR_BOUNDS = (0.25, 4.0)
+FACTOR_BOUNDS = (0.2, 5.0)
 
 
 class Fit:

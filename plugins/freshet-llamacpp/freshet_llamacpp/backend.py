@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import statistics
 import threading
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -14,6 +15,7 @@ from typing import Any, Literal
 import msgspec
 from msgspec import Struct
 
+from freshet_llamacpp.backlog import Backlog, prompt_estimate
 from freshet_llamacpp.embed import PooledEmbedder
 from freshet_llamacpp.engine import Instance, Sampling, calibrate
 from freshet_llamacpp.model_files import (
@@ -119,11 +121,13 @@ class LlamaCppBackend:
         )
         self._sampling = Sampling(p.temperature, p.top_p, p.top_k, p.min_p)
         self._free: asyncio.Queue[Instance] | None = None
+        self._calibrated: list[dict[str, Any]] = []  # what start() measured
         self._executor = ThreadPoolExecutor(
             max_workers=p.instances, thread_name_prefix=f"llama-{self.id}"
         )
         self._waiting = 0
         self._running = 0
+        self._backlog = Backlog()
         self._n_ctx = p.n_ctx
         self._output_caps = config.output_caps(DEFAULT_OUTPUT_TOKENS, MAX_OUTPUT_TOKENS)
         self._loaded = False
@@ -183,6 +187,7 @@ class LlamaCppBackend:
         if self.params.calibrate and "prefill_tokens_per_s" not in self._config.profile:
             measured = await loop.run_in_executor(self._executor, calibrate, instance)
             self._profile = msgspec_replace(self._profile, **measured)
+            self._calibrated.append(measured)
         self._profile = msgspec_replace(self._profile, max_context=self._n_ctx)
         if self.params.embeddings == "start":
             await self._open_embedder()
@@ -199,7 +204,33 @@ class LlamaCppBackend:
             saturated=self._free is not None
             and self._free.empty()
             and self._waiting >= self.params.queue_limit,
+            # Tokens left of the running requests and the queued ones, at the calibrated
+            # rates (freshet_llamacpp.backlog).
+            busy_s=self._backlog.busy_s(
+                self.params.instances,
+                self._profile.prefill_tokens_per_s,
+                self._profile.decode_tokens_per_s,
+                time.monotonic(),
+            )
+            if self._loaded
+            else None,
         )
+
+    async def calibrate(self) -> dict[str, float]:
+        """This machine's prefill and decode tokens/s on the loaded model (``freshet
+        calibrate``, :class:`~gateway.plugin_api.Calibratable`): the median of three short
+        runs on one free instance, as its requests run (its threads, alone on it); the run
+        :meth:`start` made, if it made one, is the first."""
+        instance = await self._acquire()
+        loop = asyncio.get_running_loop()
+        runs = list(self._calibrated)
+        try:
+            while len(runs) < 3:
+                runs.append(await loop.run_in_executor(self._executor, calibrate, instance))
+        finally:
+            assert self._free is not None
+            self._free.put_nowait(instance)
+        return {key: float(statistics.median(r[key] for r in runs)) for key in runs[0]}
 
     async def aclose(self) -> None:
         self._loaded = False
@@ -278,7 +309,16 @@ class LlamaCppBackend:
 
     async def stream(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
         caps = self.deployments[0]
-        instance = await self._acquire()
+        planned = caps.output_limit(request.max_tokens) or DEFAULT_OUTPUT_TOKENS
+        key = self._backlog.add(prompt_estimate(request), planned)
+        try:
+            instance = await self._acquire()
+        except BaseException:
+            self._backlog.remove(key)
+            raise
+        job = self._backlog.job(key)
+        assert job is not None
+        job.started = time.monotonic()
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Any] = asyncio.Queue()
         cancel = threading.Event()
@@ -303,6 +343,7 @@ class LlamaCppBackend:
 
         def release(_: object) -> None:
             # The instance goes back only when its thread has really stopped.
+            self._backlog.remove(key, time.monotonic())
             self._running -= 1
             assert self._free is not None
             self._free.put_nowait(instance)
@@ -315,9 +356,12 @@ class LlamaCppBackend:
                     chunk = Chunk(tool_calls=(item,))
                 else:
                     chunk = Chunk(text=item)
+                if job.first_at is None:
+                    job.first_at = time.monotonic()
+                job.produced += 1
                 if first and prompt_tokens:
                     first = False
-                    chunk.prompt_tokens = prompt_tokens[0]
+                    chunk.prompt_tokens = job.prompt = prompt_tokens[0]
                 yield chunk
             finish, usage = await future  # re-raises the thread's error, if any
             yield Chunk(finish_reason=finish or "stop", usage=usage)

@@ -1,0 +1,133 @@
+"""The learned correction of quoted times (gateway.state.quotes): what it learns from
+(model, actual) pairs, how it corrects the next quotes, its bounded memory, and the error
+it reports."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from gateway.backend import BackendStatus
+from gateway.cost import Metering, Quote, RequestShape
+from gateway.state.quotes import FACTOR_BOUNDS, WINDOW, CalibratedCost, Fit, QuoteCalibration
+
+
+def quote(ttft_s: float, duration_s: float | None = None) -> Quote:
+    return Quote(
+        joules=1.0,
+        usd_energy=1e-6,
+        usd_capex=1e-6,
+        usd_list=0.0,
+        ttft_s=ttft_s,
+        duration_s=ttft_s * 2 if duration_s is None else duration_s,
+    )
+
+
+def test_a_fresh_fit_changes_nothing() -> None:
+    fit = Fit()
+    assert (fit.factor, fit.offset) == (1.0, 0.0)
+    assert fit.apply(0.3) == 0.3
+    assert fit.error_quantiles() is None
+
+
+def test_it_learns_a_slower_machine_and_a_fixed_overhead() -> None:
+    """Actual = 3 x model + 40 ms (a CPU three times slower than calibrated, plus the
+    gateway's overhead), with a little noise: the fit finds both."""
+    rng = random.Random(7)
+    fit = Fit()
+    for _ in range(WINDOW):
+        model = rng.uniform(0.05, 2.0)
+        actual = 3 * model + 0.040 + rng.gauss(0, 0.005)
+        fit.observe(model, fit.apply(model), actual)
+    assert fit.factor == pytest.approx(3.0, rel=0.03)
+    assert fit.offset == pytest.approx(0.040, abs=0.02)
+    assert fit.apply(1.0) == pytest.approx(3.04, rel=0.03)
+
+
+def test_one_odd_request_does_not_move_it() -> None:
+    fit = Fit()
+    for i in range(WINDOW - 1):
+        model = 0.1 + 0.05 * i
+        fit.observe(model, model, model)
+    fit.observe(0.5, 0.5, 30.0)  # a request stuck behind something the model never saw
+    assert fit.factor == pytest.approx(1.0, abs=0.01)
+    assert fit.offset == pytest.approx(0.0, abs=0.01)
+
+
+def test_quotes_too_alike_keep_the_factor_and_learn_the_offset() -> None:
+    """An idle backend: every quote is the same prefill; the actual is 25 ms more."""
+    fit = Fit()
+    for _ in range(10):
+        fit.observe(0.010, 0.010, 0.035)
+    assert fit.factor == 1.0
+    assert fit.offset == pytest.approx(0.025)
+
+
+def test_the_factor_is_bounded() -> None:
+    fit = Fit()
+    for i in range(WINDOW):
+        fit.observe(0.1 * (i + 1), 0.0, 100.0 * (i + 1))
+    assert fit.factor == FACTOR_BOUNDS[1]
+
+
+def test_memory_is_bounded_and_old_requests_are_forgotten() -> None:
+    fit = Fit(window=8)
+    for i in range(8):
+        fit.observe(0.1 * (i + 1), 0.0, 0.2 * (i + 1))  # twice as slow
+    assert fit.factor == pytest.approx(2.0)
+    for i in range(100):
+        fit.observe(0.1 * (i % 8 + 1), 0.0, 0.1 * (i % 8 + 1))  # back to the profile's pace
+    assert len(fit.pairs) == 8
+    assert len(fit.errors) == 8
+    assert fit.factor == pytest.approx(1.0)
+
+
+def test_errors_are_of_the_quote_as_given() -> None:
+    fit = Fit()
+    for quoted, actual in [(1.0, 1.0), (0.9, 1.0), (1.5, 1.0), (1.0, 2.0)]:
+        fit.observe(quoted, quoted, actual)
+    p50, p90 = fit.error_quantiles() or (None, None)
+    assert p50 == pytest.approx(0.5)  # sorted: 0, 0.1, 0.5, 0.5
+    assert p90 == pytest.approx(0.5)
+
+
+class Slow:
+    """A cost model that quotes 0.1 s to the first token and 0.5 s in all."""
+
+    def quote(self, shape: RequestShape, status: BackendStatus) -> Quote:
+        return quote(0.1, 0.5)
+
+    def begin(self, request_id: str, prompt_tokens: int, at: float | None = None) -> Metering:
+        raise NotImplementedError
+
+
+def test_calibrated_quotes_keep_the_models_figures_and_learn_per_backend() -> None:
+    calibration = QuoteCalibration()
+    cost = CalibratedCost("a", Slow(), calibration)
+    other = CalibratedCost("b", Slow(), calibration)
+    shape = RequestShape(prompt_tokens=10, output_tokens=10)
+    status = BackendStatus(healthy=True)
+    first = cost.quote(shape, status)
+    assert (first.ttft_s, first.model_ttft_s, first.duration_s) == (0.1, 0.1, 0.5)
+    for _ in range(5):  # every request on "a" took 0.2 s more than quoted
+        calibration.observe("a", cost.quote(shape, status), ttft_s=0.3, duration_s=0.7)
+    corrected = cost.quote(shape, status)
+    assert corrected.ttft_s == pytest.approx(0.3)
+    assert corrected.duration_s == pytest.approx(0.7)
+    assert corrected.model_ttft_s == 0.1  # the model's own figure, for the next fit
+    assert other.quote(shape, status).ttft_s == 0.1  # "b" learned nothing
+    view = calibration.view("a")
+    assert view.observed == 5
+    assert view.ttft_offset_s == pytest.approx(0.2)
+    assert view.ttft_error_p90 == pytest.approx(2 / 3)  # the first quote was 0.1 for 0.3
+    assert view.ttft_error_p50 == pytest.approx(0.0, abs=1e-9)
+    assert list(calibration.known()) == ["a", "b"]
+
+
+def test_a_request_without_a_first_token_teaches_only_the_duration() -> None:
+    calibration = QuoteCalibration()
+    calibration.observe("a", quote(0.1, 0.5), ttft_s=None, duration_s=1.0)
+    view = calibration.view("a")
+    assert view.ttft_error_p50 is None
+    assert view.duration_offset_s == pytest.approx(0.5)
