@@ -13,8 +13,9 @@ What is live code and what is simulated:
   to ``routing.max_attempts``, each opening the cost model's metering first; a simulator
   that refuses (queue full, too long) makes the request fall back, as live;
 - a finished request is metered by the cost model (``Metering.end`` at its simulated end,
-  so tariffs apply by the simulated hour) and becomes one usage record in a ledger, as
-  :meth:`~gateway.flow.accounting.Accounting.finish` makes it;
+  so tariffs apply by the simulated hour) and becomes one usage record in a ledger, made
+  by :func:`~gateway.flow.accounting.usage_record`, the function
+  :meth:`~gateway.flow.accounting.Accounting.finish` makes live records with;
 - only the backends' timing, queueing and energy are simulated: the backend type's
   simulator (``register_simulators``).
 
@@ -31,7 +32,7 @@ from typing import Any
 import msgspec
 
 from gateway.backend import Backend, BackendConfig, Deployment, HardwareProfile
-from gateway.cost import BackendCost, CostModel, Metering, RequestShape
+from gateway.cost import BackendCost, Costing, CostModel, Metering, Quote, RequestShape
 from gateway.errors import (
     BackendUnavailable,
     ConfigError,
@@ -41,7 +42,7 @@ from gateway.errors import (
     ModelNotFound,
     RateLimited,
 )
-from gateway.flow.accounting import build_cost_model
+from gateway.flow.accounting import build_cost_model, usage_record
 from gateway.flow.decision import decide
 from gateway.flow.fleet import Entry, Fleet
 from gateway.flow.freshness import resolve_need
@@ -89,7 +90,9 @@ class RunResult(msgspec.Struct, kw_only=True):
 
 
 class _InFlight:
-    __slots__ = ("arrival", "attempts", "cls", "deployment", "group", "metering", "request")
+    __slots__ = (
+        "arrival", "attempts", "cls", "deployment", "group", "metering", "quote", "request",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -100,6 +103,7 @@ class _InFlight:
         attempts: list[tuple[str, FreshetError]],
         cls: ClassStats,
         group: str | None,
+        quote: Quote | None,
     ) -> None:
         self.request = request
         self.arrival = arrival
@@ -108,6 +112,7 @@ class _InFlight:
         self.attempts = attempts
         self.cls = cls
         self.group = group
+        self.quote = quote
 
 
 class Engine:
@@ -204,37 +209,26 @@ class Engine:
                 )  # fmt: skip
             duration = usage.duration_s or 0.0
             record(
-                UsageRecord(
+                usage_record(
                     request_id=f"{id_prefix}{done.tag}",
-                    ts=t0_ + flight.arrival,
+                    arrived=t0_ + flight.arrival,
                     key=flight.request.key,
                     group=flight.group,
                     requested_model=flight.request.model or self.default_model,
-                    backend=dep.backend_id,
-                    backend_kind=kinds[dep.backend_id],
-                    model=dep.model,
-                    adapter=dep.adapter,
-                    knowledge_cutoff=_iso(dep.knowledge_cutoff),
                     operation="chat",
                     stream=False,
+                    deployment=dep,
+                    backend_kind=kinds[dep.backend_id],
                     status="ok",
                     error_code=None,
-                    prompt_tokens=usage.prompt_tokens,
-                    completion_tokens=usage.completion_tokens,
+                    tokens=(usage.prompt_tokens, usage.completion_tokens),
                     ttft_s=usage.time_to_first_token_s,
                     duration_s=duration,
-                    joules=costing.joules,
-                    energy_source=costing.energy_source,
-                    joules_input=costing.joules_input,
-                    joules_output=costing.joules_output,
-                    usd_energy=costing.usd_energy,
-                    usd_capex=costing.usd_capex,
-                    usd_list=costing.usd_list,
-                    usd_input=costing.usd_input,
-                    usd_output=costing.usd_output,
-                    usd_total=costing.usd_total,
+                    costing=costing,
                     fallbacks=len(flight.attempts),
                     attempts=attempts,
+                    usage=usage,
+                    quote=flight.quote,
                 )
             )
             queued += 1
@@ -331,7 +325,9 @@ class Engine:
                     attempts.append((bid, exc))
                     stats.backends[bid].failed += 1
                     continue
-                in_flight[tag] = _InFlight(request, at, dep, metering, attempts, cls, group)
+                in_flight[tag] = _InFlight(
+                    request, at, dep, metering, attempts, cls, group, candidate.quote
+                )
                 break
             else:
                 record(
@@ -396,35 +392,22 @@ class Engine:
         final = errors[0] if all(400 <= e.status < 500 for e in errors) else errors[-1]
         refused = attempts[:-1]
         code = final.code or final.type
-        return UsageRecord(
+        return usage_record(
             request_id=request_id,
-            ts=request.at,
+            arrived=request.at,
             key=request.key,
             group=group,
             requested_model=request.model or self.default_model,
-            backend=dep.backend_id,
-            backend_kind=self.kinds[dep.backend_id],
-            model=dep.model,
-            adapter=dep.adapter,
-            knowledge_cutoff=_iso(dep.knowledge_cutoff),
             operation="chat",
             stream=False,
+            deployment=dep,
+            backend_kind=self.kinds[dep.backend_id],
             status="error",
             error_code=final.code,
-            prompt_tokens=0,
-            completion_tokens=0,
+            tokens=(0, 0),
             ttft_s=None,
             duration_s=0.0,
-            joules=None,
-            energy_source=None,
-            joules_input=0.0,
-            joules_output=0.0,
-            usd_energy=0.0,
-            usd_capex=0.0,
-            usd_list=0.0,
-            usd_input=0.0,
-            usd_output=0.0,
-            usd_total=0.0,
+            costing=Costing(joules=None, energy_source=None),
             fallbacks=len(refused),
             attempts=_attempts_json(refused, dep.backend_id, "error", code, 0, 0, None, 0.0)
             if refused
@@ -471,10 +454,6 @@ def _final_reason(errors: list[FreshetError]) -> str:
     if all(400 <= e.status < 500 for e in errors):
         return _reason(errors[0])
     return "other"
-
-
-def _iso(date: dt.date | None) -> str | None:
-    return date.isoformat() if date else None
 
 
 def _default_model(entries: Iterable[Entry]) -> str:
