@@ -103,6 +103,13 @@ class SpanFactory:
             a["gen_ai.response.model"] = _served_name(record)
             a["gen_ai.usage.input_tokens"] = record.prompt_tokens
             a["gen_ai.usage.output_tokens"] = record.completion_tokens
+            # OpenTelemetry GenAI (experimental): parts of input_tokens, when reported.
+            if record.cached_prompt_tokens:
+                a["gen_ai.usage.cache_read.input_tokens"] = record.cached_prompt_tokens
+            if record.cache_write_tokens:
+                a["gen_ai.usage.cache_creation.input_tokens"] = record.cache_write_tokens
+            if record.reasoning_tokens:
+                a["freshet.usage.reasoning_tokens"] = record.reasoning_tokens
             self._usage(a, record)
             a["freshet.status"] = record.status
             if record.fallbacks:

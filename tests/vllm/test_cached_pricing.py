@@ -180,6 +180,15 @@ def test_anthropic_usage_leaves_the_cache_out_of_input_tokens(gateway: Server) -
 
     records = _records(gateway, "sonnet")
     assert len(records) == 2
+    # The request's trace says the same (OpenTelemetry's GenAI cache attributes).
+    raw = gateway.get("/freshet/traces?limit=50")[1]
+    row = next(r for r in json.loads(raw) if r["backend"] == "sonnet")
+    spans = json.loads(gateway.get(f"/freshet/traces/{row['trace_id']}")[1])["spans"]
+    server = next(span for span in spans if span["kind"] == "server")["attributes"]
+    assert server["freshet.request.id"] in {r["request_id"] for r in records}
+    assert server["gen_ai.usage.input_tokens"] == 4100
+    assert server["gen_ai.usage.cache_read.input_tokens"] == 3000
+    assert server["gen_ai.usage.cache_creation.input_tokens"] == 1000
     for record in records:
         assert (record["prompt_tokens"], record["completion_tokens"]) == (4100, 200)
         assert (record["cached_prompt_tokens"], record["cache_write_tokens"]) == (3000, 1000)
