@@ -268,6 +268,12 @@ def _nothing_eligible(
         )
     if all((c.dropped or "").startswith("context") for c in fresh):
         largest = max(c.deployment.max_context for c in fresh)
+        if operation == "embeddings":  # each input is embedded on its own
+            return ContextLengthExceeded(
+                f"an input is too long for every deployment of {name!r} "
+                f"(largest context: {largest} tokens)",
+                param="input",
+            )
         return ContextLengthExceeded(
             f"the prompt (about {shape.prompt_tokens} tokens) and max_tokens do not fit the "
             f"context of any deployment of {name!r} (largest: {largest} tokens)",

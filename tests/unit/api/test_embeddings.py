@@ -184,3 +184,23 @@ async def test_errors_in_openai_shape(gateway: Any) -> None:
         assert set(error) == {"message", "type", "param", "code"}
         if code is not None:
             assert error["code"] == code
+
+
+@pytest.mark.asyncio
+async def test_the_context_holds_each_input_not_the_batch(gateway: Any) -> None:
+    client, runtime = gateway
+    context = runtime.fleet.catalog.resolve("m-good").deployments[0].max_context
+    each = context * 3 // 4  # fits; three of them do not, and need not
+    resp = await client.post(
+        "/v1/embeddings",
+        json={"model": "m-good", "input": [[1] * each] * 3, "encoding_format": "float"},
+    )
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["usage"]["prompt_tokens"] == 3 * each
+    long = await client.post(
+        "/v1/embeddings", json={"model": "m-good", "input": [1] * (2 * context)}
+    )
+    assert long.status_code == 400
+    error = long.json()["error"]
+    assert error["code"] == "context_length_exceeded"
+    assert error["param"] == "input"
