@@ -5,6 +5,7 @@ and the usage record; a deterministic fleet with a key for auth by ``x-api-key``
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -13,7 +14,7 @@ from typing import Any
 import anthropic
 import httpx
 import pytest
-from anthropic.types import Message
+from anthropic.types import Message, ToolUseBlock
 
 from gateway.state.keys import new_key
 from gateway.state.keys_sqlite import SQLiteKeyStore
@@ -292,7 +293,8 @@ def test_the_edges_refusals_are_in_anthropics_shape(default_gateway: Server) -> 
         (httpx.post(url, content=b"{}", headers={"content-type": "text/plain"}), 415),
         (httpx.post(url, content=b'{"model": ', headers={"content-type": "application/json"}), 400),
         (httpx.post(url, json={**body, "max_tokens": 0}), 400),
-        (httpx.post(url, json={**body, "tools": [{"name": "f", "input_schema": {}}]}), 400),
+        (httpx.post(url, json={**body, "tools": [{"type": "bash_20250124", "name": "bash"}]}), 400),
+        (httpx.post(url, json={**body, "tools": [{"name": "f", "input_schema": []}]}), 400),
         (httpx.post(url, json={**body, "temperature": 1.5}), 400),  # Anthropic's range is 0..1
         (httpx.post(url + "/count_tokens", json={"model": MODEL}), 400),
     ]
@@ -334,3 +336,131 @@ def test_a_client_that_leaves_mid_stream_stops_it(default_gateway: Server) -> No
     assert record["status"] == "client_disconnected"
     assert record["operation"] == "messages"
     assert 3 <= record["completion_tokens"] < 400
+
+
+WEATHER: Any = [
+    {
+        "name": "get_weather",
+        "description": "The weather in a city",
+        "input_schema": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}},
+            "required": ["city"],
+        },
+    }
+]
+PARIS: Any = [{"role": "user", "content": "What is the weather in Paris?"}]
+
+
+def test_tool_use_and_its_result(client: anthropic.Anthropic, default_gateway: Server) -> None:
+    raw = client.messages.with_raw_response.create(
+        model=MODEL, messages=PARIS, tools=WEATHER, tool_choice={"type": "any"}, max_tokens=60
+    )
+    asked = raw.parse()
+    assert asked.stop_reason == "tool_use"
+    uses = [block for block in asked.content if isinstance(block, ToolUseBlock)]
+    assert len(uses) == 1
+    use = uses[0]
+    assert use.type == "tool_use"
+    assert use.name == "get_weather"
+    assert use.id
+    assert isinstance(use.input, dict)
+    assert isinstance(use.input["city"], str)
+    record = _record(default_gateway, raw.headers["x-request-id"])
+    assert record["operation"] == "messages"
+    assert record["completion_tokens"] == asked.usage.output_tokens
+    # The answer goes back as a tool_result block after the assistant's tool_use.
+    history: Any = [
+        *PARIS,
+        {"role": "assistant", "content": [block.model_dump() for block in asked.content]},
+        {
+            "role": "user",
+            "content": [
+                {"type": "tool_result", "tool_use_id": use.id, "content": '{"temp_c": 21}'},
+                {"type": "text", "text": "Answer in one sentence."},
+            ],
+        },
+    ]
+    answered = client.messages.create(model=MODEL, messages=history, tools=WEATHER, max_tokens=24)
+    assert answered.stop_reason in {"end_turn", "max_tokens"}
+    assert answered.content[0].type == "text"
+    assert answered.content[0].text.strip()
+    counted = client.messages.count_tokens(model=MODEL, messages=history, tools=WEATHER)
+    assert counted.input_tokens == answered.usage.input_tokens
+
+
+def test_tool_use_streamed(client: anthropic.Anthropic) -> None:
+    with client.messages.stream(
+        model=MODEL,
+        messages=PARIS,
+        tools=WEATHER,
+        tool_choice={"type": "tool", "name": "get_weather"},
+        max_tokens=60,
+    ) as stream:
+        events = list(stream)
+        final = stream.get_final_message()
+    kinds = [event.type for event in events]
+    assert kinds[:3] == ["message_start", "content_block_start", "content_block_delta"]
+    start = events[1]
+    assert start.type == "content_block_start"
+    assert start.content_block.type == "tool_use"
+    assert start.content_block.name == "get_weather"
+    pieces = [
+        e.delta.partial_json
+        for e in events
+        if e.type == "content_block_delta" and e.delta.type == "input_json_delta"
+    ]
+    assert pieces
+    assert kinds[-3:] == ["content_block_stop", "message_delta", "message_stop"]
+    assert final.stop_reason == "tool_use"
+    use = final.content[-1]
+    assert isinstance(use, ToolUseBlock)
+    assert use.id == start.content_block.id
+    assert use.input == json.loads("".join(pieces))
+    assert use.input["city"]
+
+
+def test_tool_use_through_an_openai_compatible_upstream(keyed: tuple[Server, str]) -> None:
+    server, secret = keyed
+    client = anthropic.Anthropic(base_url=server.url, api_key=secret, max_retries=0)
+    raw = client.messages.with_raw_response.create(
+        model=MODEL, messages=PARIS, tools=WEATHER, tool_choice={"type": "any"}, max_tokens=60
+    )
+    assert raw.headers["x-freshet-backend"] == "up"
+    message = raw.parse()
+    assert message.stop_reason == "tool_use"
+    assert isinstance(message.content[-1], ToolUseBlock)
+    assert message.content[-1].name == "get_weather"
+    with client.messages.stream(
+        model=MODEL, messages=PARIS, tools=WEATHER, tool_choice={"type": "any"}, max_tokens=60
+    ) as stream:
+        final = stream.get_final_message()
+    assert final.stop_reason == "tool_use"
+    assert isinstance(final.content[-1], ToolUseBlock)
+
+
+def test_bad_tool_use_is_a_400(default_gateway: Server) -> None:
+    url = default_gateway.url + "/v1/messages"
+    body: dict[str, Any] = {"model": MODEL, "messages": PARIS, "max_tokens": 2, "tools": WEATHER}
+    use = {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Oslo"}}
+    cases: list[tuple[dict[str, Any], str]] = [  # and what the message says
+        ({**body, "tool_choice": {"type": "tool", "name": "nope"}}, "not one of the tools"),
+        ({**body, "tools": [*WEATHER, *WEATHER]}, "two tools are named"),
+        ({**body, "tools": [{"name": "f"}]}, "needs an 'input_schema'"),
+        ({**body, "messages": [{"role": "user", "content": [use]}]}, "the assistant's"),
+        (
+            {**body, "messages": [{"role": "user", "content": [{"type": "tool_result"}]}]},
+            "needs the tool_use_id",
+        ),
+        (
+            {**body, "messages": [{"role": "assistant", "content": [{**use, "input": [1]}]}]},
+            "input is a JSON object",
+        ),
+    ]
+    for case, says in cases:
+        resp = httpx.post(url, json=case)
+        assert resp.status_code == 400, (case, resp.text)
+        error = resp.json()
+        assert error["type"] == "error"
+        assert error["error"]["type"] == "invalid_request_error"
+        assert says in error["error"]["message"], (says, error)

@@ -3,12 +3,13 @@
 freshness, admission, limits and budgets, metering, the one usage record, whose
 ``operation`` is ``messages``), answered as Anthropic's ``Message`` or event stream.
 
-Served: ``system``, ``messages`` whose content is a string or ``text`` blocks,
-``max_tokens`` (required, as Anthropic requires it), ``stop_sequences``, ``temperature``,
-``top_p``, ``stream``. Not yet: tool use, images, ``top_k`` (a 400 names each but
-``top_k``, which is ignored as samplers differ). ``stop_reason`` is ``end_turn`` or
-``max_tokens``; a stop sequence that ended the text reads as ``end_turn`` (backends do not
-say which stop ended them).
+Served: ``system``, ``messages`` whose content is a string or ``text``, ``tool_use`` and
+``tool_result`` blocks, ``max_tokens`` (required, as Anthropic requires it),
+``stop_sequences``, ``temperature``, ``top_p``, ``stream``, client ``tools`` and
+``tool_choice`` (:mod:`.tools`). Not yet: images, server tools (a 400 names each),
+``top_k`` (ignored, as samplers differ). ``stop_reason`` is ``end_turn``, ``max_tokens``,
+``tool_use`` or ``stop_sequence`` (with the ``stop_sequence`` that matched, where the
+backend says which: see :attr:`gateway.backend.Chunk.stop_sequence`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from gateway.api.anthropic import protocol as a
+from gateway.api.anthropic import tools
 from gateway.api.anthropic.events import events, stop_reason, wire_usage
 from gateway.api.completions import (
     STREAM_HEADERS,
@@ -44,7 +46,7 @@ def _text(content: a.Content, param: str) -> str:
     for j, block in enumerate(content):
         if block.type != "text":
             raise InvalidRequest(
-                f"content block type {block.type!r} is not supported; only 'text'",
+                f"content block type {block.type!r} is not supported here; only 'text'",
                 param=f"{param}[{j}].type",
             )
         parts.append(block.text or "")
@@ -55,20 +57,24 @@ def to_generation(
     data: a.MessageCreateParams | a.CountTokensParams, request_id: str
 ) -> GenerationRequest:
     """The request as backends see it: a chat whose first message is the ``system``."""
-    if data.tools:
-        raise InvalidRequest("tools are not supported on /v1/messages yet", param="tools")
+    specs = tools.tools(data.tools)
+    choice, parallel = tools.tool_choice(data.tool_choice, specs)
     messages = []
     if data.system is not None:
         system = _text(data.system, "system")
         if system:
             messages.append(Message(role="system", content=system))
     for i, msg in enumerate(data.messages):
-        messages.append(
-            Message(role=msg.role, content=_text(msg.content, f"messages[{i}].content"))
-        )
+        messages.extend(tools.message(msg, i))
     if isinstance(data, a.CountTokensParams):
         return GenerationRequest(
-            request_id=request_id, operation="chat", model=data.model, messages=messages
+            request_id=request_id,
+            operation="chat",
+            model=data.model,
+            messages=messages,
+            tools=specs,
+            tool_choice=choice,
+            parallel_tool_calls=parallel,
         )
     return GenerationRequest(
         request_id=request_id,
@@ -79,6 +85,9 @@ def to_generation(
         temperature=data.temperature,
         top_p=data.top_p,
         stop=tuple(s for s in data.stop_sequences or () if s),
+        tools=specs,
+        tool_choice=choice,
+        parallel_tool_calls=parallel,
     )
 
 
@@ -121,7 +130,7 @@ async def messages(service: Service, data: a.MessageCreateParams, edge: EdgeRequ
     outcome = routed.outcome
     reply = a.Message(
         id=message_id,
-        content=[a.TextBlock(text=outcome.text)],
+        content=tools.blocks(outcome.text, outcome.tool_calls()),
         model=routed.opened.deployment.name,
         stop_reason=stop_reason(outcome.finish_reason),
         usage=wire_usage(usage),
