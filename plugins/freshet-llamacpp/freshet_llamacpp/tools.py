@@ -100,7 +100,38 @@ def call_schema(tools: Sequence[ToolSpec]) -> dict[str, Any]:
     }
 
 
+# A bound on counts the grammar spells out (llama.cpp expands x{0,n} into n rules): a
+# larger one would take the sampler's memory and time rather than shape the output.
+MAX_REPEAT = 1000
+_COUNTS = ("minLength", "maxLength", "minItems", "maxItems", "minProperties", "maxProperties")
+
+
+def _enforceable(node: Any, param: str) -> None:
+    """Refuse what the converter would turn into a huge grammar, or fetch: counts over
+    :data:`MAX_REPEAT`, references outside the schema."""
+    if isinstance(node, list):
+        for item in node:
+            _enforceable(item, param)
+        return
+    if not isinstance(node, Mapping):
+        return
+    for key in _COUNTS:
+        value = node.get(key)
+        if isinstance(value, int) and value > MAX_REPEAT:
+            raise InvalidRequest(
+                f"{key} {value} is over {MAX_REPEAT}, the most llama.cpp's grammar enforces",
+                param=param,
+            )
+    ref = node.get("$ref")
+    if isinstance(ref, str) and not ref.startswith("#"):
+        raise InvalidRequest(f"$ref {ref!r}: only references inside the schema", param=param)
+    for value in node.values():
+        if isinstance(value, (Mapping, list)):
+            _enforceable(value, param)
+
+
 def _gbnf(schema: Mapping[str, Any], param: str) -> str:
+    _enforceable(schema, param)
     try:
         return str(json_schema_to_gbnf(json.dumps(schema)))
     except Exception as exc:  # the converter raises bare Exceptions for what it lacks
