@@ -54,6 +54,7 @@ from gateway.replay.traces import TraceError, TraceRequest
 from gateway.routing import Decision, Need, Router
 from gateway.settings import GroupPolicy, Settings
 from gateway.simulator import SimDone, SimRequest, SimTotals, Simulator
+from gateway.state.quotes import QuoteCalibration, calibrated
 
 DEFAULT_POLICY = GroupPolicy()  # as the live flow: a group without a policy of its own
 FLUSH_EVERY = 16_384  # records queued before the ledger writes them
@@ -185,6 +186,10 @@ class Engine:
         sims = self.sims
         sim_items = list(sims.items())
         costs = self.costs
+        # As live (Accounting): the router quotes with each backend's learned correction,
+        # fitted to the requests that went as planned, from this run's start.
+        calibration = QuoteCalibration()
+        quotes = calibrated(costs, calibration)
         kinds = self.kinds
         record = ledger.record
         entries: dict[str, tuple[Entry, GroupPolicy, Router, list[str]]] = {}
@@ -208,6 +213,10 @@ class Engine:
                     usage.completion_tokens, costing.joules, costing.usd_total,
                 )  # fmt: skip
             duration = usage.duration_s or 0.0
+            if flight.quote is not None and not flight.attempts:
+                calibration.observe(
+                    dep.backend_id, flight.quote, usage.time_to_first_token_s, duration
+                )
             record(
                 usage_record(
                     request_id=f"{id_prefix}{done.tag}",
@@ -292,7 +301,7 @@ class Engine:
                     RequestShape(prompt_tokens=prompt, output_tokens=output),
                     need,
                     statuses,
-                    costs,
+                    quotes,
                     (),
                     router,
                     policy.router,
