@@ -26,7 +26,8 @@ core's contract modules and documented there and in ``docs/plugins.md``:
 - routing: the :class:`Router` protocol and the :class:`Candidate` it orders;
 - the :class:`UsageRecord` handed to ``usage_recorded``;
 - replay: the :class:`Simulator` protocol a backend type registers for ``freshet replay``,
-  what it is given and returns, and the :class:`ServerPool` queue model
+  what it is given and returns, the :class:`ServerPool` queue model, and
+  :class:`Calibratable`, a backend that measures itself for ``freshet calibrate``
   (:mod:`gateway.simulator`);
 - errors: the part of the :class:`FreshetError` tree a plugin raises.
 
@@ -116,6 +117,7 @@ from gateway.outcome import UsageRecord
 from gateway.routing import Candidate, Router
 from gateway.settings import convert_params, convert_profile
 from gateway.simulator import (
+    Calibratable,
     PooledSimulator,
     ServerPool,
     SimDone,
@@ -142,6 +144,7 @@ __all__ = [
     "BackendStatus",
     "BackendUnavailable",
     "BackendUsage",
+    "Calibratable",
     "Candidate",
     "Capability",
     "Chunk",

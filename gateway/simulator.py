@@ -29,7 +29,7 @@ import heapq
 import itertools
 import math
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import msgspec
 from msgspec import Struct
@@ -83,6 +83,18 @@ class Simulator(Protocol):
 
     def totals(self, until_s: float) -> SimTotals:
         """Energy and busy time from the start to ``until_s`` (after every request ended)."""
+        ...
+
+
+@runtime_checkable
+class Calibratable(Protocol):
+    """A backend that can measure its own performance on this machine (``freshet
+    calibrate``), so that a replay models it with measured figures, not guessed ones."""
+
+    async def calibrate(self) -> Mapping[str, float]:
+        """After :meth:`~gateway.backend.Backend.start`: this machine's figures for the
+        backend, as ``profile:`` keys (``prefill_tokens_per_s``, ``decode_tokens_per_s``)
+        the backend type's simulator reads; a second or so of work."""
         ...
 
 

@@ -16,6 +16,7 @@ from typing import Any, TypeVar, cast
 import click
 import msgspec
 
+from gateway.cli.calibrate import calibrate_command
 from gateway.cli.check import build, check
 from gateway.cli.keys import keys
 from gateway.cli.logs import FORMATS as LOG_FORMATS
@@ -339,6 +340,7 @@ def _live_backends(base_url: str, admin_key: str | None) -> dict[str, dict[str, 
 main.add_command(keys)
 main.add_command(check)
 main.add_command(replay_command)
+main.add_command(calibrate_command)
 
 if __name__ == "__main__":
     main()

@@ -21,6 +21,7 @@ EXPORTED = [
     "BackendStatus",
     "BackendUnavailable",
     "BackendUsage",
+    "Calibratable",
     "Candidate",
     "Capability",
     "Chunk",
