@@ -26,8 +26,17 @@ TEXTS = ["The river rises after rain.", "A mountain stands over the valley."]
 
 
 @pytest.fixture(scope="module")
-def client(default_gateway: Server) -> openai.OpenAI:
-    return openai.OpenAI(base_url=default_gateway.url + "/v1", api_key="unused", max_retries=0)
+def client(default_gateway: Server) -> Iterator[openai.OpenAI]:
+    url = default_gateway.url + "/v1"
+    with openai.OpenAI(base_url=url, api_key="unused", max_retries=0) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def via(front: Server) -> Iterator[openai.OpenAI]:
+    """The client of the gateway in front."""
+    with openai.OpenAI(base_url=front.url + "/v1", api_key="unused", max_retries=0) as client:
+        yield client
 
 
 @pytest.fixture(scope="module")
@@ -226,8 +235,9 @@ def test_a_model_that_cannot_embed_is_a_400(client: openai.OpenAI) -> None:
         client.embeddings.create(model="no-such-model", input="hello")
 
 
-def test_through_an_openai_compatible_upstream(front: Server, client: openai.OpenAI) -> None:
-    via = openai.OpenAI(base_url=front.url + "/v1", api_key="unused", max_retries=0)
+def test_through_an_openai_compatible_upstream(
+    front: Server, via: openai.OpenAI, client: openai.OpenAI
+) -> None:
     raw = via.embeddings.with_raw_response.create(model=MODEL, input=TEXTS)
     result = raw.parse()
     assert raw.headers["x-freshet-backend"] == "up"
@@ -248,8 +258,7 @@ def test_through_an_openai_compatible_upstream(front: Server, client: openai.Ope
     assert record["usd_total"] > 0
 
 
-def test_upstream_refusals_are_the_clients(front: Server) -> None:
-    via = openai.OpenAI(base_url=front.url + "/v1", api_key="unused", max_retries=0)
+def test_upstream_refusals_are_the_clients(via: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError) as info:
         via.embeddings.create(model=MODEL, input="a", dimensions=3)  # the upstream's 400
     assert isinstance(info.value.body, dict)

@@ -83,9 +83,10 @@ class LlamaCppParams(Struct, kw_only=True, forbid_unknown_fields=True):
     min_p: float = 0.05
     # /v1/embeddings: the chat model's own pooled embeddings (freshet_llamacpp.embed), from
     # a second instance opened on the first such request ("lazy"), at start ("start"), or
-    # not served ("off"); inputs of at most embedding_n_ctx tokens.
+    # not served ("off"); inputs of at most embedding_n_ctx tokens (512, as small embedding
+    # models take: every input pays for the whole context, 4x slower at 2,048 on short ones).
     embeddings: Literal["lazy", "start", "off"] = "lazy"
-    embedding_n_ctx: int = 2048
+    embedding_n_ctx: int = 512
 
 
 _END = object()
