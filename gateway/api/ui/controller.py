@@ -1,7 +1,8 @@
 """``GET /freshet/ui``: a self-contained page (inline script and SVG, nothing fetched
 from elsewhere) showing the gateway's data. Each :class:`View` is one nav entry and one
 section: "Cost", "Traces" (the recent traces kept in memory), "Keys" (each API key's spend
-and limits). The page is open; with auth on it asks for the admin key before it loads
+and limits), "Plan" (a ``freshet replay`` report file the user picks, drawn in the
+browser). The page is open; with auth on it asks for the admin key before it loads
 anything (:mod:`gateway.api.ui.session`).
 """
 
@@ -20,6 +21,7 @@ from gateway.api.ui.charts import CHARTS_JS
 from gateway.api.ui.cost import COST_HTML, COST_JS
 from gateway.api.ui.keys import KEYS_CSS, KEYS_HTML, KEYS_JS
 from gateway.api.ui.page import CSS, document
+from gateway.api.ui.plan import PLAN_CSS, PLAN_HTML, PLAN_JS
 from gateway.api.ui.session import SESSION_CSS, SESSION_HTML, SESSION_JS
 from gateway.api.ui.traces import TRACES_CSS, TRACES_HTML, TRACES_JS
 from gateway.plugins import core_version
@@ -37,6 +39,7 @@ VIEWS: tuple[View, ...] = (
     View(id="cost", title="Cost", html=COST_HTML, script=COST_JS),
     View(id="traces", title="Traces", html=TRACES_HTML, script=TRACES_JS, css=TRACES_CSS),
     View(id="keys", title="Keys", html=KEYS_HTML, script=KEYS_JS, css=KEYS_CSS),
+    View(id="plan", title="Plan", html=PLAN_HTML, script=PLAN_JS, css=PLAN_CSS),
 )
 
 # Shows the view named by the URL fragment (default: the first) and loads its data, once
