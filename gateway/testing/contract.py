@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import math
 import re
 import time
 import typing
@@ -25,6 +26,8 @@ from gateway.backend import (
     Chunk,
     Deployment,
     Embedder,
+    EmbeddingRequest,
+    EmbeddingResult,
     GenerationRequest,
     HardwareProfile,
     Message,
@@ -45,6 +48,8 @@ CHECKS: dict[str, str] = {
     "finish_reason and usage (prompt and completion tokens counted; cache and reasoning "
     "counts, if any, parts of them)",
     "text_completion": "the same for a text completion (if declared)",
+    "embeddings": "(if declared) embed() of two texts gives two finite vectors of one length "
+    "and usage with prompt tokens and no completion tokens",
     "max_tokens": "usage.completion_tokens never exceeds the request's max_tokens",
     "cancellation": "closing the stream after its first chunk returns promptly, and "
     "status().running and .waiting go back to 0",
@@ -332,6 +337,29 @@ async def check_backend(
 
         return check
 
+    async def embeddings() -> str | None:
+        dep = backend.deployments[0]
+        if "embeddings" not in dep.operations:
+            return "embeddings is not declared"
+        _expect(isinstance(backend, Embedder), "embeddings is declared but there is no embed()")
+        assert isinstance(backend, Embedder)
+        request = EmbeddingRequest(
+            request_id=f"contract-{next(_ids)}",
+            model=dep.model,
+            adapter=dep.adapter,
+            texts=("The river rises after rain.", "A mountain stands."),
+        )
+        result = await backend.embed(request)
+        _expect(isinstance(result, EmbeddingResult), f"embed() returned {type(result).__name__}")
+        vectors = [list(v) for v in result.vectors]
+        _expect(len(vectors) == 2, f"{len(vectors)} vectors for 2 inputs")
+        _expect(vectors[0] and len(vectors[0]) == len(vectors[1]), "vectors of different sizes")
+        _expect(all(math.isfinite(x) for v in vectors for x in v), "a vector has a NaN or infinity")
+        usage = result.usage
+        _expect(usage.prompt_tokens > 0, f"usage.prompt_tokens is {usage.prompt_tokens}")
+        _expect(usage.completion_tokens == 0, "an embedding has no completion tokens")
+        return None
+
     async def max_tokens() -> None:
         dep = backend.deployments[0]
         for operation in declared():
@@ -427,6 +455,7 @@ async def check_backend(
             broken = broken or "start"
         await run("chat", generation("chat", "Name a river."))
         await run("text_completion", generation("text_completion", "The river rises after"))
+        await run("embeddings", embeddings)
         await run("max_tokens", lambda: as_check(max_tokens))
         await run("cancellation", lambda: as_check(cancellation))
         await run("context_length", lambda: as_check(context_length))
@@ -500,6 +529,9 @@ class BackendContract:
 
     def test_text_completion(self) -> None:
         self.contract().check("text_completion")
+
+    def test_embeddings(self) -> None:
+        self.contract().check("embeddings")
 
     def test_max_tokens(self) -> None:
         self.contract().check("max_tokens")

@@ -28,6 +28,16 @@ class TestDeterministic(BackendContract):
     config = {"id": "det", "type": "deterministic", "model": "det", "knowledge_cutoff": CUTOFF}
 
 
+class TestDeterministicEmbeddings(BackendContract):
+    factory = DeterministicBackend
+    config = {
+        "id": "det-vec",
+        "type": "deterministic",
+        "knowledge_cutoff": CUTOFF,
+        "operations": ["chat", "text_completion", "embeddings"],
+    }
+
+
 class TestDeterministicChatOnly(BackendContract):
     factory = DeterministicBackend
     config = {
@@ -101,6 +111,7 @@ class TestOpenAICompatible(BackendContract):
         "model": "m",
         "knowledge_cutoff": CUTOFF,
         "profile": {"max_context": ContractUpstream.MAX_CONTEXT},
+        "operations": ["chat", "text_completion", "embeddings"],  # the fake embeds too
     }
 
     @contextlib.asynccontextmanager
