@@ -337,6 +337,9 @@ class Chunk(Struct, kw_only=True):
     # first chunk): a request cut short is then recorded with it, not an estimate.
     prompt_tokens: int | None = None
     tool_calls: Sequence[ToolCallDelta] = ()
+    # On the last chunk, when the output ended at one of the request's ``stop`` strings and
+    # the backend knows which: that string (Anthropic's ``stop_sequence``).
+    stop_sequence: str | None = None
 
 
 class BackendStatus(Struct, kw_only=True):

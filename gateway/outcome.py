@@ -27,6 +27,7 @@ class Outcome(Struct, kw_only=True):
     text_parts: list[str] = msgspec.field(default_factory=list)
     tool_call_parts: list[ToolCallDelta] = msgspec.field(default_factory=list)
     finish_reason: str | None = None
+    stop_sequence: str | None = None  # the stop string that ended the output, when known
     usage: BackendUsage | None = None
     error: FreshetError | None = None
     client_disconnected: bool = False

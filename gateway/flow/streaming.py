@@ -91,6 +91,7 @@ def _absorb(chunk: Chunk, outcome: Outcome) -> None:
             outcome.metering.tokens += 1
     if chunk.finish_reason is not None:
         outcome.finish_reason = chunk.finish_reason
+        outcome.stop_sequence = chunk.stop_sequence
     if chunk.usage is not None:
         outcome.usage = chunk.usage
     if chunk.prompt_tokens is not None:

@@ -464,3 +464,32 @@ def test_bad_tool_use_is_a_400(default_gateway: Server) -> None:
         assert error["type"] == "error"
         assert error["error"]["type"] == "invalid_request_error"
         assert says in error["error"]["message"], (says, error)
+
+
+def test_the_stop_sequence_that_ended_it(client: anthropic.Anthropic) -> None:
+    args: dict[str, Any] = {"model": MODEL, "messages": ASK, "max_tokens": 200}
+    args["extra_body"] = {"temperature": 0.0}
+    free = client.messages.create(**args)
+    assert free.content[0].type == "text"
+    text = free.content[0].text
+    stops = ["zzz-never", " the ", "."]  # which one comes first in this text decides
+    first = min((text.find(s), s) for s in stops if s in text)[1]
+    stopped = client.messages.create(**args, stop_sequences=stops)
+    assert stopped.stop_reason == "stop_sequence"
+    assert stopped.stop_sequence == first
+    assert stopped.content[0].type == "text"
+    assert stopped.content[0].text == text[: text.find(first)]
+    with client.messages.stream(**args, stop_sequences=stops) as stream:
+        final = stream.get_final_message()
+    assert final.stop_reason == "stop_sequence"
+    assert final.stop_sequence == first
+    assert final.content[0].type == "text"
+    assert final.content[0].text == stopped.content[0].text
+    # Cut at max_tokens before any stop: max_tokens, no stop_sequence.
+    short = client.messages.create(**{**args, "max_tokens": 1}, stop_sequences=["zzz-never"])
+    assert short.stop_reason == "max_tokens"
+    assert short.stop_sequence is None
+    # The simulated ASIC's text is its CPU twin's, and so is the stop that ended it.
+    asic = client.messages.create(**{**args, "model": "llama-3.1-8b"}, stop_sequences=["."])
+    assert asic.stop_reason == "stop_sequence"
+    assert asic.stop_sequence == "."

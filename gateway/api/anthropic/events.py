@@ -43,10 +43,13 @@ def event(payload: Struct) -> bytes:
     return b"event: " + _NAMES[type(payload)] + b"\ndata: " + _encode(payload) + b"\n\n"
 
 
-def stop_reason(finish: str | None) -> a.StopReason | None:
-    """OpenAI's finish reason as Anthropic's stop reason."""
+def stop_reason(finish: str | None, stop_sequence: str | None = None) -> a.StopReason | None:
+    """OpenAI's finish reason as Anthropic's stop reason; ``stop_sequence``: the stop string
+    that ended the text, when the backend said which."""
     if finish is None:
         return None
+    if stop_sequence is not None:
+        return "stop_sequence"
     if finish == FINISH_TOOL_CALLS:
         return "tool_use"
     return "max_tokens" if finish == "length" else "end_turn"
@@ -123,7 +126,10 @@ async def events(
                     return
                 for frame in blocks.close():
                     yield frame
-                body = a.MessageDeltaBody(stop_reason=stop_reason(outcome.finish_reason))
+                body = a.MessageDeltaBody(
+                    stop_reason=stop_reason(outcome.finish_reason, outcome.stop_sequence),
+                    stop_sequence=outcome.stop_sequence,
+                )
                 yield event(a.MessageDelta(delta=body, usage=wire_usage(item.usage)))
                 yield event(a.MessageStop())
                 return

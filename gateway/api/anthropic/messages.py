@@ -132,7 +132,8 @@ async def messages(service: Service, data: a.MessageCreateParams, edge: EdgeRequ
         id=message_id,
         content=tools.blocks(outcome.text, outcome.tool_calls()),
         model=routed.opened.deployment.name,
-        stop_reason=stop_reason(outcome.finish_reason),
+        stop_reason=stop_reason(outcome.finish_reason, outcome.stop_sequence),
+        stop_sequence=outcome.stop_sequence,
         usage=wire_usage(usage),
     )
     return JsonReply(reply, headers)

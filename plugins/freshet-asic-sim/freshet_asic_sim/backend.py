@@ -202,7 +202,9 @@ class AsicSimBackend:
             ended = True
             self._notify()
             usage = self._usage(sim, piece, wall_start, delivered, lag)
-            yield Chunk(finish_reason=piece.finish_reason, usage=usage)
+            yield Chunk(
+                finish_reason=piece.finish_reason, usage=usage, stop_sequence=piece.stop_sequence
+            )
         finally:
             self._waiters.pop(lease, None)
             if not ended:  # consumer gone or source failed: free the stream now

@@ -23,6 +23,7 @@ class Piece(Struct, kw_only=True, frozen=True):
     final: bool = False
     finish_reason: str | None = None
     usage: BackendUsage | None = None
+    stop_sequence: str | None = None  # the twin's, when a stop string ended its text
 
 
 class Feed(Protocol):
@@ -85,6 +86,7 @@ class TwinFeed:
                             final=True,
                             finish_reason=chunk.finish_reason or "stop",
                             usage=chunk.usage,
+                            stop_sequence=chunk.stop_sequence,
                         )
                     )
                 self._on_piece()

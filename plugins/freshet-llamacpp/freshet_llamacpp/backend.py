@@ -334,9 +334,13 @@ class LlamaCppBackend:
             # Scheduled before the first text: the first chunk carries the real count.
             loop.call_soon_threadsafe(prompt_tokens.append, n)
 
+        matched: list[str] = []  # the stop sequence that ended the text (set by the thread)
+
         def run() -> tuple[str | None, BackendUsage]:
             try:
-                return instance.generate(request, self._sampling, emit, cancel, caps, counted)
+                return instance.generate(
+                    request, self._sampling, emit, cancel, caps, counted, matched.append
+                )
             finally:
                 loop.call_soon_threadsafe(queue.put_nowait, _END)
 
@@ -365,7 +369,8 @@ class LlamaCppBackend:
                     chunk.prompt_tokens = job.prompt = prompt_tokens[0]
                 yield chunk
             finish, usage = await future  # re-raises the thread's error, if any
-            yield Chunk(finish_reason=finish or "stop", usage=usage)
+            stop = matched[0] if matched else None
+            yield Chunk(finish_reason=finish or "stop", usage=usage, stop_sequence=stop)
         finally:
             cancel.set()
 

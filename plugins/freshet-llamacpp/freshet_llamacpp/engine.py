@@ -136,13 +136,15 @@ class Instance:
         cancel: threading.Event,
         caps: Deployment | None = None,
         counted: Callable[[int], None] | None = None,
+        on_stop: Callable[[str], None] | None = None,
     ) -> tuple[str | None, BackendUsage]:
         """Generate for ``request``, calling ``emit`` with each piece of text or of a tool
         call; ``caps`` (the deployment) bounds the output: its default without
         ``max_tokens``, its ceiling above all (:meth:`Deployment.output_limit`). Tools and
         ``response_format`` constrain it with a grammar (:mod:`freshet_llamacpp.tools`).
 
-        ``counted`` is told the prompt's token count before the first piece of text.
+        ``counted`` is told the prompt's token count before the first piece of text;
+        ``on_stop`` the stop sequence that ended the output, when one did.
         Returns the finish reason (None when cancelled) and the exact usage.
         """
         started = time.perf_counter()
@@ -221,6 +223,8 @@ class Instance:
             tail = stops.flush(decoder.decode(b"", final=True))
             if tail:
                 emit(tail)
+        elif stops.matched is not None and on_stop is not None:
+            on_stop(stops.matched)
         ended = time.perf_counter()
         usage = BackendUsage(
             prompt_tokens=len(prompt),
@@ -247,13 +251,15 @@ class _StopMatcher:
         self._hold = max((len(s) for s in self._stops), default=1) - 1
         self._pending = ""
         self.stopped = False
+        self.matched: str | None = None  # the stop sequence that ended the text
 
     def feed(self, text: str) -> tuple[str, bool]:
         if not self._stops:
             return text, False
         self._pending += text
-        cut = min((i for i in (self._pending.find(s) for s in self._stops) if i >= 0), default=-1)
-        if cut >= 0:
+        found = [(i, s) for s in self._stops if (i := self._pending.find(s)) >= 0]
+        if found:
+            cut, self.matched = min(found, key=lambda hit: (hit[0], -len(hit[1])))
             out, self._pending, self.stopped = self._pending[:cut], "", True
             return out, True
         keep = len(self._pending) - self._hold
@@ -274,6 +280,9 @@ def calibrate(
     llama = instance.llama
     prompt = llama.tokenize(b" the river" * (prompt_tokens // 2), add_bos=True)[:prompt_tokens]
     llama.set_seed(0)
+    # Forget what an earlier run left in the cache: a prompt it shares a prefix with would
+    # skip the very prefill this times.
+    llama.reset()  # type: ignore[no-untyped-call]
     started = time.perf_counter()
     first: float | None = None
     produced = 0
