@@ -204,3 +204,15 @@ async def test_the_context_holds_each_input_not_the_batch(gateway: Any) -> None:
     error = long.json()["error"]
     assert error["code"] == "context_length_exceeded"
     assert error["param"] == "input"
+
+
+@pytest.mark.asyncio
+async def test_the_schema_describes_the_endpoint(gateway: Any) -> None:
+    client, _ = gateway
+    doc = (await client.get("/schema/openapi.json")).json()
+    post = doc["paths"]["/v1/embeddings"]["post"]
+    body = post["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+    assert body.endswith("/EmbeddingCreateParams")
+    params = doc["components"]["schemas"]["EmbeddingCreateParams"]
+    assert {"input", "model", "encoding_format", "dimensions"} <= set(params["properties"])
+    assert "400" in post["responses"]
