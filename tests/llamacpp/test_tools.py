@@ -112,6 +112,8 @@ def test_auto_allows_a_call_or_text(vocab: Any) -> None:
         {"$ref": "https://example.com/schema.json"},
         {"type": "string", "pattern": "^(a|b"},  # the converter's own refusal
         {"$ref": "#/$defs/missing"},
+        {"type": "string", "pattern": "^a{2000}$"},
+        {"type": "string", "pattern": "^a{1,5000}$"},
     ],
 )
 def test_what_cannot_be_enforced_is_a_400(schema: dict[str, Any]) -> None:

@@ -104,11 +104,12 @@ def call_schema(tools: Sequence[ToolSpec]) -> dict[str, Any]:
 # larger one would take the sampler's memory and time rather than shape the output.
 MAX_REPEAT = 1000
 _COUNTS = ("minLength", "maxLength", "minItems", "maxItems", "minProperties", "maxProperties")
+_PATTERN_COUNT = re.compile(r"\{\s*(\d+)\s*(?:,\s*(\d*)\s*)?\}")
 
 
 def _enforceable(node: Any, param: str) -> None:
     """Refuse what the converter would turn into a huge grammar, or fetch: counts over
-    :data:`MAX_REPEAT`, references outside the schema."""
+    :data:`MAX_REPEAT` (in a pattern too), references outside the schema."""
     if isinstance(node, list):
         for item in node:
             _enforceable(item, param)
@@ -122,6 +123,15 @@ def _enforceable(node: Any, param: str) -> None:
                 f"{key} {value} is over {MAX_REPEAT}, the most llama.cpp's grammar enforces",
                 param=param,
             )
+    pattern = node.get("pattern")
+    if isinstance(pattern, str):
+        for match in _PATTERN_COUNT.finditer(pattern):
+            if any(int(n) > MAX_REPEAT for n in match.groups() if n):
+                raise InvalidRequest(
+                    f"pattern repeats {match.group(0)}: over {MAX_REPEAT}, the most llama.cpp's "
+                    "grammar enforces",
+                    param=param,
+                )
     ref = node.get("$ref")
     if isinstance(ref, str) and not ref.startswith("#"):
         raise InvalidRequest(f"$ref {ref!r}: only references inside the schema", param=param)
