@@ -33,8 +33,9 @@ from msgspec import Struct
 from gateway.backend import BackendStatus
 from gateway.cost import BackendCost, Metering, Quote, RequestShape
 
-WINDOW = 24  # recent requests per backend and measure the fit uses
-MIN_PAIRS = 6  # pairwise slopes needed before the slope is taken from the data
+WINDOW = 16  # recent requests per backend and measure the fit uses
+MIN_PAIRS = 8  # pairwise slopes needed before the slope is taken from the data
+SPREAD, SPREAD_S = 0.3, 0.02  # two quotes tell a slope when this far apart (share, seconds)
 FACTOR_BOUNDS = (0.2, 5.0)
 
 
@@ -65,8 +66,9 @@ class Fit:
         for i, (x1, y1) in enumerate(pairs):
             for x2, y2 in pairs[i + 1 :]:
                 dx = x2 - x1
-                # Quotes that differ by little say nothing about the slope.
-                if abs(dx) > 0.005 + 0.1 * max(abs(x1), abs(x2)):
+                # Quotes that differ by little say nothing about the slope: under a steady
+                # load they are all alike, and their noise would swing it.
+                if abs(dx) > SPREAD_S + SPREAD * max(abs(x1), abs(x2)):
                     slopes.append((y2 - y1) / dx)
         factor = statistics.median(slopes) if len(slopes) >= MIN_PAIRS else 1.0
         low, high = FACTOR_BOUNDS

@@ -5,6 +5,7 @@ actual at p90, on the ASIC simulator and on the CPU model (SmolLM2 on llama.cpp)
 
 from __future__ import annotations
 
+import statistics
 import threading
 import time
 from collections.abc import Iterator
@@ -58,7 +59,11 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 
 def test_a_busy_cheap_card_is_quoted_with_its_committed_work(scenario: Server) -> None:
-    client = _client(scenario)
+    with _client(scenario) as client:
+        _busy_cheap_card(scenario, client)
+
+
+def _busy_cheap_card(scenario: Server, client: openai.OpenAI) -> None:
     # 100 tokens at 25 tok/s: cheap's only stream is taken for 4 s.
     long = threading.Thread(
         target=lambda: client.chat.completions.create(
@@ -98,3 +103,197 @@ def test_a_busy_cheap_card_is_quoted_with_its_committed_work(scenario: Server) -
     assert served["quoted_ttft_s"] < 0.5
     assert served["quoted_usd"] > 0
     assert served["quoted_joules"] > 0
+
+
+# Under load: one slow card for the accuracy figure (every TTFT there is mostly queue), a
+# fast dear one beside it in a group for the requests with a TTFT limit.
+LOADED = {
+    "backends": [
+        {
+            "id": "slow",
+            "type": "asic-sim",
+            "model": "slow-8b",
+            "knowledge_cutoff": "2023-12-01",
+            "decode_tokens_per_s": 100,
+            "prefill_tokens_per_s": 1000,
+            "capex_per_card_hour": 0.1,
+        },
+        {
+            "id": "fast",
+            "type": "asic-sim",
+            "model": "fast-8b",
+            "knowledge_cutoff": "2023-12-01",
+            "decode_tokens_per_s": 1000,
+            "prefill_tokens_per_s": 10000,
+            "capex_per_card_hour": 40,
+        },
+    ],
+    "groups": {"auto": ["slow", "fast"]},
+}
+TOPICS = ["rivers", "bridges", "owls", "glaciers", "lanterns", "orchards", "comets", "ferries"]
+
+
+def _relative_errors(records: list[dict[str, Any]]) -> list[float]:
+    return sorted(
+        abs(r["ttft_s"] - r["quoted_ttft_s"]) / r["ttft_s"]
+        for r in records
+        if r["status"] == "ok" and r["ttft_s"] and r["quoted_ttft_s"] is not None
+    )
+
+
+def _p90(values: list[float]) -> float:
+    return values[min(len(values) - 1, int(0.9 * len(values)))]
+
+
+def _load(
+    server: Server,
+    model: str,
+    requests: int,
+    clients: int,
+    max_tokens: list[int],
+    extra: dict[str, Any] | None = None,
+    topic: str = "Tell me about {}.",
+) -> list[str]:
+    """``requests`` chat completions from ``clients`` threads; their request ids."""
+    counter = iter(range(requests))
+    lock = threading.Lock()
+    ids: list[str] = []
+
+    def worker() -> None:
+        while True:
+            with lock:
+                i = next(counter, None)
+            if i is None:
+                return
+            raw = client.chat.completions.with_raw_response.create(
+                model=model,
+                messages=[{"role": "user", "content": topic.format(TOPICS[i % len(TOPICS)])}],
+                max_tokens=max_tokens[i % len(max_tokens)],
+                extra_body=extra or {},
+            )
+            with lock:
+                ids.append(raw.headers["x-request-id"])
+
+    with _client(server) as client:
+        threads = [threading.Thread(target=worker) for _ in range(clients)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    return ids
+
+
+@pytest.fixture(scope="module")
+def loaded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    with running_server(tmp_path_factory.mktemp("quote-load"), LOADED) as server:
+        yield server
+
+
+def test_quoted_ttft_is_within_a_quarter_under_load_on_the_asic(loaded: Server) -> None:
+    ids = set(_load(loaded, "slow-8b", requests=48, clients=6, max_tokens=[10, 20, 30]))
+    records = [r for r in _records(loaded) if r["request_id"] in ids]
+    assert len(records) == 48
+    errors = _relative_errors(records)
+    assert len(errors) == 48
+    print(f"asic-sim: p50 {errors[len(errors) // 2]:.3f}, p90 {_p90(errors):.3f}")
+    assert _p90(errors) <= 0.25
+    # The quote saw the queue: some requests waited far longer than their own service.
+    assert max(r["quoted_ttft_s"] for r in records) > 0.5
+    # What /metrics says is the same error, per backend.
+    metrics = httpx.get(f"{loaded.url}/metrics", timeout=60).text
+    assert (
+        'freshet_quote_relative_error{freshet_backend_id="slow",measure="ttft",quantile="0.9"}'
+        in metrics
+    )
+    assert 'freshet_quote_correction_factor{freshet_backend_id="slow",measure="ttft"}' in metrics
+
+
+def test_max_ttft_is_honoured_under_load(loaded: Server) -> None:
+    # Keep the slow card busy, and send limited requests to the group meanwhile.
+    busy = threading.Thread(target=_load, args=(loaded, "slow-8b", 12, 3, [30]))
+    busy.start()
+    try:
+        time.sleep(0.3)
+        limited = set(_load(loaded, "auto", 16, 2, [10, 20], extra={"max_ttft_ms": 400}))
+    finally:
+        busy.join()
+    records = [r for r in _records(loaded) if r["request_id"] in limited]
+    assert len(records) == 16
+    # Never sent where the quote said it would be late...
+    assert all(r["quoted_ttft_s"] <= 0.4 for r in records)
+    # ...and the slow card, though cheaper, lost some of them to the fast one.
+    assert {r["backend"] for r in records} >= {"fast"}
+    # The promise held: the actual TTFT was within the limit at p90.
+    ttfts = sorted(r["ttft_s"] for r in records)
+    print(f"max_ttft_ms 400: p90 actual TTFT {_p90(ttfts):.3f} s")
+    assert _p90(ttfts) <= 0.4
+
+
+# SmolLM2 on llama.cpp as in the default fleet, on one thread: with two threads on a
+# shared 2-core machine every token waits for the slower thread and the pace swings tenfold
+# from one second to the next; this measures the quote, not llama.cpp's threading.
+CPU = {
+    "backends": [
+        {
+            "id": "cpu",
+            "type": "llamacpp",
+            "model": "smollm2-135m",
+            "knowledge_cutoff": "2024-06-01",
+            "n_threads": 1,
+        }
+    ]
+}
+# A quote can be only as true as the machine keeps its pace: when the decode pace swings by
+# more than this between thirds of the run, the figure says nothing of the quote.
+STEADY = 1.25  # as much as the bound: a swing past it, and no quote could keep within it
+
+
+@pytest.fixture(scope="module")
+def cpu_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    with running_server(tmp_path_factory.mktemp("quote-cpu"), CPU, ready_timeout=300) as server:
+        yield server
+
+
+def test_quoted_ttft_is_within_a_quarter_under_load_on_the_cpu_model(
+    cpu_gateway: Server,
+) -> None:
+    # One model instance: concurrent requests queue behind each other. Stories run past
+    # max_tokens, so each request holds the model for what it asked for.
+    ids = set(
+        _load(
+            cpu_gateway,
+            "smollm2-135m",
+            requests=32,
+            clients=3,
+            max_tokens=[8, 16],
+            topic="Write a long story about {}.",
+        )
+    )
+    records = [r for r in _records(cpu_gateway) if r["request_id"] in ids]
+    assert len(records) == 32
+    assert all(r["status"] == "ok" for r in records)
+    # The first requests teach the correction (the machine runs the model at its own
+    # pace, not the calibrated one); the accuracy is of the quotes after them.
+    records.sort(key=lambda r: r["ts"])
+    measured = records[8:]
+    errors = _relative_errors(measured)
+    # The machine's decode pace (seconds per token) in each third of the run.
+    thirds = [measured[i * 8 : (i + 1) * 8] for i in range(3)]
+    paces = [
+        sum(r["duration_s"] - r["ttft_s"] for r in part)
+        / sum(r["completion_tokens"] - 1 for r in part)
+        for part in thirds
+    ]
+    swing = max(paces) / min(paces)
+    figures = (
+        f"llama.cpp: TTFT error p50 {errors[len(errors) // 2]:.3f}, p90 {_p90(errors):.3f}; "
+        f"decode pace {', '.join(f'{p * 1000:.1f}' for p in paces)} ms/token by third"
+    )
+    print(figures)
+    # Under load (3 clients, one instance) every request but the first waited for others.
+    assert statistics.median(r["ttft_s"] for r in measured) > 2 * min(paces) * 16
+    assert len(measured) == 24
+    if swing > STEADY:
+        pytest.skip(f"the machine did not keep its pace during the run ({figures})")
+    pairs = ", ".join(f"{r['ttft_s']:.3f}/{r['quoted_ttft_s']:.3f}" for r in measured)
+    assert _p90(errors) <= 0.25, f"{figures}; actual/quoted TTFT: {pairs}"

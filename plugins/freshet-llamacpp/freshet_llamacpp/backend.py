@@ -366,7 +366,8 @@ class LlamaCppBackend:
                 job.produced += 1
                 if first and prompt_tokens:
                     first = False
-                    chunk.prompt_tokens = job.prompt = prompt_tokens[0]
+                    chunk.prompt_tokens = prompt_tokens[0]
+                    self._backlog.counted(key, prompt_tokens[0])
                 yield chunk
             finish, usage = await future  # re-raises the thread's error, if any
             stop = matched[0] if matched else None

@@ -41,7 +41,7 @@ class Job:
 
 def prompt_estimate(request: GenerationRequest) -> int:
     chars = sum(len(m.content) for m in request.messages) + len(request.prompt or "")
-    return max(1, round(chars / CHARS_PER_TOKEN) + 8 * len(request.messages))
+    return max(1, round(chars / CHARS_PER_TOKEN))
 
 
 class Backlog:
@@ -50,14 +50,29 @@ class Backlog:
     def __init__(self) -> None:
         self._jobs: dict[int, Job] = {}
         self._ids = itertools.count()
-        # Seconds per token seen lately (None: none seen yet, the profile's apply).
+        self._estimates: dict[int, int] = {}  # by job, until its prompt is counted
+        # Seconds per token seen lately (None: none seen yet, the profile's apply), and
+        # the tokens the tokenizer counts beyond the estimate from characters (the chat
+        # template's, mostly).
         self.prefill_s: float | None = None
         self.decode_s: float | None = None
+        self.prompt_extra: float | None = None
 
     def add(self, prompt: int, output: int) -> int:
+        """A request asks for an instance; ``prompt`` is its estimate from characters."""
         key = next(self._ids)
-        self._jobs[key] = Job(prompt, output)
+        self._jobs[key] = Job(max(1, round(prompt + (self.prompt_extra or 0.0))), output)
+        self._estimates[key] = prompt
         return key
+
+    def counted(self, key: int, prompt: int) -> None:
+        """The tokenizer counted the request's prompt."""
+        job = self._jobs.get(key)
+        estimate = self._estimates.pop(key, None)
+        if job is not None:
+            job.prompt = prompt
+        if estimate is not None:
+            self.prompt_extra = _average(self.prompt_extra, prompt - estimate)
 
     def job(self, key: int) -> Job | None:
         return self._jobs.get(key)
@@ -65,6 +80,7 @@ class Backlog:
     def remove(self, key: int, now: float | None = None) -> None:
         """The request let its instance go; with ``now``, its pace updates the rates."""
         job = self._jobs.pop(key, None)
+        self._estimates.pop(key, None)
         if job is None or now is None or job.started is None or job.first_at is None:
             return
         self.prefill_s = _average(self.prefill_s, (job.first_at - job.started) / job.prompt)
