@@ -14,6 +14,7 @@ from gateway.api.keys_usage import KeysUsage, keys_usage
 from gateway.api.runtime import Runtime
 from gateway.plugins import PluginInfo
 from gateway.state.health import HealthView
+from gateway.state.quotes import FitView
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,12 @@ class BackendView(Struct, kw_only=True):
     deployments: list[DeploymentView]
     circuit: HealthView  # the same state /metrics shows (freshet_backend_circuit_state)
     upstreams: list[UpstreamView] | None = None
+    # The work it has committed (BackendStatus.busy_s: seconds until a request admitted now
+    # could start; None: it does not say), the adapters it has loaded, and how true the
+    # router's quotes for it were, with the correction learned from them (this process).
+    busy_s: float | None = None
+    adapters_loaded: list[str] | None = None
+    quotes: FitView | None = None
 
 
 def upstreams(backend: object) -> list[UpstreamView] | None:
@@ -127,6 +134,11 @@ class AdminController(Controller):
                     ],
                     circuit=circuit,
                     upstreams=upstreams(backend),
+                    busy_s=status.busy_s,
+                    adapters_loaded=(
+                        list(status.adapters_loaded) if status.adapters_loaded is not None else None
+                    ),
+                    quotes=runtime.accounting.calibration.view(backend_id),
                 )
             )
         return out

@@ -176,6 +176,20 @@ def test_cost_page_draws_the_report(gateway: Server, browser: Browser, tmp_path:
     tokens_in = report["totals"]["prompt_tokens"]
     assert page.locator("#cost-cards").inner_text().count(f"{tokens_in:,} in") == 1
 
+    # How true the quotes were, per backend: what /freshet/backends says.
+    quotes = page.eval_on_selector_all(
+        "#quotes-table tbody tr",
+        "trs => trs.map(tr => Object.fromEntries([...tr.cells].map("
+        "td => [td.dataset.field, td.dataset.value ?? td.textContent])))",
+    )
+    shown_quotes = {q["value"]: q for q in quotes}
+    assert set(shown_quotes) == BACKENDS
+    for backend in json.loads(gateway.get("/freshet/backends")[1]):
+        shown = shown_quotes[backend["id"]]
+        assert int(shown["observed"]) == backend["quotes"]["observed"]
+        _assert_same(shown["ttft_error_p90"], backend["quotes"]["ttft_error_p90"], "p90")
+    assert shown_quotes["gpu-a"]["observed"] == "4"
+
     # The table follows "Table by"; the CSV link follows both controls.
     page.select_option("#cost-by", "model")
     # (Waiting with locators: the page's CSP forbids the eval behind wait_for_function.)

@@ -1,4 +1,5 @@
-"""The "Cost" view of ``/freshet/ui``: charts and the report table, from the JSON API.
+"""The "Cost" view of ``/freshet/ui``: charts and the report table, from the JSON API, and
+how true the router's quotes were per backend (from ``/freshet/backends``).
 
 Every joule figure says how its joules were obtained (measured, modelled, simulated: the
 records' ``energy_source``, from ``/freshet/cost/breakdown``); per-token figures are drawn
@@ -70,6 +71,14 @@ COST_HTML = """
   <h3>Report by <span id="cost-by-label">backend</span></h3>
   <div class="table-wrap">
     <table id="cost-table"><thead></thead><tbody></tbody><tfoot></tfoot></table>
+  </div>
+  <h3>Quotes</h3>
+  <p class="note">How true the router's quotes were, per backend, over its recent requests in
+    this gateway process: the relative error of the quoted time to first token
+    (|actual &minus; quoted| / actual), the correction learned from them (quoted = factor
+    &times; the cost model's figure + offset), and the work the backend has committed now.</p>
+  <div class="table-wrap">
+    <table id="quotes-table"><thead></thead><tbody></tbody></table>
   </div>
 </div>
 """
@@ -226,6 +235,46 @@ function drawCharts(series, byBackend, summary) {
   });
 }
 
+const QUOTE_COLUMNS = [
+  ["busy_s", "committed work", (v) => (v === null ? "not reported" : `${fmt.significant(v)} s`),
+   "seconds until a request admitted now could start (the backend's own figure)"],
+  ["observed", "requests compared", fmt.integer, "requests whose quote met what happened"],
+  ["ttft_error_p50", "TTFT error p50", percent],
+  ["ttft_error_p90", "TTFT error p90", percent],
+  ["ttft_correction", "TTFT correction", (v) => v,
+   "quoted = factor x the cost model's figure + offset"],
+  ["duration_error_p90", "duration error p90", percent],
+];
+
+function percent(value) {
+  return value === null || value === undefined ? "\u2013" : `${(value * 100).toFixed(1)} %`;
+}
+
+function drawQuotes(backends) {
+  const table = document.getElementById("quotes-table");
+  table.tHead.replaceChildren(h("tr", {}, h("th", {}, "backend"),
+    QUOTE_COLUMNS.map(([field, title, , tip]) => h("th", {title: tip || null}, title))));
+  const rows = backends.map((b) => {
+    const q = b.quotes || {};
+    const row = {
+      busy_s: b.busy_s ?? null,
+      observed: q.observed ?? 0,
+      ttft_error_p50: q.ttft_error_p50 ?? null,
+      ttft_error_p90: q.ttft_error_p90 ?? null,
+      ttft_correction: q.observed
+        ? `\u00d7 ${q.ttft_factor.toFixed(2)} ${q.ttft_offset_s < 0 ? "\u2212" : "+"} ` +
+          `${fmt.significant(Math.abs(q.ttft_offset_s))} s`
+        : "none yet",
+      duration_error_p90: q.duration_error_p90 ?? null,
+    };
+    return h("tr", {"data-value": b.id}, h("td", {"data-field": "value"}, b.id),
+      QUOTE_COLUMNS.map(([field, , format]) => h("td",
+        {"data-field": field, "data-value": row[field] === null ? "" : row[field]},
+        format(row[field]))));
+  });
+  table.tBodies[0].replaceChildren(...rows);
+}
+
 function costParams() {
   const range = document.getElementById("cost-range").value;
   const params = new URLSearchParams();
@@ -263,12 +312,13 @@ async function loadCost() {
   try {
     const backendParams = new URLSearchParams(params);
     backendParams.set("group_by", "backend");
-    const [byBackend, series, table, breakdown, tableBreakdown] = await Promise.all([
+    const [byBackend, series, table, breakdown, tableBreakdown, backends] = await Promise.all([
       api("/freshet/cost/report", backendParams),
       api("/freshet/cost/series", params),
       by === "backend" ? null : api("/freshet/cost/report", withBy),
       api("/freshet/cost/breakdown", backendParams),
       by === "backend" ? null : api("/freshet/cost/breakdown", withBy),
+      api("/freshet/backends", new URLSearchParams()),
     ]);
     error.hidden = true;
     const empty = byBackend.totals.requests === 0;
@@ -281,6 +331,7 @@ async function loadCost() {
       drawCards(byBackend.totals, summary);
       drawCharts(series, byBackend, summary);
       drawTable(table || byBackend, tableBreakdown ? summarize(tableBreakdown) : summary);
+      drawQuotes(backends);
     }
     status.textContent = `updated ${new Date().toISOString().slice(11, 19)} UTC`;
     document.body.dataset.costLoaded = "true";
