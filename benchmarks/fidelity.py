@@ -30,7 +30,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script
     sys.path.insert(0, str(ROOT))
 
+from gateway.cli.calibrate import measure  # noqa: E402
 from gateway.ledger.sqlite import SQLiteLedger, UsageQuery  # noqa: E402
 from gateway.outcome import UsageRecord  # noqa: E402
 from gateway.plugins import Plugins  # noqa: E402
@@ -132,7 +133,8 @@ def summarize(records: Iterable[UsageRecord]) -> dict[str, BackendFigures]:
     return {
         backend: BackendFigures(
             requests=len(rs),
-            ttft_p50=statistics.median(r.ttft_s or 0.0 for r in rs),
+            # Requests with no output have no first token.
+            ttft_p50=statistics.median([r.ttft_s for r in rs if r.ttft_s is not None] or [0.0]),
             e2e_p50=statistics.median(r.duration_s for r in rs),
             joules=sum(r.joules or 0.0 for r in rs),
             usd=sum(r.usd_total for r in rs),
@@ -159,9 +161,20 @@ def _prompt(words: int) -> str:
     return " ".join("word" for _ in range(words))
 
 
-async def _send(client: openai.AsyncOpenAI, request: TraceRequest, start: float, t0: float) -> None:
-    await asyncio.sleep(max(0.0, start + (request.at - t0) - time.monotonic()))
+def _words(request: TraceRequest) -> int:
+    """The words of the request's prompt: its tokens less the chosen backend's template."""
     target = "det" if request.freshness is not None else "card"
+    return request.prompt_tokens - TEMPLATE_TOKENS[target]
+
+
+async def _send(
+    client: openai.AsyncOpenAI,
+    request: TraceRequest,
+    start: float,
+    t0: float,
+    words: Callable[[TraceRequest], int],
+) -> None:
+    await asyncio.sleep(max(0.0, start + (request.at - t0) - time.monotonic()))
     extra = (
         {"freshness": {"min_knowledge_cutoff": request.freshness.min_knowledge_cutoff.isoformat()}}
         if request.freshness is not None and request.freshness.min_knowledge_cutoff
@@ -169,9 +182,7 @@ async def _send(client: openai.AsyncOpenAI, request: TraceRequest, start: float,
     )
     stream = await client.chat.completions.create(
         model="auto",
-        messages=[
-            {"role": "user", "content": _prompt(request.prompt_tokens - TEMPLATE_TOKENS[target])}
-        ],
+        messages=[{"role": "user", "content": _prompt(words(request))}],
         max_tokens=request.output_tokens,
         stream=True,
         extra_body=extra,
@@ -180,20 +191,27 @@ async def _send(client: openai.AsyncOpenAI, request: TraceRequest, start: float,
         pass
 
 
-async def load(url: str, requests: Sequence[TraceRequest]) -> None:
+async def load(
+    url: str, requests: Sequence[TraceRequest], words: Callable[[TraceRequest], int] = _words
+) -> None:
     """Each request at its arrival time (relative to the first), streamed to the end."""
     async with openai.AsyncOpenAI(
         base_url=url + "/v1", api_key="unused", max_retries=0, timeout=120.0
     ) as client:
         start = time.monotonic() + 0.5
         t0 = requests[0].at
-        await asyncio.gather(*(_send(client, r, start, t0) for r in requests))
+        await asyncio.gather(*(_send(client, r, start, t0, words) for r in requests))
 
 
-def live(tmp: Path, requests: Sequence[TraceRequest]) -> list[UsageRecord]:
+def live(
+    tmp: Path,
+    requests: Sequence[TraceRequest],
+    fleet: Mapping[str, Any] = FLEET,
+    words: Callable[[TraceRequest], int] = _words,
+) -> list[UsageRecord]:
     """The slice through ``freshet serve``; its ledger's records once it has stopped."""
-    with running_server(tmp, FLEET) as server:
-        asyncio.run(load(server.url, requests))
+    with running_server(tmp, fleet, ready_timeout=180.0) as server:
+        asyncio.run(load(server.url, requests, words))
     return asyncio.run(_records(server.data_dir))
 
 
@@ -207,10 +225,12 @@ async def _replay(config: Path, data_dir: Path, requests: Sequence[TraceRequest]
         await ledger.aclose()
 
 
-def replayed(tmp: Path, requests: Sequence[TraceRequest]) -> list[UsageRecord]:
+def replayed(
+    tmp: Path, requests: Sequence[TraceRequest], fleet: Mapping[str, Any] = FLEET
+) -> list[UsageRecord]:
     """The slice through the replay engine, same config; its records."""
     tmp.mkdir(parents=True, exist_ok=True)
-    config = write_config(tmp, FLEET)
+    config = write_config(tmp, fleet)
     asyncio.run(_replay(config, tmp / "data", requests))
     return asyncio.run(_records(tmp / "data"))
 
@@ -302,15 +322,74 @@ def compare(tmp: Path, count: int = 240, span_s: float = 20.0) -> Comparison:
     )
 
 
+CPU_FLEET: dict[str, Any] = {
+    "backends": [
+        {
+            "id": "cpu",
+            "type": "llamacpp",
+            "knowledge_cutoff": "2024-06-01",
+            "n_ctx": 2048,
+            "queue_limit": 256,
+        }
+    ],
+    "groups": {"auto": ["cpu"]},
+}
+
+
+def cpu_compare(tmp: Path, count: int = 24, span_s: float = 60.0) -> Comparison:
+    """The CPU model (SmolLM2 on llama.cpp, one instance) with the profile ``freshet
+    calibrate`` measures here and now. Its output ends where the model stops, so the replay
+    gets the shapes live served (prompt and output tokens as the ledger has them), at the
+    same arrivals: what is compared is the timing model alone."""
+    tmp.mkdir(parents=True, exist_ok=True)
+    config = write_config(tmp, CPU_FLEET)
+    settings = load_settings(str(config), env={"FRESHET_DATA_DIR": str(tmp / "data")})
+    (result,) = asyncio.run(measure(settings, Plugins()))
+    fleet = {**CPU_FLEET, "backends": [{**CPU_FLEET["backends"][0], "profile": result.measured}]}
+    print(f"calibrated: {result.measured}", file=sys.stderr)
+
+    requests = [
+        msgspec.structs.replace(
+            r, prompt_tokens=min(r.prompt_tokens, 256), output_tokens=min(r.output_tokens, 16),
+            freshness=None,
+        )
+        for r in trace_slice(count, span_s)
+    ]  # fmt: skip
+    (tmp / "live").mkdir(exist_ok=True)
+    served = sorted(
+        (r for r in live(tmp / "live", requests, fleet, lambda r: r.prompt_tokens // 2)
+         if r.status == "ok"),
+        key=lambda r: r.ts,
+    )  # fmt: skip
+    outputs = [r.completion_tokens for r in served]
+    print(f"live outputs: {outputs}", file=sys.stderr)
+    shapes = [
+        TraceRequest(at=r.ts, prompt_tokens=r.prompt_tokens, output_tokens=r.completion_tokens,
+                     cls="cpu")
+        for r in served
+    ]  # fmt: skip
+    return Comparison(
+        live=summarize(served), replay=summarize(replayed(tmp / "replay", shapes, fleet))
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=240)
     parser.add_argument("--span", type=float, default=20.0, help="seconds of arrivals")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument(
+        "--cpu",
+        action="store_true",
+        help="the CPU model instead (SmolLM2 on llama.cpp, calibrated first): 24 requests",
+    )
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "live").mkdir()
-        result = compare(Path(tmp), args.requests, args.span)
+        if args.cpu:
+            result = cpu_compare(Path(tmp) / "cpu")
+        else:
+            result = compare(Path(tmp), args.requests, args.span)
     if args.json:
         print(json.dumps(msgspec.to_builtins(result) | {"differences": result.differences()}))
     else:
