@@ -136,8 +136,9 @@ class StreamResult(Struct, kw_only=True):
 
 
 # A content delta that is not empty: chat (`"content":"x`) or completions (`"text":"x`).
-_CONTENT = re.compile(rb'"(?:content|text)":\s*"[^"]')
-_USAGE = re.compile(rb'"completion_tokens":\s*(\d+)')
+# A piece of text: chat's content, a completion's or Anthropic's text, a Responses delta.
+_CONTENT = re.compile(rb'"(?:content|text|delta)":\s*"[^"]')
+_USAGE = re.compile(rb'"(?:completion|output)_tokens":\s*(\d+)')
 
 
 def percentile(values: Sequence[float], q: float) -> float:

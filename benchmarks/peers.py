@@ -13,6 +13,7 @@ Writes benchmarks/results/peers.{json,md,svg}. Peers that are not installed
 every load is bounded; every process started is stopped.
 
 Run:  .venv/bin/python benchmarks/peers.py [--duration 8] [--peers direct,nginx,...]
+      [--embeddings-peers direct,freshet] [--responses-peers freshet]
       [--skip-asic] [--skip-cpu] [--soak-s 60] [--no-profile]
 """
 
@@ -30,6 +31,7 @@ import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import NamedTuple
 
 import msgspec
 
@@ -65,9 +67,32 @@ EMBED_BODY = (
     b'{"model":"%s","input":["the river rises after rain","a mountain stands over the valley"],'
     b'"encoding_format":"base64"}' % MODEL.encode()  # what the openai SDK sends by default
 )
+# The responses rows: POST /v1/responses, which Freshet serves as a chat request upstream
+# (the mock speaks chat only), so "Added" is against direct's chat row: the cost of the
+# Responses API's translation, events and store on top of the gateway's.
+RESPONSES_BODY = b'{"model":"%s","input":"hi","max_output_tokens":1}' % MODEL.encode()
+RESPONSES_STREAM_BODY = (
+    b'{"model":"%s","input":"hi","max_output_tokens":64,"stream":true}' % MODEL.encode()
+)
+RESPONSES_SUFFIX = "-responses"  # the name of a peer's POST /v1/responses row
 DEFAULT_PEERS = "direct,nginx,litellm,portkey,python-floor,freshet,freshet-granian,freshet-w2"
 # The embeddings rows: POST /v1/embeddings, no streams; "Added" against direct's own row.
 DEFAULT_EMBEDDINGS_PEERS = "direct,freshet"
+DEFAULT_RESPONSES_PEERS = "freshet"
+
+
+class Route(NamedTuple):
+    """What one row measures: the path, the body, the streamed body (None: no streams)."""
+
+    suffix: str
+    path: str
+    body: bytes
+    stream_body: bytes | None
+
+
+CHAT = Route("", "/v1/chat/completions", BODY, STREAM_BODY)
+EMBEDDINGS = Route(EMBEDDINGS_SUFFIX, "/v1/embeddings", EMBED_BODY, None)
+RESPONSES = Route(RESPONSES_SUFFIX, "/v1/responses", RESPONSES_BODY, RESPONSES_STREAM_BODY)
 
 
 @contextmanager
@@ -86,14 +111,12 @@ def mock_upstream(delay_ms: float, chunks: int, interval_ms: float) -> Iterator[
         proc.wait(timeout=10)
 
 
-def measure(
-    peer: Peer, upstream: str, args: argparse.Namespace, embeddings: bool = False
-) -> PeerResult:
-    """One row: chat completions (with streams), or ``embeddings``: POST /v1/embeddings."""
-    path, body = ("/v1/embeddings", EMBED_BODY) if embeddings else ("/v1/chat/completions", BODY)
+def measure(peer: Peer, upstream: str, args: argparse.Namespace, route: Route = CHAT) -> PeerResult:
+    """One row: chat completions (with streams), POST /v1/embeddings or /v1/responses."""
+    path, body = route.path, route.body
     result = PeerResult(
-        name=f"{peer.name}{EMBEDDINGS_SUFFIX}" if embeddings else peer.name,
-        label=f"{peer.label}: /v1/embeddings" if embeddings else peer.label,
+        name=f"{peer.name}{route.suffix}",
+        label=f"{peer.label}: {route.path}" if route.suffix else peer.label,
     )
     reason = peer.unavailable()
     if reason is not None:
@@ -115,10 +138,12 @@ def measure(
                 wrk = run_wrk(url, body, headers, connections, args.duration, pids)
                 setattr(result, name, wrk)
                 _log(f"    {wrk.rps:,.0f} req/s, p50 {wrk.p50_ms:.2f} ms, {wrk.errors} errors")
-            if not embeddings:  # embeddings are not streamed
+            if route.stream_body is not None:  # embeddings are not streamed
                 _log(f"  {peer.name}: {args.streams} streams")
                 try:
-                    result.stream = run_streams(url, STREAM_BODY, running.headers, args.streams)
+                    result.stream = run_streams(
+                        url, route.stream_body, running.headers, args.streams
+                    )
                     _log(f"    TTFT p50 {result.stream.ttft_p50_ms:.2f} ms")
                 except RuntimeError as exc:  # the peer answered a stream with an error
                     result.stream_error = str(exc)[:200]
@@ -290,6 +315,11 @@ def main() -> None:
         default=DEFAULT_EMBEDDINGS_PEERS,
         help=f"rows for POST /v1/embeddings; default: {DEFAULT_EMBEDDINGS_PEERS}; none: skip",
     )
+    parser.add_argument(
+        "--responses-peers",
+        default=DEFAULT_RESPONSES_PEERS,
+        help=f"rows for POST /v1/responses; default: {DEFAULT_RESPONSES_PEERS}; none: skip",
+    )
     parser.add_argument("--duration", type=float, default=8.0, help="seconds per wrk load")
     parser.add_argument("--streams", type=int, default=100, help="sequential streams per peer")
     parser.add_argument("--delay-ms", type=float, default=20.0)
@@ -318,6 +348,8 @@ def main() -> None:
             "body": BODY.decode(),
             "stream_body": STREAM_BODY.decode(),
             "embeddings_body": EMBED_BODY.decode(),
+            "responses_body": RESPONSES_BODY.decode(),
+            "responses_stream_body": RESPONSES_STREAM_BODY.decode(),
         },
         peers=[],
     )
@@ -327,7 +359,10 @@ def main() -> None:
             results.peers.append(measure(PEERS[name], upstream, args))
         for name in [n for n in args.embeddings_peers.split(",") if n not in ("", "none")]:
             _log(f"{name}, /v1/embeddings ...")
-            results.peers.append(measure(PEERS[name], upstream, args, embeddings=True))
+            results.peers.append(measure(PEERS[name], upstream, args, EMBEDDINGS))
+        for name in [n for n in args.responses_peers.split(",") if n not in ("", "none")]:
+            _log(f"{name}, /v1/responses ...")
+            results.peers.append(measure(PEERS[name], upstream, args, RESPONSES))
         _log("rss by configuration ...")
         results.rss = extras.rss_variants(upstream)
         if args.soak_s > 0:

@@ -3,11 +3,13 @@ its time or past the size bound (the oldest first), shared by two processes' sto
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 
 import pytest
 
+from gateway.api.responses import store as store_module
 from gateway.api.responses.protocol import InputItem, OutputMessage, OutputText, Response
 from gateway.api.responses.store import SQLiteResponses, Stored, find
 from gateway.errors import NotFound
@@ -48,11 +50,12 @@ async def test_kept_and_found_by_its_key_only(tmp_path: Path) -> None:
 
 
 @pytest.mark.asyncio
-async def test_expired_after_its_time(tmp_path: Path) -> None:
+async def test_expired_after_its_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(store_module, "PRUNE_EVERY", 1)
     store = SQLiteResponses(tmp_path, ResponseStoreSettings(ttl_days=0.5 / 86400))  # 0.5 s
     await store.put(stored("resp_old"))
     assert await store.get("resp_old") is not None
-    time.sleep(0.6)
+    await asyncio.sleep(0.6)
     assert await store.get("resp_old") is None
     await store.put(stored("resp_new"))  # removes the expired rows
     db = store._db()
@@ -61,15 +64,33 @@ async def test_expired_after_its_time(tmp_path: Path) -> None:
 
 
 @pytest.mark.asyncio
-async def test_the_oldest_go_past_the_bound(tmp_path: Path) -> None:
+async def test_the_oldest_go_past_the_bound(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store_module, "PRUNE_EVERY", 1)
     store = SQLiteResponses(tmp_path, ResponseStoreSettings(max_stored=2))
     for n in range(4):
         await store.put(stored(f"resp_{n}"))
-        time.sleep(0.01)
+        await asyncio.sleep(0.01)
     assert [await store.get(f"resp_{n}") is not None for n in range(4)] == [
         False,
         False,
         True,
         True,
     ]
+    await store.aclose()
+
+
+@pytest.mark.asyncio
+async def test_pruned_every_so_many_puts(tmp_path: Path) -> None:
+    """Not on every put (a scan of the table each time would be on the request's path)."""
+    store = SQLiteResponses(tmp_path, ResponseStoreSettings(max_stored=2))
+    for n in range(store_module.PRUNE_EVERY + 1):
+        await store.put(stored(f"resp_{n}"))
+    # Pruned at the first put and at the (PRUNE_EVERY + 1)-th: the bound holds again.
+    (count,) = store._db().execute("SELECT COUNT(*) FROM responses").fetchone()
+    assert count == 2
+    await store.put(stored("resp_next"))
+    (count,) = store._db().execute("SELECT COUNT(*) FROM responses").fetchone()
+    assert count == 3
     await store.aclose()
