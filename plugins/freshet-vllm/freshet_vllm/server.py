@@ -133,12 +133,17 @@ class VllmServerBackend:
         errors = [f"{u.url}: {u.last_error}" for u in self.upstreams if u.last_error]
         if errors:
             detail += "; " + "; ".join(errors)
+        # The server a request goes to frees first; the profile's concurrency is per server.
+        waits = [u.load.busy_s(self._profile.max_concurrency) for u in up]
+        known = [w for w in waits if w is not None]
+        busy = min(known) if known and (0.0 in known or len(known) == len(waits)) else None
         return BackendStatus(
             healthy=bool(up),
             running=sum(u.load.running for u in up),
             waiting=sum(u.load.waiting for u in up),
             observed_at=min((u.observed_at for u in up), default=0.0),
             detail=detail,
+            busy_s=busy,
         )
 
     def upstream_model(self, request: GenerationRequest) -> str:
