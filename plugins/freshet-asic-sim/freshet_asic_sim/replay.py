@@ -79,7 +79,12 @@ class _NoOptions(Struct, kw_only=True, forbid_unknown_fields=True):
 class AsicSimulator:
     """The card model as ``freshet replay``'s simulator for ``asic-sim`` backends: the same
     :class:`~freshet_asic_sim.schedule.CardModel`, admission checks and usage (timings and
-    joules) as the live backend, on the replay's clock instead of the event loop's."""
+    joules) as the live backend, on the replay's clock instead of the event loop's.
+
+    A card with a ``time_scale`` runs live at that many wall seconds per simulated second;
+    the replay's clock is the wall's, so arrivals go into the model divided by it and the
+    times that come out (a request's TTFT, duration and end) are multiplied by it, as a live
+    gateway measures them. Joules and busy seconds stay the model's, as live."""
 
     def __init__(self, backend: Backend, config: BackendConfig, options: Mapping[str, Any]) -> None:
         convert_section(dict(options), _NoOptions, None, f"--sim {config.id}")
@@ -88,6 +93,7 @@ class AsicSimulator:
         self._adapters = {a.name for a in load_adapters(config)}
         self._caps = backend.deployments[0]
         self.model = CardModel(self.params, now=0.0)
+        self._scale = self.params.time_scale
         self._running: list[tuple[float, int, int]] = []  # (end, lease id, tag)
         self._active_j = 0.0
         self._busy_slot_s = 0.0
@@ -101,19 +107,21 @@ class AsicSimulator:
             raise ModelNotFound(f"adapter {request.adapter!r} is not configured on {self.id}")
         try:
             lease = self.model.admit(
-                request.prompt_tokens, output, request.adapter, request.arrival_s
+                request.prompt_tokens, output, request.adapter, request.arrival_s / self._scale
             )
         except QueueFull as exc:
             raise RateLimited(
                 f"backend {self.id}: all {self.model.slots} streams are busy and {exc.waiting} "
                 f"requests are waiting (queue_limit {self.params.queue_limit})",
-                retry_after_s=exc.retry_after_s,
+                retry_after_s=exc.retry_after_s * self._scale,
             ) from None
         heapq.heappush(self._running, (self.model.lease(lease).end, lease, request.tag))
 
     def advance(self, until_s: float) -> list[SimDone]:
         done: list[SimDone] = []
         running = self._running
+        scale = self._scale
+        until_s /= scale
         while running and running[0][0] <= until_s:
             end, lease, tag = heapq.heappop(running)
             sim = self.model.finish(lease, end)
@@ -122,21 +130,34 @@ class AsicSimulator:
             usage = BackendUsage(
                 prompt_tokens=sim.prompt_tokens,
                 completion_tokens=sim.output_tokens,
-                time_to_first_token_s=sim.ttft_s,
-                duration_s=sim.duration_s,
+                time_to_first_token_s=sim.ttft_s * scale if sim.ttft_s is not None else None,
+                duration_s=sim.duration_s * scale,
                 energy_joules=sim.energy_j,
                 energy_source="simulated",
                 timings=sim.timings(),
             )
-            done.append(SimDone(tag=tag, end_s=end, usage=usage))
+            done.append(SimDone(tag=tag, end_s=end * scale, usage=usage))
         return done
 
     def status(self, now_s: float) -> BackendStatus:
-        running, waiting = self.model.counts(now_s)
-        return BackendStatus(healthy=True, running=running, waiting=waiting)
+        now = now_s / self._scale
+        running, waiting = self.model.counts(now)
+        busy, loaded = self.model.outlook(now)
+        p = self.params
+        # As the live card says it (AsicSimBackend.status), in the replay's seconds.
+        return BackendStatus(
+            healthy=True,
+            running=running,
+            waiting=waiting,
+            busy_s=busy * self._scale,
+            adapters_loaded=loaded,
+            adapter_swap_s=p.lora_swap_s * self._scale,
+            adapter_slots=p.lora_slots * p.cards,
+        )
 
     def totals(self, until_s: float) -> SimTotals:
         p = self.params
+        until_s /= self._scale  # the card's own seconds, as its joules
         idle_slot_s = max(0.0, self.model.slots * until_s - self._busy_slot_s)
         idle_j = idle_slot_s * (p.watts_idle + p.host_watts) / p.streams_per_card
         return SimTotals(
