@@ -213,6 +213,25 @@ def test_the_asic_headline_figures_hold_in_replay() -> None:
     assert usage.timings["energy_card_decode_j"] / 1000 == pytest.approx(0.0125)
 
 
+def test_a_slowed_card_replays_in_wall_seconds_as_live_measures_them() -> None:
+    """time_scale 4: the live card runs 4 wall seconds per simulated second, so its
+    gateway records 4x the model's times; the model (and its joules) sees arrivals / 4."""
+    entries = [(0.0, 500, 900), (0.4, 300, 100), (0.8, 1000, 500)]
+    plain, _ = _asic(queue_limit=8)
+    slowed, _ = _asic(queue_limit=8, time_scale=4.0)
+    for tag, (at, prompt, output) in enumerate(entries):
+        plain.submit(req(tag, at / 4, prompt, output))
+        slowed.submit(req(tag, at, prompt, output))
+    base = sorted(plain.advance(1e9), key=lambda d: d.tag)
+    scaled = sorted(slowed.advance(1e9), key=lambda d: d.tag)
+    for b, s in zip(base, scaled, strict=True):
+        assert s.end_s == pytest.approx(4 * b.end_s)
+        assert s.usage.time_to_first_token_s == pytest.approx(4 * b.usage.time_to_first_token_s)
+        assert s.usage.duration_s == pytest.approx(4 * (b.usage.duration_s or 0.0))
+        assert s.usage.energy_joules == pytest.approx(b.usage.energy_joules)
+    assert slowed.totals(40.0).joules == pytest.approx(plain.totals(10.0).joules)
+
+
 def test_the_asic_refuses_as_the_live_card() -> None:
     sim, _ = _asic(queue_limit=0, max_context=2048)
     sim.submit(req(1, 0.0, 1000, 1000))
