@@ -14,7 +14,8 @@ from typing import Any
 import anthropic
 import httpx
 import pytest
-from anthropic.types import Message, ToolUseBlock
+from anthropic.types import Message, RawMessageStreamEvent, ToolUseBlock
+from pydantic import TypeAdapter
 
 from gateway.state.keys import new_key
 from gateway.state.keys_sqlite import SQLiteKeyStore
@@ -493,3 +494,33 @@ def test_the_stop_sequence_that_ended_it(client: anthropic.Anthropic) -> None:
     asic = client.messages.create(**{**args, "model": "llama-3.1-8b"}, stop_sequences=["."])
     assert asic.stop_reason == "stop_sequence"
     assert asic.stop_sequence == "."
+
+
+@pytest.mark.parametrize("tools", [False, True])
+def test_every_field_as_the_sdks_types_require(default_gateway: Server, tools: bool) -> None:
+    """The SDK builds its objects without validating them; pydantic, validating the wire
+    JSON against the SDK's own types, finds any required field missing or mistyped."""
+    url = default_gateway.url + "/v1/messages"
+    body: dict[str, Any] = {"model": MODEL, "messages": PARIS, "max_tokens": 40}
+    body["stop_sequences"] = ["zzz-never"]
+    if tools:
+        body |= {"tools": WEATHER, "tool_choice": {"type": "any"}}
+    plain = httpx.post(url, json=body, timeout=120)
+    assert plain.status_code == 200
+    message = Message.model_validate(plain.json())
+    assert message.stop_reason in ({"tool_use"} if tools else {"end_turn", "max_tokens"})
+    event_type: TypeAdapter[RawMessageStreamEvent] = TypeAdapter(RawMessageStreamEvent)
+    names = []
+    with httpx.stream("POST", url, json={**body, "stream": True}, timeout=120) as resp:
+        assert resp.status_code == 200
+        name = ""
+        for line in resp.iter_lines():
+            if line.startswith("event: "):
+                name = line.removeprefix("event: ")
+            elif line.startswith("data: "):
+                data = json.loads(line.removeprefix("data: "))
+                assert data["type"] == name
+                names.append(name)
+                if name != "ping":
+                    event_type.validate_python(data)
+    assert names[-1] == "message_stop"

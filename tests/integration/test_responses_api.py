@@ -34,6 +34,7 @@ from openai.types.responses import (
     ResponseTextDeltaEvent,
     ResponseTextDoneEvent,
 )
+from pydantic import TypeAdapter
 
 from gateway.state.keys import new_key
 from gateway.state.keys_sqlite import SQLiteKeyStore
@@ -558,3 +559,37 @@ def test_bad_tools_are_400s(default_gateway: Server) -> None:
         resp = httpx.post(url, json=body)
         assert resp.status_code == 400, (body, resp.text)
         assert resp.json()["error"]["param"] == param, resp.text
+
+
+def _sse(resp: httpx.Response) -> list[tuple[str, dict[str, Any]]]:
+    events, name = [], ""
+    for line in resp.iter_lines():
+        if line.startswith("event: "):
+            name = line.removeprefix("event: ")
+        elif line.startswith("data: "):
+            events.append((name, json.loads(line.removeprefix("data: "))))
+    return events
+
+
+@pytest.mark.parametrize("tools", [False, True])
+def test_every_field_as_the_sdks_types_require(default_gateway: Server, tools: bool) -> None:
+    """The SDK builds its objects without validating them; pydantic, validating the wire
+    JSON against the SDK's own types, finds any required field missing or mistyped."""
+    url = default_gateway.url + "/v1/responses"
+    body: dict[str, Any] = {"model": MODEL, "input": PARIS, "max_output_tokens": 40}
+    if tools:
+        body |= {"tools": WEATHER, "tool_choice": "required", "metadata": {"run": "1"}}
+    plain = httpx.post(url, json=body, timeout=120)
+    assert plain.status_code == 200
+    response = Response.model_validate(plain.json(), strict=False)
+    assert response.output
+    event_type: TypeAdapter[ResponseStreamEvent] = TypeAdapter(ResponseStreamEvent)
+    with httpx.stream("POST", url, json={**body, "stream": True}, timeout=120) as resp:
+        assert resp.status_code == 200
+        events = _sse(resp)
+    assert len(events) > 5
+    for name, data in events:
+        assert name == data["type"]
+        event_type.validate_python(data)
+    stored = httpx.get(url + "/" + response.id)
+    Response.model_validate(stored.json())
