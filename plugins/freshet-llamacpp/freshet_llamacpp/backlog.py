@@ -106,7 +106,7 @@ class Backlog:
                 pace = (now - job.first_at) / (job.produced - 1)
             left = max(0, job.output - job.produced) * pace
             if job.first_at is None:  # still reading its prompt
-                left += max(0.0, job.prompt * c_prefill + c_decode - (now - job.started))
+                left += max(0.0, job.prompt * c_prefill - (now - job.started))
             free.append(left)
         free.sort()
         free = [0.0] * max(0, instances - len(free)) + free[:instances]
