@@ -299,6 +299,9 @@ class Model(Struct, kw_only=True):
     # a group, the largest of its deployments'.
     default_output_tokens: int | None = None
     max_output_tokens: int | None = None
+    # What it can do beyond text (tools, json_schema, vision): for a group, what any of its
+    # deployments can (a request needing one is routed to those that have it).
+    capabilities: list[str] = msgspec.field(default_factory=list)
 
 
 class ModelList(Struct, kw_only=True):

@@ -106,6 +106,7 @@ class OpenAIController(Controller):
                     kind=entry.kind,  # type: ignore[arg-type]
                     default_output_tokens=default,
                     max_output_tokens=ceiling,
+                    capabilities=sorted({c for d in entry.deployments for c in d.capabilities}),
                 )
             )
         return p.ModelList(data=models)

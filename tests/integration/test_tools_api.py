@@ -76,8 +76,11 @@ def _valid(instance: Any, schema: dict[str, Any]) -> None:
 
 
 @pytest.fixture(scope="module")
-def client(default_gateway: Server) -> openai.OpenAI:
-    return openai.OpenAI(base_url=default_gateway.url + "/v1", api_key="unused", max_retries=0)
+def client(default_gateway: Server) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(
+        base_url=default_gateway.url + "/v1", api_key="unused", max_retries=0
+    ) as client:
+        yield client
 
 
 @pytest.fixture(scope="module")
@@ -103,8 +106,9 @@ def fleet(default_gateway: Server, tmp_path_factory: pytest.TempPathFactory) -> 
 
 
 @pytest.fixture(scope="module")
-def fleet_client(fleet: Server) -> openai.OpenAI:
-    return openai.OpenAI(base_url=fleet.url + "/v1", api_key="unused", max_retries=0)
+def fleet_client(fleet: Server) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(base_url=fleet.url + "/v1", api_key="unused", max_retries=0) as client:
+        yield client
 
 
 def _forced_call(client: openai.OpenAI) -> None:
@@ -294,6 +298,15 @@ def test_capability_drop_in_route_header(fleet_client: openai.OpenAI) -> None:
     )
     assert raw.headers["x-freshet-backend"] == "up"
     assert "d:capability(json_schema)" in raw.headers["x-freshet-route"]
+
+
+def test_models_list_capabilities(fleet_client: openai.OpenAI, client: openai.OpenAI) -> None:
+    listed = {m.id: (m.model_extra or {}).get("capabilities") for m in fleet_client.models.list()}
+    assert listed["m"] == []
+    assert listed[MODEL] == ["json_schema", "tools"]
+    assert listed["mixed"] == ["json_schema", "tools"]  # what any of its deployments can
+    default = {m.id: (m.model_extra or {}).get("capabilities") for m in client.models.list()}
+    assert default[MODEL] == ["json_schema", "tools"]
 
 
 def test_capability_drop_in_route_dry_run(fleet: Server) -> None:
