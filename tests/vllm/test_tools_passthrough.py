@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 from freshet_vllm import VllmServerBackend
+from freshet_vllm.engine import VllmEngineBackend
 from freshet_vllm.openai_compatible import OpenAICompatibleBackend
 from freshet_vllm.wire import parse_line, request_body
 
@@ -27,6 +28,7 @@ from gateway.backend import (
     ToolCall,
     ToolSpec,
 )
+from gateway.errors import ConfigError
 from tests.vllm.fake_upstream import FakeVllm
 
 WEATHER = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
@@ -236,3 +238,16 @@ def test_capabilities_by_type_and_config(
         else OpenAICompatibleBackend(config, NoFleet())
     )
     assert [d.capabilities for d in backend.deployments] == [frozenset(expected)] * 2
+
+
+def test_mode_engine_declares_no_capabilities() -> None:
+    config = BackendConfig(
+        id="b",
+        type="vllm",
+        model="m",
+        params={"mode": "engine", "model_path": "/nonexistent"},
+        capabilities=frozenset({"tools"}),
+    )
+    with pytest.raises(ConfigError) as caught:
+        VllmEngineBackend(config, NoFleet())
+    assert caught.value.key == "backends[0].capabilities"

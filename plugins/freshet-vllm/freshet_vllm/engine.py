@@ -52,6 +52,12 @@ class VllmEngineBackend:
     def __init__(self, config: BackendConfig, fleet: Fleet) -> None:
         self.id = config.id
         self.params = p = convert_params(config, EngineParams)
+        if config.capabilities:
+            # Its requests carry no tools, response_format or images to vLLM: claiming them
+            # would route such requests here to be answered as plain text.
+            raise config_error(
+                config, "capabilities", "mode engine serves text only; use mode server for these"
+            )
         if not vllm_available():
             raise config_error(
                 config,
