@@ -176,6 +176,9 @@ class ToolSpec(Struct, kw_only=True, frozen=True):
     name: str
     description: str | None = None
     parameters: Mapping[str, Any] = field(default_factory=dict)
+    # The client's ``strict`` (OpenAI's: arguments must follow the schema exactly), passed
+    # on to an upstream that enforces it (vLLM constrains a strict tool's arguments).
+    strict: bool | None = None
 
 
 class NamedTool(Struct, kw_only=True, frozen=True):

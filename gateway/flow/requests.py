@@ -115,7 +115,11 @@ def _tools(tools: list[p.ChatTool] | None) -> list[ToolSpec]:
         seen.add(fn.name)
         parameters = fn.parameters if fn.parameters is not None else {"type": "object"}
         check_schema(parameters, f"tools[{i}].function.parameters", object_root=True)
-        out.append(ToolSpec(name=fn.name, description=fn.description, parameters=parameters))
+        out.append(
+            ToolSpec(
+                name=fn.name, description=fn.description, parameters=parameters, strict=fn.strict
+            )
+        )
     return out
 
 

@@ -95,6 +95,16 @@ class VllmServer:
             "float32",
             # usage.prompt_tokens_details.cached_tokens: prefix-cache hits, priced apart.
             "--enable-prompt-tokens-details",
+            # Prefix caching is vLLM's default (its CPU build too); named so a changed
+            # default cannot turn the cached-token tests into skips of nothing.
+            "--enable-prefix-caching",
+            # Tool calls: vLLM 0.32 refuses any tool_choice (named, required, auto) without a
+            # parser. SmolLM2's template does not show the model its tools, so only forced
+            # calls are meaningful; vLLM then constrains the output to hermes' <tool_call>
+            # JSON (the arguments to their schema when the tool is strict).
+            "--enable-auto-tool-choice",
+            "--tool-call-parser",
+            "hermes",
             *self.extra_args,
         ]
         self.starts += 1

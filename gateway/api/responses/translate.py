@@ -149,7 +149,14 @@ def tools(given: Sequence[r.FunctionTool] | None) -> list[ToolSpec]:
         seen.add(tool.name)
         parameters = tool.parameters if tool.parameters is not None else {"type": "object"}
         check_schema(parameters, f"tools[{i}].parameters", object_root=True)
-        out.append(ToolSpec(name=tool.name, description=tool.description, parameters=parameters))
+        out.append(
+            ToolSpec(
+                name=tool.name,
+                description=tool.description,
+                parameters=parameters,
+                strict=tool.strict,
+            )
+        )
     return out
 
 

@@ -24,6 +24,7 @@ def chat_fields(request: GenerationRequest) -> dict[str, Any]:
                     "name": t.name,
                     **({"description": t.description} if t.description else {}),
                     "parameters": dict(t.parameters),
+                    **({"strict": t.strict} if t.strict is not None else {}),
                 },
             }
             for t in request.tools

@@ -22,6 +22,7 @@ from freshet_vllm.params import (
 )
 from freshet_vllm.upstream import Upstream, cancel_all, pick, poll_forever, trace_headers
 from gateway.plugin_api import (
+    FINISH_TOOL_CALLS,
     BackendConfig,
     BackendError,
     BackendStatus,
@@ -202,6 +203,7 @@ class VllmServerBackend:
         pieces = 0  # completion tokens when the server sends no usage
         usage: wire.Usage | None = None
         finish: str | None = None
+        called = False
         complete = False
         try:
             async for line in resp.content:
@@ -222,6 +224,7 @@ class VllmServerBackend:
                     if first_at is None:
                         first_at = time.perf_counter() - started
                     pieces += 1
+                    called = True
                     yield Chunk(tool_calls=calls)
                 finish = event.finish_reason or finish
                 usage = event.usage or usage
@@ -241,6 +244,10 @@ class VllmServerBackend:
             upstream.in_flight -= 1
         if finish is None:
             raise BackendError(f"{self.label} at {upstream.url} ended the stream without finishing")
+        if called and finish == "stop":
+            # vLLM (as OpenAI) ends a call forced by name with "stop"; an answer with calls
+            # ends with tool_calls here, so Anthropic's stop_reason is tool_use.
+            finish = FINISH_TOOL_CALLS
         duration = time.perf_counter() - started
         yield Chunk(
             finish_reason=finish,
