@@ -593,3 +593,23 @@ def test_every_field_as_the_sdks_types_require(default_gateway: Server, tools: b
         event_type.validate_python(data)
     stored = httpx.get(url + "/" + response.id)
     Response.model_validate(stored.json())
+
+
+def test_through_the_simulated_asic(client: openai.OpenAI) -> None:
+    raw = client.responses.with_raw_response.create(
+        model="llama-3.1-8b", input=STORY, max_output_tokens=3
+    )
+    assert raw.headers["x-freshet-backend"] == "asic"
+    response = raw.parse()
+    assert response.status == "incomplete"
+    assert response.usage is not None
+    assert response.usage.output_tokens == 3
+    events = list(
+        client.responses.create(model="llama-3.1-8b", input=STORY, max_output_tokens=3, stream=True)
+    )
+    assert _check_stream(events).status == "incomplete"
+    # The ASIC is text only: a request with tools goes to the CPU model of "auto".
+    tooled = client.responses.with_raw_response.create(
+        model="auto", input=PARIS, tools=WEATHER, tool_choice="required", max_output_tokens=60
+    )
+    assert tooled.headers["x-freshet-backend"] == "cpu"

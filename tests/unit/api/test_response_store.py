@@ -12,7 +12,8 @@ import pytest
 from gateway.api.responses import store as store_module
 from gateway.api.responses.protocol import InputItem, OutputMessage, OutputText, Response
 from gateway.api.responses.store import SQLiteResponses, Stored, find
-from gateway.errors import NotFound
+from gateway.errors import ConfigError, NotFound
+from gateway.settings import load_settings
 from gateway.settings.sections import ResponseStoreSettings
 
 
@@ -94,3 +95,16 @@ async def test_pruned_every_so_many_puts(tmp_path: Path) -> None:
     (count,) = store._db().execute("SELECT COUNT(*) FROM responses").fetchone()
     assert count == 3
     await store.aclose()
+
+
+def test_the_config_bounds(tmp_path: Path) -> None:
+    config = tmp_path / "freshet.yaml"
+    fleet = "backends: [{id: d, type: deterministic, model: m, knowledge_cutoff: unknown}]\n"
+    config.write_text(fleet + "server:\n  responses: {ttl_days: 7, max_stored: 10}\n")
+    settings = load_settings(str(config), env={})
+    assert settings.responses == ResponseStoreSettings(ttl_days=7, max_stored=10)
+    assert load_settings(env={}).responses == ResponseStoreSettings(ttl_days=30, max_stored=100_000)
+    config.write_text(fleet + "server:\n  responses: {ttl_days: 0}\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(str(config), env={})
+    assert "server.responses.ttl_days" in str(info.value)
