@@ -60,6 +60,13 @@ class AsicSimBackend:
     def __init__(self, config: BackendConfig, fleet: Fleet) -> None:
         self.id = config.id
         self.params = load_params(config)
+        if config.capabilities:
+            # It answers with its twin's text: no tools, format or images to claim.
+            raise ConfigError(
+                "asic-sim serves text only (its twin's words); it can declare no capabilities",
+                file=config.source,
+                key=f"backends[{config.index}].capabilities",
+            )
         self.model_id = config.model or DEFAULT_MODEL
         self.knowledge_cutoff = config.knowledge_cutoff or DEFAULT_KNOWLEDGE_CUTOFF
         adapters = load_adapters(config)

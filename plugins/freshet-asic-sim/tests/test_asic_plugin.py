@@ -66,6 +66,7 @@ def test_profile_scales_with_cards(make_backend: Callable[..., AsicSimBackend]) 
         ({"cards": "many"}, "backends[0].cards"),
         ({"time_scael": 0.1}, "backends[0]"),
         ({"twin": "asic"}, "backends[0].twin"),
+        ({"capabilities": ["tools"]}, "backends[0].capabilities"),  # text only (#19)
     ],
 )
 def test_bad_params_name_their_key(
