@@ -17,6 +17,7 @@ from typing import Any, ClassVar, Literal
 import pytest
 
 from gateway.backend import (
+    KNOWN_CAPABILITIES,
     STREAM_OPERATIONS,
     Backend,
     BackendConfig,
@@ -41,8 +42,8 @@ from gateway.settings import _parse_backends
 
 CHECKS: dict[str, str] = {
     "declaration": "id is the config's id; kind a lower-case name; one Deployment or more, "
-    "each of this backend, with max_context > 0 and operations among the gateway's; "
-    "profile a HardwareProfile",
+    "each of this backend, with max_context > 0, operations among the gateway's and "
+    "capabilities among KNOWN_CAPABILITIES; profile a HardwareProfile",
     "start": "start() completes; status() is a BackendStatus, healthy, nothing running",
     "chat": "a chat request (if declared) streams Chunks with text, and only the last has "
     "finish_reason and usage (prompt and completion tokens counted; cache and reasoning "
@@ -303,6 +304,11 @@ async def check_backend(
             _expect(
                 "embeddings" not in d.operations or isinstance(backend, Embedder),
                 f"{d.name}: declares embeddings but the backend has no embed()",
+            )
+            _expect(
+                set(d.capabilities) <= set(KNOWN_CAPABILITIES),
+                f"{d.name}: capabilities {sorted(d.capabilities)} not among "
+                f"{list(KNOWN_CAPABILITIES)}",
             )
         _expect(isinstance(backend.profile, HardwareProfile), "profile is not a HardwareProfile")
 
