@@ -177,6 +177,33 @@ def test_streamed_tool_call_through_an_openai_compatible_upstream(
     _streamed_call(fleet_client)
 
 
+@pytest.mark.parametrize(
+    "question", ["What is the weather in Paris?", "Write one sentence about rivers."]
+)
+def test_auto_answers_with_a_valid_call_or_text(client: openai.OpenAI, question: str) -> None:
+    """With ``auto`` the model chooses; whichever it chose is well formed."""
+    completion = client.chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": question}],
+        tools=TOOLS,
+        tool_choice="auto",
+        max_tokens=80,
+    )
+    choice = completion.choices[0]
+    if choice.finish_reason == "tool_calls":
+        calls = choice.message.tool_calls
+        assert calls is not None
+        [call] = calls
+        schema = TOOLS[0 if call.function.name == "get_weather" else 1]["function"]["parameters"]
+        _valid(json.loads(call.function.arguments), schema)
+        assert choice.message.content is None
+    else:
+        assert choice.finish_reason in {"stop", "length"}
+        assert choice.message.tool_calls is None
+        assert choice.message.content
+        assert not choice.message.content.startswith("{")
+
+
 def test_raw_stream_has_openai_tool_call_chunks(default_gateway: Server) -> None:
     body = {
         "model": MODEL,
