@@ -305,10 +305,20 @@ HEALTH_SAMPLES = (
     "freshet_route_panic_total",
 )
 
+# Read at scrape time from the quotes' learned correction (gateway/state/quotes.py).
+QUOTE_SAMPLES = (
+    "freshet_quote_correction_factor",
+    "freshet_quote_correction_offset_seconds",
+    "freshet_quote_relative_error",
+    "freshet_quote_observations_total",
+)
+
 
 def exposed_names(specs: Iterable[Spec] = SPECS) -> set[str]:
     """Every sample name ``/metrics`` can show (for checking dashboards' queries)."""
-    names: set[str] = {*SHARED_STATE_SAMPLES, *HEALTH_SAMPLES} if specs is SPECS else set()
+    names: set[str] = (
+        {*SHARED_STATE_SAMPLES, *HEALTH_SAMPLES, *QUOTE_SAMPLES} if specs is SPECS else set()
+    )
     for spec in specs:
         if spec.kind == "histogram":
             names.update(f"{spec.prometheus}_{s}" for s in ("bucket", "sum", "count", "created"))
