@@ -53,7 +53,7 @@ class EdgeRequest(NamedTuple):
 
 DeltaMaker = Callable[[str, str | None, str | None, bool], Struct]
 UsageMaker = Callable[[str, p.Usage], Struct]
-ToolDeltaMaker = Callable[[str, Sequence[ToolCallDelta]], Struct]
+ToolDeltaMaker = Callable[[str, Sequence[ToolCallDelta], bool], Struct]
 
 
 def route_headers(routed: Routed) -> dict[str, str]:
@@ -87,7 +87,9 @@ async def _stream(
         include_usage=include_usage,
         finalize=lambda done: service.finalize(ctx, opened, done),
         make_tool_delta=(
-            None if make_tool_delta is None else lambda calls: make_tool_delta(name, calls)
+            None
+            if make_tool_delta is None
+            else lambda calls, first: make_tool_delta(name, calls, first)
         ),
     )
     return StreamReply(body, {**route_headers(routed), **STREAM_HEADERS})
@@ -167,14 +169,17 @@ async def chat(
             ],
         )
 
-    def tool_delta(model: str, calls: Sequence[ToolCallDelta]) -> Struct:
+    def tool_delta(model: str, calls: Sequence[ToolCallDelta], first: bool) -> Struct:
         return p.ChatCompletionChunk(
             id=completion_id,
             created=created,
             model=model,
             choices=[
                 p.ChunkChoice(
-                    delta=p.ChoiceDelta(tool_calls=[_wire_tool_delta(c) for c in calls]),
+                    delta=p.ChoiceDelta(
+                        role="assistant" if first else None,
+                        tool_calls=[_wire_tool_delta(c) for c in calls],
+                    ),
                     finish_reason=None,
                 )
             ],

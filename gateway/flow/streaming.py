@@ -150,14 +150,15 @@ async def sse(
     make_usage: Callable[[p.Usage], Struct],
     include_usage: bool,
     finalize: Callable[[Outcome], p.Usage],
-    make_tool_delta: Callable[[Sequence[ToolCallDelta]], Struct] | None = None,
+    make_tool_delta: Callable[[Sequence[ToolCallDelta], bool], Struct] | None = None,
 ) -> AsyncIterator[bytes]:
     """Encode a backend stream as OpenAI's server-sent events (:func:`drive` runs it).
 
-    ``make_delta(text, finish_reason, first)`` builds one wire chunk; ``make_tool_delta``
-    one of tool-call pieces (chat: after the role chunk; without it they are not
-    streamed); ``make_usage`` the trailing usage chunk from what ``finalize`` returns;
-    errors are an error event; always ``data: [DONE]``.
+    ``make_delta(text, finish_reason, first)`` builds one wire chunk;
+    ``make_tool_delta(pieces, first)`` one of tool-call pieces (the first chunk of an answer
+    that opens with a call carries the role too, and no content, as OpenAI's do; without
+    it, pieces are not streamed); ``make_usage`` the trailing usage chunk from what
+    ``finalize`` returns; errors are an error event; always ``data: [DONE]``.
     """
     first = True
     items = drive(chunks, outcome, finalize)
@@ -170,11 +171,15 @@ async def sse(
                     yield event(make_usage(item.usage))
                 yield DONE
                 return
-            if first or item.text:
-                yield event(make_delta(item.text or None, None, first))
+            if item.tool_calls and make_tool_delta is not None and not item.text:
+                yield event(make_tool_delta(item.tool_calls, first))
                 first = False
-            if item.tool_calls and make_tool_delta is not None:
-                yield event(make_tool_delta(item.tool_calls))
+            else:
+                if first or item.text:
+                    yield event(make_delta(item.text or None, None, first))
+                    first = False
+                if item.tool_calls and make_tool_delta is not None:
+                    yield event(make_tool_delta(item.tool_calls, False))
             if item.finish_reason is not None:
                 yield event(make_delta(None, item.finish_reason, False))
     finally:

@@ -164,6 +164,7 @@ def _streamed_call(client: openai.OpenAI) -> None:
     assert name in {"get_weather", "get_time"}
     arguments = json.loads(calls[0].function.arguments)
     assert "".join(pieces) == calls[0].function.arguments
+    assert choice.message.content is None  # as OpenAI's: the stream carried no content
     _valid(arguments, TOOLS[0 if name == "get_weather" else 1]["function"]["parameters"])
 
 
@@ -219,6 +220,10 @@ def test_raw_stream_has_openai_tool_call_chunks(default_gateway: Server) -> None
         assert resp.status_code == 200
         events = [json.loads(line[6:]) for line in resp.iter_lines() if line.startswith("data: {")]
     deltas = [e["choices"][0]["delta"] for e in events if e["choices"]]
+    # The first chunk opens the call and carries the role, as OpenAI's do; no content.
+    assert deltas[0]["role"] == "assistant"
+    assert "tool_calls" in deltas[0]
+    assert all("content" not in d for d in deltas)
     calls = [d["tool_calls"][0] for d in deltas if "tool_calls" in d]
     assert calls[0]["index"] == 0
     assert calls[0]["type"] == "function"
