@@ -124,6 +124,11 @@ class AsicSimBackend:
         now = self.clock.now()
         running, waiting = self.model.counts(now)
         busy, loaded = self.model.outlook(now)
+        busy_s = self.clock.to_wall(busy)
+        if self._twin is not None:
+            # The text comes from the twin: a request waits for it too.
+            twin_busy = (await self._twin.status()).busy_s
+            busy_s = max(busy_s, twin_busy or 0.0)
         p = self.params
         ready = self.params.twin is None or self._twin is not None
         detail = f"{p.cards} card(s) x {p.streams_per_card} stream(s), time_scale {p.time_scale}"
@@ -135,8 +140,9 @@ class AsicSimBackend:
             waiting=waiting,
             observed_at=time.time(),
             detail=detail,
-            # The card model knows when each stream frees (its queue planned): exact.
-            busy_s=self.clock.to_wall(busy),
+            # The card model knows when each stream frees (its queue planned): exact; with a
+            # twin, no earlier than the twin is free.
+            busy_s=busy_s,
             adapters_loaded=loaded,
             adapter_swap_s=self.clock.to_wall(p.lora_swap_s),
             adapter_slots=p.lora_slots * p.cards,

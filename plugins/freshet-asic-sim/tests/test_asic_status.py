@@ -5,9 +5,12 @@ swap time, slots), read from the card model's plan."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from freshet_asic_sim import AsicSimBackend
+
+from gateway.plugin_api import BackendConfig, BackendStatus, Deployment
 
 SERVICE_S = 100 / 100_000 + 1600 / 16_000  # prefill + decode of a 100/1600 request: 101 ms
 # Wall seconds may pass between admitting and asking; at time_scale 1 a busy machine may
@@ -81,3 +84,29 @@ async def test_adapters_loaded_include_those_planned(
     # What the status says is what the card model does to a request arriving now.
     assert backend.simulate(10, 16, clock.now(), "news").swap_s == pytest.approx(0.010)
     assert backend.simulate(10, 16, clock.now(), "code").swap_s == 0.0
+
+
+class BusyTwin:
+    """A functional twin with two seconds of work committed."""
+
+    id = "cpu"
+    deployments = (Deployment(backend_id="cpu", model="m", knowledge_cutoff=None, max_context=64),)
+
+    async def status(self) -> BackendStatus:
+        return BackendStatus(healthy=True, running=1, busy_s=2.0)
+
+
+class TwinFleet:
+    def get(self, backend_id: str) -> Any:
+        assert backend_id == "cpu"
+        return BusyTwin()
+
+
+@pytest.mark.asyncio
+async def test_a_card_with_a_twin_is_busy_while_its_twin_is() -> None:
+    """Its text comes from the twin, so a request waits for the twin's work too."""
+    config = BackendConfig(id="asic", type="asic-sim", params={"twin": "cpu"}, source="test")
+    backend = AsicSimBackend(config, TwinFleet())
+    assert (await backend.status()).busy_s == 2.0
+    backend.model.admit(100, 16_000 * 3, None, backend.clock.now())  # 3 s on the card
+    assert 2.9 < ((await backend.status()).busy_s or 0.0) <= 3.001
