@@ -5,12 +5,17 @@ a backend that reports no committed work keeps the estimate from running and wai
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import pytest_asyncio
 import yaml
+from litestar.testing import AsyncTestClient
 
+from gateway.api.app import create_app
+from gateway.api.runtime import Runtime
 from gateway.backend import BackendStatus
 from gateway.builtins.routers import CheapestFresh
 from gateway.cost import RequestShape, queue_wait, swap_wait
@@ -20,6 +25,7 @@ from gateway.flow.fleet import Fleet
 from gateway.plugins import Plugins
 from gateway.routing import NO_NEED
 from gateway.settings import load_settings
+from tests.support.inprocess import wait_ready
 
 CONFIG: dict[str, Any] = {
     "backends": [
@@ -114,3 +120,48 @@ def test_without_committed_work_the_estimate_from_counts_stays() -> None:
     loaded = BackendStatus(healthy=True, adapters_loaded=("y",), adapter_swap_s=0.1)
     assert swap_wait(shape, loaded) == 0.1
     assert swap_wait(RequestShape(prompt_tokens=1, output_tokens=1), loaded) == 0.0
+
+
+@pytest_asyncio.fixture
+async def gateway(tmp_path: Path) -> AsyncIterator[AsyncTestClient[Any]]:
+    config = {
+        **CONFIG,
+        "backends": [
+            {
+                **CONFIG["backends"][0],
+                "adapters": [{"name": "news", "knowledge_cutoff": "2025-03-01"}],
+            }
+        ],
+    }
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    settings = load_settings(str(path), env={"FRESHET_DATA_DIR": str(tmp_path)})
+    async with AsyncTestClient(app=create_app(settings, Runtime(settings))) as client:
+        await wait_ready(client)
+        yield client
+
+
+@pytest.mark.asyncio
+async def test_the_route_names_the_adapter_chosen_and_prices_its_swap(
+    gateway: AsyncTestClient[Any],
+) -> None:
+    fresh = {"model": BASE, "min_knowledge_cutoff": "2025-01-01", "max_tokens": 4}
+    view = (await gateway.get("/freshet/route", params=fresh)).json()
+    assert view["chosen_deployment"] == f"asic/{BASE}:news"
+    swap = view["candidates"][0]["quote"]
+    base = (await gateway.get("/freshet/route", params={"model": BASE, "max_tokens": 4})).json()
+    assert base["chosen_deployment"] == "asic"
+    no_swap = base["candidates"][0]["quote"]
+    assert swap["ttft_s"] - no_swap["ttft_s"] == pytest.approx(0.25)  # not loaded yet
+    body = {
+        "model": BASE,
+        "messages": [{"role": "user", "content": "news?"}],
+        "max_tokens": 4,
+        "freshness": {"min_knowledge_cutoff": "2025-01-01"},
+    }
+    served = await gateway.post("/v1/chat/completions", json=body)
+    assert served.status_code == 200, served.text
+    assert f"chosen=asic/{BASE}:news" in served.headers["x-freshet-route"]
+    # Loaded now: the adapter's quote is the base's.
+    again = (await gateway.get("/freshet/route", params=fresh)).json()["candidates"][0]["quote"]
+    assert again["ttft_s"] < swap["ttft_s"] - 0.2
