@@ -613,3 +613,47 @@ def test_through_the_simulated_asic(client: openai.OpenAI) -> None:
         model="auto", input=PARIS, tools=WEATHER, tool_choice="required", max_output_tokens=60
     )
     assert tooled.headers["x-freshet-backend"] == "cpu"
+
+
+CITY: Any = {
+    "type": "object",
+    "properties": {"city": {"type": "string"}, "country": {"type": "string"}},
+    "required": ["city", "country"],
+    "additionalProperties": False,
+}
+
+
+def test_structured_output_by_text_format(client: openai.OpenAI, default_gateway: Server) -> None:
+    fmt: Any = {"format": {"type": "json_schema", "name": "place", "schema": CITY, "strict": True}}
+    response = client.responses.create(
+        model=MODEL, input="Name a city in France.", text=fmt, max_output_tokens=60
+    )
+    assert response.status == "completed"
+    value = json.loads(response.output_text)
+    assert set(value) == {"city", "country"}
+    assert response.text is not None
+    assert response.text.format is not None
+    assert response.text.format.type == "json_schema"
+    events = list(
+        client.responses.create(
+            model=MODEL,
+            input="Name a city in France.",
+            text={"format": {"type": "json_object"}},
+            max_output_tokens=60,
+            stream=True,
+        )
+    )
+    final = _check_stream(events)
+    assert isinstance(json.loads(final.output_text), dict)
+    url = default_gateway.url + "/v1/responses"
+    body: dict[str, Any] = {"model": MODEL, "input": "x"}
+    for text, param in [
+        ({"format": {"type": "json_schema", "schema": CITY}}, "text.format.name"),
+        ({"format": {"type": "json_schema", "name": "p"}}, "text.format.schema"),
+        ({"format": {"type": "json_schema", "name": "p", "schema": {"type": 7}}}, None),
+        ({"format": {"type": "xml"}}, "text.format.type"),
+    ]:
+        resp = httpx.post(url, json={**body, "text": text})
+        assert resp.status_code == 400, resp.text
+        if param is not None:
+            assert resp.json()["error"]["param"] == param

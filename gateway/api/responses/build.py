@@ -34,6 +34,7 @@ def start(
         previous_response_id=data.previous_response_id,
         store=data.store is not False,
         temperature=data.temperature,
+        text=data.text or r.TextConfig(),
         tool_choice=data.tool_choice if data.tool_choice is not None else "auto",
         tools=list(data.tools or ()),
         top_p=data.top_p,

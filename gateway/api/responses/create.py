@@ -7,9 +7,10 @@ Served: ``input`` (a string, or message items whose content is text),
 ``instructions``, ``max_output_tokens``, ``temperature``, ``top_p``, ``stream``,
 ``previous_response_id`` (the stored conversation comes first; an unknown id, or one made
 with ``store: false`` or by another key, is a 404 naming the parameter), ``store``,
-``metadata`` (echoed), function ``tools`` with ``tool_choice`` and
-``parallel_tool_calls`` (``function_call`` output items; ``function_call`` and
-``function_call_output`` input items carry a call and its result back). Freshet's ``freshness`` and ``max_ttft_ms`` extensions as on chat.
+``metadata`` (echoed), function ``tools`` with ``tool_choice`` and ``parallel_tool_calls``
+(``function_call`` output items; ``function_call`` and ``function_call_output`` input
+items carry a call and its result back), ``text.format`` (structured output: ``json_object``
+or ``json_schema``). Freshet's ``freshness`` and ``max_ttft_ms`` extensions as on chat.
 """
 
 from __future__ import annotations

@@ -71,6 +71,21 @@ class ToolChoiceFunction(Struct, kw_only=True):
 ToolChoice = Literal["none", "auto", "required"] | ToolChoiceFunction
 
 
+class TextFormat(Struct, kw_only=True, omit_defaults=True):
+    """``text.format``: ``text``, ``json_object``, or ``json_schema`` (``name``,
+    ``schema``, ``strict``): structured output, as chat's ``response_format``."""
+
+    type: Literal["text", "json_object", "json_schema"]  # no default: always on the wire
+    name: Name | None = None
+    schema: dict[str, Any] | None = None
+    description: str | None = None
+    strict: bool | None = None
+
+
+class TextConfig(Struct, kw_only=True):
+    format: TextFormat = field(default_factory=lambda: TextFormat(type="text"))
+
+
 class ResponseCreateParams(Struct, kw_only=True):
     model: Name
     input: Input
@@ -82,7 +97,7 @@ class ResponseCreateParams(Struct, kw_only=True):
     store: bool | None = None
     stream: bool | None = None
     temperature: Temperature | None = None
-    text: Any = None
+    text: TextConfig | None = None
     tool_choice: ToolChoice | None = None
     tools: Annotated[list[FunctionTool], Meta(max_length=128)] | None = None
     top_p: TopP | None = None
@@ -150,14 +165,6 @@ class IncompleteDetails(Struct, kw_only=True):
 class ResponseError(Struct, kw_only=True):
     code: str  # "server_error", "rate_limit_exceeded", ... (the SDK's ResponseError.code)
     message: str
-
-
-class TextFormat(Struct, kw_only=True):
-    type: Literal["text"] = "text"
-
-
-class TextConfig(Struct, kw_only=True):
-    format: TextFormat = field(default_factory=TextFormat)
 
 
 Status = Literal["completed", "failed", "in_progress", "incomplete"]

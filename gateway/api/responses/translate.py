@@ -14,7 +14,15 @@ from collections.abc import Sequence
 import msgspec
 
 from gateway.api.responses import protocol as r
-from gateway.backend import GenerationRequest, Message, NamedTool, ToolCall, ToolChoice, ToolSpec
+from gateway.backend import (
+    GenerationRequest,
+    Message,
+    NamedTool,
+    ResponseFormat,
+    ToolCall,
+    ToolChoice,
+    ToolSpec,
+)
 from gateway.errors import InvalidRequest
 from gateway.flow.json_schema import check_schema
 
@@ -175,6 +183,21 @@ def tool_choice(choice: r.ToolChoice | None, specs: Sequence[ToolSpec]) -> ToolC
     return choice
 
 
+def response_format(text: r.TextConfig | None) -> ResponseFormat | None:
+    """``text.format`` as chat's ``response_format`` (``None``: text)."""
+    fmt = text.format if text is not None else None
+    if fmt is None or fmt.type == "text":
+        return None
+    if fmt.type == "json_object":
+        return ResponseFormat(type="json_object")
+    if not fmt.name:
+        raise InvalidRequest("a json_schema format needs a 'name'", param="text.format.name")
+    if fmt.schema is None:
+        raise InvalidRequest("a json_schema format needs a 'schema'", param="text.format.schema")
+    check_schema(fmt.schema, "text.format.schema")
+    return ResponseFormat(type="json_schema", schema=fmt.schema, name=fmt.name, strict=fmt.strict)
+
+
 def to_generation(
     data: r.ResponseCreateParams, items: Sequence[r.InputItem], request_id: str
 ) -> GenerationRequest:
@@ -190,4 +213,5 @@ def to_generation(
         tools=specs,
         tool_choice=tool_choice(data.tool_choice, specs),
         parallel_tool_calls=data.parallel_tool_calls,
+        response_format=response_format(data.text),
     )
