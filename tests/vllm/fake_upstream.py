@@ -27,6 +27,8 @@ class FakeVllm:
         # Chat: when set, each (name, argument pieces) is streamed as a tool call after the
         # words, the way vLLM's tool parsers do, and the answer ends with "tool_calls".
         self.tool_calls: list[tuple[str, list[str]]] = []
+        # vLLM's stop_reason on the last choice (the stop string that ended the output).
+        self.stop_reason: str | None = None
         self.running = 0
         self.waiting = 0
         self.metrics_status = 200
@@ -102,9 +104,10 @@ class FakeVllm:
                     delta = {"tool_calls": [{"index": index, "function": {"arguments": piece}}]}
                     await self._send(resp, {"choices": [{"index": 0, "delta": delta}]})
             finish = "tool_calls" if self.tool_calls and chat else "stop"
-            choice = {"index": 0, "finish_reason": finish}
-            choice.update({"delta": {}} if chat else {"text": ""})
-            await self._send(resp, {"choices": [choice]})
+            last: dict[str, Any] = {"index": 0, "finish_reason": finish}
+            last["stop_reason"] = self.stop_reason
+            last.update({"delta": {}} if chat else {"text": ""})
+            await self._send(resp, {"choices": [last]})
             usage = {"prompt_tokens": 7, "completion_tokens": len(words), "total_tokens": 0}
             usage.update(self.usage)
             await self._send(resp, {"choices": [], "usage": usage})

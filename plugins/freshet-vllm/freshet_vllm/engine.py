@@ -198,6 +198,7 @@ class VllmEngineBackend:
         cached = 0  # prompt tokens the engine found in its prefix cache
         first_at: float | None = None
         finish: str | None = None
+        stop: str | None = None  # the stop string that ended the output
         self.running += 1
         try:
             async for out in outputs:
@@ -208,6 +209,8 @@ class VllmEngineBackend:
                         first_at = time.perf_counter() - started
                     yield Chunk(text=completion.text)
                 finish = completion.finish_reason or finish
+                if isinstance(completion.stop_reason, str):
+                    stop = completion.stop_reason
                 cached = getattr(out, "num_cached_tokens", None) or cached
         except Exception as exc:
             if isinstance(exc, BackendError):
@@ -222,6 +225,7 @@ class VllmEngineBackend:
         duration = time.perf_counter() - started
         yield Chunk(
             finish_reason=finish or "stop",
+            stop_sequence=stop if finish == "stop" else None,
             usage=BackendUsage(
                 prompt_tokens=len(ids),
                 completion_tokens=produced,

@@ -203,6 +203,7 @@ class VllmServerBackend:
         pieces = 0  # completion tokens when the server sends no usage
         usage: wire.Usage | None = None
         finish: str | None = None
+        stop: str | None = None
         called = False
         complete = False
         try:
@@ -227,6 +228,7 @@ class VllmServerBackend:
                     called = True
                     yield Chunk(tool_calls=calls)
                 finish = event.finish_reason or finish
+                stop = event.stop_sequence or stop
                 usage = event.usage or usage
             complete = True
         except _CONNECT_ERRORS as exc:
@@ -254,6 +256,7 @@ class VllmServerBackend:
             usage=wire.backend_usage(
                 usage, pieces, first_at if first_at is not None else duration, duration
             ),
+            stop_sequence=stop if finish == "stop" else None,
         )
 
     async def _open(

@@ -39,6 +39,8 @@ class _Choice(Struct):
     delta: _Delta | None = None  # chat
     text: str | None = None  # completions
     finish_reason: str | None = None
+    # vLLM's: the stop string (or stop token id) that ended the output.
+    stop_reason: str | int | None = None
 
 
 class _PromptDetails(Struct):
@@ -156,6 +158,15 @@ class Event(Struct):
         for choice in self.choices:
             if choice.finish_reason is not None:
                 return choice.finish_reason
+        return None
+
+    @property
+    def stop_sequence(self) -> str | None:
+        """The stop string that ended the output, where the server says it (vLLM's
+        ``stop_reason``; a stop token id is not a stop string)."""
+        for choice in self.choices:
+            if isinstance(choice.stop_reason, str):
+                return choice.stop_reason
         return None
 
 
