@@ -17,7 +17,11 @@ import anthropic
 import jsonschema
 import openai
 import pytest
-from openai.types.responses import ResponseCompletedEvent, ResponseTextDeltaEvent
+from openai.types.responses import (
+    ResponseCompletedEvent,
+    ResponseFunctionToolCall,
+    ResponseTextDeltaEvent,
+)
 
 from tests.support.server import Server, running_server
 from tests.vllm.vllm_process import SERVED_MODEL, VllmServer
@@ -410,3 +414,33 @@ def test_prefix_cache_hits_are_reported_and_priced(client: openai.OpenAI, gatewa
     assert usage is not None
     assert usage.prompt_tokens_details is not None
     assert usage.prompt_tokens_details.cached_tokens == cached
+
+
+def test_responses_function_call_keeps_strict(client: openai.OpenAI) -> None:
+    """A strict function on the Responses API: vLLM constrains its arguments too."""
+    tools: Any = [
+        {
+            "type": "function",
+            "name": "get_weather",
+            "description": "The weather in a city",
+            "parameters": WEATHER_PARAMS,
+            "strict": True,
+        }
+    ]
+    events = list(
+        client.responses.create(
+            model=SERVED_MODEL,
+            input="What is the weather in Paris?",
+            tools=tools,
+            tool_choice={"type": "function", "name": "get_weather"},
+            max_output_tokens=60,
+            temperature=0.0,
+            stream=True,
+        )
+    )
+    completed = events[-1]
+    assert isinstance(completed, ResponseCompletedEvent)
+    calls = [i for i in completed.response.output if isinstance(i, ResponseFunctionToolCall)]
+    assert len(calls) == 1
+    assert calls[0].name == "get_weather"
+    jsonschema.validate(json.loads(calls[0].arguments), WEATHER_PARAMS)
