@@ -27,6 +27,8 @@ class FakeVllm:
         # Chat: when set, each (name, argument pieces) is streamed as a tool call after the
         # words, the way vLLM's tool parsers do, and the answer ends with "tool_calls".
         self.tool_calls: list[tuple[str, list[str]]] = []
+        # vLLM (as OpenAI) ends a call forced by name with "stop": set to that to check it.
+        self.tool_finish = "tool_calls"
         # vLLM's stop_reason on the last choice (the stop string that ended the output).
         self.stop_reason: str | None = None
         self.running = 0
@@ -103,7 +105,7 @@ class FakeVllm:
                 for piece in pieces:
                     delta = {"tool_calls": [{"index": index, "function": {"arguments": piece}}]}
                     await self._send(resp, {"choices": [{"index": 0, "delta": delta}]})
-            finish = "tool_calls" if self.tool_calls and chat else "stop"
+            finish = self.tool_finish if self.tool_calls and chat else "stop"
             last: dict[str, Any] = {"index": 0, "finish_reason": finish}
             last["stop_reason"] = self.stop_reason
             last.update({"delta": {}} if chat else {"text": ""})
