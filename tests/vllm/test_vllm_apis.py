@@ -444,3 +444,26 @@ def test_responses_function_call_keeps_strict(client: openai.OpenAI) -> None:
     assert len(calls) == 1
     assert calls[0].name == "get_weather"
     jsonschema.validate(json.loads(calls[0].arguments), WEATHER_PARAMS)
+
+
+def test_stop_sequence_that_ended_it(claude: anthropic.Anthropic) -> None:
+    """vLLM says which stop string ended the output: Anthropic's stop_sequence."""
+    args: dict[str, Any] = {
+        "model": SERVED_MODEL,
+        "messages": [{"role": "user", "content": "Count from 1 to 10, separated by commas."}],
+        "max_tokens": 60,
+        "stop_sequences": ["never said", "5"],
+        "extra_body": {"temperature": 0.0},
+    }
+    message = claude.messages.create(**args)
+    assert message.stop_reason == "stop_sequence"
+    assert message.stop_sequence == "5"
+    assert message.content[0].type == "text"
+    text = message.content[0].text
+    assert "4" in text
+    assert "5" not in text
+    with claude.messages.stream(**args) as stream:
+        final = stream.get_final_message()
+    assert (final.stop_reason, final.stop_sequence) == ("stop_sequence", "5")
+    assert final.content[0].type == "text"
+    assert final.content[0].text == text
