@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from pydantic import BaseModel, Field
 
 from tests.support.server import Server, running_server
 
@@ -265,6 +266,40 @@ def test_response_format_json_schema_through_an_openai_compatible_upstream(
     content = completion.choices[0].message.content
     assert content is not None
     _valid(json.loads(content), PERSON)
+
+
+class Person(BaseModel):
+    name: str = Field(max_length=24)
+    age: int = Field(ge=0, le=150)
+
+
+class GetWeather(BaseModel):
+    """The current weather in a city."""
+
+    city: str = Field(max_length=40)
+
+
+def test_sdk_parse_with_pydantic_models(client: openai.OpenAI) -> None:
+    """The SDK's own structured-output helpers: strict schemas from pydantic models."""
+    person = client.chat.completions.parse(
+        model=MODEL,
+        messages=[{"role": "user", "content": "Describe a person."}],
+        response_format=Person,
+        max_tokens=60,
+    )
+    parsed = person.choices[0].message.parsed
+    assert isinstance(parsed, Person)
+    assert 0 <= parsed.age <= 150
+    call = client.chat.completions.parse(
+        model=MODEL,
+        messages=[{"role": "user", "content": "What is the weather in Oslo?"}],
+        tools=[openai.pydantic_function_tool(GetWeather)],
+        tool_choice="required",
+        max_tokens=60,
+    )
+    calls = call.choices[0].message.tool_calls
+    assert calls is not None
+    assert isinstance(calls[0].function.parsed_arguments, GetWeather)
 
 
 def test_response_format_json_object(client: openai.OpenAI) -> None:

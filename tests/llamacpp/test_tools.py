@@ -114,6 +114,11 @@ def test_auto_allows_a_call_or_text(vocab: Any) -> None:
         {"$ref": "#/$defs/missing"},
         {"type": "string", "pattern": "^a{2000}$"},
         {"type": "string", "pattern": "^a{1,5000}$"},
+        {"type": "integer", "minimum": 0},  # one-sided: llama_cpp's converter has no ranges
+        {"type": "integer", "minimum": 0, "maximum": 5000},
+        {"type": "number", "minimum": 0, "maximum": 1},
+        {"type": "integer", "minimum": 3, "maximum": 2},
+        {"type": "array", "items": {"type": "integer"}, "uniqueItems": True},
     ],
 )
 def test_what_cannot_be_enforced_is_a_400(schema: dict[str, Any]) -> None:
@@ -194,3 +199,25 @@ def test_a_call_cut_short_keeps_what_came() -> None:
     assert out[0].name == "get_time"
     assert "".join(p.arguments for p in out[1:]) == '{"ci'
     assert _read('{"name": "get_ti', 1) == []
+
+
+def test_small_integer_ranges_become_enums(vocab: Any) -> None:
+    schema = {
+        "type": "object",
+        "properties": {
+            "age": {"type": "integer", "minimum": 0, "maximum": 150, "title": "Age"},
+            "odd": {
+                "type": "integer",
+                "exclusiveMinimum": 0,
+                "exclusiveMaximum": 8,
+                "multipleOf": 3,
+            },
+        },
+    }
+    grammar = plan(chat(response_format=ResponseFormat(type="json_schema", schema=schema))).grammar
+    assert grammar is not None
+    assert 'age ::= "0" | "1" | "2"' in grammar
+    assert '"150"' in grammar
+    assert '"151"' not in grammar
+    assert 'odd ::= "3" | "6"\n' in grammar
+    assert parses(vocab, grammar)

@@ -23,6 +23,7 @@ One call per answer: ``parallel_tool_calls`` is accepted and has no effect.
 from __future__ import annotations
 
 import json
+import math
 import re
 import secrets
 from collections.abc import Callable, Mapping, Sequence
@@ -140,8 +141,60 @@ def _enforceable(node: Any, param: str) -> None:
             _enforceable(value, param)
 
 
+_BOUNDS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf")
+
+
+def _bounded(node: Any, param: str) -> Any:
+    """``node`` with what llama_cpp's converter would silently ignore made enforceable, or
+    refused: an integer between two bounds at most :data:`MAX_REPEAT` apart becomes the
+    ``enum`` of its values (the converter has no ranges); any other numeric bound, and
+    ``uniqueItems``, is a 400 (a grammar cannot keep it, and a schema the output might
+    break is no schema)."""
+    if isinstance(node, list):
+        return [_bounded(item, param) for item in node]
+    if not isinstance(node, Mapping):
+        return node
+    out = {k: _bounded(v, param) if isinstance(v, (Mapping, list)) else v for k, v in node.items()}
+    bounds = [k for k in _BOUNDS if k in out]
+    if out.get("uniqueItems") is True:
+        raise InvalidRequest("uniqueItems cannot be enforced on llama.cpp", param=param)
+    if not bounds or "enum" in out or "const" in out:
+        return out
+    low, high = _int_range(out)
+    if out.get("type") != "integer" or low is None or high is None or high - low > MAX_REPEAT:
+        raise InvalidRequest(
+            f"{', '.join(bounds)} cannot be enforced on llama.cpp except on an integer with "
+            f"both bounds at most {MAX_REPEAT} apart",
+            param=param,
+        )
+    for key in (*_BOUNDS, "type"):
+        out.pop(key, None)
+    step = node.get("multipleOf")
+    out["enum"] = [n for n in range(low, high + 1) if not step or n % step == 0]
+    if not out["enum"]:
+        raise InvalidRequest("no integer meets these bounds", param=param)
+    return out
+
+
+def _int_range(node: Mapping[str, Any]) -> tuple[int | None, int | None]:
+    """An integer's inclusive bounds (None: none, or not a whole number)."""
+    low = high = None
+    for key, inclusive in (("minimum", 0), ("exclusiveMinimum", 1)):
+        value = node.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            bound = math.ceil(value) if inclusive == 0 else math.floor(value) + 1
+            low = bound if low is None else max(low, bound)
+    for key, inclusive in (("maximum", 0), ("exclusiveMaximum", 1)):
+        value = node.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            bound = math.floor(value) if inclusive == 0 else math.ceil(value) - 1
+            high = bound if high is None else min(high, bound)
+    return low, high
+
+
 def _gbnf(schema: Mapping[str, Any], param: str) -> str:
     _enforceable(schema, param)
+    schema = _bounded(schema, param)
     try:
         return str(json_schema_to_gbnf(json.dumps(schema)))
     except Exception as exc:  # the converter raises bare Exceptions for what it lacks
