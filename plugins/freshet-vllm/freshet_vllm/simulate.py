@@ -43,6 +43,7 @@ from typing import Annotated, Any
 
 from msgspec import Meta, Struct
 
+from freshet_vllm.metrics import Load
 from gateway.plugin_api import (
     Backend,
     BackendConfig,
@@ -155,6 +156,9 @@ class VllmEngine:
         self.joules = 0.0
         self.idle_joules = 0.0
         self.busy_s = 0.0
+        # Finished requests' end-to-end seconds, as the server's e2e latency histogram.
+        self.e2e_sum_s = 0.0
+        self.e2e_count = 0
         self.done: list[SimDone] = []
 
     @property
@@ -294,6 +298,8 @@ class VllmEngine:
         self._kv -= seq.reserve
         decode_j = self._a_j - seq.a_j if decoding else 0.0
         idle, self._idle_pending = self._idle_pending, 0.0
+        self.e2e_sum_s += end - seq.arrival
+        self.e2e_count += 1
         usage = simulated_usage(
             prompt_tokens=seq.prompt,
             completion_tokens=seq.output,
@@ -319,6 +325,7 @@ class VllmSimulator:
         # Validated by the backend already; mode engine has no URLs: one engine.
         urls = config.params.get("urls") or [None]
         self._max_in_flight: int | None = config.params.get("max_in_flight")
+        self._slots = profile.max_concurrency  # as the live backend reads a server's load
         explicit = {"watts_idle", "watts_active"} & set(config.profile)
         n = len(urls)
         watts: Callable[[float], float] = _default_watts()  # the sourced curve of one H100
@@ -368,10 +375,21 @@ class VllmSimulator:
         return out
 
     def status(self, now_s: float) -> BackendStatus:
+        # As the live backend says it (VllmBackend.status): the committed work from each
+        # server's load and mean request time (metrics.Load), the server that frees first.
+        loads = [
+            Load(running=e.running, waiting=e.waiting, e2e_sum_s=e.e2e_sum_s,
+                 e2e_count=e.e2e_count)
+            for e in self.engines
+        ]  # fmt: skip
+        waits = [load.busy_s(self._slots) for load in loads]
+        known = [w for w in waits if w is not None]
+        busy = min(known) if known and (0.0 in known or len(known) == len(waits)) else None
         return BackendStatus(
             healthy=True,
             running=sum(e.running for e in self.engines),
             waiting=sum(e.waiting for e in self.engines),
+            busy_s=busy,
         )
 
     def totals(self, until_s: float) -> SimTotals:

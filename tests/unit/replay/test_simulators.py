@@ -174,6 +174,31 @@ def _vllm_simulator(options: Mapping[str, Any]) -> VllmSimulator:
     return VllmSimulator(backend, config, options)
 
 
+def test_vllm_reports_committed_work_as_the_live_backend() -> None:
+    """busy_s as VllmBackend.status reads a server's metrics (freshet_vllm.metrics.Load):
+    0 with a slot free, unknown while no request has finished, then the requests ahead
+    times the mean request time."""
+    config = BackendConfig(
+        id="gpu",
+        type="vllm",
+        knowledge_cutoff=dt.date(2025, 1, 1),
+        params={"urls": ["http://gpu.invalid:8000"]},
+        profile={"max_concurrency": 2},
+    )
+    sim = VllmSimulator(Plugins().backend_types()["vllm"](config, _NoFleet()), config, {})
+    assert sim.status(0.0).busy_s == 0.0
+    for tag in range(4):
+        sim.submit(req(tag, 0.0, 100, 50))
+    sim.advance(0.0)
+    assert sim.status(0.0).busy_s is None  # 3 ahead, no request time known yet
+    done = sim.advance(0.4)
+    assert len(done) == 2
+    mean = sum(d.usage.duration_s or 0.0 for d in done) / 2
+    status = sim.status(0.4)
+    ahead = status.running + status.waiting + 1 - 2
+    assert status.busy_s == pytest.approx(ahead * mean / 2)
+
+
 def test_an_unknown_simulator_option_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="unknown field `kv_cache`") as info:
         _vllm_simulator({"kv_cache": 1})
