@@ -4,17 +4,20 @@ The cost model quotes a request's time to first token and duration from the back
 profile and the work it reports committed (:attr:`BackendStatus.busy_s`). What really
 happens differs: the gateway's own overhead, a CPU shared with other work, a profile
 measured on another day. Every finished request that had a quote adds the pair
-(model's figure, actual) to its backend's window; the next quotes are corrected by a
-line fitted to that window:
+(model's figure, actual) to its backend's window; the next quotes are corrected by what
+the window says:
 
     corrected = max(0, factor x model + offset)
 
-``factor`` is the Theil-Sen slope (the median of the pairwise slopes: one odd request
-does not move it), pulled to 1 while the window's quotes are too alike to tell a slope
-from noise; ``offset`` is the median of ``actual - factor x model`` (the gateway's and
-backend's fixed overhead). Memory is bounded (:data:`WINDOW` pairs per backend and
-measure). The correction is per process: each ``freshet serve --workers`` process, and
-each gateway replica, learns from the requests it routed.
+Two corrections are tried on the window, and the one that would have quoted it better
+(the smaller median relative error) is kept: a *shift* (``factor`` 1, ``offset`` the
+median of ``actual - model``: a fixed overhead, the gateway's own or the backend's) or a
+*scale* (``offset`` 0, ``factor`` the median of ``actual / model``: a pace off by a
+share, a CPU slower than calibrated). Medians, so one odd request moves neither; the
+scale keeps an idle backend's short quote a quote where a negative shift would take it to
+nothing. Memory is bounded (:data:`WINDOW` pairs per backend and measure). The correction
+is per process: each ``freshet serve --workers`` process, and each gateway replica, learns
+from the requests it routed.
 
 The quote error as given (corrected, so what the router and a client's ``max_ttft_ms``
 relied on) is kept per backend too: ``/metrics`` and the UI show its p50 and p90.
@@ -34,10 +37,9 @@ from gateway.backend import BackendStatus
 from gateway.cost import BackendCost, Metering, Quote, RequestShape
 
 WINDOW = 16  # recent requests per backend and measure the fit uses
-MIN_PAIRS = 8  # pairwise slopes needed before the slope is taken from the data
-SPREAD, SPREAD_S = 0.3, 0.02  # two quotes tell a slope when this far apart (share, seconds)
 FACTOR_BOUNDS = (0.2, 5.0)
-REFIT_EVERY = 4  # requests between fits, once the first MIN_PAIRS are in
+REFIT_EVERY = 4  # requests between fits, once the first FIRST_FITS are in
+FIRST_FITS = 8
 
 
 class Fit:
@@ -59,25 +61,24 @@ class Fit:
             self.errors.append(abs(actual - quoted) / actual)
         self.pairs.append((model, actual))
         self.observed += 1
-        # A fit visits every pair of the window (~50 us): after the first requests, once
-        # every REFIT_EVERY, which keeps it off a busy gateway's every request.
-        if self.observed <= MIN_PAIRS or self.observed % REFIT_EVERY == 0:
+        # A fit sorts the window a few times: after the first requests, once every
+        # REFIT_EVERY, which keeps it off a busy gateway's every request.
+        if self.observed <= FIRST_FITS or self.observed % REFIT_EVERY == 0:
             self._refit()
 
     def _refit(self) -> None:
         pairs = list(self.pairs)
-        slopes: list[float] = []
-        for i, (x1, y1) in enumerate(pairs):
-            for x2, y2 in pairs[i + 1 :]:
-                dx = x2 - x1
-                # Quotes that differ by little say nothing about the slope: under a steady
-                # load they are all alike, and their noise would swing it.
-                if abs(dx) > SPREAD_S + SPREAD * max(abs(x1), abs(x2)):
-                    slopes.append((y2 - y1) / dx)
-        factor = statistics.median(slopes) if len(slopes) >= MIN_PAIRS else 1.0
         low, high = FACTOR_BOUNDS
-        self.factor = min(high, max(low, factor))
-        self.offset = statistics.median(y - self.factor * x for x, y in pairs)
+        # A fixed overhead (a shift) or a pace off by a share (a scale): medians, so one
+        # odd request moves neither; the one that would have quoted the window better.
+        shift = statistics.median(y - x for x, y in pairs)
+        ratios = [y / x for x, y in pairs if x > 0]
+        scale = min(high, max(low, statistics.median(ratios))) if ratios else 1.0
+        by_shift, by_scale = _error(pairs, 1.0, shift), _error(pairs, scale, 0.0)
+        if by_shift < by_scale or (by_shift == by_scale and shift >= 0):
+            self.factor, self.offset = 1.0, shift
+        else:
+            self.factor, self.offset = scale, 0.0
 
     def error_quantiles(self) -> tuple[float, float] | None:
         """(p50, p90) of the recent relative errors; None before any."""
@@ -85,6 +86,13 @@ class Fit:
             return None
         ordered = sorted(self.errors)
         return _quantile(ordered, 0.5), _quantile(ordered, 0.9)
+
+
+def _error(pairs: list[tuple[float, float]], factor: float, offset: float) -> float:
+    """The median relative error of ``max(0, factor x model + offset)`` over ``pairs``."""
+    return statistics.median(
+        abs(y - max(0.0, factor * x + offset)) / y if y > 0 else 0.0 for x, y in pairs
+    )
 
 
 def _quantile(ordered: list[float], q: float) -> float:

@@ -5,6 +5,7 @@ actual at p90, on the ASIC simulator and on the CPU model (SmolLM2 on llama.cpp)
 
 from __future__ import annotations
 
+import itertools
 import statistics
 import threading
 import time
@@ -245,7 +246,7 @@ CPU = {
 }
 # A quote can be only as true as the machine keeps its pace: when the decode pace swings by
 # more than this between thirds of the run, the figure says nothing of the quote.
-STEADY = 1.25  # as much as the bound: a swing past it, and no quote could keep within it
+STEADY = 1.15  # the correction follows a change of pace a few requests late
 
 
 @pytest.fixture(scope="module")
@@ -254,46 +255,60 @@ def cpu_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         yield server
 
 
-def test_quoted_ttft_is_within_a_quarter_under_load_on_the_cpu_model(
-    cpu_gateway: Server,
-) -> None:
+def _cpu_round(server: Server, warm_up: int) -> tuple[list[float], float, str]:
+    """24 measured requests from 3 clients (after ``warm_up`` more): their TTFT errors,
+    how much the machine's pace swung between thirds of them, and the figures."""
     # One model instance: concurrent requests queue behind each other. Stories run past
     # max_tokens, so each request holds the model for what it asked for.
+    total = 24 + warm_up
     ids = set(
         _load(
-            cpu_gateway,
+            server,
             "smollm2-135m",
-            requests=32,
+            requests=total,
             clients=3,
-            max_tokens=[8, 16],
+            max_tokens=[16, 32],
             topic="Write a long story about {}.",
         )
     )
-    records = [r for r in _records(cpu_gateway) if r["request_id"] in ids]
-    assert len(records) == 32
+    records = [r for r in _records(server) if r["request_id"] in ids]
+    assert len(records) == total
     assert all(r["status"] == "ok" for r in records)
-    # The first requests teach the correction (the machine runs the model at its own
-    # pace, not the calibrated one); the accuracy is of the quotes after them.
     records.sort(key=lambda r: r["ts"])
-    measured = records[8:]
+    measured = records[warm_up:]
     errors = _relative_errors(measured)
-    # The machine's decode pace (seconds per token) in each third of the run.
-    thirds = [measured[i * 8 : (i + 1) * 8] for i in range(3)]
-    paces = [
-        sum(r["duration_s"] - r["ttft_s"] for r in part)
-        / sum(r["completion_tokens"] - 1 for r in part)
-        for part in thirds
-    ]
-    swing = max(paces) / min(paces)
-    figures = (
-        f"llama.cpp: TTFT error p50 {errors[len(errors) // 2]:.3f}, p90 {_p90(errors):.3f}; "
-        f"decode pace {', '.join(f'{p * 1000:.1f}' for p in paces)} ms/token by third"
-    )
-    print(figures)
-    # Under load (3 clients, one instance) every request but the first waited for others.
-    assert statistics.median(r["ttft_s"] for r in measured) > 2 * min(paces) * 16
-    assert len(measured) == 24
-    if swing > STEADY:
-        pytest.skip(f"the machine did not keep its pace during the run ({figures})")
+    assert len(errors) == 24
+    # The machine's pace in each third: the one instance is never idle under this load,
+    # so the time between two requests' ends is the later one's service (its prompt and
+    # its tokens); per token served, it is the machine's speed, stalls included.
+    ends = sorted((r["ts"] + r["duration_s"], r["completion_tokens"]) for r in records)
+    served = [(b[0] - a[0], b[1]) for a, b in itertools.pairwise(ends)][-24:]
+    thirds = [served[i * 8 : (i + 1) * 8] for i in range(3)]
+    paces = [sum(s for s, _ in part) / sum(n for _, n in part) for part in thirds]
+    # Under load requests waited for others, and the quotes saw it: more than a whole
+    # request's service ahead of the median one.
+    assert statistics.median(r["quoted_ttft_s"] for r in measured) > 32 * min(paces)
     pairs = ", ".join(f"{r['ttft_s']:.3f}/{r['quoted_ttft_s']:.3f}" for r in measured)
-    assert _p90(errors) <= 0.25, f"{figures}; actual/quoted TTFT: {pairs}"
+    figures = (
+        f"TTFT error p50 {errors[len(errors) // 2]:.3f}, p90 {_p90(errors):.3f}; pace "
+        f"{', '.join(f'{p * 1000:.1f}' for p in paces)} ms a token served, by third; "
+        f"actual/quoted TTFT: {pairs}"
+    )
+    return errors, max(paces) / min(paces), figures
+
+
+def test_quoted_ttft_is_within_a_quarter_under_load_on_the_cpu_model(
+    cpu_gateway: Server,
+) -> None:
+    # The first requests teach the correction (the machine runs the model at its own pace,
+    # not the calibrated one); the accuracy is of the quotes after them. A round in which
+    # the machine's own pace swung past the bound says nothing of the quote: up to three.
+    unsteady: list[str] = []
+    for warm_up in (8, 4, 4):  # later rounds skip only their start (3 clients at once)
+        errors, swing, figures = _cpu_round(cpu_gateway, warm_up)
+        print(f"llama.cpp: {figures.partition('; actual')[0]}")
+        if swing <= STEADY:
+            assert _p90(errors) <= 0.25, figures
+            return
+        unsteady.append(figures.partition("; actual")[0])
+    pytest.skip(f"the machine did not keep its pace in any round: {' | '.join(unsteady)}")

@@ -31,18 +31,28 @@ def test_a_fresh_fit_changes_nothing() -> None:
     assert fit.error_quantiles() is None
 
 
-def test_it_learns_a_slower_machine_and_a_fixed_overhead() -> None:
+def test_it_learns_a_slower_machine() -> None:
     """Actual = 3 x model + 40 ms (a CPU three times slower than calibrated, plus the
-    gateway's overhead), with a little noise: the fit finds both."""
+    gateway's overhead), with a little noise: the next quotes come within a few percent."""
     rng = random.Random(7)
     fit = Fit()
     for _ in range(WINDOW):
         model = rng.uniform(0.05, 2.0)
         actual = 3 * model + 0.040 + rng.gauss(0, 0.005)
         fit.observe(model, fit.apply(model), actual)
-    assert fit.factor == pytest.approx(3.0, rel=0.03)
-    assert fit.offset == pytest.approx(0.040, abs=0.02)
+    assert fit.offset == 0.0
     assert fit.apply(1.0) == pytest.approx(3.04, rel=0.03)
+    assert fit.apply(0.2) == pytest.approx(0.64, rel=0.1)
+
+
+def test_it_learns_a_fixed_overhead() -> None:
+    """Actual = model + 30 ms (the gateway's own time), quotes from idle to loaded."""
+    fit = Fit()
+    for i in range(WINDOW):
+        model = 0.01 + 0.1 * i
+        fit.observe(model, fit.apply(model), model + 0.030)
+    assert (fit.factor, fit.offset) == (1.0, pytest.approx(0.030))
+    assert fit.apply(0.005) == pytest.approx(0.035)
 
 
 def test_one_odd_request_does_not_move_it() -> None:
@@ -64,11 +74,13 @@ def test_quotes_too_alike_keep_the_factor_and_learn_the_offset() -> None:
     assert fit.offset == pytest.approx(0.025)
 
 
-def test_the_factor_is_bounded() -> None:
+def test_the_scale_is_bounded_and_a_shift_takes_over() -> None:
+    """Quotes a hundred times too short: no scale past the bound; the shift corrects."""
     fit = Fit()
     for i in range(WINDOW):
-        fit.observe(0.1 * (i + 1), 0.0, 100.0 * (i + 1))
-    assert fit.factor == FACTOR_BOUNDS[1]
+        fit.observe(1.0 + 0.01 * i, 0.0, 100.0 * (1.0 + 0.01 * i))
+    assert fit.factor == 1.0 < FACTOR_BOUNDS[1]
+    assert fit.apply(1.05) == pytest.approx(105.0, rel=0.05)
 
 
 def test_memory_is_bounded_and_old_requests_are_forgotten() -> None:
@@ -131,3 +143,12 @@ def test_a_request_without_a_first_token_teaches_only_the_duration() -> None:
     view = calibration.view("a")
     assert view.ttft_error_p50 is None
     assert view.duration_offset_s == pytest.approx(0.5)
+
+
+def test_quotes_too_long_by_a_share_are_scaled_not_shifted() -> None:
+    """Every quote 25 % too long, all alike: a shift would take a short quote to nothing."""
+    fit = Fit()
+    for _ in range(10):
+        fit.observe(0.8, 0.8, 0.6)
+    assert (fit.factor, fit.offset) == (pytest.approx(0.75), 0.0)
+    assert fit.apply(0.1) == pytest.approx(0.075)  # an idle backend's quote stays a quote
