@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+import msgspec
+
 from gateway.backend import GenerationRequest
 
 _WORD = re.compile(r"[^\W\d_]+")
@@ -27,9 +29,16 @@ def estimate_prompt_tokens(request: GenerationRequest) -> int:
     within about 20 % for English prose, code, numbers and JSON; low for other languages."""
     if request.prompt is not None:
         return max(1, _text_tokens(request.prompt))
-    return CHAT_BASE_TOKENS + sum(
+    tokens = CHAT_BASE_TOKENS + sum(
         MESSAGE_TOKENS + _text_tokens(m.content) for m in request.messages
     )
+    # Tools and earlier calls reach the model as JSON text (a backend describes the tools
+    # in its prompt): count them as such.
+    calls = [c for m in request.messages for c in m.tool_calls]
+    if calls or (request.tools and request.effective_tool_choice() != "none"):
+        described = request.tools if request.effective_tool_choice() != "none" else ()
+        tokens += _text_tokens(msgspec.json.encode([described, calls]).decode())
+    return tokens
 
 
 def estimate_text_tokens(text: str) -> int:
