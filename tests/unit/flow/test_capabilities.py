@@ -28,6 +28,7 @@ from gateway.backend import (
 from gateway.builtins.routers import CheapestFresh
 from gateway.errors import ConfigError, FreshnessUnsatisfiable, InvalidRequest
 from gateway.flow.decision import CapabilityUnsupported, decide
+from gateway.flow.estimate import estimate_prompt_tokens
 from gateway.flow.requests import from_chat
 from gateway.routing import NO_NEED, Decision, Need
 from gateway.settings import Settings, load_settings
@@ -337,3 +338,18 @@ async def test_the_gateway_drops_and_refuses_by_capability(tmp_path: Path) -> No
             "tools",
             "invalid_request_error",
         )
+
+
+def test_the_prompt_estimate_counts_tools_and_calls() -> None:
+    weather = ToolSpec(
+        name="get_weather",
+        description="The weather now",
+        parameters={"type": "object", "properties": {"city": {"type": "string"}}},
+    )
+    plain = estimate_prompt_tokens(request())
+    with_tools = estimate_prompt_tokens(request(tools=[weather]))
+    assert with_tools > plain + 20  # the schema's JSON: some 30 tokens
+    assert estimate_prompt_tokens(request(tools=[weather], tool_choice="none")) == plain
+    call = ToolCall(id="c", name="get_weather", arguments='{"city": "Paris"}')
+    history = [*ASK, Message(role="assistant", tool_calls=[call])]
+    assert estimate_prompt_tokens(request(messages=history)) > plain + 10
