@@ -16,9 +16,9 @@ from litestar.testing import AsyncTestClient
 
 from gateway.api.app import create_app
 from gateway.api.runtime import Runtime
-from gateway.backend import BackendStatus
+from gateway.backend import BackendConfig, BackendStatus
 from gateway.builtins.routers import CheapestFresh
-from gateway.cost import RequestShape, queue_wait, swap_wait
+from gateway.cost import ListPriceOnly, RequestShape, queue_wait, swap_wait
 from gateway.flow.accounting import build_cost_model
 from gateway.flow.decision import decide
 from gateway.flow.fleet import Fleet
@@ -145,7 +145,11 @@ async def gateway(tmp_path: Path) -> AsyncIterator[AsyncTestClient[Any]]:
 async def test_the_route_names_the_adapter_chosen_and_prices_its_swap(
     gateway: AsyncTestClient[Any],
 ) -> None:
-    fresh = {"model": BASE, "min_knowledge_cutoff": "2025-01-01", "max_tokens": 4}
+    fresh: dict[str, str | int] = {
+        "model": BASE,
+        "min_knowledge_cutoff": "2025-01-01",
+        "max_tokens": 4,
+    }
     view = (await gateway.get("/freshet/route", params=fresh)).json()
     assert view["chosen_deployment"] == f"asic/{BASE}:news"
     swap = view["candidates"][0]["quote"]
@@ -165,3 +169,19 @@ async def test_the_route_names_the_adapter_chosen_and_prices_its_swap(
     # Loaded now: the adapter's quote is the base's.
     again = (await gateway.get("/freshet/route", params=fresh)).json()["candidates"][0]["quote"]
     assert again["ttft_s"] < swap["ttft_s"] - 0.2
+
+
+def test_without_a_cost_plugin_the_quote_still_counts_the_wait() -> None:
+    """List prices only (no profile to time a request by): the wait the backend reports."""
+    cost = ListPriceOnly({}).for_backend(
+        None,  # type: ignore[arg-type]  # the list-price model reads only the config
+        BackendConfig(id="paid", type="x", list_price={"input_per_mtok": 1.0}),
+    )
+    shape = RequestShape(prompt_tokens=1000, output_tokens=10, adapter="a")
+    status = BackendStatus(
+        healthy=True, busy_s=1.5, adapters_loaded=(), adapter_swap_s=0.5, adapter_slots=1
+    )
+    quote = cost.quote(shape, status)
+    assert (quote.queue_s, quote.ttft_s) == (2.0, 2.0)
+    assert quote.usd_list == pytest.approx(1000 / 1e6)
+    assert cost.quote(shape, BackendStatus(healthy=True)).ttft_s == 0.0
