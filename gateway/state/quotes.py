@@ -25,10 +25,9 @@ relied on) is kept per backend too: ``/metrics`` and the UI show its p50 and p90
 
 from __future__ import annotations
 
-import statistics
 import threading
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 
 import msgspec
 from msgspec import Struct
@@ -67,13 +66,13 @@ class Fit:
             self._refit()
 
     def _refit(self) -> None:
-        pairs = list(self.pairs)
+        pairs = self.pairs
         low, high = FACTOR_BOUNDS
         # A fixed overhead (a shift) or a pace off by a share (a scale): medians, so one
         # odd request moves neither; the one that would have quoted the window better.
-        shift = statistics.median(y - x for x, y in pairs)
+        shift = _median([y - x for x, y in pairs])
         ratios = [y / x for x, y in pairs if x > 0]
-        scale = min(high, max(low, statistics.median(ratios))) if ratios else 1.0
+        scale = min(high, max(low, _median(ratios))) if ratios else 1.0
         by_shift, by_scale = _error(pairs, 1.0, shift), _error(pairs, scale, 0.0)
         if by_shift < by_scale or (by_shift == by_scale and shift >= 0):
             self.factor, self.offset = 1.0, shift
@@ -88,11 +87,20 @@ class Fit:
         return _quantile(ordered, 0.5), _quantile(ordered, 0.9)
 
 
-def _error(pairs: list[tuple[float, float]], factor: float, offset: float) -> float:
+def _error(pairs: Iterable[tuple[float, float]], factor: float, offset: float) -> float:
     """The median relative error of ``max(0, factor x model + offset)`` over ``pairs``."""
-    return statistics.median(
-        abs(y - max(0.0, factor * x + offset)) / y if y > 0 else 0.0 for x, y in pairs
+    return _median(
+        [abs(y - max(0.0, factor * x + offset)) / y if y > 0 else 0.0 for x, y in pairs]
     )
+
+
+def _median(values: list[float]) -> float:
+    """As :func:`statistics.median` (the mean of the middle two of an even count), for the
+    few values of a window, without its generality: a fit runs on the request path."""
+    values.sort()
+    n = len(values)
+    mid = n // 2
+    return values[mid] if n % 2 else (values[mid - 1] + values[mid]) / 2
 
 
 def _quantile(ordered: list[float], q: float) -> float:
