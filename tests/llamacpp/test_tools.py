@@ -11,7 +11,7 @@ from typing import Any
 import llama_cpp
 import pytest
 from freshet_llamacpp.model_files import DEFAULT_DISTRIBUTION, gguf_from_distribution
-from freshet_llamacpp.tools import MAX_REPEAT, CallReader, chat_messages, plan
+from freshet_llamacpp.tools import MAX_REPEAT, CallReader, EitherReader, chat_messages, plan
 
 from gateway.backend import (
     GenerationRequest,
@@ -221,3 +221,64 @@ def test_small_integer_ranges_become_enums(vocab: Any) -> None:
     assert '"151"' not in grammar
     assert 'odd ::= "3" | "6"\n' in grammar
     assert parses(vocab, grammar)
+
+
+def test_strings_hold_no_raw_control_characters(vocab: Any) -> None:
+    """JSON forbids them inside strings; the converter's own rule allowed them."""
+    schema = {
+        "type": "object",
+        "properties": {"s": {"type": "string"}, "p": {"type": "string", "pattern": "^a.b$"}},
+    }
+    for request in (
+        chat(response_format=ResponseFormat(type="json_schema", schema=schema)),
+        chat(response_format=ResponseFormat(type="json_object")),
+        chat(tools=[WEATHER], tool_choice="required"),
+        chat(tools=[WEATHER]),
+    ):
+        grammar = plan(request).grammar
+        assert grammar is not None
+        assert 'char ::= [^"\\\\\\x7F\\x00-\\x1F] |' in grammar
+        assert 'char ::= [^"\\\\] |' not in grammar
+        assert parses(vocab, grammar)
+    patterned = plan(
+        chat(response_format=ResponseFormat(type="json_schema", schema=schema))
+    ).grammar
+    assert patterned is not None
+    assert 'dot ::= [^"\\\\\\x7F\\x00-\\x1F]' in patterned
+
+
+def test_auto_with_a_response_format_is_a_call_or_the_formats_json(vocab: Any) -> None:
+    fmt = ResponseFormat(
+        type="json_schema", schema={"type": "object", "properties": {"answer": {"type": "string"}}}
+    )
+    either = plan(chat(tools=[WEATHER], response_format=fmt))
+    assert either.mode == "call_or_json"
+    assert list(either.tools) == ["get_weather"]
+    assert parses(vocab, either.grammar)
+    # Forced calls ignore the format: the answer is the call.
+    assert plan(chat(tools=[WEATHER], tool_choice="required", response_format=fmt)).mode == "call"
+
+
+def _either(text: str) -> tuple[bool, list[object]]:
+    out: list[object] = []
+    reader = EitherReader(out.append, ["get_weather"])
+    for i in range(0, len(text), 4):
+        reader.feed(text[i : i + 4])
+    return reader.close(), out
+
+
+def test_either_reader_tells_a_call_from_an_answer() -> None:
+    called, out = _either('{"name": "get_weather", "arguments": {"city": "Oslo"}}')
+    assert called
+    assert isinstance(out[0], ToolCallDelta)
+    assert out[0].name == "get_weather"
+    assert "".join(p.arguments for p in out if isinstance(p, ToolCallDelta)) == '{"city": "Oslo"}'
+    # An answer that only looks like a call (another name, more keys) stays text.
+    for answer in (
+        '{"answer": "4"}',
+        '{"name": "other", "arguments": {}}',
+        '{"name": "get_weather", "arguments": {}, "x": 1}',
+    ):
+        called, out = _either(answer)
+        assert not called
+        assert out == [answer]

@@ -22,7 +22,7 @@ import llama_cpp._utils
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 from llama_cpp.llama_grammar import LlamaGrammar
 
-from freshet_llamacpp.tools import CallReader, chat_messages, plan
+from freshet_llamacpp.tools import CallReader, EitherReader, chat_messages, plan
 from gateway.plugin_api import (
     FINISH_TOOL_CALLS,
     BackendUsage,
@@ -168,7 +168,11 @@ class Instance:
         stops = _StopMatcher(request.stop)
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         mode = how.mode
-        reader: CallReader | None = CallReader(emit) if mode == "call" else None
+        reader: CallReader | EitherReader | None = None
+        if mode == "call":
+            reader = CallReader(emit)
+        elif mode == "call_or_json":
+            reader = EitherReader(emit, how.tools)
         produced = 0
         first_token_at: float | None = None
         finish: str | None = None
@@ -214,10 +218,11 @@ class Instance:
         finally:
             tokens.close()
         if reader is not None:
+            called = False
             if finish is not None:
                 reader.feed(decoder.decode(b"", final=True))
-                reader.close()
-            if finish == "stop":
+                called = reader.close()
+            if finish == "stop" and called:
                 finish = FINISH_TOOL_CALLS
         elif finish == "length" or (finish == "stop" and not stops.stopped):
             tail = stops.flush(decoder.decode(b"", final=True))

@@ -11,7 +11,9 @@ samples only tokens its GBNF grammar allows.
   against the function's ``parameters``; returned as a tool call (``finish_reason``
   ``tool_calls``).
 - ``auto``: the call object or plain text that does not start with ``{``; the first
-  character decides which. ``none``: the tools are ignored (not even described).
+  character decides which. With a ``response_format`` too: the call object or the
+  format's JSON, told apart when the answer is complete (so it is not streamed piece by
+  piece). ``none``: the tools are ignored (not even described).
 
 The model sees the tools in the system prompt (:func:`tools_prompt`): one JSON line per
 function, then how to call one. Earlier calls in the history are shown to it as the same
@@ -40,7 +42,7 @@ from gateway.plugin_api import (
     ToolSpec,
 )
 
-Mode = Literal["text", "json", "call", "auto"]
+Mode = Literal["text", "json", "call", "auto", "call_or_json"]
 
 _TEXT_RULES = "root ::= freshet-call | freshet-text\nfreshet-text ::= [^{] [^\\x00]*\n"
 _ROOT = re.compile(r"^root ::=", re.M)
@@ -51,9 +53,10 @@ class Plan:
     output (``text``; ``json``: text that the grammar keeps JSON; ``call``: a tool call;
     ``auto``: a call if it starts with ``{``, else text)."""
 
-    def __init__(self, mode: Mode, grammar: str | None) -> None:
+    def __init__(self, mode: Mode, grammar: str | None, tools: Sequence[str] = ()) -> None:
         self.mode = mode
         self.grammar = grammar
+        self.tools = tools  # the functions it may call
 
 
 def plan(request: GenerationRequest) -> Plan:
@@ -69,11 +72,16 @@ def plan(request: GenerationRequest) -> Plan:
         schema = fmt.schema if fmt.type == "json_schema" and fmt.schema else {"type": "object"}
         return Plan("json", _gbnf(schema, "response_format.json_schema.schema"))
     allowed = _allowed(request.tools, choice)
+    names = [t.name for t in allowed]
+    if choice == "auto" and fmt is not None and fmt.type != "text":
+        answer = fmt.schema if fmt.type == "json_schema" and fmt.schema else {"type": "object"}
+        either = {"anyOf": [*call_schema(allowed)["anyOf"], answer]}
+        return Plan("call_or_json", _gbnf(either, "response_format.json_schema.schema"), names)
     grammar = _gbnf(call_schema(allowed), "tools")
     if choice != "auto":
-        return Plan("call", grammar)
+        return Plan("call", grammar, names)
     # Either the call object or text: the call's rules under their own root.
-    return Plan("auto", _ROOT.sub("freshet-call ::=", grammar) + "\n" + _TEXT_RULES)
+    return Plan("auto", _ROOT.sub("freshet-call ::=", grammar) + "\n" + _TEXT_RULES, names)
 
 
 def _allowed(tools: Sequence[ToolSpec], choice: object) -> list[ToolSpec]:
@@ -192,15 +200,28 @@ def _int_range(node: Mapping[str, Any]) -> tuple[int | None, int | None]:
     return low, high
 
 
+# JSON strings hold no raw control characters, but llama_cpp's converter lets a string's
+# characters (and a pattern's ``.``) be any but a quote and a backslash: a newline the
+# model wrote there made JSON that strict parsers (Python's json.loads) refuse. Its rules
+# are narrowed as llama.cpp's own converter writes them.
+_LOOSE_CHARS = {
+    'char ::= [^"\\\\] |': 'char ::= [^"\\\\\\x7F\\x00-\\x1F] |',
+    "dot ::= [^\\x0A\\x0D]": 'dot ::= [^"\\\\\\x7F\\x00-\\x1F]',
+}
+
+
 def _gbnf(schema: Mapping[str, Any], param: str) -> str:
     _enforceable(schema, param)
     schema = _bounded(schema, param)
     try:
-        return str(json_schema_to_gbnf(json.dumps(schema)))
+        grammar = str(json_schema_to_gbnf(json.dumps(schema)))
     except Exception as exc:  # the converter raises bare Exceptions for what it lacks
         raise InvalidRequest(
             f"this JSON Schema cannot be enforced on llama.cpp: {exc}", param=param
         ) from exc
+    for loose, strict in _LOOSE_CHARS.items():
+        grammar = grammar.replace(loose, strict)
+    return grammar
 
 
 def tools_prompt(tools: Sequence[ToolSpec]) -> str:
@@ -293,16 +314,49 @@ class CallReader:
             self._send(self._held[:cut])
             self._held = self._held[cut:]
 
-    def close(self) -> None:
+    def close(self) -> bool:
         """The generation ended: the arguments are what was held back, less the call
-        object's own closing brace (when it got that far)."""
+        object's own closing brace (when it got that far). Whether a call was read."""
         if not self._started:
-            return
+            return False
         tail = self._held.rstrip()
         if tail.endswith("}"):
             tail = tail[:-1]
         self._send(tail.rstrip())
+        return True
 
     def _send(self, text: str) -> None:
         if text:
             self._emit(ToolCallDelta(index=0, arguments=text))
+
+
+class EitherReader:
+    """Reads an answer that is a call object or the response format's JSON: held until
+    the end, then a call when it is an object of exactly ``name`` (one of ``tools``) and
+    ``arguments``, else text."""
+
+    def __init__(self, emit: Callable[[str | ToolCallDelta], None], tools: Sequence[str]) -> None:
+        self._emit = emit
+        self._tools = set(tools)
+        self._parts: list[str] = []
+
+    def feed(self, text: str) -> None:
+        self._parts.append(text)
+
+    def close(self) -> bool:
+        text = "".join(self._parts)
+        try:
+            value = json.loads(text)
+        except ValueError:
+            value = None
+        if (
+            isinstance(value, dict)
+            and set(value) == {"name", "arguments"}
+            and value["name"] in self._tools
+        ):
+            reader = CallReader(self._emit)
+            reader.feed(text)
+            return reader.close()
+        if text:
+            self._emit(text)
+        return False
