@@ -96,8 +96,8 @@ def test_replayed_request_is_recorded_as_a_live_one(tmp_path: Path) -> None:
     # Where the joules came from: live, the deterministic backend's power is modelled from
     # its profile; in a replay every backend's energy is its simulator's.
     assert (det_live.energy_source, det_replay.energy_source) == ("model", "simulated")
-    costs = {"energy_source", "joules", "joules_input", "joules_output", "usd_energy", "usd_capex", "usd_input",
-             "usd_output", "usd_total"}  # fmt: skip
+    costs = {"energy_source", "joules", "joules_input", "joules_output", "usd_energy",
+             "usd_capex", "usd_input", "usd_output", "usd_total"}  # fmt: skip
     det_l, det_r = _fields(det_live), _fields(det_replay)
     assert {k: v for k, v in det_r.items() if k not in costs} == {
         k: v for k, v in det_l.items() if k not in costs
