@@ -63,6 +63,15 @@ class BackendEnergyCost:
         self._list = convert_list_price(config)
         self._simulated = simulated
         self.board = BoardAccount(counter, backend.profile, time.monotonic, prices.idle)
+        # A board that draws nothing and costs nothing by the hour (a paid API's profile)
+        # has only zeros to split: its requests keep out of the account (their joules,
+        # energy and hardware dollars are 0 either way; the list price is charged as ever).
+        self._free = (
+            not simulated
+            and isinstance(counter, ModelledCounter)
+            and self._curve.draws_nothing
+            and backend.profile.capex_per_hour == 0
+        )
         self._prepare_quotes()
 
     @property
@@ -133,7 +142,8 @@ class BackendEnergyCost:
 
     def begin(self, request_id: str, prompt_tokens: int, at: float | None = None) -> EnergyMetering:
         metering = EnergyMetering(self, prompt_tokens)
-        self.board.begin_share(metering)
+        if not self._free:
+            self.board.begin_share(metering)
         return metering
 
     def settle(self, share: EnergyMetering, usage: BackendUsage | None, at: float) -> Costing:

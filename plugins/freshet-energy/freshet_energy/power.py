@@ -19,6 +19,11 @@ class PowerCurve:
             points.insert(0, (0.0, profile.watts_idle))
         self._points = sorted((float(b), float(w)) for b, w in points)
 
+    @property
+    def draws_nothing(self) -> bool:
+        """Zero watts at any load (a paid API's profile: generation happens elsewhere)."""
+        return all(w == 0 for _, w in self._points)
+
     def watts(self, concurrent: float) -> float:
         pts = self._points
         if concurrent <= pts[0][0]:
