@@ -43,6 +43,7 @@ from tests.support.server import Server, running_server
 MODEL = "smollm2-135m"
 HI = "Say hi."  # SmolLM2 answers it in one short sentence and stops
 STORY = "Write a long story about a river and a mountain."
+TIMEOUT = 120  # seconds: a busy machine may take long for a first token
 
 
 @pytest.fixture(scope="module")
@@ -305,7 +306,7 @@ def test_bad_input_is_a_400_in_openais_shape(
         ({**good, "previous_response_id": 7}, "previous_response_id"),
     ]
     for body, param in cases:
-        resp = httpx.post(url, json=body)
+        resp = httpx.post(url, json=body, timeout=TIMEOUT)
         assert resp.status_code == 400, (body, resp.text)
         error = resp.json()
         assert set(error) == {"error"}
@@ -314,7 +315,9 @@ def test_bad_input_is_a_400_in_openais_shape(
         if param is not None:
             assert error["error"]["param"] == param, error
         assert resp.headers["x-request-id"].startswith("req_")
-    not_json = httpx.post(url, content=b'{"model": ', headers={"content-type": "application/json"})
+    not_json = httpx.post(
+        url, content=b'{"model": ', headers={"content-type": "application/json"}, timeout=TIMEOUT
+    )
     assert not_json.status_code == 400
     with pytest.raises(openai.BadRequestError):
         client.responses.create(model=MODEL, input=[], max_output_tokens=2)
@@ -411,7 +414,7 @@ def test_a_response_is_its_keys_only(keyed: Server) -> None:
         bob.responses.create(model="m", input="x", previous_response_id=mine.id)
     with pytest.raises(openai.NotFoundError):
         bob.responses.delete(mine.id)
-    nobody = httpx.get(keyed.url + f"/v1/responses/{mine.id}")
+    nobody = httpx.get(keyed.url + f"/v1/responses/{mine.id}", timeout=TIMEOUT)
     assert nobody.status_code == 401
     assert nobody.json()["error"]["type"] == "authentication_error"
     assert alice.responses.retrieve(mine.id).id == mine.id  # still there
@@ -455,7 +458,12 @@ def _call(response: Response) -> ResponseFunctionToolCall:
 
 def test_function_tools_and_their_results(client: openai.OpenAI) -> None:
     asked = client.responses.create(
-        model=MODEL, input=PARIS, tools=WEATHER, tool_choice="required", max_output_tokens=60
+        model=MODEL,
+        input=PARIS,
+        tools=WEATHER,
+        tool_choice="required",
+        max_output_tokens=60,
+        temperature=0,
     )
     assert asked.status == "completed"
     call = _call(asked)
@@ -476,6 +484,7 @@ def test_function_tools_and_their_results(client: openai.OpenAI) -> None:
         previous_response_id=asked.id,
         input=result,
         tools=WEATHER,
+        tool_choice="none",  # text now (with "auto" a small model may well call again)
         max_output_tokens=16,
     )
     assert answered.output_text.strip()
@@ -491,7 +500,9 @@ def test_function_tools_and_their_results(client: openai.OpenAI) -> None:
         },
         *result,
     ]
-    again = client.responses.create(model=MODEL, input=history, tools=WEATHER, max_output_tokens=1)
+    again = client.responses.create(
+        model=MODEL, input=history, tools=WEATHER, tool_choice="none", max_output_tokens=1
+    )
     assert again.usage is not None
     assert answered.usage is not None
     assert again.usage.input_tokens == answered.usage.input_tokens
@@ -504,6 +515,7 @@ def test_a_function_call_streamed(client: openai.OpenAI) -> None:
             input=PARIS,
             tools=WEATHER,
             tool_choice={"type": "function", "name": "get_weather"},
+            temperature=0,
             max_output_tokens=60,
             stream=True,
         )
@@ -529,13 +541,23 @@ def test_a_function_call_streamed(client: openai.OpenAI) -> None:
 def test_tools_through_an_openai_compatible_upstream(keyed: Server) -> None:
     client = _as(keyed, "alice")
     raw = client.responses.with_raw_response.create(
-        model=MODEL, input=PARIS, tools=WEATHER, tool_choice="required", max_output_tokens=60
+        model=MODEL,
+        input=PARIS,
+        tools=WEATHER,
+        tool_choice="required",
+        max_output_tokens=60,
+        temperature=0,
     )
     assert raw.headers["x-freshet-backend"] == "up"
     call = _call(raw.parse())
     assert call.name == "get_weather"
     with client.responses.stream(
-        model=MODEL, input=PARIS, tools=WEATHER, tool_choice="required", max_output_tokens=60
+        model=MODEL,
+        input=PARIS,
+        tools=WEATHER,
+        tool_choice="required",
+        max_output_tokens=60,
+        temperature=0,
     ) as stream:
         kinds = [event.type for event in stream]
         final = stream.get_final_response()
@@ -556,7 +578,7 @@ def test_bad_tools_are_400s(default_gateway: Server) -> None:
         ({**good, "input": [{"type": "function_call", "call_id": "c"}]}, "input[0].name"),
     ]
     for body, param in cases:
-        resp = httpx.post(url, json=body)
+        resp = httpx.post(url, json=body, timeout=TIMEOUT)
         assert resp.status_code == 400, (body, resp.text)
         assert resp.json()["error"]["param"] == param, resp.text
 
@@ -579,19 +601,19 @@ def test_every_field_as_the_sdks_types_require(default_gateway: Server, tools: b
     body: dict[str, Any] = {"model": MODEL, "input": PARIS, "max_output_tokens": 40}
     if tools:
         body |= {"tools": WEATHER, "tool_choice": "required", "metadata": {"run": "1"}}
-    plain = httpx.post(url, json=body, timeout=120)
+    plain = httpx.post(url, json=body, timeout=TIMEOUT)
     assert plain.status_code == 200
     response = Response.model_validate(plain.json(), strict=False)
     assert response.output
     event_type: TypeAdapter[ResponseStreamEvent] = TypeAdapter(ResponseStreamEvent)
-    with httpx.stream("POST", url, json={**body, "stream": True}, timeout=120) as resp:
+    with httpx.stream("POST", url, json={**body, "stream": True}, timeout=TIMEOUT) as resp:
         assert resp.status_code == 200
         events = _sse(resp)
     assert len(events) > 5
     for name, data in events:
         assert name == data["type"]
         event_type.validate_python(data)
-    stored = httpx.get(url + "/" + response.id)
+    stored = httpx.get(url + "/" + response.id, timeout=TIMEOUT)
     Response.model_validate(stored.json())
 
 
@@ -610,7 +632,12 @@ def test_through_the_simulated_asic(client: openai.OpenAI) -> None:
     assert _check_stream(events).status == "incomplete"
     # The ASIC is text only: a request with tools goes to the CPU model of "auto".
     tooled = client.responses.with_raw_response.create(
-        model="auto", input=PARIS, tools=WEATHER, tool_choice="required", max_output_tokens=60
+        model="auto",
+        input=PARIS,
+        tools=WEATHER,
+        tool_choice="required",
+        max_output_tokens=60,
+        temperature=0,
     )
     assert tooled.headers["x-freshet-backend"] == "cpu"
 
@@ -626,7 +653,7 @@ CITY: Any = {
 def test_structured_output_by_text_format(client: openai.OpenAI, default_gateway: Server) -> None:
     fmt: Any = {"format": {"type": "json_schema", "name": "place", "schema": CITY, "strict": True}}
     response = client.responses.create(
-        model=MODEL, input="Name a city in France.", text=fmt, max_output_tokens=60
+        model=MODEL, input="Name a city in France.", text=fmt, max_output_tokens=60, temperature=0
     )
     assert response.status == "completed"
     value = json.loads(response.output_text)
@@ -639,6 +666,7 @@ def test_structured_output_by_text_format(client: openai.OpenAI, default_gateway
             model=MODEL,
             input="Name a city in France.",
             text={"format": {"type": "json_object"}},
+            temperature=0,
             max_output_tokens=60,
             stream=True,
         )
@@ -653,7 +681,26 @@ def test_structured_output_by_text_format(client: openai.OpenAI, default_gateway
         ({"format": {"type": "json_schema", "name": "p", "schema": {"type": 7}}}, None),
         ({"format": {"type": "xml"}}, "text.format.type"),
     ]:
-        resp = httpx.post(url, json={**body, "text": text})
+        resp = httpx.post(url, json={**body, "text": text}, timeout=TIMEOUT)
         assert resp.status_code == 400, resp.text
         if param is not None:
             assert resp.json()["error"]["param"] == param
+
+
+def test_a_client_that_leaves_mid_stream_stops_it(default_gateway: Server) -> None:
+    body = {"model": MODEL, "input": STORY, "max_output_tokens": 400, "stream": True}
+    url = default_gateway.url + "/v1/responses"
+    with httpx.stream("POST", url, json=body, timeout=TIMEOUT) as resp:
+        request_id = resp.headers["x-request-id"]
+        deltas = 0
+        for line in resp.iter_lines():
+            deltas += line == "event: response.output_text.delta"
+            if deltas == 3:
+                break  # leave: the connection closes
+    record = _record(default_gateway, request_id)
+    assert record["status"] == "client_disconnected"
+    assert record["operation"] == "responses"
+    assert 3 <= record["completion_tokens"] < 400
+    # Nothing was stored: the response never finished.
+    stored = httpx.get(url + "/resp_" + request_id[4:], timeout=TIMEOUT)
+    assert stored.status_code == 404
