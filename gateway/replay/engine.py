@@ -187,8 +187,10 @@ class Engine:
         sim_items = list(sims.items())
         costs = self.costs
         # As live (Accounting): the router quotes with each backend's learned correction,
-        # fitted to the requests that went as planned, from this run's start.
-        calibration = QuoteCalibration()
+        # fitted to the requests that went as planned, from this run's start, on the
+        # simulated clock (a backend idle for a simulated minute is quoted afresh).
+        now = 0.0
+        calibration = QuoteCalibration(clock=lambda: now)
         quotes = calibrated(costs, calibration)
         kinds = self.kinds
         record = ledger.record
@@ -259,7 +261,7 @@ class Engine:
                 t0 = t0_ = request.at
                 day0 = t0 - t0 % 86400
                 today = dt.datetime.fromtimestamp(day0, dt.UTC).date()
-            at = request.at - t0_
+            at = now = request.at - t0_
             for _, sim in sim_items:
                 done_list = sim.advance(at)
                 if done_list:

@@ -17,7 +17,9 @@ share, a CPU slower than calibrated). Medians, so one odd request moves neither;
 scale keeps an idle backend's short quote a quote where a negative shift would take it to
 nothing. Memory is bounded (:data:`WINDOW` pairs per backend and measure). The correction
 is per process: each ``freshet serve --workers`` process, and each gateway replica, learns
-from the requests it routed.
+from the requests it routed. A backend that finished no request for :data:`FORGET_S`
+(because every request's ``max_ttft_ms`` was below its corrected quote, say) is quoted by
+its model again, and learns anew from the next requests it gets.
 
 The quote error as given (corrected, so what the router and a client's ``max_ttft_ms``
 relied on) is kept per backend too: ``/metrics`` and the UI show its p50 and p90.
@@ -25,9 +27,11 @@ relied on) is kept per backend too: ``/metrics`` and the UI show its p50 and p90
 
 from __future__ import annotations
 
+import math
 import threading
+import time
 from collections import deque
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 
 import msgspec
 from msgspec import Struct
@@ -36,6 +40,7 @@ from gateway.backend import BackendStatus
 from gateway.cost import BackendCost, Metering, Quote, RequestShape
 
 WINDOW = 16  # recent requests per backend and measure the fit uses
+FORGET_S = 60.0  # a backend with no request finished for this long is quoted by its model
 FACTOR_BOUNDS = (0.2, 5.0)
 REFIT_EVERY = 4  # requests between fits, once the first FIRST_FITS are in
 FIRST_FITS = 8
@@ -110,6 +115,7 @@ def _quantile(ordered: list[float], q: float) -> float:
 class BackendFits(Struct, kw_only=True):
     ttft: Fit
     duration: Fit
+    last_at: float = -math.inf  # when the last request that went as planned ended
 
 
 class FitView(Struct, kw_only=True):
@@ -129,10 +135,17 @@ class FitView(Struct, kw_only=True):
 class QuoteCalibration:
     """Every backend's fits, in this process. Observed as requests finish, read per quote."""
 
-    def __init__(self, window: int = WINDOW) -> None:
+    def __init__(
+        self,
+        window: int = WINDOW,
+        clock: Callable[[], float] = time.monotonic,
+        forget_s: float = FORGET_S,
+    ) -> None:
         self._window = window
         self._fits: dict[str, BackendFits] = {}
         self._lock = threading.Lock()  # fits are read by the scrape thread too
+        self._clock = clock  # the replay's is its simulated one
+        self._forget_s = forget_s
 
     def fits(self, backend_id: str) -> BackendFits:
         fits = self._fits.get(backend_id)
@@ -144,8 +157,16 @@ class QuoteCalibration:
 
     def correct(self, backend_id: str, quote: Quote) -> Quote:
         """``quote`` with its TTFT and duration corrected; the model's own figures kept in
-        ``model_ttft_s`` and ``model_duration_s``."""
+        ``model_ttft_s`` and ``model_duration_s``. A backend that has finished no request
+        for :data:`FORGET_S` is quoted by its model again: a correction that priced it out
+        of every request (each with a ``max_ttft_ms`` below it) would otherwise never see
+        the request that could correct it back."""
         fits = self.fits(backend_id)
+        if fits.ttft.observed and self._clock() - fits.last_at > self._forget_s:
+            with self._lock:
+                fits = self._fits[backend_id] = BackendFits(
+                    ttft=Fit(self._window), duration=Fit(self._window)
+                )
         return msgspec.structs.replace(
             quote,
             ttft_s=fits.ttft.apply(quote.ttft_s),
@@ -160,6 +181,7 @@ class QuoteCalibration:
         """A request that went as planned: its quote beside its actual times."""
         fits = self.fits(backend_id)
         with self._lock:
+            fits.last_at = self._clock()
             if ttft_s is not None:
                 model = quote.model_ttft_s if quote.model_ttft_s is not None else quote.ttft_s
                 fits.ttft.observe(model, quote.ttft_s, ttft_s)

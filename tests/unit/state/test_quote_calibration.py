@@ -152,3 +152,25 @@ def test_quotes_too_long_by_a_share_are_scaled_not_shifted() -> None:
         fit.observe(0.8, 0.8, 0.6)
     assert (fit.factor, fit.offset) == (pytest.approx(0.75), 0.0)
     assert fit.apply(0.1) == pytest.approx(0.075)  # an idle backend's quote stays a quote
+
+
+def test_a_backend_priced_out_of_every_request_is_quoted_afresh_after_a_while() -> None:
+    """Its corrected quote is over every client's max_ttft_ms, so it gets no request, so
+    nothing corrects it back: after FORGET_S without a finished request, the model's
+    quote again (the replay found GPUs locked out for the rest of a run)."""
+    now = [0.0]
+    calibration = QuoteCalibration(clock=lambda: now[0], forget_s=60.0)
+    cost = CalibratedCost("gpu", Slow(), calibration)
+    shape = RequestShape(prompt_tokens=10, output_tokens=10)
+    status = BackendStatus(healthy=True)
+    for _ in range(8):  # a bad spell: every first token 2.5 s late
+        now[0] += 1.0
+        calibration.observe("gpu", cost.quote(shape, status), ttft_s=2.6, duration_s=3.0)
+    assert cost.quote(shape, status).ttft_s == pytest.approx(2.6)
+    now[0] += 59.0  # no request since: the correction holds a while
+    assert cost.quote(shape, status).ttft_s == pytest.approx(2.6)
+    now[0] += 2.0
+    afresh = cost.quote(shape, status)
+    assert afresh.ttft_s == 0.1
+    assert afresh.duration_s == 0.5
+    assert calibration.view("gpu").observed == 0
