@@ -31,6 +31,9 @@ LITELLM = BENCH_DIR / "litellm" / "bin" / "litellm"
 PORTKEY = BENCH_DIR / "portkey" / "node_modules" / "@portkey-ai" / "gateway"
 MODEL = "mock"
 MODEL_B, MODEL_C = "mock-b", "mock-c"  # two more models, as a fleet has several
+# What Freshet's mock backends declare; None: the type's default (peers.py sets it when no
+# embeddings row is asked for, so a tree from before the operations key can be measured).
+FRESHET_OPERATIONS: list[str] | None = ["chat", "text_completion", "embeddings"]
 API_KEY = "sk-bench"
 
 
@@ -267,7 +270,7 @@ def freshet_config(upstream: str) -> dict[str, Any]:
                 "model": model,
                 "url": upstream,
                 # The mock answers /v1/embeddings too (the embeddings rows).
-                "operations": ["chat", "text_completion", "embeddings"],
+                **({"operations": FRESHET_OPERATIONS} if FRESHET_OPERATIONS else {}),
             }
             for backend_id, model in (("mock", MODEL), ("mock-b", MODEL_B), ("mock-c", MODEL_C))
         ],

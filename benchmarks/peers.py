@@ -14,6 +14,7 @@ every load is bounded; every process started is stopped.
 
 Run:  .venv/bin/python benchmarks/peers.py [--duration 8] [--peers direct,nginx,...]
       [--embeddings-peers direct,freshet] [--responses-peers freshet]
+      [--messages-peers freshet]
       [--skip-asic] [--skip-cpu] [--soak-s 60] [--no-profile]
 """
 
@@ -39,6 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks import peer_extras as extras  # noqa: E402
+from benchmarks import peer_procs  # noqa: E402
 from benchmarks.loadgen import (  # noqa: E402
     run_streams,
     run_wrk,
@@ -75,10 +77,20 @@ RESPONSES_STREAM_BODY = (
     b'{"model":"%s","input":"hi","max_output_tokens":64,"stream":true}' % MODEL.encode()
 )
 RESPONSES_SUFFIX = "-responses"  # the name of a peer's POST /v1/responses row
+# The messages rows: Anthropic's POST /v1/messages, also served as a chat request upstream.
+MESSAGES_BODY = (
+    b'{"model":"%s","max_tokens":1,"messages":[{"role":"user","content":"hi"}]}' % MODEL.encode()
+)
+MESSAGES_STREAM_BODY = (
+    b'{"model":"%s","max_tokens":64,"stream":true,'
+    b'"messages":[{"role":"user","content":"hi"}]}' % MODEL.encode()
+)
+MESSAGES_SUFFIX = "-messages"  # the name of a peer's POST /v1/messages row
 DEFAULT_PEERS = "direct,nginx,litellm,portkey,python-floor,freshet,freshet-granian,freshet-w2"
 # The embeddings rows: POST /v1/embeddings, no streams; "Added" against direct's own row.
 DEFAULT_EMBEDDINGS_PEERS = "direct,freshet"
 DEFAULT_RESPONSES_PEERS = "freshet"
+DEFAULT_MESSAGES_PEERS = "freshet"
 
 
 class Route(NamedTuple):
@@ -93,6 +105,7 @@ class Route(NamedTuple):
 CHAT = Route("", "/v1/chat/completions", BODY, STREAM_BODY)
 EMBEDDINGS = Route(EMBEDDINGS_SUFFIX, "/v1/embeddings", EMBED_BODY, None)
 RESPONSES = Route(RESPONSES_SUFFIX, "/v1/responses", RESPONSES_BODY, RESPONSES_STREAM_BODY)
+MESSAGES = Route(MESSAGES_SUFFIX, "/v1/messages", MESSAGES_BODY, MESSAGES_STREAM_BODY)
 
 
 @contextmanager
@@ -320,6 +333,11 @@ def main() -> None:
         default=DEFAULT_RESPONSES_PEERS,
         help=f"rows for POST /v1/responses; default: {DEFAULT_RESPONSES_PEERS}; none: skip",
     )
+    parser.add_argument(
+        "--messages-peers",
+        default=DEFAULT_MESSAGES_PEERS,
+        help=f"rows for POST /v1/messages; default: {DEFAULT_MESSAGES_PEERS}; none: skip",
+    )
     parser.add_argument("--duration", type=float, default=8.0, help="seconds per wrk load")
     parser.add_argument("--streams", type=int, default=100, help="sequential streams per peer")
     parser.add_argument("--delay-ms", type=float, default=20.0)
@@ -331,6 +349,8 @@ def main() -> None:
     parser.add_argument("--no-profile", action="store_true")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = parser.parse_args()
+    if not [n for n in args.embeddings_peers.split(",") if n not in ("", "none")]:
+        peer_procs.FRESHET_OPERATIONS = None
     missing = wrk_available()
     if missing:
         sys.exit(f"peers.py: {missing}")
@@ -350,6 +370,8 @@ def main() -> None:
             "embeddings_body": EMBED_BODY.decode(),
             "responses_body": RESPONSES_BODY.decode(),
             "responses_stream_body": RESPONSES_STREAM_BODY.decode(),
+            "messages_body": MESSAGES_BODY.decode(),
+            "messages_stream_body": MESSAGES_STREAM_BODY.decode(),
         },
         peers=[],
     )
@@ -363,6 +385,9 @@ def main() -> None:
         for name in [n for n in args.responses_peers.split(",") if n not in ("", "none")]:
             _log(f"{name}, /v1/responses ...")
             results.peers.append(measure(PEERS[name], upstream, args, RESPONSES))
+        for name in [n for n in args.messages_peers.split(",") if n not in ("", "none")]:
+            _log(f"{name}, /v1/messages ...")
+            results.peers.append(measure(PEERS[name], upstream, args, MESSAGES))
         _log("rss by configuration ...")
         results.rss = extras.rss_variants(upstream)
         if args.soak_s > 0:
