@@ -27,6 +27,7 @@ from openai.types.responses import (
     ResponseFunctionToolCall,
     ResponseIncompleteEvent,
     ResponseInProgressEvent,
+    ResponseItemList,
     ResponseOutputItemAddedEvent,
     ResponseOutputItemDoneEvent,
     ResponseOutputMessage,
@@ -704,3 +705,55 @@ def test_a_client_that_leaves_mid_stream_stops_it(default_gateway: Server) -> No
     # Nothing was stored: the response never finished.
     stored = httpx.get(url + "/resp_" + request_id[4:], timeout=TIMEOUT)
     assert stored.status_code == 404
+
+
+def test_input_items_of_a_stored_response(client: openai.OpenAI, default_gateway: Server) -> None:
+    items: Any = [
+        {"role": "developer", "content": "Be brief."},
+        {"role": "user", "content": [{"type": "input_text", "text": "Hi."}]},
+        {"role": "assistant", "content": "Hello."},
+        {"role": "user", "content": "Name a river."},
+    ]
+    first = client.responses.create(model=MODEL, input=items, max_output_tokens=2)
+    listed = client.responses.input_items.list(first.id, order="asc")
+    assert [(i.type, getattr(i, "role", None)) for i in listed.data] == [
+        ("message", "developer"),
+        ("message", "user"),
+        ("message", "assistant"),
+        ("message", "user"),
+    ]
+    texts = [i.content[0].text for i in listed.data]  # type: ignore[union-attr,index]
+    assert texts == ["Be brief.", "Hi.", "Hello.", "Name a river."]
+    assert len({i.id for i in listed.data}) == 4
+    newest = client.responses.input_items.list(first.id)  # desc by default
+    assert [i.id for i in newest.data] == [i.id for i in reversed(listed.data)]
+    # Pages: the SDK follows `after` through has_more.
+    paged = client.responses.input_items.list(first.id, order="asc", limit=3)
+    assert paged.has_more
+    assert [i.id for i in paged] == [i.id for i in listed.data]
+    # A continued response lists its own input only, not the turns before it.
+    result: Any = [{"type": "function_call_output", "call_id": "call_1", "output": "42"}]
+    calls: Any = [
+        {"type": "function_call", "call_id": "call_1", "name": "f", "arguments": "{}"},
+        *result,
+    ]
+    second = client.responses.create(
+        model=MODEL, input=calls, previous_response_id=first.id, max_output_tokens=2
+    )
+    own = client.responses.input_items.list(second.id, order="asc").data
+    assert [i.type for i in own] == ["function_call", "function_call_output"]
+    url = default_gateway.url + f"/v1/responses/{second.id}/input_items"
+    queries: list[tuple[dict[str, str | int], int]] = [
+        ({"limit": 0}, 400),
+        ({"after": "nope"}, 400),
+        ({"order": "up"}, 400),
+    ]
+    for query, status in queries:
+        resp = httpx.get(url, params=query, timeout=TIMEOUT)
+        assert resp.status_code == status, resp.text
+        assert set(resp.json()["error"]) == {"message", "type", "param", "code"}
+    with pytest.raises(openai.NotFoundError):
+        client.responses.input_items.list("resp_nope")
+    page = httpx.get(url, timeout=TIMEOUT).json()
+    event_type: TypeAdapter[ResponseItemList] = TypeAdapter(ResponseItemList)
+    event_type.validate_python(page)

@@ -52,9 +52,12 @@ def create(store: ResponseStore) -> Handler:
     async def handle(service: Service, data: r.ResponseCreateParams, edge: EdgeRequest) -> Reply:
         key = edge.api_key.name if edge.api_key is not None else None
         items = input_items(data.input)
+        own_from = 0
         if data.previous_response_id is not None:
             earlier = await find(store, data.previous_response_id, key, "previous_response_id")
-            items = [*earlier.input, *output_items(earlier.response), *items]
+            before = [*earlier.input, *output_items(earlier.response)]
+            own_from = len(before)
+            items = [*before, *items]
         gen = to_generation(data, items, edge.request_id)
         options = edge.options
         ctx = service.context(
@@ -75,7 +78,7 @@ def create(store: ResponseStore) -> Handler:
             if not keep:
                 return
             try:
-                await store.put(Stored(key=key, input=items, response=final))
+                await store.put(Stored(key=key, input=items, response=final, own_from=own_from))
             except FreshetError as exc:  # the client has its answer either way
                 log.warning("response %s not stored: %s", final.id, exc.message)
 

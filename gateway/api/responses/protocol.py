@@ -195,6 +195,35 @@ class Response(Struct, kw_only=True):
     metadata: dict[str, str] = field(default_factory=dict)
 
 
+class ListedPart(Struct, kw_only=True, omit_defaults=True):
+    type: str  # input_text, or output_text in an assistant's message
+    text: str
+    annotations: list[Any] | None = None  # output_text's
+
+
+class ListedItem(Struct, kw_only=True, omit_defaults=True):
+    """One input item of a stored response, as ``GET .../input_items`` lists it: a
+    message, a function call or a function call's output, each with an id."""
+
+    id: str
+    type: str
+    role: str | None = None
+    content: list[ListedPart] | None = None
+    call_id: str | None = None
+    name: str | None = None
+    arguments: str | None = None
+    output: str | None = None
+    status: ItemStatus  # no default: always on the wire (the SDK's types require it)
+
+
+class InputItemList(Struct, kw_only=True):
+    object: Literal["list"] = "list"
+    data: list[ListedItem]
+    first_id: str
+    last_id: str
+    has_more: bool
+
+
 class DeletedResponse(Struct, kw_only=True):
     id: str
     object: Literal["response"] = "response"

@@ -1,21 +1,24 @@
-"""``GET`` and ``DELETE /v1/responses/{id}`` on Litestar, behind the edge (auth by the
-client's key, as every ``/v1`` path): a stored response as the key that made it may see
-it, else a 404 in OpenAI's shape. ``POST /v1/responses`` is the edge's
-(:mod:`gateway.api.generation`; described in :mod:`gateway.api.openai`)."""
+"""``GET`` and ``DELETE /v1/responses/{id}`` and ``GET /v1/responses/{id}/input_items`` on
+Litestar, behind the edge (auth by the client's key, as every ``/v1`` path): a stored
+response as the key that made it may see it, else a 404 in OpenAI's shape.
+``POST /v1/responses`` is the edge's (:mod:`gateway.api.generation`; described in
+:mod:`gateway.api.openai`)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from litestar import Controller, Request, delete, get
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import FromPath
+from litestar.params import FromPath, FromQuery, QueryParameter
 
 from gateway import protocol as p
 from gateway.api.edge import STATE_KEY
 from gateway.api.responses import protocol as r
 from gateway.api.responses.store import find
+from gateway.api.responses.translate import listed
 from gateway.api.runtime import Runtime
+from gateway.errors import InvalidRequest
 from gateway.state.keys import ApiKey
 
 _ERRORS = {
@@ -43,6 +46,37 @@ class ResponsesController(Controller):
         runtime: Runtime = request.app.state.runtime
         stored = await find(runtime.responses, response_id, _key(request), "response_id")
         return stored.response
+
+    @get(
+        "/{response_id:str}/input_items",
+        responses=_ERRORS,
+        summary="The input items of a stored response (its own, not the earlier turns')",
+    )
+    async def input_items(
+        self,
+        request: Request[Any, Any, Any],
+        response_id: FromPath[str],
+        after: Annotated[str | None, QueryParameter(max_length=256)] = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=100)] = 20,
+        order: FromQuery[Literal["asc", "desc"]] = "desc",
+    ) -> r.InputItemList:
+        runtime: Runtime = request.app.state.runtime
+        stored = await find(runtime.responses, response_id, _key(request), "response_id")
+        items = listed(response_id, stored.input[stored.own_from :])
+        if order == "desc":
+            items.reverse()
+        if after is not None:
+            ids = [item.id for item in items]
+            if after not in ids:
+                raise InvalidRequest(f"no input item {after!r} in this response", param="after")
+            items = items[ids.index(after) + 1 :]
+        page = items[:limit]
+        return r.InputItemList(
+            data=page,
+            first_id=page[0].id if page else "",
+            last_id=page[-1].id if page else "",
+            has_more=len(items) > limit,
+        )
 
     @delete(
         "/{response_id:str}", status_code=200, responses=_ERRORS, summary="Delete a stored response"

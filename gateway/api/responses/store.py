@@ -42,6 +42,9 @@ class Stored(Struct, kw_only=True):
     key: str | None  # the API key's name; None with auth off
     input: list[InputItem]
     response: Response
+    # Where this request's own input begins in ``input`` (after the conversation that
+    # ``previous_response_id`` brought): what ``GET .../input_items`` lists.
+    own_from: int = 0
 
 
 class ResponseStore(Protocol):

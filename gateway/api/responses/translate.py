@@ -215,3 +215,52 @@ def to_generation(
         parallel_tool_calls=data.parallel_tool_calls,
         response_format=response_format(data.text),
     )
+
+
+def listed(response_id: str, items: Sequence[r.InputItem]) -> list[r.ListedItem]:
+    """A response's own input items as ``GET .../input_items`` lists them, each with an id
+    made of the response's and its place (stable: the same item has the same id)."""
+    tail = response_id.removeprefix("resp_")
+    out = []
+    for n, item in enumerate(items):
+        if item.type == "message":
+            assert item.role is not None
+            assert isinstance(item.content, str)
+            assistant = item.role == "assistant"
+            part = (
+                r.ListedPart(type="output_text", text=item.content, annotations=[])
+                if assistant
+                else r.ListedPart(type="input_text", text=item.content)
+            )
+            out.append(
+                r.ListedItem(
+                    id=f"msg_{tail}_{n}",
+                    type="message",
+                    role=item.role,
+                    content=[part],
+                    status="completed",
+                )
+            )
+        elif item.type == "function_call":
+            out.append(
+                r.ListedItem(
+                    id=f"fc_{tail}_in{n}",
+                    type="function_call",
+                    call_id=item.call_id,
+                    name=item.name,
+                    arguments=item.arguments,
+                    status="completed",
+                )
+            )
+        else:
+            assert isinstance(item.output, str)
+            out.append(
+                r.ListedItem(
+                    id=f"fco_{tail}_{n}",
+                    type="function_call_output",
+                    call_id=item.call_id,
+                    output=item.output,
+                    status="completed",
+                )
+            )
+    return out
