@@ -13,6 +13,16 @@ the profile's ``power_curve`` over the sequences in a step; a step's energy goes
 decoding sequences (the decode part of its time) and its prompt chunks (the rest, by
 tokens). Requests go to the engine with the fewest in flight.
 
+The work committed ahead of a new request (``BackendStatus.busy_s``, which the router's
+quote adds to the request's own prefill and one decode step) is that engine's own: the rest
+of the step under way, every prompt token queued before it at the prefill rate plus the
+decode part of the steps that carry them, and, with every sequence slot or the KV cache
+taken, the decode steps until enough running sequences finish (:meth:`VllmEngine.wait_s`).
+A prompt's first token comes at the end of its step, and prompts that arrive after it but
+before that step starts share it: that is the quote's error, at most one step (0.41 s for
+8,192 prompt tokens). The live backend cannot see this queue: it reads requests running and
+waiting from ``/metrics``, where a prompt being prefilled counts as running.
+
 A backend with several URLs is several engines, and its profile describes them together, as
 the cost model reads it: ``max_concurrency`` and ``power_curve`` count the requests of all
 of them (so each of ``n`` engines takes ``max_concurrency / n`` sequences and draws
@@ -43,7 +53,6 @@ from typing import Annotated, Any
 
 from msgspec import Meta, Struct
 
-from freshet_vllm.metrics import Load
 from gateway.plugin_api import (
     Backend,
     BackendConfig,
@@ -146,6 +155,7 @@ class VllmEngine:
         self._decoding = 0
         self._seqs = 0
         self._kv = 0
+        self._backlog = 0  # prompt tokens not yet prefilled, admitted or waiting
         self._steps = 0
         self._a_j = 0.0  # joules per decoding sequence, integrated
         self._a_b = 0.0  # busy seconds per decoding sequence, integrated
@@ -156,9 +166,6 @@ class VllmEngine:
         self.joules = 0.0
         self.idle_joules = 0.0
         self.busy_s = 0.0
-        # Finished requests' end-to-end seconds, as the server's e2e latency histogram.
-        self.e2e_sum_s = 0.0
-        self.e2e_count = 0
         self.done: list[SimDone] = []
 
     @property
@@ -179,8 +186,57 @@ class VllmEngine:
     def t_decode(self, batch: int) -> float:
         return self._t1 + (batch - 1) * self._slope
 
+    def wait_s(self, now: float) -> float:
+        """The work committed ahead of a request submitted at ``now``, as the quote counts it
+        (``busy_s``; the quote adds the request's own prompt at the prefill rate and one
+        decode step at batch 1): what is left of the step under way, every prompt token
+        ahead of it at the prefill rate, the decode part of the steps that carry them and of
+        its own, and, when every sequence slot (or the KV cache) is taken, the decode steps
+        until enough running sequences finish to admit it."""
+        step = self._step
+        if step is None:
+            return 0.0
+        end, kind, start, t_step, _, _, chunks = step
+        done = 0  # decode steps of the block under way already over
+        if kind == _DECODE:  # a new prompt joins at the end of the decode step under way
+            done = int((now - start) / t_step)
+            end = min(end, start + (done + 1) * t_step)
+        backlog = self._backlog - sum(take for _, take in chunks)
+        batch = min(self._seqs, self._max_seqs)
+        t_batch = self.t_decode(max(1, batch))
+        steps = backlog // max(1, self._budget - batch) + 1
+        wait = max(0.0, end - now) + backlog * self._c_prefill + steps * t_batch - self._t1
+        return max(wait, self._admission_s(self._steps + done, t_batch))
+
+    def _admission_s(self, steps_now: int, t_batch: float) -> float:
+        """Seconds until the running sequences free a slot (and the KV cache the requests
+        waiting before it reserve) for a request submitted now: 0 when there is room."""
+        need_slots = self._seqs + len(self._waiting) + 1 - self._max_seqs
+        need_kv = self._kv + sum(seq.reserve for seq in self._waiting) - self._kv_total
+        if need_slots <= 0 and need_kv <= 0:
+            return 0.0
+        # When each running sequence should finish, in decode steps from now: those decoding
+        # by the heap, those still in their prompt after their whole output.
+        finishes = sorted(
+            [(step - steps_now, seq.reserve) for step, _, seq in self._finishing]
+            + [(seq.output, seq.reserve) for seq in self._prefilling]
+        )
+        freed_kv = 0
+        steps = -1
+        for freed, (at, reserve) in enumerate(finishes, 1):
+            freed_kv += reserve
+            if freed >= need_slots and freed_kv >= need_kv:
+                steps = at
+                break
+        if steps < 0:  # more ahead than run now: as many rounds again
+            last = finishes[-1][0] if finishes else 0
+            steps = last * max(need_slots, 1) // max(1, len(finishes))
+        return steps * t_batch + self._backlog * self._c_prefill
+
     def submit(self, request: SimRequest) -> None:
-        self._waiting.append(_Seq(request))
+        seq = _Seq(request)
+        self._backlog += seq.remaining
+        self._waiting.append(seq)
         at = request.arrival_s
         step = self._step
         if step is None:
@@ -275,6 +331,7 @@ class VllmEngine:
             seq.energy_in += prompt_j * take / tokens
             seq.busy_in += prompt_s * take / tokens
             seq.remaining -= take
+            self._backlog -= take
             if seq.remaining:
                 continue
             self._prefilling.popleft()  # chunks go oldest first: it is at the front
@@ -298,8 +355,6 @@ class VllmEngine:
         self._kv -= seq.reserve
         decode_j = self._a_j - seq.a_j if decoding else 0.0
         idle, self._idle_pending = self._idle_pending, 0.0
-        self.e2e_sum_s += end - seq.arrival
-        self.e2e_count += 1
         usage = simulated_usage(
             prompt_tokens=seq.prompt,
             completion_tokens=seq.output,
@@ -325,7 +380,6 @@ class VllmSimulator:
         # Validated by the backend already; mode engine has no URLs: one engine.
         urls = config.params.get("urls") or [None]
         self._max_in_flight: int | None = config.params.get("max_in_flight")
-        self._slots = profile.max_concurrency  # as the live backend reads a server's load
         explicit = {"watts_idle", "watts_active"} & set(config.profile)
         n = len(urls)
         watts: Callable[[float], float] = _default_watts()  # the sourced curve of one H100
@@ -375,21 +429,15 @@ class VllmSimulator:
         return out
 
     def status(self, now_s: float) -> BackendStatus:
-        # As the live backend says it (VllmBackend.status): the committed work from each
-        # server's load and mean request time (metrics.Load), the server that frees first.
-        loads = [
-            Load(running=e.running, waiting=e.waiting, e2e_sum_s=e.e2e_sum_s,
-                 e2e_count=e.e2e_count)
-            for e in self.engines
-        ]  # fmt: skip
-        waits = [load.busy_s(self._slots) for load in loads]
-        known = [w for w in waits if w is not None]
-        busy = min(known) if known and (0.0 in known or len(known) == len(waits)) else None
+        # The committed work of the engine the next request goes to (the fewest in flight,
+        # as submit picks): what its own prefill queue, steps and slots hold, as the card's
+        # simulator reports its own (see VllmEngine.wait_s).
+        engine = min(self.engines, key=lambda e: e.in_flight)
         return BackendStatus(
             healthy=True,
             running=sum(e.running for e in self.engines),
             waiting=sum(e.waiting for e in self.engines),
-            busy_s=busy,
+            busy_s=engine.wait_s(now_s),
         )
 
     def totals(self, until_s: float) -> SimTotals:

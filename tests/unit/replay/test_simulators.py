@@ -174,29 +174,77 @@ def _vllm_simulator(options: Mapping[str, Any]) -> VllmSimulator:
     return VllmSimulator(backend, config, options)
 
 
-def test_vllm_reports_committed_work_as_the_live_backend() -> None:
-    """busy_s as VllmBackend.status reads a server's metrics (freshet_vllm.metrics.Load):
-    0 with a slot free, unknown while no request has finished, then the requests ahead
-    times the mean request time."""
+def _one_gpu(max_concurrency: int = 128) -> VllmSimulator:
     config = BackendConfig(
         id="gpu",
         type="vllm",
         knowledge_cutoff=dt.date(2025, 1, 1),
         params={"urls": ["http://gpu.invalid:8000"]},
-        profile={"max_concurrency": 2},
+        profile={"max_concurrency": max_concurrency},
+    )
+    return VllmSimulator(Plugins().backend_types()["vllm"](config, _NoFleet()), config, {})
+
+
+def _quoted_ttft(busy_s: float | None, prompt: int) -> float:
+    """The cost model's quote (freshet_energy): the committed work, the request's prompt at
+    the profile's 20,000 tok/s and one decode step at 160 tok/s."""
+    return (busy_s or 0.0) + prompt / 20_000 + 1 / 160
+
+
+def test_vllm_quotes_the_prompts_queued_before_a_request() -> None:
+    """Issue 20: a burst of long prompts is all admitted at once (running, none waiting),
+    so a count of requests running and waiting saw no queue and the quote said 0.06 s for
+    a first token that came seconds later. busy_s counts the prompt tokens ahead."""
+    sim = _one_gpu()
+    for tag in range(10):
+        sim.submit(req(tag, 0.0, 8000, 2))  # 80,000 prompt tokens: 4 s at 20,000 tok/s
+    sim.advance(0.5)
+    status = sim.status(0.5)
+    assert (status.running, status.waiting) == (10, 0)
+    quoted = _quoted_ttft(status.busy_s, 1000)
+    sim.submit(req(10, 0.5, 1000, 5))
+    [probe] = [d for d in sim.advance(100.0) if d.tag == 10]
+    actual = probe.usage.time_to_first_token_s
+    assert actual is not None
+    assert actual > 3.5
+    assert quoted == pytest.approx(actual, rel=0.01)
+
+
+def test_vllm_quotes_the_wait_for_a_sequence_slot() -> None:
+    """With every sequence slot taken, a request waits for a running one to finish: the
+    quote says so before any request has finished."""
+    sim = _one_gpu(max_concurrency=2)
+    sim.submit(req(0, 0.0, 100, 400))
+    sim.submit(req(1, 0.0, 100, 200))
+    sim.advance(0.1)
+    status = sim.status(0.1)
+    assert (status.running, status.waiting) == (2, 0)
+    quoted = _quoted_ttft(status.busy_s, 100)
+    sim.submit(req(2, 0.1, 100, 10))
+    done = by_tag(sim.advance(100.0))
+    actual = done[2].usage.time_to_first_token_s
+    assert actual is not None
+    assert actual > done[1].end_s - 0.1  # admitted when the shorter one finished
+    assert quoted == pytest.approx(actual, rel=0.02)
+
+
+def test_vllm_an_idle_engine_quotes_no_wait_and_the_busier_one_is_skipped() -> None:
+    """Two servers: the next request goes to the one with fewer in flight, and the status
+    is that one's (an idle server: no wait at all)."""
+    config = BackendConfig(
+        id="gpu",
+        type="vllm",
+        knowledge_cutoff=dt.date(2025, 1, 1),
+        params={"urls": ["http://a.invalid:8000", "http://b.invalid:8000"]},
     )
     sim = VllmSimulator(Plugins().backend_types()["vllm"](config, _NoFleet()), config, {})
     assert sim.status(0.0).busy_s == 0.0
-    for tag in range(4):
-        sim.submit(req(tag, 0.0, 100, 50))
-    sim.advance(0.0)
-    assert sim.status(0.0).busy_s is None  # 3 ahead, no request time known yet
-    done = sim.advance(0.4)
-    assert len(done) == 2
-    mean = sum(d.usage.duration_s or 0.0 for d in done) / 2
-    status = sim.status(0.4)
-    ahead = status.running + status.waiting + 1 - 2
-    assert status.busy_s == pytest.approx(ahead * mean / 2)
+    sim.submit(req(0, 0.0, 8000, 100))
+    sim.advance(0.1)
+    assert sim.status(0.1).busy_s == 0.0  # the second server is idle
+    sim.submit(req(1, 0.1, 8000, 100))
+    sim.advance(0.2)
+    assert (sim.status(0.2).busy_s or 0.0) > 0.0  # both busy now
 
 
 def test_an_unknown_simulator_option_is_a_config_error() -> None:
