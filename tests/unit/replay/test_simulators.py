@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
+import random
 from collections.abc import Mapping
 from typing import Any
 
@@ -245,6 +247,41 @@ def test_vllm_an_idle_engine_quotes_no_wait_and_the_busier_one_is_skipped() -> N
     sim.submit(req(1, 0.1, 8000, 100))
     sim.advance(0.2)
     assert (sim.status(0.2).busy_s or 0.0) > 0.0  # both busy now
+
+
+def test_vllm_quotes_agree_with_the_first_tokens_through_bursts() -> None:
+    """Two servers, 3,000 requests in bursts (40 a second, then 4, in turns of 200), prompts
+    of a few hundred to 7,000 tokens: the quote before each request (busy_s, its prompt,
+    one decode step) and its simulated first token agree to a step. A step is at most
+    8,192 prompt tokens (0.41 s), and prompts that arrive later share the step of a
+    request's prompt, which no quote knows: the error left."""
+    rnd = random.Random(0)
+    config = BackendConfig(
+        id="gpu",
+        type="vllm",
+        knowledge_cutoff=dt.date(2025, 1, 1),
+        params={"urls": ["http://a.invalid:8000", "http://b.invalid:8000"]},
+    )
+    sim = VllmSimulator(Plugins().backend_types()["vllm"](config, _NoFleet()), config, {})
+    quoted: dict[int, float] = {}
+    done: list[SimDone] = []
+    at = 0.0
+    for tag in range(3000):
+        at += rnd.expovariate(40.0 if (tag // 200) % 2 else 4.0)
+        prompt = min(7000, int(rnd.lognormvariate(7.0, 0.8)))
+        output = max(1, min(400, int(rnd.expovariate(1 / 120))))
+        done += sim.advance(at)
+        quoted[tag] = _quoted_ttft(sim.status(at).busy_s, prompt)
+        sim.submit(req(tag, at, prompt, output))
+    done += sim.advance(math.inf)
+    pairs = [(quoted[d.tag], d.usage.time_to_first_token_s or 0.0) for d in done]
+    errors = sorted(abs(q - a) for q, a in pairs)
+    assert errors[len(errors) // 2] < 0.02
+    assert errors[int(0.95 * len(errors))] < 0.45
+    quotes, actual = sorted(q for q, _ in pairs), sorted(a for _, a in pairs)
+    p95 = int(0.95 * len(pairs))
+    assert actual[p95] > 2.0  # the bursts queue: there is something to quote
+    assert quotes[p95] == pytest.approx(actual[p95], rel=0.15)
 
 
 def test_an_unknown_simulator_option_is_a_config_error() -> None:
