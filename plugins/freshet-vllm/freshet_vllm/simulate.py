@@ -156,6 +156,7 @@ class VllmEngine:
         self._seqs = 0
         self._kv = 0
         self._backlog = 0  # prompt tokens not yet prefilled, admitted or waiting
+        self._waiting_kv = 0  # the KV cache the waiting requests will reserve
         self._steps = 0
         self._a_j = 0.0  # joules per decoding sequence, integrated
         self._a_b = 0.0  # busy seconds per decoding sequence, integrated
@@ -212,7 +213,7 @@ class VllmEngine:
         """Seconds until the running sequences free a slot (and the KV cache the requests
         waiting before it reserve) for a request submitted now: 0 when there is room."""
         need_slots = self._seqs + len(self._waiting) + 1 - self._max_seqs
-        need_kv = self._kv + sum(seq.reserve for seq in self._waiting) - self._kv_total
+        need_kv = self._kv + self._waiting_kv - self._kv_total
         if need_slots <= 0 and need_kv <= 0:
             return 0.0
         # When each running sequence should finish, in decode steps from now: those decoding
@@ -236,6 +237,7 @@ class VllmEngine:
     def submit(self, request: SimRequest) -> None:
         seq = _Seq(request)
         self._backlog += seq.remaining
+        self._waiting_kv += seq.reserve
         self._waiting.append(seq)
         at = request.arrival_s
         step = self._step
@@ -278,6 +280,7 @@ class VllmEngine:
             seq = waiting.popleft()
             self._seqs += 1
             self._kv += seq.reserve
+            self._waiting_kv -= seq.reserve
             prefilling.append(seq)
         batch = self._decoding
         if prefilling:
