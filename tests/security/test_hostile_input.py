@@ -73,7 +73,9 @@ async def test_deep_nesting_is_a_400_on_every_path(
     caplog.set_level(logging.INFO)
     deep = _nested(depth)
     bodies = {
-        CHAT: b'{"model": "auto", "messages": [{"role": "user"}], "tools": ' + deep + b"}",
+        # Deep inside a tool's JSON Schema: a field whose value is any JSON.
+        CHAT: b'{"model": "auto", "messages": [{"role": "user"}], "tools": [{"type": "function",'
+        b' "function": {"name": "f", "parameters": {"type": "object", "x": ' + deep + b"}}}]}",
         COMPLETIONS: b'{"model": "auto", "prompt": "x", "x": ' + deep + b"}",
         "/freshet/route": b'{"model": "auto", "messages": ' + deep + b"}",
     }
