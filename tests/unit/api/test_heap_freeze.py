@@ -9,14 +9,16 @@ from collections.abc import Iterator
 
 import pytest
 
-from gateway.api.app import freeze_heap_when_started
+from gateway.api.app import GC_THRESHOLD, freeze_heap_when_started
 
 
 @pytest.fixture(autouse=True)
 def unfrozen() -> Iterator[None]:
+    threshold = gc.get_threshold()
     gc.unfreeze()
     yield
     gc.unfreeze()
+    gc.set_threshold(*threshold)
 
 
 async def _started() -> None:
@@ -34,6 +36,7 @@ async def test_a_started_runtime_freezes_the_heap() -> None:
     assert gc.get_freeze_count() == 0
     freeze_heap_when_started(task)
     assert gc.get_freeze_count() > 10_000  # the interpreter, pytest, the gateway's modules
+    assert gc.get_threshold()[0] == GC_THRESHOLD  # young collections far apart
 
 
 @pytest.mark.asyncio
@@ -49,3 +52,4 @@ async def test_a_failed_or_cancelled_start_freezes_nothing() -> None:
         await cancelled
     freeze_heap_when_started(cancelled)
     assert gc.get_freeze_count() == 0
+    assert gc.get_threshold()[0] != GC_THRESHOLD
