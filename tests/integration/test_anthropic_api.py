@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,7 +17,7 @@ from pydantic import TypeAdapter
 
 from gateway.state.keys import new_key
 from gateway.state.keys_sqlite import SQLiteKeyStore
-from tests.support.server import Server, running_server
+from tests.support.server import Server, running_server, usage_record
 
 MODEL = "smollm2-135m"
 SLOW: list[str] = []  # the secret of the keyed gateway's key allowed one request a minute
@@ -29,19 +27,6 @@ ASK = [{"role": "user", "content": "Write a long story about a river and a mount
 @pytest.fixture(scope="module")
 def client(default_gateway: Server) -> anthropic.Anthropic:
     return anthropic.Anthropic(base_url=default_gateway.url, api_key="unused", max_retries=0)
-
-
-def _record(server: Server, request_id: str) -> dict[str, Any]:
-    deadline = time.monotonic() + 10
-    with sqlite3.connect(server.data_dir / "ledger.sqlite3") as conn:
-        conn.row_factory = sqlite3.Row
-        while True:
-            rows = conn.execute("SELECT * FROM usage WHERE request_id = ?", (request_id,))
-            found = [dict(r) for r in rows]
-            if found or time.monotonic() > deadline:
-                assert len(found) == 1, request_id
-                return found[0]
-            time.sleep(0.1)
 
 
 def test_message_non_streaming(client: anthropic.Anthropic, default_gateway: Server) -> None:
@@ -69,7 +54,7 @@ def test_message_non_streaming(client: anthropic.Anthropic, default_gateway: Ser
     extra = message.usage.model_extra or {}
     assert extra["cost"] > 0
     assert extra["energy_joules"] > 0
-    record = _record(default_gateway, raw.headers["x-request-id"])
+    record = usage_record(default_gateway, raw.headers["x-request-id"])
     assert record["operation"] == "messages"
     assert record["status"] == "ok"
     assert record["prompt_tokens"] == message.usage.input_tokens
@@ -98,7 +83,7 @@ def test_stream_parses_and_matches(client: anthropic.Anthropic, default_gateway:
     assert final.stop_reason == plain.stop_reason == "max_tokens"
     assert final.usage.output_tokens == 12
     assert final.usage.input_tokens == plain.usage.input_tokens
-    record = _record(default_gateway, request_id)
+    record = usage_record(default_gateway, request_id)
     assert record["operation"] == "messages"
     assert record["stream"]
     assert record["completion_tokens"] == 12
@@ -335,7 +320,7 @@ def test_a_client_that_leaves_mid_stream_stops_it(default_gateway: Server) -> No
             deltas += line == "event: content_block_delta"
             if deltas == 3:
                 break  # leave: the connection closes
-    record = _record(default_gateway, request_id)
+    record = usage_record(default_gateway, request_id)
     assert record["status"] == "client_disconnected"
     assert record["operation"] == "messages"
     assert 3 <= record["completion_tokens"] < 400
@@ -374,7 +359,7 @@ def test_tool_use_and_its_result(client: anthropic.Anthropic, default_gateway: S
     assert use.id
     assert isinstance(use.input, dict)
     assert isinstance(use.input["city"], str)
-    record = _record(default_gateway, raw.headers["x-request-id"])
+    record = usage_record(default_gateway, raw.headers["x-request-id"])
     assert record["operation"] == "messages"
     assert record["completion_tokens"] == asked.usage.output_tokens
     # The answer goes back as a tool_result block after the assistant's tool_use.

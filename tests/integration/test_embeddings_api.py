@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import json
 import math
-import sqlite3
 import struct
 import time
 from collections.abc import Iterator, Sequence
@@ -19,7 +18,7 @@ import httpx
 import openai
 import pytest
 
-from tests.support.server import Server, running_server
+from tests.support.server import Server, running_server, usage_record
 
 MODEL = "smollm2-135m"
 TEXTS = ["The river rises after rain.", "A mountain stands over the valley."]
@@ -60,19 +59,6 @@ def front(default_gateway: Server, tmp_path_factory: pytest.TempPathFactory) -> 
         yield server
 
 
-def _record(server: Server, request_id: str) -> dict[str, Any]:
-    deadline = time.monotonic() + 10
-    with sqlite3.connect(server.data_dir / "ledger.sqlite3") as conn:
-        conn.row_factory = sqlite3.Row
-        while True:
-            rows = conn.execute("SELECT * FROM usage WHERE request_id = ?", (request_id,))
-            found = [dict(r) for r in rows]
-            if found or time.monotonic() > deadline:
-                assert len(found) == 1, request_id
-                return found[0]
-            time.sleep(0.1)
-
-
 def _unit(vector: Sequence[float]) -> None:
     assert all(math.isfinite(x) for x in vector)
     assert math.fsum(x * x for x in vector) == pytest.approx(1.0, abs=1e-4)
@@ -103,7 +89,7 @@ def test_one_string_as_floats(client: openai.OpenAI, default_gateway: Server) ->
     extra = result.usage.model_extra or {}
     assert extra["cost"] > 0
     assert extra["energy_joules"] > 0
-    record = _record(default_gateway, raw.headers["x-request-id"])
+    record = usage_record(default_gateway, raw.headers["x-request-id"])
     assert record["operation"] == "embeddings"
     assert record["status"] == "ok"
     assert record["stream"] == 0
@@ -169,7 +155,7 @@ def test_token_arrays(client: openai.OpenAI, default_gateway: Server) -> None:
     one = client.embeddings.create(model=MODEL, input=arrays[1], encoding_format="float")
     assert one.usage.prompt_tokens == 5
     _close(one.data[0].embedding, result.data[1].embedding)
-    record = _record(default_gateway, many.headers["x-request-id"])
+    record = usage_record(default_gateway, many.headers["x-request-id"])
     assert record["prompt_tokens"] == 8
     assert record["completion_tokens"] == 0
 
@@ -248,7 +234,7 @@ def test_through_an_openai_compatible_upstream(
     tokens = via.embeddings.create(model=MODEL, input=[[504, 3375, 7106]], encoding_format="float")
     assert tokens.usage.prompt_tokens == 3  # passed upstream as sent
     _unit(tokens.data[0].embedding)
-    record = _record(front, raw.headers["x-request-id"])
+    record = usage_record(front, raw.headers["x-request-id"])
     assert record["operation"] == "embeddings"
     assert record["backend"] == "up"
     assert record["completion_tokens"] == 0

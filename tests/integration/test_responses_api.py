@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -39,7 +37,7 @@ from pydantic import TypeAdapter
 
 from gateway.state.keys import new_key
 from gateway.state.keys_sqlite import SQLiteKeyStore
-from tests.support.server import Server, running_server
+from tests.support.server import Server, running_server, usage_record
 
 MODEL = "smollm2-135m"
 HI = "Say hi."  # SmolLM2 answers it in one short sentence and stops
@@ -50,19 +48,6 @@ TIMEOUT = 120  # seconds: a busy machine may take long for a first token
 @pytest.fixture(scope="module")
 def client(default_gateway: Server) -> openai.OpenAI:
     return openai.OpenAI(base_url=default_gateway.url + "/v1", api_key="unused", max_retries=0)
-
-
-def _record(server: Server, request_id: str) -> dict[str, Any]:
-    deadline = time.monotonic() + 10
-    with sqlite3.connect(server.data_dir / "ledger.sqlite3") as conn:
-        conn.row_factory = sqlite3.Row
-        while True:
-            rows = conn.execute("SELECT * FROM usage WHERE request_id = ?", (request_id,))
-            found = [dict(r) for r in rows]
-            if found or time.monotonic() > deadline:
-                assert len(found) == 1, request_id
-                return found[0]
-            time.sleep(0.1)
 
 
 def test_string_input_with_instructions(client: openai.OpenAI, default_gateway: Server) -> None:
@@ -94,7 +79,7 @@ def test_string_input_with_instructions(client: openai.OpenAI, default_gateway: 
     extra = usage.model_extra or {}
     assert extra["cost"] > 0
     assert extra["energy_joules"] > 0
-    record = _record(default_gateway, raw.headers["x-request-id"])
+    record = usage_record(default_gateway, raw.headers["x-request-id"])
     assert record["operation"] == "responses"
     assert record["status"] == "ok"
     assert not record["stream"]
@@ -198,7 +183,7 @@ def test_stream_every_event(client: openai.OpenAI, default_gateway: Server) -> N
     assert kinds.count("response.output_text.delta") >= 3
     assert done.output_text == plain.output_text
     assert client.responses.retrieve(done.id).output_text == plain.output_text
-    record = _record(default_gateway, request_id)
+    record = usage_record(default_gateway, request_id)
     assert record["operation"] == "responses"
     assert record["stream"]
 
@@ -698,7 +683,7 @@ def test_a_client_that_leaves_mid_stream_stops_it(default_gateway: Server) -> No
             deltas += line == "event: response.output_text.delta"
             if deltas == 3:
                 break  # leave: the connection closes
-    record = _record(default_gateway, request_id)
+    record = usage_record(default_gateway, request_id)
     assert record["status"] == "client_disconnected"
     assert record["operation"] == "responses"
     assert 3 <= record["completion_tokens"] < 400

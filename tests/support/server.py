@@ -6,6 +6,7 @@ import contextlib
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -13,6 +14,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -42,6 +44,21 @@ class Server:
                 return resp.status, resp.read()
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read()
+
+
+def usage_record(server: Server, request_id: str, deadline_s: float = 10.0) -> dict[str, Any]:
+    """The request's one row in the server's SQLite ledger, once the writer has put it
+    there (it batches: wait up to ``deadline_s``)."""
+    deadline = time.monotonic() + deadline_s
+    with sqlite3.connect(server.data_dir / "ledger.sqlite3") as conn:
+        conn.row_factory = sqlite3.Row
+        while True:
+            rows = conn.execute("SELECT * FROM usage WHERE request_id = ?", (request_id,))
+            found = [dict(r) for r in rows]
+            if found or time.monotonic() > deadline:
+                assert len(found) == 1, request_id
+                return found[0]
+            time.sleep(0.1)
 
 
 def write_config(tmp: Path, config: Mapping[str, object]) -> Path:
