@@ -96,11 +96,11 @@ def test_bad_freshness_values_are_400_naming_the_field(
 def test_max_staleness_days_and_ttft_limits(client: openai.OpenAI) -> None:
     backend, _ = _served_by(client, extra_body={"freshness": {"max_staleness_days": 100000}})
     assert backend == "asic"
-    # One millisecond to the first token: the CPU's prefill alone is over it, so the CPU is
-    # never sent this request. The ASIC's card is fast, but its text comes from the CPU
-    # twin, and its quote learns what its first tokens really took (issue #20): whether it
-    # is still quoted under 1 ms depends on the requests the shared gateway has served.
-    # Either it serves, with the CPU dropped for its TTFT, or both are dropped for theirs.
+    # One millisecond to the first token. What each backend is quoted depends on what its
+    # learned correction has seen on this shared gateway (issue #20: the ASIC's text comes
+    # from its CPU twin; the CPU's pace on a busy machine), so which of them keeps the
+    # promise is not fixed; what is: a backend quoted over the limit is dropped for it,
+    # and the request is refused, naming both, only when both are.
     try:
         backend, route = _served_by(
             client,
@@ -111,8 +111,8 @@ def test_max_staleness_days_and_ttft_limits(client: openai.OpenAI) -> None:
         assert "cpu: ttft(" in message
         assert "asic: ttft(" in message
     else:
-        assert backend == "asic"
-        assert "cpu:ttft(" in route, route
+        other = {"asic": "cpu", "cpu": "asic"}[backend]
+        assert f"{other}:ttft(" in route, route
     # A limit the ASIC keeps: it serves.
     backend, route = _served_by(client, extra_body={"max_ttft_ms": 60_000})
     assert backend == "asic"
