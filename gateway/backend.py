@@ -16,6 +16,38 @@ from msgspec import Meta, Struct, field
 
 from gateway.errors import ConfigError
 
+# The tools contract (gateway.tools), re-exported: part of what a backend sees.
+from gateway.tools import (
+    FINISH_TOOL_CALLS as FINISH_TOOL_CALLS,
+)
+from gateway.tools import (
+    ContentPart as ContentPart,
+)
+from gateway.tools import (
+    ImagePart as ImagePart,
+)
+from gateway.tools import (
+    NamedTool as NamedTool,
+)
+from gateway.tools import (
+    ResponseFormat as ResponseFormat,
+)
+from gateway.tools import (
+    TextPart as TextPart,
+)
+from gateway.tools import (
+    ToolCall as ToolCall,
+)
+from gateway.tools import (
+    ToolCallDelta as ToolCallDelta,
+)
+from gateway.tools import (
+    ToolChoice as ToolChoice,
+)
+from gateway.tools import (
+    ToolSpec as ToolSpec,
+)
+
 T = TypeVar("T")
 
 # Open names: a plugin may bring a hardware kind or an energy source the core has never
@@ -169,65 +201,6 @@ class Deployment(Struct, kw_only=True, frozen=True):
         return msgspec.structs.replace(request, max_tokens=limit)
 
 
-class ToolSpec(Struct, kw_only=True, frozen=True):
-    """A function the model may call: its name, what it does, and its arguments' JSON
-    Schema (an object schema, as the client sent it)."""
-
-    name: str
-    description: str | None = None
-    parameters: Mapping[str, Any] = field(default_factory=dict)
-    # The client's ``strict`` (OpenAI's: arguments must follow the schema exactly), passed
-    # on to an upstream that enforces it (vLLM constrains a strict tool's arguments).
-    strict: bool | None = None
-
-
-class NamedTool(Struct, kw_only=True, frozen=True):
-    """``tool_choice`` naming one function: the model must call exactly that one."""
-
-    name: str
-
-
-ToolChoice = Literal["none", "auto", "required"] | NamedTool
-"""Whether and which tools the model calls: ``none`` (tools ignored), ``auto`` (text or a
-call, the model decides), ``required`` (a call of any of the tools), or one
-:class:`NamedTool`. ``GenerationRequest.tool_choice = None`` means OpenAI's default:
-``auto`` when there are tools (:meth:`GenerationRequest.effective_tool_choice`)."""
-
-
-class ResponseFormat(Struct, kw_only=True, frozen=True):
-    """What shape the output must have: ``text`` (anything), ``json_object`` (one JSON
-    object), ``json_schema`` (JSON valid against ``schema``; ``name`` and ``strict`` as the
-    client sent them)."""
-
-    type: Literal["text", "json_object", "json_schema"] = "text"
-    schema: Mapping[str, Any] | None = None
-    name: str | None = None
-    strict: bool | None = None
-
-
-class ToolCall(Struct, kw_only=True, frozen=True):
-    """A call the model made: an id (``call_...``) that the tool's result refers to, the
-    function's name and its arguments as JSON text (as OpenAI carries them)."""
-
-    id: str
-    name: str
-    arguments: str
-
-
-class TextPart(Struct, kw_only=True, frozen=True, tag="text"):
-    text: str
-
-
-class ImagePart(Struct, kw_only=True, frozen=True, tag="image_url"):
-    """An image: an ``https:`` or ``data:`` URL, with OpenAI's ``detail``."""
-
-    url: str
-    detail: str | None = None
-
-
-ContentPart = TextPart | ImagePart
-
-
 class Message(Struct, kw_only=True, frozen=True):
     """One message of a chat. ``content`` is its text (the text parts joined);
     ``parts`` its content parts in order when it had any other than text (images: only a
@@ -309,21 +282,6 @@ class BackendUsage(Struct, kw_only=True):
     energy_joules: float | None = None
     energy_source: EnergySource | None = None
     timings: Mapping[str, float] = field(default_factory=dict)
-
-
-class ToolCallDelta(Struct, kw_only=True, frozen=True):
-    """A piece of a streamed tool call, as OpenAI streams them: ``index`` says which call
-    of the answer; its first piece carries ``id`` and ``name``, and every piece may carry a
-    fragment of the ``arguments`` JSON text (joined in order they are the arguments)."""
-
-    index: int
-    id: str | None = None
-    name: str | None = None
-    arguments: str = ""
-
-
-FINISH_TOOL_CALLS = "tool_calls"
-"""The ``finish_reason`` of an answer that ends with tool calls."""
 
 
 class Chunk(Struct, kw_only=True):
