@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import math
 import re
 import time
@@ -23,19 +22,25 @@ from gateway.backend import (
     BackendConfig,
     BackendFactory,
     BackendStatus,
-    BackendUsage,
     Chunk,
     Deployment,
     Embedder,
     EmbeddingRequest,
     EmbeddingResult,
-    GenerationRequest,
     HardwareProfile,
-    Message,
     Operation,
 )
 from gateway.errors import ConfigError, ContextLengthExceeded, FreshetError
-from gateway.settings import _parse_backends
+from gateway.testing.streams import (
+    as_config,
+    close_stream,
+    collect,
+    expect,
+    finished,
+    idle,
+    make_request,
+    request_id,
+)
 
 # ---------------------------------------------------------------------------------------
 # The backend contract
@@ -63,12 +68,10 @@ CHECKS: dict[str, str] = {
 }
 """Each check's name and what it asks. A check may be skipped with a reason (``skip=``)."""
 
-FINISH_REASONS = frozenset({"stop", "length", "content_filter"})
 ALL_OPERATIONS: tuple[Operation, ...] = typing.get_args(Operation)
 # The ones Backend.stream serves (embeddings go to Embedder.embed).
 OPERATIONS: tuple[Operation, ...] = tuple(op for op in ALL_OPERATIONS if op in STREAM_OPERATIONS)
 _KIND = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
-_ids = itertools.count()
 
 
 @dataclass(frozen=True)
@@ -122,105 +125,6 @@ class _ContractFleet:
             raise ConfigError(f"unknown backend {backend_id!r}") from None
 
 
-def _config(value: BackendConfig | Mapping[str, Any]) -> BackendConfig:
-    """A ``BackendConfig`` from a config entry written as in ``freshet.yaml``."""
-    if isinstance(value, BackendConfig):
-        return value
-    return _parse_backends([dict(value)], "<backend contract>")[0]
-
-
-def _expect(condition: object, message: str) -> None:
-    if not condition:
-        raise AssertionError(message)
-
-
-def _request(
-    dep: Deployment, operation: Operation, text: str, max_tokens: int | None
-) -> GenerationRequest:
-    return GenerationRequest(
-        request_id=f"contract-{next(_ids)}",
-        operation=operation,
-        model=dep.model,
-        adapter=dep.adapter,
-        messages=(Message(role="user", content=text),) if operation == "chat" else (),
-        prompt=text if operation == "text_completion" else None,
-        max_tokens=max_tokens,
-        temperature=0.0,
-        seed=1,
-    )
-
-
-async def _close(stream: AsyncIterator[Chunk]) -> None:
-    aclose: Callable[[], Awaitable[None]] | None = getattr(stream, "aclose", None)
-    _expect(
-        aclose is not None,
-        "stream() must return something the gateway can close (an async generator, with aclose())",
-    )
-    assert aclose is not None
-    await aclose()
-
-
-async def _collect(backend: Backend, request: GenerationRequest) -> list[Chunk]:
-    stream = backend.stream(request)
-    chunks: list[Chunk] = []
-    try:
-        async for chunk in stream:
-            chunks.append(chunk)
-    finally:
-        await _close(stream)
-    return chunks
-
-
-def _finished(chunks: list[Chunk]) -> BackendUsage:
-    """Check the shape of a whole stream; the usage of its last chunk."""
-    _expect(chunks, "the stream ended without a single chunk")
-    for i, chunk in enumerate(chunks):
-        _expect(isinstance(chunk, Chunk), f"chunk {i} is a {type(chunk).__name__}, not a Chunk")
-    *body, last = chunks
-    for i, chunk in enumerate(body):
-        _expect(
-            chunk.finish_reason is None and chunk.usage is None,
-            f"chunk {i} of {len(chunks)} has finish_reason or usage: only the last may",
-        )
-    _expect(last.finish_reason is not None, "the last chunk has no finish_reason")
-    _expect(
-        last.finish_reason in FINISH_REASONS,
-        f"finish_reason {last.finish_reason!r} is none of {sorted(FINISH_REASONS)}",
-    )
-    usage = last.usage
-    _expect(isinstance(usage, BackendUsage), "the last chunk has no usage (a BackendUsage)")
-    assert usage is not None
-    _expect(usage.prompt_tokens > 0, f"usage.prompt_tokens is {usage.prompt_tokens}, not > 0")
-    _expect(usage.completion_tokens >= 0, "usage.completion_tokens is negative")
-    cache = (usage.cached_prompt_tokens, usage.cache_write_tokens)
-    _expect(
-        min(cache) >= 0 and sum(cache) <= usage.prompt_tokens,
-        f"usage.cached_prompt_tokens + cache_write_tokens ({cache[0]} + {cache[1]}) are not "
-        f"parts of prompt_tokens ({usage.prompt_tokens})",
-    )
-    _expect(
-        0 <= usage.reasoning_tokens <= usage.completion_tokens,
-        f"usage.reasoning_tokens {usage.reasoning_tokens} is not a part of completion_tokens "
-        f"({usage.completion_tokens})",
-    )
-    early = {c.prompt_tokens for c in chunks if c.prompt_tokens is not None}
-    _expect(
-        early <= {usage.prompt_tokens},
-        f"a chunk told prompt_tokens {sorted(early)}, the usage {usage.prompt_tokens}",
-    )
-    return usage
-
-
-async def _idle(backend: Backend, within_s: float) -> BackendStatus:
-    """The backend's status once nothing runs or waits (or the last one seen)."""
-    deadline = time.monotonic() + within_s
-    while True:
-        status = await backend.status()
-        if (status.running == 0 and status.waiting == 0) or time.monotonic() > deadline:
-            return status
-        await asyncio.sleep(0.02)
-
-
 async def check_backend(
     factory: BackendFactory,
     config: BackendConfig | Mapping[str, Any],
@@ -247,9 +151,9 @@ async def check_backend(
     fleet = _ContractFleet()
     started: list[Backend] = []
     for make, entry in neighbours:
-        neighbour = make(_config(entry), fleet)
+        neighbour = make(as_config(entry), fleet)
         fleet.backends[neighbour.id] = neighbour
-    backend_config = _config(config)
+    backend_config = as_config(config)
     backend = factory(backend_config, fleet)
     report = ContractReport(backend_config.id)
     results = report.results
@@ -282,35 +186,35 @@ async def check_backend(
         return [op for op in OPERATIONS if op in ops]
 
     async def declaration() -> None:
-        _expect(isinstance(backend, Backend), "the object lacks members of the Backend protocol")
-        _expect(backend.id == backend_config.id, f"id {backend.id!r} is not {backend_config.id!r}")
-        _expect(
+        expect(isinstance(backend, Backend), "the object lacks members of the Backend protocol")
+        expect(backend.id == backend_config.id, f"id {backend.id!r} is not {backend_config.id!r}")
+        expect(
             isinstance(backend.kind, str) and _KIND.match(backend.kind),
             f"kind {backend.kind!r} is not a lower-case name",
         )
         deps = list(backend.deployments)
-        _expect(deps, "no deployments")
+        expect(deps, "no deployments")
         names = [d.name for d in deps]
-        _expect(len(set(names)) == len(names), f"deployments repeat a name: {names}")
+        expect(len(set(names)) == len(names), f"deployments repeat a name: {names}")
         for d in deps:
-            _expect(isinstance(d, Deployment), f"{d!r} is not a Deployment")
-            _expect(d.backend_id == backend.id, f"{d.name}: backend_id {d.backend_id!r}")
-            _expect(d.max_context > 0, f"{d.name}: max_context {d.max_context}")
-            _expect(d.operations, f"{d.name}: declares no operation")
-            _expect(
+            expect(isinstance(d, Deployment), f"{d!r} is not a Deployment")
+            expect(d.backend_id == backend.id, f"{d.name}: backend_id {d.backend_id!r}")
+            expect(d.max_context > 0, f"{d.name}: max_context {d.max_context}")
+            expect(d.operations, f"{d.name}: declares no operation")
+            expect(
                 set(d.operations) <= set(ALL_OPERATIONS),
                 f"{d.name}: operations {sorted(d.operations)} not among {list(ALL_OPERATIONS)}",
             )
-            _expect(
+            expect(
                 "embeddings" not in d.operations or isinstance(backend, Embedder),
                 f"{d.name}: declares embeddings but the backend has no embed()",
             )
-            _expect(
+            expect(
                 set(d.capabilities) <= set(KNOWN_CAPABILITIES),
                 f"{d.name}: capabilities {sorted(d.capabilities)} not among "
                 f"{list(KNOWN_CAPABILITIES)}",
             )
-        _expect(isinstance(backend.profile, HardwareProfile), "profile is not a HardwareProfile")
+        expect(isinstance(backend.profile, HardwareProfile), "profile is not a HardwareProfile")
 
     async def start() -> None:
         for neighbour in fleet.backends.values():
@@ -319,9 +223,9 @@ async def check_backend(
         await backend.start()
         started.append(backend)
         status = await backend.status()
-        _expect(isinstance(status, BackendStatus), f"status() gave a {type(status).__name__}")
-        _expect(status.healthy, f"status() after start() is not healthy: {status.detail}")
-        _expect(
+        expect(isinstance(status, BackendStatus), f"status() gave a {type(status).__name__}")
+        expect(status.healthy, f"status() after start() is not healthy: {status.detail}")
+        expect(
             status.running == 0 and status.waiting == 0,
             f"status() after start(): running {status.running}, waiting {status.waiting}",
         )
@@ -330,12 +234,14 @@ async def check_backend(
         async def check() -> str | None:
             if operation not in declared():
                 return f"{operation} is not declared"
-            chunks = await _collect(backend, _request(backend.deployments[0], operation, text, 8))
-            usage = _finished(chunks)
+            chunks = await collect(
+                backend, make_request(backend.deployments[0], operation, text, 8)
+            )
+            usage = finished(chunks)
             out = "".join(c.text for c in chunks)
-            _expect(out.strip(), "no text came out")
-            _expect(usage.completion_tokens > 0, "text came out but completion_tokens is 0")
-            _expect(
+            expect(out.strip(), "no text came out")
+            expect(usage.completion_tokens > 0, "text came out but completion_tokens is 0")
+            expect(
                 usage.completion_tokens <= 8,
                 f"completion_tokens {usage.completion_tokens} over max_tokens 8",
             )
@@ -347,49 +253,49 @@ async def check_backend(
         dep = backend.deployments[0]
         if "embeddings" not in dep.operations:
             return "embeddings is not declared"
-        _expect(isinstance(backend, Embedder), "embeddings is declared but there is no embed()")
+        expect(isinstance(backend, Embedder), "embeddings is declared but there is no embed()")
         assert isinstance(backend, Embedder)
         request = EmbeddingRequest(
-            request_id=f"contract-{next(_ids)}",
+            request_id=request_id(),
             model=dep.model,
             adapter=dep.adapter,
             texts=("The river rises after rain.", "A mountain stands."),
         )
         result = await backend.embed(request)
-        _expect(isinstance(result, EmbeddingResult), f"embed() returned {type(result).__name__}")
+        expect(isinstance(result, EmbeddingResult), f"embed() returned {type(result).__name__}")
         vectors = [list(v) for v in result.vectors]
-        _expect(len(vectors) == 2, f"{len(vectors)} vectors for 2 inputs")
-        _expect(vectors[0] and len(vectors[0]) == len(vectors[1]), "vectors of different sizes")
-        _expect(all(math.isfinite(x) for v in vectors for x in v), "a vector has a NaN or infinity")
+        expect(len(vectors) == 2, f"{len(vectors)} vectors for 2 inputs")
+        expect(vectors[0] and len(vectors[0]) == len(vectors[1]), "vectors of different sizes")
+        expect(all(math.isfinite(x) for v in vectors for x in v), "a vector has a NaN or infinity")
         usage = result.usage
-        _expect(usage.prompt_tokens > 0, f"usage.prompt_tokens is {usage.prompt_tokens}")
-        _expect(usage.completion_tokens == 0, "an embedding has no completion tokens")
+        expect(usage.prompt_tokens > 0, f"usage.prompt_tokens is {usage.prompt_tokens}")
+        expect(usage.completion_tokens == 0, "an embedding has no completion tokens")
         return None
 
     async def max_tokens() -> None:
         dep = backend.deployments[0]
         for operation in declared():
-            request = _request(dep, operation, "Tell me a long story about a river.", 2)
-            usage = _finished(await _collect(backend, request))
-            _expect(
+            request = make_request(dep, operation, "Tell me a long story about a river.", 2)
+            usage = finished(await collect(backend, request))
+            expect(
                 usage.completion_tokens <= 2,
                 f"{operation}: completion_tokens {usage.completion_tokens} over max_tokens 2",
             )
 
     async def cancellation() -> None:
         dep = backend.deployments[0]
-        request = _request(dep, declared()[0], "Count from 1 to 1000, separated by commas.", 64)
+        request = make_request(dep, declared()[0], "Count from 1 to 1000, separated by commas.", 64)
         stream = backend.stream(request)
         try:
             first = await anext(stream)
-            _expect(isinstance(first, Chunk), f"the first chunk is a {type(first).__name__}")
+            expect(isinstance(first, Chunk), f"the first chunk is a {type(first).__name__}")
         finally:
             began = time.monotonic()
-            await _close(stream)
+            await close_stream(stream)
         took = time.monotonic() - began
-        _expect(took < 5.0, f"closing the stream took {took:.1f} s")
-        status = await _idle(backend, settle_s)
-        _expect(
+        expect(took < 5.0, f"closing the stream took {took:.1f} s")
+        status = await idle(backend, settle_s)
+        expect(
             status.running == 0 and status.waiting == 0,
             f"{settle_s:g} s after the stream was closed: running {status.running}, "
             f"waiting {status.waiting}",
@@ -398,7 +304,7 @@ async def check_backend(
     async def context_length() -> None:
         dep = backend.deployments[0]
         words = dep.max_context + 64
-        request = _request(dep, declared()[0], " ".join(["river"] * words), 8)
+        request = make_request(dep, declared()[0], " ".join(["river"] * words), 8)
         stream = backend.stream(request)
         try:
             chunk = await anext(stream)
@@ -410,7 +316,7 @@ async def check_backend(
                 f"{type(exc).__name__}, not ContextLengthExceeded"
             ) from exc
         finally:
-            await _close(stream)
+            await close_stream(stream)
         raise AssertionError(
             f"a prompt of {words} words over max_context {dep.max_context} gave a chunk "
             f"({chunk!r}); raise ContextLengthExceeded before the first chunk"
@@ -422,7 +328,7 @@ async def check_backend(
         if not missing:
             return "every operation is declared"
         for operation in missing:
-            stream = backend.stream(_request(dep, operation, "hello", 8))
+            stream = backend.stream(make_request(dep, operation, "hello", 8))
             try:
                 await anext(stream)
             except FreshetError:
@@ -430,7 +336,7 @@ async def check_backend(
             except StopAsyncIteration:
                 raise AssertionError(f"{operation} (not declared) ended without error") from None
             finally:
-                await _close(stream)
+                await close_stream(stream)
             raise AssertionError(
                 f"{operation} is not declared but streamed; raise a FreshetError "
                 "(InvalidRequest) before the first chunk"
@@ -438,9 +344,9 @@ async def check_backend(
         return None
 
     async def status() -> None:
-        now = await _idle(backend, settle_s)
-        _expect(now.healthy, f"not healthy after the checks: {now.detail}")
-        _expect(
+        now = await idle(backend, settle_s)
+        expect(now.healthy, f"not healthy after the checks: {now.detail}")
+        expect(
             now.running == 0 and now.waiting == 0,
             f"after the checks: running {now.running}, waiting {now.waiting}",
         )
