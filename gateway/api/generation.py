@@ -51,6 +51,7 @@ from gateway.api.responses import events as response_events
 from gateway.api.responses import protocol as responses
 from gateway.api.responses.create import create as create_response
 from gateway.api.runtime import Runtime
+from gateway.api.server import WHOLE_RESPONSE
 from gateway.api.traces import server_address
 from gateway.errors import (
     EMPTY_BODY,
@@ -69,6 +70,7 @@ Handler = Callable[[Service, Any, EdgeRequest], Awaitable[Reply]]
 _encode = msgspec.json.Encoder().encode
 _JSON = (b"content-type", b"application/json")
 _SSE = (b"content-type", b"text/event-stream")
+EXTENSIONS = "extensions"
 
 
 def _openai_stream_error(error: FreshetError) -> bytes:
@@ -206,7 +208,8 @@ class Generation:
                 return
             status = 200
             if isinstance(reply, JsonReply):
-                await self._json(reply, request_id, send)
+                whole = WHOLE_RESPONSE in scope.get(EXTENSIONS, ())
+                await self._json(reply, request_id, send, whole)
             else:
                 await self._stream(reply, request_id, send, watch, endpoint.stream_error)
         except Exception:
@@ -227,10 +230,15 @@ class Generation:
             telemetry.end(trace, status, error_type)
 
     @staticmethod
-    async def _json(reply: JsonReply, request_id: str, send: Send) -> None:
+    async def _json(reply: JsonReply, request_id: str, send: Send, whole: bool) -> None:
+        """``whole``: the server takes the response in one message (one write)."""
         body = _encode(reply.body)
-        headers = [_JSON, (b"content-length", b"%d" % len(body)), *_encoded(reply.headers)]
-        headers.append((b"x-request-id", request_id.encode()))
+        headers = [_JSON, *_encoded(reply.headers), (b"x-request-id", request_id.encode())]
+        if whole:
+            await send({"type": "http.response.start", "status": 200, "headers": headers,
+                        "body": body})  # fmt: skip
+            return
+        headers.append((b"content-length", b"%d" % len(body)))
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": body, "more_body": False})
 

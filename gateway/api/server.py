@@ -37,13 +37,17 @@ from typing import Any, NoReturn
 import httptools
 import msgspec
 import uvicorn
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import (
+    STATUS_LINE,
+    HttpToolsProtocol,
+    RequestResponseCycle,
+)
 from uvicorn.server import ServerState
 
 from gateway.api.drain import CONNECTION
 from gateway.settings import ConnectionSettings
 
-__all__ = ["ConnectionGuard", "FreshetHttpProtocol", "ServerConfig"]
+__all__ = ["WHOLE_RESPONSE", "ConnectionGuard", "FreshetHttpProtocol", "ServerConfig"]
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +141,48 @@ class ServerConfig(uvicorn.Config):
     def __init__(self, app: Any, *, guard: ConnectionGuard, **kwargs: Any) -> None:
         super().__init__(app, **kwargs)
         self.guard = guard
+
+
+WHOLE_RESPONSE = "freshet.whole_response"
+"""The ASGI extension (``scope["extensions"]``) of this server: an ``http.response.start``
+message may carry the whole body under ``"body"``, and the response is written in one
+write, status line, headers and body together. Only for headers the gateway made itself
+(names and values are not checked again; see :meth:`_Cycle.send`)."""
+
+
+class _Cycle(RequestResponseCycle):
+    """uvicorn's request/response cycle, with the :data:`WHOLE_RESPONSE` extension."""
+
+    async def send(self, message: Any) -> None:
+        whole = "body" in message and message["type"] == "http.response.start"
+        if not whole or self.response_started:
+            await super().send(message)
+            return
+        # The generation endpoints' JSON answers: every header name is the gateway's own,
+        # every value is made by the gateway or is a request header httptools accepted (no
+        # CR, LF or NUL), so uvicorn's two regular expressions a header are skipped, and
+        # one write instead of two is one system call less a request.
+        if self.flow.write_paused and not self.disconnected:
+            await self.flow.drain()
+        if self.disconnected:
+            return
+        self.response_started = True
+        self.waiting_for_100_continue = False
+        body: bytes = message["body"]
+        content = [STATUS_LINE[message["status"]]]
+        for name, value in self.default_headers:
+            content += (name, b": ", value, b"\r\n")
+        for name, value in message["headers"]:
+            content += (name, b": ", value, b"\r\n")
+        if not self.keep_alive:
+            content.append(b"connection: close\r\n")
+        content += (b"content-length: %d\r\n\r\n" % len(body), body)
+        self.transport.write(b"".join(content))
+        self.response_complete = True
+        self.message_event.set()
+        if not self.keep_alive:
+            self.transport.close()
+        self.on_response()
 
 
 class FreshetHttpProtocol(HttpToolsProtocol):
@@ -297,6 +343,9 @@ class FreshetHttpProtocol(HttpToolsProtocol):
             self._timer.cancel()
             self._timer = None
         super().on_headers_complete()
+        # The cycle uvicorn made: ours (its task has not run yet), with the extension.
+        self.cycle.__class__ = _Cycle
+        self.scope.setdefault("extensions", {})[WHOLE_RESPONSE] = {}
 
     def on_message_complete(self) -> None:
         self._phase = _IDLE

@@ -98,3 +98,70 @@ def test_a_client_that_leaves_mid_body_costs_nothing(gateway: Server) -> None:
     assert status == 200, body
     assert "unhandled" not in gateway.log_text()
     assert "Traceback" not in gateway.log_text()
+
+
+def _raw_exchange(server: Server, requests: bytes, expect: int) -> bytes:
+    """Send ``requests`` as they are; read until ``expect`` responses' bodies are in or the
+    server closes."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        sock.sendall(requests)
+        data = b""
+        while data.count(b'"chat.completion"') < expect:
+            piece = sock.recv(65536)
+            if not piece:
+                break
+            data += piece
+        return data
+
+
+def _chat_request(close: bool = False) -> bytes:
+    body = json.dumps(
+        {"model": "auto", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+    ).encode()
+    head = (
+        f"POST {CHAT} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(body)}\r\n" + ("connection: close\r\n" if close else "") + "\r\n"
+    )
+    return head.encode() + body
+
+
+def _responses(data: bytes) -> list[tuple[list[bytes], bytes]]:
+    """Split HTTP/1.1 responses with a content-length: (header lines, body) each."""
+    out = []
+    while data:
+        head, _, rest = data.partition(b"\r\n\r\n")
+        lines = head.split(b"\r\n")
+        length = next(int(v) for n, _, v in (h.partition(b": ") for h in lines[1:])
+                      if n.lower() == b"content-length")  # fmt: skip
+        out.append((lines, rest[:length]))
+        data = rest[length:]
+    return out
+
+
+def test_a_json_answer_is_one_whole_response(gateway: Server) -> None:
+    """The generation path hands the server its answer in one message (one write): the
+    status line, the server's own headers, exactly one content-length matching the body,
+    and a kept-alive connection that answers the next request (pipelined) the same way."""
+    data = _raw_exchange(gateway, _chat_request() + _chat_request(), 2)
+    answers = _responses(data)
+    assert len(answers) == 2
+    for lines, body in answers:
+        assert lines[0] == b"HTTP/1.1 200 OK"
+        names = [line.partition(b": ")[0].lower() for line in lines[1:]]
+        assert names.count(b"content-length") == 1
+        assert {b"date", b"x-request-id", b"x-freshet-route"} <= set(names)
+        assert not {b"transfer-encoding", b"connection"} & set(names)
+        assert json.loads(body)["object"] == "chat.completion"
+
+
+def test_a_whole_response_to_connection_close_closes(gateway: Server) -> None:
+    data = _raw_exchange(gateway, _chat_request(close=True), 1)
+    ((lines, body),) = _responses(data)
+    assert b"connection: close" in [line.lower() for line in lines]
+    assert json.loads(body)["object"] == "chat.completion"
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=30) as sock:
+        sock.sendall(_chat_request(close=True))
+        received = b""
+        while piece := sock.recv(65536):  # the server closes after the answer
+            received += piece
+        assert json.loads(_responses(received)[0][1])["object"] == "chat.completion"
