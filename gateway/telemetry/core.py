@@ -107,7 +107,7 @@ class Telemetry:
         # Quiet while no request has work for the loop (none in flight, or all waiting
         # on a backend's first byte): the exporter thread encodes and sends then, so that
         # its Python work does not take the GIL from a request (telemetry_export.IdleGate).
-        self.idle = IdleGate()
+        self.idle = IdleGate(armed=False)  # armed when an exporter starts (start())
         self._export_traces = self.tracing and wanted(env, "traces")
         self._export_metrics = wanted(env, "metrics")
         self._metrics_interval_s = env_int(env, "OTEL_METRIC_EXPORT_INTERVAL", 60000) / 1000
@@ -122,6 +122,7 @@ class Telemetry:
     def start(self) -> None:
         """Start the OTLP exporters that the environment asks for (in the lifespan)."""
         if self._export_traces and self._batch is None:
+            self.idle.arm()
             exporter = span_exporter(self.idle)
             self._undo.append(quiet(SPAN_LOGGERS, [exporter.health]))
             self._exporter = exporter

@@ -150,20 +150,31 @@ class IdleGate:
     (``enter``/``leave``); the event flips only when the count leaves or reaches zero.
     """
 
-    def __init__(self, max_wait_s: float = 0.05) -> None:
+    def __init__(self, max_wait_s: float = 0.05, armed: bool = True) -> None:
         self._quiet = threading.Event()
         self._quiet.set()
         self._busy = 0
         self.max_wait_s = max_wait_s
+        # Unarmed (no exporter thread waits on it), only the count is kept: flipping the
+        # event takes a lock, twice a request at the rate a busy loop goes quiet.
+        self._armed = armed
+
+    def arm(self) -> None:
+        """An exporter waits on the gate from now on (called on the loop's thread)."""
+        self._armed = True
+        if self._busy:
+            self._quiet.clear()
+        else:
+            self._quiet.set()
 
     def enter(self) -> None:
         self._busy += 1
-        if self._busy == 1:
+        if self._busy == 1 and self._armed:
             self._quiet.clear()
 
     def leave(self) -> None:
         self._busy -= 1
-        if self._busy == 0:
+        if self._busy == 0 and self._armed:
             self._quiet.set()
 
     @property

@@ -13,7 +13,11 @@ from typing import Annotated
 
 import aiohttp
 from msgspec import Meta, Struct
-from opentelemetry import propagate
+from opentelemetry import baggage, propagate
+from opentelemetry import trace as otel_trace
+from opentelemetry.baggage.propagation import W3CBaggagePropagator
+from opentelemetry.propagators.composite import CompositePropagator
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from freshet_vllm.http1 import Pool
 from freshet_vllm.metrics import Load, MetricsError, parse_load
@@ -34,10 +38,41 @@ async def _inject_trace_context(
 
 
 def trace_headers() -> dict[str, str]:
-    """The current trace context as headers (``traceparent``) for a request to send now."""
+    """The current trace context as headers (``traceparent``) for a request to send now.
+
+    With OpenTelemetry's default propagators (W3C trace context and baggage) and no
+    baggage, the headers are written here, as ``propagate.inject`` would write them
+    (a test holds the two equal), for a fraction of its cost: this runs per request."""
+    textmap = propagate.get_global_textmap()
+    if textmap is not _default_textmap[0]:
+        _default_textmap[:] = [textmap, _is_default(textmap)]
+    if _default_textmap[1] and not baggage.get_all():
+        context = otel_trace.get_current_span().get_span_context()
+        if context == otel_trace.INVALID_SPAN_CONTEXT:
+            return {}
+        headers = {
+            "traceparent": f"00-{context.trace_id:032x}-{context.span_id:016x}-"
+            f"{context.trace_flags:02x}"
+        }
+        if context.trace_state:
+            headers["tracestate"] = context.trace_state.to_header()
+        return headers
     carrier: dict[str, str] = {}
     propagate.inject(carrier)
     return carrier
+
+
+# The global propagator last seen, and whether it is OpenTelemetry's default pair.
+_default_textmap: list[object] = [None, False]
+
+
+def _is_default(textmap: object) -> bool:
+    inner = getattr(textmap, "_propagators", None)
+    return (
+        type(textmap) is CompositePropagator
+        and isinstance(inner, list)
+        and [type(p) for p in inner] == [TraceContextTextMapPropagator, W3CBaggagePropagator]
+    )
 
 
 def _trace_propagation() -> aiohttp.TraceConfig:

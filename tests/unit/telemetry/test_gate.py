@@ -111,3 +111,16 @@ def test_under_sustained_load_an_export_waits_once_then_keeps_up() -> None:
     pacer.between()
     elapsed = time.monotonic() - started
     assert 0.05 <= elapsed < 0.05 * 3  # one wait for quiet, not forty
+
+
+def test_an_unarmed_gate_counts_and_its_arming_reads_the_count() -> None:
+    """Without an exporter the gate only counts (no lock a request); armed later, its
+    event says what the count says at once."""
+    gate = IdleGate(max_wait_s=0.01, armed=False)
+    gate.enter()
+    assert gate.busy == 1
+    assert gate.wait()  # unarmed: nothing waits on it, it reads quiet
+    gate.arm()
+    assert not gate.wait()  # armed with a request in hand: busy
+    gate.leave()
+    assert gate.wait()
