@@ -17,6 +17,7 @@ import logging
 import sqlite3
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from itertools import chain
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
@@ -38,6 +39,7 @@ from gateway.state.keys_sqlite import retry_locked
 log = logging.getLogger(__name__)
 
 FLUSH_INTERVAL_S = 0.05
+_MAX_ROWS = 256  # rows in one INSERT (x 50 columns: far below SQLite's 250,000 variables)
 
 
 class UsageQuery(Struct, kw_only=True):
@@ -84,10 +86,8 @@ class SQLiteLedger:
         columns = expected_columns(self.record_type)
         self._columns = tuple(c.name for c in columns)  # the struct's fields, in order
         self._quoted = ", ".join(f'"{c}"' for c in self._columns)
-        self._insert = (
-            f"INSERT OR IGNORE INTO usage ({self._quoted}) "
-            f"VALUES ({', '.join('?' for _ in self._columns)})"
-        )
+        self._row = f"({', '.join('?' for _ in self._columns)})"
+        self._inserts: dict[int, str] = {}  # rows a statement -> the statement
         self._bools = tuple(c.name for c in columns if c.is_bool)
         # A NULL where the field has a default reads as the default.
         self._defaults = tuple(
@@ -143,12 +143,29 @@ class SQLiteLedger:
 
     def _write(self, batch: list[UsageRecord]) -> None:
         assert self._conn is not None
-        # The columns are the struct's fields in order: one C call a row, so this thread holds
-        # the GIL (that a request on the loop may be waiting for) as briefly as it can.
-        rows = [astuple(r) for r in batch]
+        # The columns are the struct's fields in order: one C call a row. The rows go in
+        # a few statements of many rows each (a power of two, so that few statements are
+        # ever prepared): SQLite inserts a statement's rows in one step, and this thread
+        # gives the GIL back to the event loop and takes it again once a statement, not
+        # once a row as executemany does (each a hand-over between the two threads).
         with self._conn:
             self._conn.execute("BEGIN")
-            self._conn.executemany(self._insert, rows)
+            start = 0
+            while start < len(batch):
+                size = min(_MAX_ROWS, 1 << ((len(batch) - start).bit_length() - 1))
+                rows = batch[start : start + size]
+                values = list(chain.from_iterable(astuple(r) for r in rows))
+                self._conn.execute(self._insert_rows(size), values)
+                start += size
+
+    def _insert_rows(self, rows: int) -> str:
+        statement = self._inserts.get(rows)
+        if statement is None:
+            statement = self._inserts[rows] = (
+                f"INSERT OR IGNORE INTO usage ({self._quoted}) VALUES "
+                + ", ".join(self._row for _ in range(rows))
+            )
+        return statement
 
     async def aclose(self) -> None:
         if self._writer is not None:
