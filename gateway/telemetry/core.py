@@ -29,6 +29,7 @@ from opentelemetry import propagate
 from opentelemetry import trace as otel_trace
 from opentelemetry.sdk.trace import SpanLimits, SynchronousMultiSpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags
 
@@ -94,6 +95,7 @@ class Telemetry:
         self._ids = self.provider.id_generator
         self._propagated = frozenset(propagate.get_global_textmap().fields)
         self._sampler = self.provider.sampler
+        self._parent_based = is_default_sampler(self._sampler)
         self.metrics = Metrics()
         self._spans = SpanFactory(
             self.resource,
@@ -191,13 +193,19 @@ class Telemetry:
         if parent is not None and not parent.is_valid:
             parent = None
         trace_id = parent.trace_id if parent is not None else self._ids.generate_trace_id()
-        sampling = self._sampler.should_sample(incoming, trace_id, operation, SpanKind.SERVER)
+        if self._parent_based:  # the SDK's default sampler, as it decides, without its calls
+            sampled = parent.trace_flags.sampled if parent is not None else True
+            trace_state = parent.trace_state if parent is not None else None
+        else:
+            sampling = self._sampler.should_sample(incoming, trace_id, operation, SpanKind.SERVER)
+            sampled = sampling.decision.is_sampled()  # type: ignore[no-untyped-call]
+            trace_state = sampling.trace_state
         context = SpanContext(
             trace_id,
             self._ids.generate_span_id(),
             is_remote=False,
-            trace_flags=_SAMPLED if sampling.decision.is_sampled() else _NOT_SAMPLED,  # type: ignore[no-untyped-call]
-            trace_state=sampling.trace_state,
+            trace_flags=_SAMPLED if sampled else _NOT_SAMPLED,
+            trace_state=trace_state,
         )
         trace = RequestTrace(request_id, operation, start_ns, context, parent, server)
         traced = self._activate(trace)
@@ -257,6 +265,22 @@ class Telemetry:
                 statuses[backend_id] = await backend.status()
         circuits = {backend_id: self._circuit_state(backend_id) for backend_id in self._backends}
         self.metrics.backends(statuses, circuits, self.in_flight())
+
+
+def is_default_sampler(sampler: object) -> bool:
+    """Whether ``sampler`` is the SDK's default, ``parentbased_always_on``: a request with
+    a valid parent follows the parent's sampled flag and trace state, one without is
+    sampled (a test holds :meth:`Telemetry.begin`'s shortcut to the SDK's decisions)."""
+    if type(sampler) is not ParentBased:
+        return False
+    rules = vars(sampler)
+    on, off = (ALWAYS_ON,) * 3, (ALWAYS_OFF,) * 2
+    return (
+        tuple(rules.get(k) for k in ("_root", "_remote_parent_sampled", "_local_parent_sampled"))
+        == on
+        and tuple(rules.get(k) for k in ("_remote_parent_not_sampled", "_local_parent_not_sampled"))
+        == off
+    )
 
 
 class TracedRequest:
