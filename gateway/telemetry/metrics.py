@@ -32,6 +32,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from gateway.backend import BackendStatus
 from gateway.outcome import UsageRecord
+from gateway.telemetry.recorders import recorder
 from gateway.telemetry.trace import RequestTrace
 
 Kind = Literal["histogram", "counter", "gauge"]
@@ -216,7 +217,7 @@ class Metrics:
         child = series.get(key)
         if child is None:
             parent = self._histograms.get(spec.name) or self._counters[spec.name]
-            child = series[key] = parent.labels(*base, *extra)
+            child = series[key] = recorder(parent.labels(*base, *extra))
         return child
 
     def _gauge(self, spec: Spec, values: tuple[str, ...]) -> Gauge:
