@@ -44,6 +44,7 @@ FORGET_S = 60.0  # a backend with no request finished for this long is quoted by
 FACTOR_BOUNDS = (0.2, 5.0)
 REFIT_EVERY = 4  # requests between fits, once the first FIRST_FITS are in
 FIRST_FITS = 8
+MIN_REFIT_S = 0.01  # and at most one fit per measure and backend in this time
 
 
 class Fit:
@@ -55,20 +56,31 @@ class Fit:
         self.factor = 1.0
         self.offset = 0.0
         self.observed = 0
+        self._fitted_at = -math.inf
 
     def apply(self, model: float) -> float:
         return max(0.0, self.factor * model + self.offset)
 
-    def observe(self, model: float, quoted: float, actual: float) -> None:
-        """``model``: the cost model's figure; ``quoted``: what was promised (corrected)."""
+    def observe(self, model: float, quoted: float, actual: float, now: float | None = None) -> None:
+        """``model``: the cost model's figure; ``quoted``: what was promised (corrected);
+        ``now``: the calibration's clock (without it, no time limit on fits)."""
         if actual > 0:
             self.errors.append(abs(actual - quoted) / actual)
         self.pairs.append((model, actual))
         self.observed += 1
-        # A fit sorts the window a few times: after the first requests, once every
-        # REFIT_EVERY, which keeps it off a busy gateway's every request.
-        if self.observed <= FIRST_FITS or self.observed % REFIT_EVERY == 0:
+        # A fit sorts the window a few times: after the first requests, then once every
+        # REFIT_EVERY and at most once every MIN_REFIT_S, which keeps it off a busy
+        # gateway's every request (at 2,000 requests a second to one backend, 100 fits a
+        # second, not 500: the median of a 16-request window moves no faster).
+        observed = self.observed
+        if observed <= FIRST_FITS:
             self._refit()
+        elif observed % REFIT_EVERY == 0:
+            if now is None:
+                self._refit()
+            elif now - self._fitted_at >= MIN_REFIT_S:
+                self._fitted_at = now
+                self._refit()
 
     def _refit(self) -> None:
         pairs = self.pairs
@@ -94,9 +106,7 @@ class Fit:
 
 def _error(pairs: Iterable[tuple[float, float]], factor: float, offset: float) -> float:
     """The median relative error of ``max(0, factor x model + offset)`` over ``pairs``."""
-    return _median(
-        [abs(y - max(0.0, factor * x + offset)) / y if y > 0 else 0.0 for x, y in pairs]
-    )
+    return _median([abs(y - max(0.0, factor * x + offset)) / y if y > 0 else 0.0 for x, y in pairs])
 
 
 def _median(values: list[float]) -> float:
@@ -181,14 +191,14 @@ class QuoteCalibration:
         """A request that went as planned: its quote beside its actual times."""
         fits = self.fits(backend_id)
         with self._lock:
-            fits.last_at = self._clock()
+            fits.last_at = now = self._clock()
             if ttft_s is not None:
                 model = quote.model_ttft_s if quote.model_ttft_s is not None else quote.ttft_s
-                fits.ttft.observe(model, quote.ttft_s, ttft_s)
+                fits.ttft.observe(model, quote.ttft_s, ttft_s, now)
             model = (
                 quote.model_duration_s if quote.model_duration_s is not None else quote.duration_s
             )
-            fits.duration.observe(model, quote.duration_s, duration_s)
+            fits.duration.observe(model, quote.duration_s, duration_s, now)
 
     def view(self, backend_id: str) -> FitView:
         fits = self.fits(backend_id)

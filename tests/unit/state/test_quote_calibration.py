@@ -10,7 +10,16 @@ import pytest
 
 from gateway.backend import BackendStatus
 from gateway.cost import Metering, Quote, RequestShape
-from gateway.state.quotes import FACTOR_BOUNDS, WINDOW, CalibratedCost, Fit, QuoteCalibration
+from gateway.state.quotes import (
+    FACTOR_BOUNDS,
+    FIRST_FITS,
+    MIN_REFIT_S,
+    REFIT_EVERY,
+    WINDOW,
+    CalibratedCost,
+    Fit,
+    QuoteCalibration,
+)
 
 
 def quote(ttft_s: float, duration_s: float | None = None) -> Quote:
@@ -174,3 +183,23 @@ def test_a_backend_priced_out_of_every_request_is_quoted_afresh_after_a_while() 
     assert afresh.ttft_s == 0.1
     assert afresh.duration_s == 0.5
     assert calibration.view("gpu").observed == 0
+
+
+def test_fits_come_at_most_once_every_min_refit_s() -> None:
+    """A busy backend's fit is redone at most once every MIN_REFIT_S (of the calibration's
+    clock), and the next fit after a pause takes every request since into account."""
+    fit = Fit()
+    for _ in range(FIRST_FITS):
+        fit.observe(1.0, 1.0, 1.0, now=0.0)
+    assert fit.factor == 1.0
+    assert fit.offset == 0.0
+    # Sixteen requests 0.5 s late, all within the same instant: one fit, at the first
+    # REFIT_EVERY, then none until MIN_REFIT_S has passed.
+    for _ in range(16):
+        fit.observe(1.0, 1.0, 1.5, now=1.0)
+    after_one = (fit.factor, fit.offset)
+    assert after_one != (1.0, 0.5)  # the window's median moved later than the one fit
+    fit.observe(1.0, 1.0, 1.5, now=1.0 + MIN_REFIT_S)
+    for _ in range(REFIT_EVERY - 1):
+        fit.observe(1.0, 1.0, 1.5, now=1.0 + MIN_REFIT_S)
+    assert fit.apply(1.0) == pytest.approx(1.5)
