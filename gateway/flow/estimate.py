@@ -9,6 +9,11 @@ import msgspec
 from gateway.backend import GenerationRequest
 
 _WORD = re.compile(r"[^\W\d_]+")
+# For ASCII text: letters kept and everything else a space (the runs of letters split
+# out), the digits, and the characters that are alphanumeric or white space.
+_LETTERS_ONLY = bytes(c if chr(c).isalpha() else 0x20 for c in range(256))
+_DIGITS = b"0123456789"
+_ALNUM_OR_SPACE = bytes(c for c in range(128) if chr(c).isalnum() or chr(c).isspace())
 # A chat template adds a preamble (often a default system prompt) and a few tokens a
 # message; measured on SmolLM2 (tests/integration/test_token_estimate.py).
 CHAT_BASE_TOKENS = 24
@@ -17,10 +22,21 @@ MESSAGE_TOKENS = 6
 
 def _text_tokens(text: str) -> int:
     # BPE vocabularies keep common words whole, split long words, and give digits and
-    # punctuation tokens of their own.
-    words = sum(1 + len(w) // 9 for w in _WORD.findall(text))
-    digits = sum(c.isdigit() for c in text)
-    symbols = sum(1 for c in text if not c.isalnum() and not c.isspace())
+    # punctuation tokens of their own: a word is a run of letters, and one more token for
+    # each 9 letters in it; digits are str.isdigit; symbols neither str.isalnum nor
+    # str.isspace. This runs for every request, on prompts of thousands of characters:
+    # ASCII text (most prompts) is counted with bytes operations, 10x faster than the
+    # loop a character that any other text takes (a test holds the two equal).
+    if text.isascii():
+        raw = text.encode("ascii")
+        runs = raw.translate(_LETTERS_ONLY).split()
+        words = len(runs) + sum(len(w) // 9 for w in runs if len(w) >= 9)
+        digits = len(raw) - len(raw.translate(None, _DIGITS))
+        symbols = len(raw.translate(None, _ALNUM_OR_SPACE))
+    else:
+        words = sum(1 + len(w) // 9 for w in _WORD.findall(text))
+        digits = sum(c.isdigit() for c in text)
+        symbols = sum(1 for c in text if not c.isalnum() and not c.isspace())
     return round(words * 1.05 + digits + symbols * 0.6)
 
 
