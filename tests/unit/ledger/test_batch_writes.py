@@ -13,34 +13,21 @@ from hypothesis import strategies as st
 
 from gateway.ledger.sqlite import SQLiteLedger, UsageQuery
 from gateway.outcome import UsageRecord
+from tests.support.records import usage_record
 
 
 def _record(i: int, usd: float) -> UsageRecord:
-    return UsageRecord(
-        request_id=f"req-batch-{i:06d}",
+    return usage_record(
+        f"req-batch-{i:06d}",
         ts=1_765_000_000.0 + i,
         key="alice" if i % 2 else None,
-        group=None,
-        requested_model="m",
-        backend="b",
         backend_kind="openai-compatible",
-        model="m",
-        adapter=None,
-        knowledge_cutoff=None,
-        operation="chat",
         stream=bool(i % 3),
-        status="ok",
-        error_code=None,
         prompt_tokens=i,
         completion_tokens=2 * i,
         ttft_s=0.01 * i,
         duration_s=0.02 * i,
         joules=None if i % 5 else 1.5 * i,
-        energy_source=None,
-        joules_input=0.0,
-        joules_output=0.0,
-        usd_energy=0.0,
-        usd_capex=0.0,
         usd_list=usd,
         usd_input=usd / 3,
         usd_output=usd - usd / 3,

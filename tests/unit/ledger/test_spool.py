@@ -2,44 +2,15 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 from gateway.ledger.spool import Spool
 from gateway.outcome import UsageRecord
+from tests.support.records import usage_record
 
 
 def _record(request_id: str) -> UsageRecord:
-    return UsageRecord(
-        request_id=request_id,
-        ts=time.time(),
-        key=None,
-        group=None,
-        requested_model="m",
-        backend="b",
-        backend_kind="cpu",
-        model="m",
-        adapter=None,
-        knowledge_cutoff=None,
-        operation="chat",
-        stream=False,
-        status="ok",
-        error_code=None,
-        prompt_tokens=1,
-        completion_tokens=1,
-        ttft_s=None,
-        duration_s=0.0,
-        joules=None,
-        energy_source=None,
-        joules_input=0.0,
-        joules_output=0.0,
-        usd_energy=0.0,
-        usd_capex=0.0,
-        usd_list=0.0,
-        usd_input=0.0,
-        usd_output=0.0,
-        usd_total=0.0,
-    )
+    return usage_record(request_id)
 
 
 def test_append_drain_and_bound(tmp_path: Path) -> None:
