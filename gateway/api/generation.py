@@ -51,7 +51,7 @@ from gateway.api.responses import events as response_events
 from gateway.api.responses import protocol as responses
 from gateway.api.responses.create import create as create_response
 from gateway.api.runtime import Runtime
-from gateway.api.server import WHOLE_RESPONSE
+from gateway.api.server import COALESCE, WHOLE_RESPONSE
 from gateway.api.traces import server_address
 from gateway.errors import (
     EMPTY_BODY,
@@ -211,7 +211,8 @@ class Generation:
                 whole = WHOLE_RESPONSE in scope.get(EXTENSIONS, ())
                 await self._json(reply, request_id, send, whole)
             else:
-                await self._stream(reply, request_id, send, watch, endpoint.stream_error)
+                whole = WHOLE_RESPONSE in scope.get(EXTENSIONS, ())
+                await self._stream(reply, request_id, send, watch, endpoint.stream_error, whole)
         except Exception:
             if status != 0:
                 raise  # the response has started: the server closes the connection
@@ -249,6 +250,7 @@ class Generation:
         send: Send,
         watch: Watch,
         stream_error: Callable[[FreshetError], bytes],
+        coalesce: bool = False,
     ) -> None:
         """Events as they come; a client that leaves cancels the stream, which closes the
         backend's (``sse`` records the request as the client's disconnect). When the
@@ -256,7 +258,10 @@ class Generation:
         headers = [_SSE, *_encoded(reply.headers), (b"x-request-id", request_id.encode())]
         task = watch.task
         try:
-            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            start = {"type": "http.response.start", "status": 200, "headers": headers}
+            if coalesce:  # events from one upstream read: one write (server.COALESCE)
+                start[COALESCE] = True
+            await send(start)
             async for event in reply.body:
                 await send({"type": "http.response.body", "body": event, "more_body": True})
             watch.stop()

@@ -47,7 +47,7 @@ from uvicorn.server import ServerState
 from gateway.api.drain import CONNECTION
 from gateway.settings import ConnectionSettings
 
-__all__ = ["WHOLE_RESPONSE", "ConnectionGuard", "FreshetHttpProtocol", "ServerConfig"]
+__all__ = ["COALESCE", "WHOLE_RESPONSE", "ConnectionGuard", "FreshetHttpProtocol", "ServerConfig"]
 
 log = logging.getLogger(__name__)
 
@@ -150,13 +150,39 @@ write, status line, headers and body together. Only for headers the gateway made
 (names and values are not checked again; see :meth:`_Cycle.send`)."""
 
 
+COALESCE = "freshet.coalesce"
+"""With :data:`WHOLE_RESPONSE`: an ``http.response.start`` message with this key set starts
+a stream whose body pieces sent within one turn of the event loop go out in one write (an
+upstream read that brought 32 events is one write to the client, not 32)."""
+
+
 class _Cycle(RequestResponseCycle):
     """uvicorn's request/response cycle, with the :data:`WHOLE_RESPONSE` extension."""
 
+    _pieces: list[bytes] | None = None  # a coalescing stream's pieces not yet written
+    _flush_due = False
+
     async def send(self, message: Any) -> None:
+        pieces = self._pieces
+        if pieces is not None and message["type"] == "http.response.body":
+            if message.get("more_body", False) and not self.response_complete:
+                if self.flow.write_paused and not self.disconnected:
+                    await self.flow.drain()  # the client's pace holds the stream back
+                piece = message.get("body", b"")
+                if piece and not self.disconnected:
+                    pieces.append(piece)
+                    if not self._flush_due:
+                        self._flush_due = True
+                        asyncio.get_running_loop().call_soon(self._flush)
+                return
+            self._flush()
+            await super().send(message)
+            return
         whole = "body" in message and message["type"] == "http.response.start"
         if not whole or self.response_started:
             await super().send(message)
+            if message.get(COALESCE) and self.response_started and self.chunked_encoding:
+                self._pieces = []
             return
         # The generation endpoints' JSON answers: every header name is the gateway's own,
         # every value is made by the gateway or is a request header httptools accepted (no
@@ -183,6 +209,18 @@ class _Cycle(RequestResponseCycle):
         if not self.keep_alive:
             self.transport.close()
         self.on_response()
+
+    def _flush(self) -> None:
+        """Write what a coalescing stream sent since the last write, as one chunk."""
+        self._flush_due = False
+        pieces = self._pieces
+        if not pieces:
+            return
+        data = b"".join(pieces)
+        pieces.clear()
+        if self.disconnected or self.response_complete:
+            return
+        self.transport.write(b"%x\r\n%b\r\n" % (len(data), data))
 
 
 class FreshetHttpProtocol(HttpToolsProtocol):

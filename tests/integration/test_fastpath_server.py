@@ -165,3 +165,43 @@ def test_a_whole_response_to_connection_close_closes(gateway: Server) -> None:
         while piece := sock.recv(65536):  # the server closes after the answer
             received += piece
         assert json.loads(_responses(received)[0][1])["object"] == "chat.completion"
+
+
+def _chunked_frames(data: bytes) -> tuple[list[bytes], bytes]:
+    """The head, then each chunk of a chunked body (until the last, empty one)."""
+    head, _, rest = data.partition(b"\r\n\r\n")
+    frames = []
+    while True:
+        size_line, _, rest = rest.partition(b"\r\n")
+        size = int(size_line, 16)
+        if size == 0:
+            return frames, head
+        frames.append(rest[:size])
+        rest = rest[size + 2 :]
+
+
+def test_events_ready_together_go_out_in_one_write(gateway: Server) -> None:
+    """A stream whose events are ready at once (the deterministic backend at 0 tokens a
+    second) reaches the client in fewer chunks than events, every event whole and in
+    order, [DONE] last."""
+    body = json.dumps(
+        {"model": "auto", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 16,
+         "stream": True}
+    ).encode()  # fmt: skip
+    head = (
+        f"POST {CHAT} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=30) as sock:
+        sock.sendall(head + body)
+        data = b""
+        while piece := sock.recv(65536):
+            data += piece
+    frames, response_head = _chunked_frames(data)
+    assert b"transfer-encoding: chunked" in response_head.lower()
+    events = [e for e in b"".join(frames).split(b"\n\n") if e]
+    assert events[-1] == b"data: [DONE]"
+    chunks = [json.loads(e[len(b"data: ") :]) for e in events[:-1]]
+    assert all(c["object"] == "chat.completion.chunk" for c in chunks)
+    assert len(chunks) >= 3
+    assert len(frames) < len(events)
