@@ -30,6 +30,7 @@ from gateway.api.anthropic import protocol as anthropic
 from gateway.api.anthropic.messages import count_tokens, messages
 from gateway.api.browser import BrowserGuard
 from gateway.api.completions import EdgeRequest, JsonReply, Reply, StreamReply, chat, completion
+from gateway.api.cycle import COALESCE, WHOLE_RESPONSE
 from gateway.api.drain import CONNECTION, Drain, ShuttingDown, Watch
 from gateway.api.edge import (
     Receive,
@@ -51,7 +52,6 @@ from gateway.api.responses import events as response_events
 from gateway.api.responses import protocol as responses
 from gateway.api.responses.create import create as create_response
 from gateway.api.runtime import Runtime
-from gateway.api.server import COALESCE, WHOLE_RESPONSE
 from gateway.api.traces import server_address
 from gateway.errors import (
     EMPTY_BODY,
