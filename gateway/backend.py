@@ -242,6 +242,11 @@ class GenerationRequest(Struct, kw_only=True):
     parallel_tool_calls: bool | None = None
     response_format: ResponseFormat | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
+    # The client takes the answer in one piece (a non-streaming request): a backend that
+    # calls a remote server may ask it for one answer instead of a stream. Chunks still
+    # come as a stream (one may carry the whole answer); a backend that did not see the
+    # first token leaves its usage's ``time_to_first_token_s`` unset.
+    whole: bool = False
 
     def effective_tool_choice(self) -> ToolChoice:
         """``tool_choice`` with OpenAI's default filled in: ``none`` without tools, else

@@ -51,9 +51,12 @@ async def open_stream(
     attempts: list[Attempt] | None = None,
     health: HealthState | None = None,
     call: Call = stream,
+    *,
+    whole: bool = False,
 ) -> Opened:
     """Try ``candidates`` in order; ``attempts`` (if given) is filled with each failure;
-    ``call`` asks each (by default, its :meth:`Backend.stream`).
+    ``call`` asks each (by default, its :meth:`Backend.stream`); ``whole``: the client
+    takes the answer in one piece (:attr:`GenerationRequest.whole`).
 
     ``begin`` opens the metering of an attempt before the backend is called, so the
     prefill's energy is part of it; a failed attempt's metering is closed unused.
@@ -70,13 +73,17 @@ async def open_stream(
         if health is not None and not health.admit(dep.backend_id):
             held.append(dep)
             continue
-        opened = await _attempt(fleet, dep, request, begin, attempts, failures, health, True, call)
+        opened = await _attempt(
+            fleet, dep, request, begin, attempts, failures, health, True, call, whole
+        )
         if opened is not None:
             return opened
     if held and health is not None and len(held) == len(candidates):
         health.panic(request.model, [d.backend_id for d in held])
     for dep in held:
-        opened = await _attempt(fleet, dep, request, begin, attempts, failures, health, False, call)
+        opened = await _attempt(
+            fleet, dep, request, begin, attempts, failures, health, False, call, whole
+        )
         if opened is not None:
             return opened
     raise _final_error(failures, attempts)
@@ -92,10 +99,11 @@ async def _attempt(
     health: HealthState | None,
     admitted: bool,
     call: Call = stream,
+    whole: bool = False,
 ) -> Opened | None:
     """One candidate: its opened stream, or None with its failure noted."""
     backend = fleet.get(dep.backend_id)
-    routed = msgspec.structs.replace(request, model=dep.model, adapter=dep.adapter)
+    routed = msgspec.structs.replace(request, model=dep.model, adapter=dep.adapter, whole=whole)
     metering = begin(dep) if begin is not None else None
     chunks = call(backend, routed)
     try:

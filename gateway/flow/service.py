@@ -197,7 +197,8 @@ class Service:
     ) -> Routed:
         """Route and dispatch until a backend's first chunk. ``earlier``: what a
         non-streaming request's previous tries left (it is admitted already, and any record
-        made here carries them); ``work``: a request that is not a generation."""
+        made here carries them; backends are then asked for the answer whole); ``work``: a
+        request that is not a generation."""
         estimate = work.prompt_tokens if work is not None else estimate_prompt_tokens(gen)
         observer = ctx.observer
         observer.routing(gen)
@@ -229,6 +230,7 @@ class Service:
                 attempts,
                 self._health,
                 work.call if work is not None else stream,
+                whole=earlier is not None,
             )
         except FreshetError as exc:
             if attempts:  # it reached a backend: one record, for the last one tried

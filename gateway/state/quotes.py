@@ -172,7 +172,7 @@ class QuoteCalibration:
         of every request (each with a ``max_ttft_ms`` below it) would otherwise never see
         the request that could correct it back."""
         fits = self.fits(backend_id)
-        if fits.ttft.observed and self._clock() - fits.last_at > self._forget_s:
+        if fits.duration.observed and self._clock() - fits.last_at > self._forget_s:
             with self._lock:
                 fits = self._fits[backend_id] = BackendFits(
                     ttft=Fit(self._window), duration=Fit(self._window)

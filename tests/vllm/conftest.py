@@ -1,10 +1,15 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
 
 import pytest
+import pytest_asyncio
+from freshet_vllm import OpenAICompatibleBackend
 
 from tests.support.server import free_port
+from tests.vllm.fake_upstream import FakeVllm
+from tests.vllm.kit import NoFleet, config
 from tests.vllm.vllm_process import VllmServer, not_installed_reason
 
 
@@ -18,3 +23,26 @@ def vllm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VllmServer
     server.start()
     yield server
     server.stop()
+
+
+@pytest_asyncio.fixture
+async def fake() -> AsyncIterator[FakeVllm]:
+    server = FakeVllm()
+    await server.start()
+    yield server
+    await server.close()
+
+
+@pytest_asyncio.fixture
+async def make() -> AsyncIterator[Callable[..., Any]]:
+    made: list[OpenAICompatibleBackend] = []
+
+    async def build(**params: Any) -> OpenAICompatibleBackend:
+        backend = OpenAICompatibleBackend(config(**params), NoFleet())
+        await backend.start()
+        made.append(backend)
+        return backend
+
+    yield build
+    for backend in made:
+        await backend.aclose()

@@ -5,86 +5,31 @@ from __future__ import annotations
 
 import asyncio
 import importlib.metadata as md
-import socket
 import time
-from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-import pytest_asyncio
 from aiohttp.test_utils import TestServer
 from freshet_vllm import OpenAICompatibleBackend, create_backend
 from freshet_vllm.upstream import Outlier, OutlierRules
 
 from gateway.backend import (
-    Backend,
-    BackendConfig,
     BackendUsage,
-    Chunk,
-    GenerationRequest,
-    Message,
 )
 from gateway.cost import ListPriceOnly
 from gateway.errors import BackendError, ConfigError, InvalidRequest, RateLimited
 from tests.support.server import running_server
 from tests.vllm.fake_upstream import FakeVllm
-
-
-class NoFleet:
-    def get(self, backend_id: str) -> Backend:
-        raise KeyError(backend_id)
-
-
-def request(operation: str = "chat") -> GenerationRequest:
-    return GenerationRequest(
-        request_id="req_t",
-        operation=operation,  # type: ignore[arg-type]
-        model="m",
-        messages=[Message(role="user", content="hi")] if operation == "chat" else (),
-        prompt="once" if operation != "chat" else None,
-        max_tokens=4,
-    )
-
-
-def config(**params: Any) -> BackendConfig:
-    extra = {k: params.pop(k) for k in ("profile", "list_price") if k in params}
-    return BackendConfig(
-        id="api", type="openai-compatible", model="m", params=params, index=1, **extra
-    )
-
-
-def closed_port_url() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"http://127.0.0.1:{s.getsockname()[1]}"
-
-
-@pytest_asyncio.fixture
-async def fake() -> AsyncIterator[FakeVllm]:
-    server = FakeVllm()
-    await server.start()
-    yield server
-    await server.close()
-
-
-@pytest_asyncio.fixture
-async def make() -> AsyncIterator[Callable[..., Any]]:
-    made: list[OpenAICompatibleBackend] = []
-
-    async def build(**params: Any) -> OpenAICompatibleBackend:
-        backend = OpenAICompatibleBackend(config(**params), NoFleet())
-        await backend.start()
-        made.append(backend)
-        return backend
-
-    yield build
-    for backend in made:
-        await backend.aclose()
-
-
-async def collect(stream: AsyncIterator[Chunk]) -> list[Chunk]:
-    return [chunk async for chunk in stream]
+from tests.vllm.kit import (
+    NoFleet,
+    RawServer,
+    closed_port_url,
+    collect,
+    config,
+    fake_in_thread,
+    request,
+)
 
 
 @pytest.mark.asyncio
@@ -326,26 +271,10 @@ def test_registered_beside_vllm() -> None:
 
 def test_through_freshet_serve(tmp_path: Path) -> None:
     """The real gateway, the openai client and the fake upstream in its own thread."""
-    import threading
-
     import openai
 
-    loop = asyncio.new_event_loop()
-    fakes: list[FakeVllm] = []
-    started = threading.Event()
-
-    def serve() -> None:
-        asyncio.set_event_loop(loop)
-        fakes.append(FakeVllm())
-        loop.run_until_complete(fakes[0].start())
-        started.set()
-        loop.run_forever()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    assert started.wait(10)
-    fake = fakes[0]
-    try:
+    with fake_in_thread() as fakes:
+        (fake,) = fakes
         cfg = {
             "backends": [
                 {
@@ -376,11 +305,6 @@ def test_through_freshet_serve(tmp_path: Path) -> None:
                 if c.choices
             ]
             assert "".join(pieces) == "Hello there!"
-    finally:
-        asyncio.run_coroutine_threadsafe(fake.close(), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
-        loop.close()
 
 
 # -- the lean HTTP/1.1 client (freshet_vllm.http1) under faults aiohttp's fake can't make --
@@ -397,46 +321,6 @@ def sse_reply(extra: bytes = b"") -> bytes:
         b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: %d\r\n%s\r\n"
         % (len(SSE_BODY), extra)
     ) + SSE_BODY
-
-
-class RawServer:
-    """A loopback server answering each request on a connection per ``script``: a list of
-    replies (bytes to send, None to close without answering, "hang" to say nothing)."""
-
-    def __init__(self, script: list[bytes | str | None]) -> None:
-        self.script = script
-        self.connections = 0
-        self.requests = 0
-        self.server: asyncio.Server | None = None
-
-    async def __aenter__(self) -> str:
-        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
-        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self.server is not None
-        self.server.close()
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.connections += 1
-        try:
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
-                await reader.readexactly(length)
-                step = self.script[min(self.requests, len(self.script) - 1)]
-                self.requests += 1
-                if step is None:
-                    break
-                if step == "hang":
-                    await asyncio.sleep(30)
-                assert isinstance(step, bytes)
-                writer.write(step)
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
 
 
 @pytest.mark.asyncio

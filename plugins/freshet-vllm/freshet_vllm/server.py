@@ -193,6 +193,9 @@ class VllmServerBackend:
             raise InvalidRequest(f"{self.id} does not serve {request.operation}")
 
     async def stream(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
+        """The upstream's stream as chunks; a request the client takes whole
+        (:attr:`GenerationRequest.whole`) is asked for one answer, which comes as one chunk
+        (an upstream that streams anyway is read as a stream)."""
         started = time.perf_counter()
         self._serves(request)
         model = self.upstream_model(request)
@@ -206,31 +209,42 @@ class VllmServerBackend:
         stop: str | None = None
         called = False
         complete = False
+        answer: wire.Answer | None = None
         try:
-            async for line in resp.content:
-                event = wire.parse_line(line, self.label)
-                if event is None:
-                    continue
-                error = wire.stream_error(event, self.label)
-                if error is not None:
-                    raise error
-                text = event.text
-                if text:
-                    if first_at is None:
-                        first_at = time.perf_counter() - started
-                    pieces += 1
-                    yield Chunk(text=text)
-                calls = event.tool_calls
-                if calls:
-                    if first_at is None:
-                        first_at = time.perf_counter() - started
-                    pieces += 1
-                    called = True
-                    yield Chunk(tool_calls=calls)
-                finish = event.finish_reason or finish
-                stop = event.stop_sequence or stop
-                usage = event.usage or usage
-            complete = True
+            lines = resp.content
+            if request.whole:
+                data = await resp.read()
+                complete = True
+                if wire.is_answer(data):
+                    answer = wire.parse_answer(data, self.label)
+                else:
+                    lines = _replay(data.split(b"\n"))
+            if answer is None:
+                complete = False
+                async for line in lines:
+                    event = wire.parse_line(line, self.label)
+                    if event is None:
+                        continue
+                    error = wire.stream_error(event, self.label)
+                    if error is not None:
+                        raise error
+                    text = event.text
+                    if text:
+                        if first_at is None:
+                            first_at = time.perf_counter() - started
+                        pieces += 1
+                        yield Chunk(text=text)
+                    calls = event.tool_calls
+                    if calls:
+                        if first_at is None:
+                            first_at = time.perf_counter() - started
+                        pieces += 1
+                        called = True
+                        yield Chunk(tool_calls=calls)
+                    finish = event.finish_reason or finish
+                    stop = event.stop_sequence or stop
+                    usage = event.usage or usage
+                complete = True
         except _CONNECT_ERRORS as exc:
             upstream.mark_down(f"{type(exc).__name__}: {exc}")
             raise BackendError(
@@ -244,13 +258,22 @@ class VllmServerBackend:
             else:
                 resp.close()
             upstream.in_flight -= 1
-        if finish is None:
-            raise BackendError(f"{self.label} at {upstream.url} ended the stream without finishing")
-        if called and finish == "stop":
-            # vLLM (as OpenAI) ends a call forced by name with "stop"; an answer with calls
-            # ends with tool_calls here, so Anthropic's stop_reason is tool_use.
-            finish = FINISH_TOOL_CALLS
         duration = time.perf_counter() - started
+        if answer is not None:
+            # One answer: its text and calls in the last chunk; no first token was seen.
+            text, calls = answer.text, answer.tool_calls
+            finish, stop, usage = answer.finish_reason, answer.stop_sequence, answer.usage
+            called = bool(calls)
+            finished = self._finish(upstream, finish, called)
+            yield Chunk(
+                text=text,
+                tool_calls=calls,
+                finish_reason=finished,
+                usage=wire.backend_usage(usage, 1 if text or calls else 0, None, duration),
+                stop_sequence=stop if finished == "stop" else None,
+            )
+            return
+        finish = self._finish(upstream, finish, called)
         yield Chunk(
             finish_reason=finish,
             usage=wire.backend_usage(
@@ -258,6 +281,16 @@ class VllmServerBackend:
             ),
             stop_sequence=stop if finish == "stop" else None,
         )
+
+    def _finish(self, upstream: Upstream, finish: str | None, called: bool) -> str:
+        """The answer's finish reason; an upstream that gave none failed."""
+        if finish is None:
+            raise BackendError(f"{self.label} at {upstream.url} ended the stream without finishing")
+        if called and finish == "stop":
+            # vLLM (as OpenAI) ends a call forced by name with "stop"; an answer with calls
+            # ends with tool_calls here, so Anthropic's stop_reason is tool_use.
+            return FINISH_TOOL_CALLS
+        return finish
 
     async def _open(
         self, request: GenerationRequest, model: str, body: dict[str, object]
@@ -307,3 +340,9 @@ class VllmServerBackend:
         raise BackendUnavailable(
             f"backend {self.id}: no {self.label} server took the request: {reasons}"
         )
+
+
+async def _replay(lines: list[bytes]) -> AsyncIterator[bytes]:
+    """Lines already read, as :attr:`Response.content` gives them."""
+    for line in lines:
+        yield line

@@ -72,10 +72,11 @@ def _count(value: int | None) -> int:
 
 
 def backend_usage(
-    usage: Usage | None, pieces: int, time_to_first_token_s: float, duration_s: float
+    usage: Usage | None, pieces: int, time_to_first_token_s: float | None, duration_s: float
 ) -> BackendUsage:
     """The request's usage from the upstream's last ``usage`` (``pieces``: the completion
-    tokens counted from the stream, when it sent none).
+    tokens counted from the stream, when it sent none; ``time_to_first_token_s``: None for
+    an answer that came whole).
 
     Cache reads and writes are parts of the prompt, as OpenAI counts them. Anthropic's
     ``input_tokens`` leaves them out, so the prompt is its sum with them; an OpenAI-shaped
@@ -196,6 +197,89 @@ def stream_error(event: Event, label: str = "vLLM") -> FreshetError | None:
     return None
 
 
+class _Said(Struct):
+    content: str | None = None
+    tool_calls: list[ToolCallPiece] | None = None
+
+
+class _Answered(Struct):
+    message: _Said | None = None  # chat
+    text: str | None = None  # completions
+    finish_reason: str | None = None
+    stop_reason: str | int | None = None
+
+
+class Answer(Struct):
+    """A whole (non-streamed) OpenAI answer: its first choice, its usage, or an error."""
+
+    choices: list[_Answered] = msgspec.field(default_factory=list)
+    usage: Usage | None = None
+    error: _ErrorBody | None = None
+    object: str | None = None
+    message: str | None = None
+
+    @property
+    def text(self) -> str:
+        for choice in self.choices:
+            said = choice.message
+            return (said.content if said is not None else choice.text) or ""
+        return ""
+
+    @property
+    def tool_calls(self) -> list[ToolCallDelta]:
+        """The answer's calls, whole, as one piece each (``index``: its place)."""
+        for choice in self.choices:
+            said = choice.message
+            if said is None or not said.tool_calls:
+                return []
+            return [
+                msgspec.structs.replace(piece.as_delta(), index=i)
+                for i, piece in enumerate(said.tool_calls)
+            ]
+        return []
+
+    @property
+    def finish_reason(self) -> str | None:
+        for choice in self.choices:
+            return choice.finish_reason
+        return None
+
+    @property
+    def stop_sequence(self) -> str | None:
+        for choice in self.choices:
+            return choice.stop_reason if isinstance(choice.stop_reason, str) else None
+        return None
+
+
+_decode_answer = msgspec.json.Decoder(Answer).decode
+_BLANK = (b" ", b"\t", b"\r", b"\n")
+
+
+def is_answer(body: bytes) -> bool:
+    """Whether a body is one JSON answer (not server-sent events: an upstream that
+    streams although asked for one answer is read as a stream)."""
+    head = body[:1]
+    if head in _BLANK:
+        head = body.lstrip()[:1]
+    return head == b"{"
+
+
+def parse_answer(body: bytes, label: str = "vLLM") -> Answer:
+    """A whole answer, checked: malformed, without a choice or reporting an error, it is
+    the upstream's failure (:class:`BackendError`)."""
+    try:
+        answer = _decode_answer(body)
+    except msgspec.DecodeError as exc:
+        raise BackendError(f"malformed answer from {label}: {body[:200]!r}") from exc
+    if answer.error is not None:
+        raise BackendError(f"{label} error: {answer.error.message}")
+    if answer.object == "error":
+        raise BackendError(f"{label} error: {answer.message or ''}")
+    if not answer.choices:
+        raise BackendError(f"{label} answered without a choice: {body[:200]!r}")
+    return answer
+
+
 class _HttpError(Struct):
     error: _ErrorBody | None = None
     message: str | None = None  # older vLLM: the error fields at the top level
@@ -243,12 +327,13 @@ def map_http_error(
 
 
 def request_body(request: GenerationRequest, upstream_model: str) -> dict[str, Any]:
-    """The OpenAI request vLLM gets: streamed, with exact usage at the end."""
-    body: dict[str, Any] = {
-        "model": upstream_model,
-        "stream": True,
-        "stream_options": {"include_usage": True},
-    }
+    """The OpenAI request vLLM gets: streamed, with exact usage at the end; in one answer
+    (which carries its usage) when the client takes it whole."""
+    body: dict[str, Any] = (
+        {"model": upstream_model, "stream": False}
+        if request.whole
+        else {"model": upstream_model, "stream": True, "stream_options": {"include_usage": True}}
+    )
     if request.operation == "chat":
         body.update(chat_fields(request))
     else:

@@ -203,3 +203,24 @@ def test_fits_come_at_most_once_every_min_refit_s() -> None:
     for _ in range(REFIT_EVERY - 1):
         fit.observe(1.0, 1.0, 1.5, now=1.0 + MIN_REFIT_S)
     assert fit.apply(1.0) == pytest.approx(1.5)
+
+
+def test_durations_alone_are_learned_and_forgotten() -> None:
+    """Answers that came whole (no TTFT seen): only the duration is learned, and that
+    correction too is forgotten after FORGET_S without a finished request."""
+    now = [0.0]
+    calibration = QuoteCalibration(clock=lambda: now[0], forget_s=60.0)
+    cost = CalibratedCost("api", Slow(), calibration)
+    shape = RequestShape(prompt_tokens=10, output_tokens=10)
+    status = BackendStatus(healthy=True)
+    for _ in range(8):
+        now[0] += 1.0
+        calibration.observe("api", cost.quote(shape, status), ttft_s=None, duration_s=2.0)
+    corrected = cost.quote(shape, status)
+    assert corrected.ttft_s == 0.1  # nothing learned of the first token
+    assert corrected.duration_s == pytest.approx(2.0)
+    view = calibration.view("api")
+    assert view.ttft_error_p50 is None
+    assert view.duration_error_p50 is not None
+    now[0] += 61.0
+    assert cost.quote(shape, status).duration_s == 0.5
