@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -34,15 +34,28 @@ async def fake() -> AsyncIterator[FakeVllm]:
 
 
 @pytest_asyncio.fixture
-async def make() -> AsyncIterator[Callable[..., Any]]:
-    made: list[OpenAICompatibleBackend] = []
+async def started() -> AsyncIterator[Callable[[Any], Awaitable[Any]]]:
+    """Starts a backend made in a test (and returns it); closes every one at the end."""
+    made: list[Any] = []
 
-    async def build(**params: Any) -> OpenAICompatibleBackend:
-        backend = OpenAICompatibleBackend(config(**params), NoFleet())
+    async def start(backend: Any) -> Any:
         await backend.start()
         made.append(backend)
         return backend
 
-    yield build
+    yield start
     for backend in made:
         await backend.aclose()
+
+
+@pytest.fixture
+def make(started: Callable[[Any], Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    """An ``openai-compatible`` backend with these params, started."""
+
+    async def build(**params: Any) -> OpenAICompatibleBackend:
+        backend: OpenAICompatibleBackend = await started(
+            OpenAICompatibleBackend(config(**params), NoFleet())
+        )
+        return backend
+
+    return build

@@ -105,12 +105,12 @@ def fake_in_thread(count: int = 1) -> Iterator[list[FakeVllm]]:
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
-    assert started.wait(10)
+    assert started.wait(30)
     try:
         yield fakes
     finally:
         for fake in fakes:
-            asyncio.run_coroutine_threadsafe(fake.close(), loop).result(10)
+            asyncio.run_coroutine_threadsafe(fake.close(), loop).result(30)
         loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
+        thread.join(30)
         loop.close()

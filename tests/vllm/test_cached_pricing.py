@@ -10,13 +10,11 @@ them.
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import io
 import json
 import os
 import subprocess
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -25,7 +23,7 @@ import openai
 import pytest
 
 from tests.support.server import FRESHET, Server, running_server
-from tests.vllm.fake_upstream import FakeVllm
+from tests.vllm.kit import fake_in_thread
 
 # OpenAI's published prices for o4-mini, USD per million tokens (openai.com/api/pricing,
 # as of 2025): input 1.10, cached input 0.275, output 4.40. Reasoning tokens are output
@@ -70,43 +68,25 @@ HI = [{"role": "user", "content": "hi"}]
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    loop = asyncio.new_event_loop()
-    fakes: list[FakeVllm] = []
-    started = threading.Event()
-
-    def serve() -> None:
-        asyncio.set_event_loop(loop)
-        for usage in (OPENAI_USAGE, ANTHROPIC_USAGE):
-            fake = FakeVllm()
+    with fake_in_thread(2) as fakes:
+        for fake, usage in zip(fakes, (OPENAI_USAGE, ANTHROPIC_USAGE), strict=True):
             fake.usage = usage
-            loop.run_until_complete(fake.start())
-            fakes.append(fake)
-        started.set()
-        loop.run_forever()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    assert started.wait(30)
-    backends = [
-        {
-            "id": backend,
-            "type": "openai-compatible",
-            "knowledge_cutoff": "unknown",
-            "model": backend,
-            "url": fake.url,
-            "list_price": price,
-        }
-        for backend, fake, price in (("o4-mini", fakes[0], O4_MINI), ("sonnet", fakes[1], SONNET_4))
-    ]
-    try:
+        backends = [
+            {
+                "id": backend,
+                "type": "openai-compatible",
+                "knowledge_cutoff": "unknown",
+                "model": backend,
+                "url": fake.url,
+                "list_price": price,
+            }
+            for backend, fake, price in (
+                ("o4-mini", fakes[0], O4_MINI),
+                ("sonnet", fakes[1], SONNET_4),
+            )
+        ]
         with running_server(tmp_path_factory.mktemp("cached"), {"backends": backends}) as server:
             yield server
-    finally:
-        for fake in fakes:
-            asyncio.run_coroutine_threadsafe(fake.close(), loop).result(30)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(30)
-        loop.close()
 
 
 def _records(server: Server, backend: str) -> list[dict[str, Any]]:

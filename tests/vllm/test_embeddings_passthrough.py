@@ -4,11 +4,10 @@ inputs as sent, vectors back in input order, errors mapped as a generation's are
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
-import pytest_asyncio
 from freshet_vllm import OpenAICompatibleBackend, VllmServerBackend
 
 from gateway.backend import (
@@ -34,32 +33,17 @@ def texts(*inputs: str, **kw: Any) -> EmbeddingRequest:
     return EmbeddingRequest(request_id="req_e", model="m", texts=inputs, **kw)
 
 
-@pytest_asyncio.fixture
-async def fake() -> AsyncIterator[FakeVllm]:
-    server = FakeVllm()
-    await server.start()
-    yield server
-    await server.close()
-
-
-@pytest_asyncio.fixture
-async def make(fake: FakeVllm) -> AsyncIterator[Callable[..., Any]]:
-    made: list[OpenAICompatibleBackend | VllmServerBackend] = []
-
+@pytest.fixture
+def make(fake: FakeVllm, started: Callable[[Any], Awaitable[Any]]) -> Callable[..., Any]:
     async def build(type_: str = "openai-compatible", **params: Any) -> Any:
         cls = OpenAICompatibleBackend if type_ == "openai-compatible" else VllmServerBackend
         params = {"url": fake.url, **params} if type_ == "openai-compatible" else params
         if type_ == "vllm":
             params = {"urls": [fake.url], **params}
         config = BackendConfig(id="api", type=type_, model="m", params=params, index=0)
-        backend = cls(config, NoFleet())
-        await backend.start()
-        made.append(backend)
-        return backend
+        return await started(cls(config, NoFleet()))
 
-    yield build
-    for backend in made:
-        await backend.aclose()
+    return build
 
 
 async def test_declared_by_operations(make: Callable[..., Any]) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import importlib.metadata as md
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -61,19 +61,15 @@ async def fakes() -> AsyncIterator[list[FakeVllm]]:
         await server.close()
 
 
-@pytest_asyncio.fixture
-async def make() -> AsyncIterator[Callable[..., Any]]:
-    made: list[VllmServerBackend] = []
-
+@pytest.fixture
+def make(started: Callable[[Any], Awaitable[Any]]) -> Callable[..., Any]:
     async def build(urls: list[str], **params: Any) -> VllmServerBackend:
-        backend = VllmServerBackend(config(urls, **params), NoFleet())
-        await backend.start()
-        made.append(backend)
+        backend: VllmServerBackend = await started(
+            VllmServerBackend(config(urls, **params), NoFleet())
+        )
         return backend
 
-    yield build
-    for backend in made:
-        await backend.aclose()
+    return build
 
 
 async def collect(stream: AsyncIterator[Chunk]) -> list[Chunk]:

@@ -3,11 +3,9 @@ choice), read by freshet-vllm into ``Chunk.stop_sequence`` (Anthropic's stop_seq
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-import pytest_asyncio
 from freshet_vllm import VllmServerBackend
 from freshet_vllm.openai_compatible import OpenAICompatibleBackend
 from freshet_vllm.wire import parse_line
@@ -38,14 +36,6 @@ def test_stop_reason_is_read() -> None:
 class NoFleet:
     def get(self, backend_id: str) -> Backend:
         raise KeyError(backend_id)
-
-
-@pytest_asyncio.fixture
-async def fake() -> AsyncIterator[FakeVllm]:
-    server = FakeVllm()
-    await server.start()
-    yield server
-    await server.close()
 
 
 @pytest.mark.asyncio

@@ -5,11 +5,9 @@ fake upstream, with the capabilities each declares."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-import pytest_asyncio
 from freshet_vllm import VllmServerBackend
 from freshet_vllm.engine import VllmEngineBackend
 from freshet_vllm.openai_compatible import OpenAICompatibleBackend
@@ -160,14 +158,6 @@ def test_tool_call_deltas_are_read() -> None:
     [rest] = piece.tool_calls
     assert (rest.index, rest.id, rest.name) == (0, None, None)
     assert json.loads(rest.arguments) == {"city": "Paris"}
-
-
-@pytest_asyncio.fixture
-async def fake() -> AsyncIterator[FakeVllm]:
-    server = FakeVllm()
-    await server.start()
-    yield server
-    await server.close()
 
 
 async def _run(backend: VllmServerBackend, request: GenerationRequest) -> list[Chunk]:

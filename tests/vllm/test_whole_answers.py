@@ -184,8 +184,10 @@ def test_through_the_gateway_a_cut_answer_falls_back_and_teaches_no_ttft(tmp_pat
             ],
             "groups": {"chat": ["cheap", "dear"]},
         }
-        with running_server(tmp_path, cfg) as server:
-            client = openai.OpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0)
+        with (
+            running_server(tmp_path, cfg) as server,
+            openai.OpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0) as client,
+        ):
             ask = [{"role": "user", "content": "hi"}]
             for _ in range(3):
                 raw = client.chat.completions.with_raw_response.create(model="chat", messages=ask)
