@@ -7,7 +7,7 @@ connection (reset on the request and on the next connection); garbage instead of
 mid-stream; RST mid-stream; a stall mid-stream (silence); a whole answer (the gateway asks
 for one for a non-streaming request) is cut or stalled partway through its body instead.
 ``freshet serve`` routes group ``auto`` over two ``openai-compatible`` backends, one per
-mock (``request_timeout_s`` 2).
+mock (``request_timeout_s`` and ``answer_timeout_s`` 2).
 Clients keep ``--concurrency`` requests in flight for ``--seconds``, every other one
 streaming, each asking for 16 tokens. Then the gateway stops (its ledger flushes) and the
 table says: requests, the share answered 200, 503s, other statuses, streams that ended with
@@ -207,6 +207,7 @@ def gateway_config(
             "model": "mock",
             "url": f"http://127.0.0.1:{port}",
             "request_timeout_s": request_timeout_s,
+            "answer_timeout_s": request_timeout_s,
             "connect_timeout_s": request_timeout_s,
         }
         for name, port in zip(names, ports, strict=True)

@@ -47,11 +47,26 @@ async def collect(stream: AsyncIterator[Chunk]) -> list[Chunk]:
     return [chunk async for chunk in stream]
 
 
+SSE_BODY = (
+    b'data: {"choices":[{"delta":{"content":"Hi"},"finish_reason":null}]}\n\n'
+    b'data: {"choices":[{"delta":{},"finish_reason":"stop"}],'
+    b'"usage":{"prompt_tokens":2,"completion_tokens":1}}\n\ndata: [DONE]\n\n'
+)
+
+
+def sse_reply(extra: bytes = b"") -> bytes:
+    return (
+        b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: %d\r\n%s\r\n"
+        % (len(SSE_BODY), extra)
+    ) + SSE_BODY
+
+
 class RawServer:
     """A loopback server answering each request on a connection per ``script``: a list of
-    replies (bytes to send, None to close without answering, "hang" to say nothing)."""
+    replies (bytes to send, None to close without answering, "hang" to say nothing, or
+    (seconds, bytes): the reply after that long)."""
 
-    def __init__(self, script: list[bytes | str | None]) -> None:
+    def __init__(self, script: list[bytes | str | tuple[float, bytes] | None]) -> None:
         self.script = script
         self.connections = 0
         self.requests = 0
@@ -78,6 +93,9 @@ class RawServer:
                     break
                 if step == "hang":
                     await asyncio.sleep(30)
+                if isinstance(step, tuple):
+                    await asyncio.sleep(step[0])
+                    step = step[1]
                 assert isinstance(step, bytes)
                 writer.write(step)
                 await writer.drain()

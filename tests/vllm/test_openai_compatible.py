@@ -29,6 +29,7 @@ from tests.vllm.kit import (
     config,
     fake_in_thread,
     request,
+    sse_reply,
 )
 
 
@@ -308,19 +309,6 @@ def test_through_freshet_serve(tmp_path: Path) -> None:
 
 
 # -- the lean HTTP/1.1 client (freshet_vllm.http1) under faults aiohttp's fake can't make --
-
-SSE_BODY = (
-    b'data: {"choices":[{"delta":{"content":"Hi"},"finish_reason":null}]}\n\n'
-    b'data: {"choices":[{"delta":{},"finish_reason":"stop"}],'
-    b'"usage":{"prompt_tokens":2,"completion_tokens":1}}\n\ndata: [DONE]\n\n'
-)
-
-
-def sse_reply(extra: bytes = b"") -> bytes:
-    return (
-        b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: %d\r\n%s\r\n"
-        % (len(SSE_BODY), extra)
-    ) + SSE_BODY
 
 
 @pytest.mark.asyncio

@@ -6,18 +6,19 @@ anyway is read as a stream; broken answers are the upstream's failure, never the
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
 import msgspec
 import pytest
-from freshet_vllm import wire
+from freshet_vllm import OpenAICompatibleBackend, wire
 
 from gateway.backend import GenerationRequest
-from gateway.errors import BackendError
+from gateway.errors import BackendError, ConfigError
 from tests.support.server import Server, running_server
 from tests.vllm.fake_upstream import FakeVllm
-from tests.vllm.kit import RawServer, collect, fake_in_thread, request
+from tests.vllm.kit import NoFleet, RawServer, collect, config, fake_in_thread, request, sse_reply
 
 
 def whole(operation: str = "chat") -> GenerationRequest:
@@ -121,6 +122,34 @@ async def test_broken_answers_are_the_upstreams_failure(make: Any, body: bytes, 
         with pytest.raises(BackendError, match=match):
             await collect(backend.stream(whole()))
         assert backend.upstreams[0].in_flight == 0
+
+
+@pytest.mark.asyncio
+async def test_a_whole_answer_may_take_longer_than_a_streams_silence(make: Any) -> None:
+    """A whole answer comes only once all of it is generated: it waits answer_timeout_s,
+    not request_timeout_s (a stream's longest silence); past that, the upstream failed."""
+    answer = b'{"choices": [{"message": {"content": "Hi"}, "finish_reason": "stop"}]}'
+    raw = RawServer([(0.6, json_reply(answer)), (0.6, sse_reply()), "hang"])
+    async with raw as url:
+        backend = await make(url=url, request_timeout_s=0.3, answer_timeout_s=3.0)
+        (chunk,) = await collect(backend.stream(whole()))
+        assert chunk.text == "Hi"
+        with pytest.raises(BackendError, match="TimeoutError"):
+            await collect(backend.stream(request()))  # a stream 0.6 s silent: too long
+        started = time.monotonic()
+        with pytest.raises(BackendError, match="no data from upstream for 3 s"):
+            await collect(backend.stream(whole()))
+        assert time.monotonic() - started >= 2.9
+        assert backend.upstreams[0].in_flight == 0
+
+
+def test_answer_timeout_is_a_positive_setting() -> None:
+    backend = OpenAICompatibleBackend(config(url="http://a"), NoFleet())
+    assert (backend.params.answer_timeout_s, backend.params.request_timeout_s) == (600.0, 120.0)
+    assert backend.params.timeout_s(whole()) == 600.0
+    assert backend.params.timeout_s(request()) == 120.0
+    with pytest.raises(ConfigError):
+        OpenAICompatibleBackend(config(url="http://a", answer_timeout_s=0), NoFleet())
 
 
 @pytest.mark.asyncio

@@ -68,7 +68,8 @@ class VllmServerBackend:
         for i, url in enumerate(p.urls):
             if not url.startswith(("http://", "https://")):
                 raise config_error(config, f"urls[{i}]", f"not an http(s) URL: {url!r}")
-        if p.poll_interval_s <= 0 or p.request_timeout_s <= 0 or p.connect_timeout_s <= 0:
+        timeouts = (p.request_timeout_s, p.answer_timeout_s, p.connect_timeout_s)
+        if p.poll_interval_s <= 0 or min(timeouts) <= 0:
             raise config_error(config, "poll_interval_s", "intervals and timeouts must be > 0")
         self.model = config.model or p.served_model or config.id
         self.served_model = p.served_model or self.model
@@ -312,7 +313,7 @@ class VllmServerBackend:
             upstream.in_flight += 1
             try:
                 resp = await upstream.http.post(
-                    path, encoded, self.params.request_timeout_s, trace_headers()
+                    path, encoded, self.params.timeout_s(request), trace_headers()
                 )
             except _CONNECT_ERRORS as exc:
                 upstream.in_flight -= 1
