@@ -32,18 +32,30 @@ def _records(data_dir: Path) -> dict[str, str]:
         return dict(conn.execute("SELECT request_id, status FROM usage").fetchall())
 
 
+async def _until_running(client: httpx.AsyncClient, count: int) -> None:
+    """Until the backend generates ``count`` requests at once (the load is in flight)."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        views = (await client.get("/freshet/backends")).json()
+        if next(v for v in views if v["id"] == "det")["running"] >= count:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"{count} requests were not in flight together within 30 s")
+
+
 @pytest.mark.asyncio
 async def test_sigterm_during_load_loses_no_record(tmp_path: Path) -> None:
-    body = {"model": "det", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 30}
+    # 3 s of generation each: all 30 are in flight together, even on a busy machine.
+    body = {"model": "det", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 300}
     with running_server(tmp_path, CONFIG) as server:
-        async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+        async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
             tasks = [
                 asyncio.create_task(
                     client.post("/v1/chat/completions", json={**body, "stream": i % 2 == 0})
                 )
                 for i in range(30)
             ]
-            await asyncio.sleep(0.15)  # all 30 are generating (0.3 s each)
+            await _until_running(client, 30)
             server.proc.send_signal(signal.SIGTERM)
             responses = await asyncio.gather(*tasks, return_exceptions=True)
         # uvicorn shuts down gracefully, then re-raises the signal it caught.
