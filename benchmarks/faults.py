@@ -4,10 +4,8 @@ that fail a share of their requests, with every kind of fault, under concurrent 
 The mocks (``mock_upstream.py``'s protocol, 127.0.0.1) fail each request with probability
 ``--fault-rate``, the kind drawn evenly from: HTTP 500; a hang (no answer at all); a refused
 connection (reset on the request and on the next connection); garbage instead of HTTP; FIN
-mid-stream; RST mid-stream; a stall mid-stream (silence); a whole answer (the gateway asks
-for one for a non-streaming request) is cut or stalled partway through its body instead.
-``freshet serve`` routes group ``auto`` over two ``openai-compatible`` backends, one per
-mock (``request_timeout_s`` and ``answer_timeout_s`` 2).
+mid-stream; RST mid-stream; a stall mid-stream (silence). ``freshet serve`` routes group
+``auto`` over two ``openai-compatible`` backends, one per mock (``request_timeout_s`` 2).
 Clients keep ``--concurrency`` requests in flight for ``--seconds``, every other one
 streaming, each asking for 16 tokens. Then the gateway stops (its ledger flushes) and the
 table says: requests, the share answered 200, 503s, other statuses, streams that ended with
@@ -45,7 +43,7 @@ import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.mock_upstream import MockProtocol, Settings, json_reply
+from benchmarks.mock_upstream import MockProtocol, Settings
 from tests.support.server import free_port, running_server
 
 KINDS = ("500", "hang", "refuse", "garbage", "fin", "rst", "stall")
@@ -91,45 +89,24 @@ class FaultyProtocol(MockProtocol):
             self.faults.refuse_next = False
             self.transport.abort()
 
-    def _fail_first(self, fault: str | None) -> bool:
-        """The faults that strike before any of the answer: whether one did."""
-        if fault == "500":
-            self._finish(_HTTP_500)
-        elif fault == "garbage":
-            self._write(_GARBAGE)  # the connection stays busy: the client drops it
-        elif fault == "hang":
-            pass  # never answers; busy, so later requests on it wait too
-        elif fault == "refuse":
-            # Reset now, and the client's next connection (its retry) as it opens.
-            self.faults.refuse_next = True
-            self.transport.abort()
-        else:
-            return False
-        return True
-
-    def _answer(self, model: str, chat: bool) -> None:
-        if self.transport is None:
-            return
-        fault = self.faults.roll()
-        if self._fail_first(fault):
-            return
-        if fault is None:
-            super()._answer(model, chat)
-            return
-        reply = json_reply(model, chat)  # fin, rst or stall partway through the body
-        self._write(reply[: self.faults.rng.randint(len(reply) // 2, len(reply) - 1)])
-        if fault == "fin":
-            self.transport.close()
-        elif fault == "rst":
-            self.transport.abort()
-
     def _stream(self, model: str, chat: bool, i: int, n: int, usage: bool, first: bool) -> None:
         if self.transport is None:
             return
         if first:
             self.cut = None
             fault = self.faults.roll()
-            if self._fail_first(fault):
+            if fault == "500":
+                self._finish(_HTTP_500)
+                return
+            if fault == "garbage":
+                self._write(_GARBAGE)  # the connection stays busy: the client drops it
+                return
+            if fault == "hang":
+                return  # never answers; busy, so later requests on it wait too
+            if fault == "refuse":
+                # Reset now, and the client's next connection (its retry) as it opens.
+                self.faults.refuse_next = True
+                self.transport.abort()
                 return
             if fault is not None:  # fin, rst or stall, after some chunks
                 self.cut = fault
@@ -207,7 +184,6 @@ def gateway_config(
             "model": "mock",
             "url": f"http://127.0.0.1:{port}",
             "request_timeout_s": request_timeout_s,
-            "answer_timeout_s": request_timeout_s,
             "connect_timeout_s": request_timeout_s,
         }
         for name, port in zip(names, ports, strict=True)

@@ -75,7 +75,7 @@ class Settings(msgspec.Struct, frozen=True):
     interval_s: float = 0.001
 
 
-def json_reply(model: str, chat: bool) -> bytes:
+def _json_reply(model: str, chat: bool) -> bytes:
     if chat:
         choice = (
             b'{"index":0,"message":{"role":"assistant","content":"Hello"},"finish_reason":"stop"}'
@@ -210,15 +210,11 @@ class MockProtocol(asyncio.Protocol):
             return
         req = _decode(body)
         if not req.stream:
-            self.loop.call_later(self.s.delay_s, self._answer, req.model, chat)
+            self.loop.call_later(self.s.delay_s, self._finish, _json_reply(req.model, chat))
             return
         n = self.s.chunks if req.max_tokens is None else max(1, min(self.s.chunks, req.max_tokens))
         usage = req.stream_options is not None and req.stream_options.include_usage
         self.loop.call_later(self.s.delay_s, self._stream, req.model, chat, 0, n, usage, True)
-
-    def _answer(self, model: str, chat: bool) -> None:
-        """A whole (non-streamed) answer."""
-        self._finish(json_reply(model, chat))
 
     def _stream(self, model: str, chat: bool, i: int, n: int, usage: bool, first: bool) -> None:
         out = _STREAM_HEAD if first else b""

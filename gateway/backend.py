@@ -242,10 +242,9 @@ class GenerationRequest(Struct, kw_only=True):
     parallel_tool_calls: bool | None = None
     response_format: ResponseFormat | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
-    # The client takes the answer in one piece (a non-streaming request): a backend that
-    # calls a remote server may ask it for one answer instead of a stream. Chunks still
-    # come as a stream (one may carry the whole answer); a backend that did not see the
-    # first token leaves its usage's ``time_to_first_token_s`` unset.
+    # The client takes the answer in one piece (a non-streaming request): nobody sees how
+    # it is cut into chunks, so a backend may hand over what it has at once as one chunk
+    # (counting its tokens in ``Chunk.pieces``) rather than token by token.
     whole: bool = False
 
     def effective_tool_choice(self) -> ToolChoice:
@@ -306,6 +305,10 @@ class Chunk(Struct, kw_only=True):
     # On the last chunk, when the output ended at one of the request's ``stop`` strings and
     # the backend knows which: that string (Anthropic's ``stop_sequence``).
     stop_sequence: str | None = None
+    # The output tokens (or tool-call pieces) ``text`` and ``tool_calls`` carry: more than
+    # one when a backend hands over several at once (see ``GenerationRequest.whole``).
+    # Counted as the output of a request that ends before the backend's usage.
+    pieces: int = 1
 
 
 class BackendStatus(Struct, kw_only=True):

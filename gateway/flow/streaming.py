@@ -86,9 +86,9 @@ def _absorb(chunk: Chunk, outcome: Outcome) -> None:
             outcome.text_parts.append(chunk.text)
         if chunk.tool_calls:
             outcome.tool_call_parts.extend(chunk.tool_calls)
-        outcome.chunks += 1
+        outcome.chunks += chunk.pieces
         if outcome.metering is not None:
-            outcome.metering.tokens += 1
+            outcome.metering.tokens += chunk.pieces
     if chunk.finish_reason is not None:
         outcome.finish_reason = chunk.finish_reason
         outcome.stop_sequence = chunk.stop_sequence

@@ -17,15 +17,10 @@ class FakeVllm:
 
     ok: streams ``words`` then usage · slow: one word every 50 ms, for a long time ·
     drop: two words then the connection is cut · status: answers HTTP ``status``.
-
-    A request with ``"stream": false`` gets one JSON answer, as from vLLM (slow: after a
-    long time; drop: the connection is cut halfway through the body), unless
-    ``always_stream`` is set (an upstream that streams whatever it is asked).
     """
 
     def __init__(self) -> None:
         self.mode = "ok"
-        self.always_stream = False
         self.status = 503
         self.words = ["Hello", " there", "!"]
         self.usage: dict[str, Any] = {}  # merged into the final usage (e.g. cache details)
@@ -86,12 +81,10 @@ class FakeVllm:
                 {"error": {"message": f"fake error {self.status}", "code": self.status}},
                 status=self.status,
             )
-        chat = request.path.endswith("chat/completions")
-        if body.get("stream") is False and not self.always_stream:
-            return await self._whole(request, chat)
         resp = web.StreamResponse(headers={"content-type": "text/event-stream"})
         await resp.prepare(request)
         self.in_stream.set()
+        chat = request.path.endswith("chat/completions")
         words = self.words if self.mode != "slow" else ["word"] * 10_000
         try:
             for i, word in enumerate(words):
@@ -125,50 +118,6 @@ class FakeVllm:
             self.disconnected.set()
             raise
         return resp
-
-    def _answer(self, chat: bool) -> dict[str, Any]:
-        text = "".join(self.words)
-        finish = self.tool_finish if self.tool_calls and chat else "stop"
-        choice: dict[str, Any] = {"index": 0, "finish_reason": finish}
-        choice["stop_reason"] = self.stop_reason
-        if chat:
-            message: dict[str, Any] = {"role": "assistant", "content": text}
-            if self.tool_calls:
-                message["tool_calls"] = [
-                    {
-                        "id": f"chatcmpl-tool-{index}",
-                        "type": "function",
-                        "function": {"name": name, "arguments": "".join(pieces)},
-                    }
-                    for index, (name, pieces) in enumerate(self.tool_calls)
-                ]
-            choice["message"] = message
-        else:
-            choice["text"] = text
-        usage = {"prompt_tokens": 7, "completion_tokens": len(self.words), "total_tokens": 0}
-        usage.update(self.usage)
-        kind = "chat.completion" if chat else "text_completion"
-        return {"id": "cmpl-fake", "object": kind, "choices": [choice], "usage": usage}
-
-    async def _whole(self, request: web.Request, chat: bool) -> web.StreamResponse:
-        """One JSON answer (``"stream": false``)."""
-        self.in_stream.set()
-        if self.mode == "slow":  # generating for a long time; a client that leaves stops it
-            for _ in range(10_000):
-                if request.transport is None or request.transport.is_closing():
-                    self.disconnected.set()
-                    raise asyncio.CancelledError
-                await asyncio.sleep(0.05)
-        data = json.dumps(self._answer(chat)).encode()
-        if self.mode == "drop":  # half the body, then the connection is cut
-            resp = web.StreamResponse(headers={"content-type": "application/json"})
-            resp.content_length = len(data)
-            await resp.prepare(request)
-            await resp.write(data[: len(data) // 2])
-            assert request.transport is not None
-            request.transport.close()
-            return resp
-        return web.Response(body=data, content_type="application/json")
 
     async def _embed(self, request: web.Request) -> web.Response:
         body = await request.json()

@@ -59,6 +59,8 @@ class _Connection(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             response.fail(aiohttp.ClientPayloadError(f"malformed HTTP response: {exc}"))
             self.transport.close()
+            return
+        response._wake()  # once a read, however many body chunks it held
 
     # httptools callbacks
     def on_headers_complete(self) -> None:
@@ -75,7 +77,7 @@ class _Connection(asyncio.Protocol):
 
 
 class Response:
-    """A response whose body is read as it arrives: ``content`` yields its lines."""
+    """A response whose body is read as it arrives: :meth:`lines` yields its lines."""
 
     def __init__(self, conn: _Connection, pool: Pool, read_timeout_s: float) -> None:
         self.loop = pool.loop
@@ -104,8 +106,7 @@ class Response:
         self._wake()
 
     def on_body(self, body: bytes) -> None:
-        self._pieces.append(body)
-        self._wake()
+        self._pieces.append(body)  # the reader is woken once the read is parsed
 
     def on_complete(self, keep_alive: bool) -> None:
         self._complete = True
@@ -161,12 +162,9 @@ class Response:
     def has_headers(self) -> bool:
         return self._headers
 
-    @property
-    def content(self) -> AsyncIterator[bytes]:
-        """The body's lines, without their line ends, as they arrive."""
-        return self._lines()
-
-    async def _lines(self) -> AsyncIterator[bytes]:
+    async def lines(self) -> AsyncIterator[list[bytes]]:
+        """The body's lines, without their line ends, as they arrive: the lines one read
+        completed come together (an upstream that sent 32 events at once is one list)."""
         rest = b""
         while True:
             if self._pieces:
@@ -174,12 +172,12 @@ class Response:
                 self._pieces.clear()
                 lines = (rest + data if rest else data).split(b"\n")
                 rest = lines.pop()
-                for line in lines:
-                    yield line
+                if lines:
+                    yield lines
                 continue
             if self._complete:
                 if rest:
-                    yield rest
+                    yield [rest]
                 return
             await self._wait()
 

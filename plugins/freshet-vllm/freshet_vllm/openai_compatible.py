@@ -69,7 +69,6 @@ class OpenAICompatibleParams(Struct, kw_only=True, forbid_unknown_fields=True):
     headers: dict[str, str] = field(default_factory=dict)
     kind: HardwareKind = "remote"
     request_timeout_s: Positive = 120.0
-    answer_timeout_s: Positive = 600.0  # a whole (non-streaming) answer: see ServerParams
     connect_timeout_s: Positive = 5.0
     # Older names of health.ejection_s and health.max_ejection_s.
     retry_after_s: Positive | None = None
@@ -174,7 +173,6 @@ class OpenAICompatibleBackend(VllmServerBackend):
             served_model=own.served_model,
             api_key=api_key,
             request_timeout_s=own.request_timeout_s,
-            answer_timeout_s=own.answer_timeout_s,
             connect_timeout_s=own.connect_timeout_s,
             max_backoff_s=own.max_backoff_s or own.health.max_ejection_s,
             max_in_flight=own.max_in_flight,
@@ -282,7 +280,7 @@ class OpenAICompatibleBackend(VllmServerBackend):
             upstream.in_flight += 1
             try:
                 resp = await upstream.http.post(
-                    path, encoded, self.params.timeout_s(request), trace_headers()
+                    path, encoded, self.params.request_timeout_s, trace_headers()
                 )
             except _CONNECT_ERRORS as exc:
                 upstream.in_flight -= 1

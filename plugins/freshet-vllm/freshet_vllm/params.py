@@ -14,7 +14,6 @@ from gateway.plugin_api import (
     BackendConfig,
     ConfigError,
     Deployment,
-    GenerationRequest,
     HardwareProfile,
     Operation,
 )
@@ -51,9 +50,6 @@ class ServerParams(Struct, kw_only=True, forbid_unknown_fields=True):
     served_model: str | None = None
     api_key: str | None = None
     request_timeout_s: Seconds = 120.0  # longest silence: before the first token or between two
-    # Longest wait for a whole answer (a non-streaming request's): the server says nothing
-    # until all of it is generated. OpenAI's own SDKs give up after 600 s.
-    answer_timeout_s: Seconds = 600.0
     connect_timeout_s: Seconds = 5.0
     poll_interval_s: Seconds = 1.0
     max_backoff_s: Seconds = 10.0
@@ -63,10 +59,6 @@ class ServerParams(Struct, kw_only=True, forbid_unknown_fields=True):
     # What the served model does: chat and completions by default; a pooling model
     # (vllm serve --task embed) is [embeddings], passed through to its /v1/embeddings.
     operations: frozenset[Operation] = DEFAULT_OPERATIONS
-
-    def timeout_s(self, request: GenerationRequest) -> float:
-        """How long the server may say nothing: the whole answer's wait, or a stream's."""
-        return self.answer_timeout_s if request.whole else self.request_timeout_s
 
 
 class EngineParams(Struct, kw_only=True, forbid_unknown_fields=True):

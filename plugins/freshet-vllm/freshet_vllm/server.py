@@ -39,6 +39,7 @@ from gateway.plugin_api import (
     HardwareProfile,
     InvalidRequest,
     RateLimited,
+    ToolCallDelta,
     convert_params,
     convert_profile,
 )
@@ -68,8 +69,7 @@ class VllmServerBackend:
         for i, url in enumerate(p.urls):
             if not url.startswith(("http://", "https://")):
                 raise config_error(config, f"urls[{i}]", f"not an http(s) URL: {url!r}")
-        timeouts = (p.request_timeout_s, p.answer_timeout_s, p.connect_timeout_s)
-        if p.poll_interval_s <= 0 or min(timeouts) <= 0:
+        if p.poll_interval_s <= 0 or p.request_timeout_s <= 0 or p.connect_timeout_s <= 0:
             raise config_error(config, "poll_interval_s", "intervals and timeouts must be > 0")
         self.model = config.model or p.served_model or config.id
         self.served_model = p.served_model or self.model
@@ -194,15 +194,17 @@ class VllmServerBackend:
             raise InvalidRequest(f"{self.id} does not serve {request.operation}")
 
     async def stream(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
-        """The upstream's stream as chunks; a request the client takes whole
-        (:attr:`GenerationRequest.whole`) is asked for one answer, which comes as one chunk
-        (an upstream that streams anyway is read as a stream)."""
+        """vLLM's stream as chunks, one a token; for a request the client takes whole
+        (:attr:`GenerationRequest.whole`), what one read brought is one chunk, its tokens
+        counted in ``pieces`` (an upstream that sent 32 events at once: one chunk, not 32
+        passed through every layer of the flow)."""
         started = time.perf_counter()
         self._serves(request)
         model = self.upstream_model(request)
         # The deployment's output caps travel upstream as max_tokens (all share them).
         body = wire.request_body(self._deployments[0].with_output_limit(request), model)
         resp, upstream = await self._open(request, model, body)
+        whole = request.whole
         first_at: float | None = None
         pieces = 0  # completion tokens when the server sends no usage
         usage: wire.Usage | None = None
@@ -210,42 +212,54 @@ class VllmServerBackend:
         stop: str | None = None
         called = False
         complete = False
-        answer: wire.Answer | None = None
         try:
-            lines = resp.content
-            if request.whole:
-                data = await resp.read()
-                complete = True
-                if wire.is_answer(data):
-                    answer = wire.parse_answer(data, self.label)
-                else:
-                    lines = _replay(data.split(b"\n"))
-            if answer is None:
-                complete = False
-                async for line in lines:
-                    event = wire.parse_line(line, self.label)
-                    if event is None:
+            async for lines in resp.lines():
+                texts: list[str] = []  # a whole request's, from this read
+                calls_read: list[ToolCallDelta] = []
+                taken = pieces
+                for event in wire.parse_lines(lines, self.label):
+                    text = wire.plain_text(event)
+                    if text is not None:  # one token of text, as most events are
+                        if first_at is None:
+                            first_at = time.perf_counter() - started
+                        pieces += 1
+                        if whole:
+                            texts.append(text)
+                        else:
+                            yield Chunk(text=text)
                         continue
                     error = wire.stream_error(event, self.label)
                     if error is not None:
+                        if whole and pieces > taken:  # what came before it is counted
+                            yield Chunk(
+                                text="".join(texts), tool_calls=calls_read, pieces=pieces - taken
+                            )
                         raise error
                     text = event.text
                     if text:
                         if first_at is None:
                             first_at = time.perf_counter() - started
                         pieces += 1
-                        yield Chunk(text=text)
+                        if whole:
+                            texts.append(text)
+                        else:
+                            yield Chunk(text=text)
                     calls = event.tool_calls
                     if calls:
                         if first_at is None:
                             first_at = time.perf_counter() - started
                         pieces += 1
                         called = True
-                        yield Chunk(tool_calls=calls)
+                        if whole:
+                            calls_read.extend(calls)
+                        else:
+                            yield Chunk(tool_calls=calls)
                     finish = event.finish_reason or finish
                     stop = event.stop_sequence or stop
                     usage = event.usage or usage
-                complete = True
+                if whole and pieces > taken:
+                    yield Chunk(text="".join(texts), tool_calls=calls_read, pieces=pieces - taken)
+            complete = True
         except _CONNECT_ERRORS as exc:
             upstream.mark_down(f"{type(exc).__name__}: {exc}")
             raise BackendError(
@@ -259,22 +273,13 @@ class VllmServerBackend:
             else:
                 resp.close()
             upstream.in_flight -= 1
+        if finish is None:
+            raise BackendError(f"{self.label} at {upstream.url} ended the stream without finishing")
+        if called and finish == "stop":
+            # vLLM (as OpenAI) ends a call forced by name with "stop"; an answer with calls
+            # ends with tool_calls here, so Anthropic's stop_reason is tool_use.
+            finish = FINISH_TOOL_CALLS
         duration = time.perf_counter() - started
-        if answer is not None:
-            # One answer: its text and calls in the last chunk; no first token was seen.
-            text, calls = answer.text, answer.tool_calls
-            finish, stop, usage = answer.finish_reason, answer.stop_sequence, answer.usage
-            called = bool(calls)
-            finished = self._finish(upstream, finish, called)
-            yield Chunk(
-                text=text,
-                tool_calls=calls,
-                finish_reason=finished,
-                usage=wire.backend_usage(usage, 1 if text or calls else 0, None, duration),
-                stop_sequence=stop if finished == "stop" else None,
-            )
-            return
-        finish = self._finish(upstream, finish, called)
         yield Chunk(
             finish_reason=finish,
             usage=wire.backend_usage(
@@ -282,16 +287,6 @@ class VllmServerBackend:
             ),
             stop_sequence=stop if finish == "stop" else None,
         )
-
-    def _finish(self, upstream: Upstream, finish: str | None, called: bool) -> str:
-        """The answer's finish reason; an upstream that gave none failed."""
-        if finish is None:
-            raise BackendError(f"{self.label} at {upstream.url} ended the stream without finishing")
-        if called and finish == "stop":
-            # vLLM (as OpenAI) ends a call forced by name with "stop"; an answer with calls
-            # ends with tool_calls here, so Anthropic's stop_reason is tool_use.
-            return FINISH_TOOL_CALLS
-        return finish
 
     async def _open(
         self, request: GenerationRequest, model: str, body: dict[str, object]
@@ -313,7 +308,7 @@ class VllmServerBackend:
             upstream.in_flight += 1
             try:
                 resp = await upstream.http.post(
-                    path, encoded, self.params.timeout_s(request), trace_headers()
+                    path, encoded, self.params.request_timeout_s, trace_headers()
                 )
             except _CONNECT_ERRORS as exc:
                 upstream.in_flight -= 1
@@ -341,9 +336,3 @@ class VllmServerBackend:
         raise BackendUnavailable(
             f"backend {self.id}: no {self.label} server took the request: {reasons}"
         )
-
-
-async def _replay(lines: list[bytes]) -> AsyncIterator[bytes]:
-    """Lines already read, as :attr:`Response.content` gives them."""
-    for line in lines:
-        yield line

@@ -72,11 +72,10 @@ def _count(value: int | None) -> int:
 
 
 def backend_usage(
-    usage: Usage | None, pieces: int, time_to_first_token_s: float | None, duration_s: float
+    usage: Usage | None, pieces: int, time_to_first_token_s: float, duration_s: float
 ) -> BackendUsage:
     """The request's usage from the upstream's last ``usage`` (``pieces``: the completion
-    tokens counted from the stream, when it sent none; ``time_to_first_token_s``: None for
-    an answer that came whole).
+    tokens counted from the stream, when it sent none).
 
     Cache reads and writes are parts of the prompt, as OpenAI counts them. Anthropic's
     ``input_tokens`` leaves them out, so the prompt is its sum with them; an OpenAI-shaped
@@ -171,8 +170,59 @@ class Event(Struct):
         return None
 
 
+def plain_text(event: Event) -> str | None:
+    """The text of the commonest event, one token of one choice and nothing else (no call,
+    finish, usage or error): read without :class:`Event`'s general properties."""
+    if len(event.choices) != 1 or event.usage is not None or event.error is not None:
+        return None
+    choice = event.choices[0]
+    delta = choice.delta
+    if (
+        delta is None
+        or not delta.content
+        or delta.tool_calls
+        or choice.finish_reason is not None
+        or choice.stop_reason is not None
+        or event.object == "error"
+    ):
+        return None
+    return delta.content
+
+
 _decode_event = msgspec.json.Decoder(Event).decode
 DONE = b"[DONE]"
+
+
+_decode_events = msgspec.json.Decoder(list[Event]).decode
+
+
+def parse_lines(lines: list[bytes], label: str = "vLLM") -> list[Event]:
+    """The events in these SSE lines (what one read brought), as :func:`parse_line` reads
+    each, decoded in one call: every payload an object (``{...}``), joined as one array,
+    so each element is exactly one line's. A malformed line is named by parsing them one
+    by one."""
+    payloads = []
+    for line in lines:
+        if line.startswith(b"data:"):
+            payload = line[5:].strip()
+            if payload and payload != DONE:
+                payloads.append(payload)
+    if len(payloads) > 1 and all(p[:1] == b"{" and p[-1:] == b"}" for p in payloads):
+        try:
+            events = _decode_events(b"[" + b",".join(payloads) + b"]")
+        except msgspec.DecodeError:
+            pass
+        else:
+            if len(events) == len(payloads):
+                return events
+    return [_parse_payload(p, label) for p in payloads]
+
+
+def _parse_payload(payload: bytes, label: str) -> Event:
+    try:
+        return _decode_event(payload)
+    except msgspec.DecodeError as exc:
+        raise BackendError(f"malformed event from {label}: {payload[:200]!r}") from exc
 
 
 def parse_line(line: bytes, label: str = "vLLM") -> Event | None:
@@ -195,89 +245,6 @@ def stream_error(event: Event, label: str = "vLLM") -> FreshetError | None:
     if event.object == "error":
         return BackendError(f"{label} error mid-stream: {event.message or ''}")
     return None
-
-
-class _Said(Struct):
-    content: str | None = None
-    tool_calls: list[ToolCallPiece] | None = None
-
-
-class _Answered(Struct):
-    message: _Said | None = None  # chat
-    text: str | None = None  # completions
-    finish_reason: str | None = None
-    stop_reason: str | int | None = None
-
-
-class Answer(Struct):
-    """A whole (non-streamed) OpenAI answer: its first choice, its usage, or an error."""
-
-    choices: list[_Answered] = msgspec.field(default_factory=list)
-    usage: Usage | None = None
-    error: _ErrorBody | None = None
-    object: str | None = None
-    message: str | None = None
-
-    @property
-    def text(self) -> str:
-        for choice in self.choices:
-            said = choice.message
-            return (said.content if said is not None else choice.text) or ""
-        return ""
-
-    @property
-    def tool_calls(self) -> list[ToolCallDelta]:
-        """The answer's calls, whole, as one piece each (``index``: its place)."""
-        for choice in self.choices:
-            said = choice.message
-            if said is None or not said.tool_calls:
-                return []
-            return [
-                msgspec.structs.replace(piece.as_delta(), index=i)
-                for i, piece in enumerate(said.tool_calls)
-            ]
-        return []
-
-    @property
-    def finish_reason(self) -> str | None:
-        for choice in self.choices:
-            return choice.finish_reason
-        return None
-
-    @property
-    def stop_sequence(self) -> str | None:
-        for choice in self.choices:
-            return choice.stop_reason if isinstance(choice.stop_reason, str) else None
-        return None
-
-
-_decode_answer = msgspec.json.Decoder(Answer).decode
-_BLANK = (b" ", b"\t", b"\r", b"\n")
-
-
-def is_answer(body: bytes) -> bool:
-    """Whether a body is one JSON answer (not server-sent events: an upstream that
-    streams although asked for one answer is read as a stream)."""
-    head = body[:1]
-    if head in _BLANK:
-        head = body.lstrip()[:1]
-    return head == b"{"
-
-
-def parse_answer(body: bytes, label: str = "vLLM") -> Answer:
-    """A whole answer, checked: malformed, without a choice or reporting an error, it is
-    the upstream's failure (:class:`BackendError`)."""
-    try:
-        answer = _decode_answer(body)
-    except msgspec.DecodeError as exc:
-        raise BackendError(f"malformed answer from {label}: {body[:200]!r}") from exc
-    if answer.error is not None:
-        raise BackendError(f"{label} error: {answer.error.message}")
-    if answer.object == "error":
-        raise BackendError(f"{label} error: {answer.message or ''}")
-    if not answer.choices:
-        raise BackendError(f"{label} answered without a choice: {body[:200]!r}")
-    return answer
 
 
 class _HttpError(Struct):
@@ -327,13 +294,12 @@ def map_http_error(
 
 
 def request_body(request: GenerationRequest, upstream_model: str) -> dict[str, Any]:
-    """The OpenAI request vLLM gets: streamed, with exact usage at the end; in one answer
-    (which carries its usage) when the client takes it whole."""
-    body: dict[str, Any] = (
-        {"model": upstream_model, "stream": False}
-        if request.whole
-        else {"model": upstream_model, "stream": True, "stream_options": {"include_usage": True}}
-    )
+    """The OpenAI request vLLM gets: streamed, with exact usage at the end."""
+    body: dict[str, Any] = {
+        "model": upstream_model,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
     if request.operation == "chat":
         body.update(chat_fields(request))
     else:
