@@ -144,15 +144,9 @@ class Accounting:
             quote=outcome.quote,
         )
         if outcome.quote is not None and status == "ok" and not fallbacks:
-            # Only a request that went as planned says how good its quote was; an answer
-            # that came whole (the backend saw no first token) says nothing of its TTFT.
-            usage = outcome.usage
-            whole = not ctx.stream and usage is not None and usage.time_to_first_token_s is None
+            # Only a request that went as planned says how good its quote was.
             self.calibration.observe(
-                deployment.backend_id,
-                outcome.quote,
-                None if whole else record.ttft_s,
-                record.duration_s,
+                deployment.backend_id, outcome.quote, record.ttft_s, record.duration_s
             )
         if self._admission is not None:  # settle the key's reservation with the real cost
             self._admission.settle(ctx, costing, record.prompt_tokens + record.completion_tokens)
