@@ -218,24 +218,19 @@ class VllmServerBackend:
                 calls_read: list[ToolCallDelta] = []
                 taken = pieces
                 for event in wire.parse_lines(lines, self.label):
-                    text = wire.plain_text(event)
-                    if text is not None:  # one token of text, as most events are
-                        if first_at is None:
-                            first_at = time.perf_counter() - started
-                        pieces += 1
-                        if whole:
-                            texts.append(text)
-                        else:
-                            yield Chunk(text=text)
-                        continue
-                    error = wire.stream_error(event, self.label)
-                    if error is not None:
-                        if whole and pieces > taken:  # what came before it is counted
-                            yield Chunk(
-                                text="".join(texts), tool_calls=calls_read, pieces=pieces - taken
-                            )
-                        raise error
-                    text = event.text
+                    text = wire.plain_text(event)  # one token of text, as most events are
+                    plain = text is not None
+                    if not plain:
+                        error = wire.stream_error(event, self.label)
+                        if error is not None:
+                            if whole and pieces > taken:  # what came before it is counted
+                                yield Chunk(
+                                    text="".join(texts),
+                                    tool_calls=calls_read,
+                                    pieces=pieces - taken,
+                                )
+                            raise error
+                        text = event.text
                     if text:
                         if first_at is None:
                             first_at = time.perf_counter() - started
@@ -244,6 +239,8 @@ class VllmServerBackend:
                             texts.append(text)
                         else:
                             yield Chunk(text=text)
+                    if plain:
+                        continue
                     calls = event.tool_calls
                     if calls:
                         if first_at is None:
