@@ -197,8 +197,9 @@ class Service:
     ) -> Routed:
         """Route and dispatch until a backend's first chunk. ``earlier``: what a
         non-streaming request's previous tries left (it is admitted already, and any record
-        made here carries them; backends are then asked for the answer whole); ``work``: a
-        request that is not a generation."""
+        made here carries them; the client takes the answer whole, so backends may hand it
+        over in bigger chunks: :attr:`GenerationRequest.whole`); ``work``: a request that is
+        not a generation."""
         estimate = work.prompt_tokens if work is not None else estimate_prompt_tokens(gen)
         observer = ctx.observer
         observer.routing(gen)

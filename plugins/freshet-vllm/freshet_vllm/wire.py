@@ -232,10 +232,7 @@ def parse_line(line: bytes, label: str = "vLLM") -> Event | None:
     payload = line[5:].strip()
     if not payload or payload == DONE:
         return None
-    try:
-        return _decode_event(payload)
-    except msgspec.DecodeError as exc:
-        raise BackendError(f"malformed event from {label}: {payload[:200]!r}") from exc
+    return _parse_payload(payload, label)
 
 
 def stream_error(event: Event, label: str = "vLLM") -> FreshetError | None:
