@@ -207,12 +207,11 @@ class Generation:
                 await send_error(send, exc, request_id, endpoint.error_shape)
                 return
             status = 200
+            one_write = WHOLE_RESPONSE in scope.get(EXTENSIONS, ())  # the server's extension
             if isinstance(reply, JsonReply):
-                whole = WHOLE_RESPONSE in scope.get(EXTENSIONS, ())
-                await self._json(reply, request_id, send, whole)
+                await self._json(reply, request_id, send, one_write)
             else:
-                whole = WHOLE_RESPONSE in scope.get(EXTENSIONS, ())
-                await self._stream(reply, request_id, send, watch, endpoint.stream_error, whole)
+                await self._stream(reply, request_id, send, watch, endpoint.stream_error, one_write)
         except Exception:
             if status != 0:
                 raise  # the response has started: the server closes the connection

@@ -190,10 +190,16 @@ def plain_text(event: Event) -> str | None:
 
 
 _decode_event = msgspec.json.Decoder(Event).decode
+_decode_events = msgspec.json.Decoder(list[Event]).decode
 DONE = b"[DONE]"
 
 
-_decode_events = msgspec.json.Decoder(list[Event]).decode
+def _payload(line: bytes) -> bytes | None:
+    """A ``data:`` line's payload; None for blank lines, comments, other fields and [DONE]."""
+    if not line.startswith(b"data:"):
+        return None
+    payload = line[5:].strip()
+    return payload if payload and payload != DONE else None
 
 
 def parse_lines(lines: list[bytes], label: str = "vLLM") -> list[Event]:
@@ -201,12 +207,7 @@ def parse_lines(lines: list[bytes], label: str = "vLLM") -> list[Event]:
     each, decoded in one call: every payload an object (``{...}``), joined as one array,
     so each element is exactly one line's. A malformed line is named by parsing them one
     by one."""
-    payloads = []
-    for line in lines:
-        if line.startswith(b"data:"):
-            payload = line[5:].strip()
-            if payload and payload != DONE:
-                payloads.append(payload)
+    payloads = [p for p in map(_payload, lines) if p is not None]
     if len(payloads) > 1 and all(p[:1] == b"{" and p[-1:] == b"}" for p in payloads):
         try:
             events = _decode_events(b"[" + b",".join(payloads) + b"]")
@@ -227,12 +228,8 @@ def _parse_payload(payload: bytes, label: str) -> Event:
 
 def parse_line(line: bytes, label: str = "vLLM") -> Event | None:
     """The event in one SSE line; None for blank lines, comments, other fields and [DONE]."""
-    if not line.startswith(b"data:"):
-        return None
-    payload = line[5:].strip()
-    if not payload or payload == DONE:
-        return None
-    return _parse_payload(payload, label)
+    payload = _payload(line)
+    return None if payload is None else _parse_payload(payload, label)
 
 
 def stream_error(event: Event, label: str = "vLLM") -> FreshetError | None:
