@@ -1,0 +1,288 @@
+"""The CPU a request costs inside the gateway's process, without the HTTP server around it:
+Freshet's generation path against a bare proxy on the same upstream client, in one run.
+
+`peers.py` measures the whole server under wrk, where the machine's other processes (wrk,
+the mock) move a single run's figures by 10-20 %. Here each side runs in a process of its
+own that drives the ASGI app directly, as the server calls it (the server's connection
+hook and one-write extension included, so no watcher task and no per-header work), with
+``--concurrency`` requests in flight against the mock upstream, and reads its own CPU
+time: what is left is what Freshet does per request beyond what any Python proxy on the
+same client does (the floor: post the body, read the answer, hand it back). The client's
+side of HTTP (uvicorn's parsing and the socket to the client, the same for both) is not
+in these figures; add `peers.py`'s floor for the whole.
+
+Cases: one-token answers (as `peers.py` asks), 32-token answers the mock sends at once
+(as the independent harness's mock streams them), the same streamed to a streaming
+client, and one-token answers with tracing off (``OTEL_SDK_DISABLED=true``). Config as a
+user writes it: three ``openai-compatible`` backends, one per mock model, defaults
+otherwise (SQLite ledger, traces kept in memory, metrics). Rounds alternate the sides.
+
+Run:  .venv/bin/python benchmarks/flow_cpu.py [--requests 15000] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.support.server import free_port  # noqa: E402
+
+CONFIG = """backends:
+  - {{id: mock, type: openai-compatible, knowledge_cutoff: unknown, model: mock, url: "{url}"}}
+  - {{id: mock-b, type: openai-compatible, knowledge_cutoff: unknown, model: mock-b, url: "{url}"}}
+  - {{id: mock-c, type: openai-compatible, knowledge_cutoff: unknown, model: mock-c, url: "{url}"}}
+"""
+ONE_TOKEN = {"model": "mock", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}
+WHOLE = {"model": "mock", "messages": [{"role": "user", "content": "hi"}]}
+STREAM = {**WHOLE, "stream": True}
+# name: (the mock's arguments, the request body, environment of the measured process)
+CASES: dict[str, tuple[list[str], dict[str, Any], dict[str, str]]] = {
+    "1 token": ([], ONE_TOKEN, {}),
+    "32 tokens whole": (["--chunks", "32", "--interval-ms", "0"], WHOLE, {}),
+    "32 tokens streamed": (["--chunks", "32", "--interval-ms", "0"], STREAM, {}),
+    "1 token tracing off": ([], ONE_TOKEN, {"OTEL_SDK_DISABLED": "true"}),
+}
+
+
+class _Connection:
+    on_lost = None  # the server's hook: told when the client leaves
+
+
+def _scope(body: bytes) -> dict[str, Any]:
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/v1/chat/completions",
+        "raw_path": b"/v1/chat/completions",
+        "query_string": b"",
+        "root_path": "",
+        "server": ("127.0.0.1", 8000),
+        "client": ("127.0.0.1", 50000),
+        "headers": [
+            (b"host", b"127.0.0.1:8000"),
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+        ],
+    }
+
+
+async def _drive(serve: Any, body: bytes, requests: int, concurrency: int) -> dict[str, Any]:
+    """``requests`` requests through ``serve(scope, receive, send)``, ``concurrency`` at a
+    time, after a warm-up; the CPU this process spent on them."""
+    from gateway.api.cycle import WHOLE_RESPONSE
+    from gateway.api.drain import CONNECTION
+
+    base = _scope(body)
+    errors = 0
+
+    async def one() -> None:
+        nonlocal errors
+        scope = dict(base)
+        scope[CONNECTION] = _Connection()
+        scope["extensions"] = {WHOLE_RESPONSE: {}}
+        messages = [{"type": "http.request", "body": body, "more_body": False}]
+
+        async def receive() -> dict[str, Any]:
+            if messages:
+                return messages.pop()
+            await asyncio.Future()  # the client stays
+            raise AssertionError
+
+        async def send(message: dict[str, Any]) -> None:
+            nonlocal errors
+            if message["type"] == "http.response.start" and message["status"] != 200:
+                errors += 1
+
+        await serve(scope, receive, send)
+
+    async def worker(n: int) -> None:
+        for _ in range(n):
+            await one()
+
+    each = max(1, requests // concurrency)
+    await asyncio.gather(*(worker(max(1, each // 10)) for _ in range(concurrency)))  # warm
+    errors = 0
+    wall, cpu, main = time.perf_counter(), time.process_time(), time.thread_time()
+    await asyncio.gather(*(worker(each) for _ in range(concurrency)))
+    n = each * concurrency
+    return {
+        "process_us": 1e6 * (time.process_time() - cpu) / n,
+        "main_thread_us": 1e6 * (time.thread_time() - main) / n,
+        "req_s": n / (time.perf_counter() - wall),
+        "errors": errors,
+    }
+
+
+async def _floor(upstream: str, body: bytes, requests: int, concurrency: int) -> dict[str, Any]:
+    sys.argv = ["floor", "0", upstream]
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import floor_proxy
+
+    started = asyncio.Event()
+
+    async def lifespan_receive() -> dict[str, Any]:
+        if not started.is_set():
+            started.set()
+            return {"type": "lifespan.startup"}
+        await asyncio.Future()
+        raise AssertionError
+
+    ready = asyncio.Event()
+
+    async def lifespan_send(message: dict[str, Any]) -> None:
+        if message["type"] == "lifespan.startup.complete":
+            ready.set()
+
+    lifespan = asyncio.ensure_future(
+        floor_proxy.app({"type": "lifespan"}, lifespan_receive, lifespan_send)
+    )
+    await ready.wait()
+    result = await _drive(floor_proxy.app, body, requests, concurrency)
+    lifespan.cancel()
+    return result
+
+
+async def _freshet(config: str, body: bytes, requests: int, concurrency: int) -> dict[str, Any]:
+    from gateway.api.app import create_app
+    from gateway.api.runtime import Runtime
+    from gateway.settings.load import load_settings
+
+    settings = load_settings(config, host="127.0.0.1", port=8000)
+    runtime = Runtime(settings)
+    app: Any = create_app(settings, runtime)
+    await runtime.start()
+    generation = app.generation
+    endpoint = generation.endpoint(_scope(body))
+
+    async def serve(scope: Any, receive: Any, send: Any) -> None:
+        await generation.serve(endpoint, scope, receive, send)
+
+    try:
+        return await _drive(serve, body, requests, concurrency)
+    finally:
+        await runtime.aclose()
+
+
+def _child(args: argparse.Namespace) -> None:
+    import uvloop
+
+    body = args.body.encode()
+    if args.child == "floor":
+        result = uvloop.run(_floor(args.upstream, body, args.requests, args.concurrency))
+    else:
+        result = uvloop.run(_freshet(args.config, body, args.requests, args.concurrency))
+    print(json.dumps(result))
+
+
+def _measure(
+    side: str,
+    env: dict[str, str],
+    body: bytes,
+    args: argparse.Namespace,
+    upstream: str,
+    config: str,
+) -> dict[str, Any]:
+    command = [
+        sys.executable,
+        __file__,
+        "--child",
+        side,
+        "--upstream",
+        upstream,
+        "--config",
+        config,
+        "--body",
+        body.decode(),
+        "--requests",
+        str(args.requests),
+        "--concurrency",
+        str(args.concurrency),
+    ]
+    out = subprocess.run(
+        command, env={**os.environ, **env}, capture_output=True, text=True, check=True
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=15000)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--delay-ms", type=float, default=20.0)
+    parser.add_argument("--cases", default=",".join(CASES), help="comma-separated case names")
+    parser.add_argument("--child", choices=["floor", "freshet"], help=argparse.SUPPRESS)
+    parser.add_argument("--upstream", help=argparse.SUPPRESS)
+    parser.add_argument("--config", help=argparse.SUPPRESS)
+    parser.add_argument("--body", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        _child(args)
+        return
+    print(
+        f"c={args.concurrency}, {args.requests} requests a side, {args.rounds} rounds, "
+        f"{args.delay_ms:g} ms upstream; CPU microseconds a request (median of rounds)"
+    )
+    print("| case | floor | Freshet | Freshet - floor | x floor | Freshet main thread | errors |")
+    print("|---|---|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.cases.split(","):
+            mock_args, request, env = CASES[name]
+            port = free_port()
+            upstream = f"http://127.0.0.1:{port}"
+            config = os.path.join(tmp, "freshet.yaml")
+            Path(config).write_text(CONFIG.format(url=upstream))
+            mock = subprocess.Popen(
+                [
+                    sys.executable,
+                    str(ROOT / "benchmarks" / "mock_upstream.py"),
+                    "--port",
+                    str(port),
+                    "--delay-ms",
+                    str(args.delay_ms),
+                    *mock_args,
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            try:
+                time.sleep(1.0)
+                body = json.dumps(request, separators=(",", ":")).encode()
+                floors, freshets, mains, errors = [], [], [], 0
+                for _ in range(args.rounds):
+                    data = os.path.join(tmp, "data")
+                    floor = _measure("floor", {}, body, args, upstream, config)
+                    ours = _measure(
+                        "freshet", {**env, "FRESHET_DATA_DIR": data}, body, args, upstream, config
+                    )
+                    floors.append(floor["process_us"])
+                    freshets.append(ours["process_us"])
+                    mains.append(ours["main_thread_us"])
+                    errors += floor["errors"] + ours["errors"]
+            finally:
+                mock.terminate()
+                mock.wait()
+            f, g = statistics.median(floors), statistics.median(freshets)
+            print(
+                f"| {name} | {f:.1f} | {g:.1f} ({min(freshets):.0f}-{max(freshets):.0f}) "
+                f"| {g - f:.1f} | {g / f:.1f} | {statistics.median(mains):.1f} | {errors} |"
+            )
+
+
+if __name__ == "__main__":
+    main()
