@@ -17,13 +17,21 @@ client, and one-token answers with tracing off (``OTEL_SDK_DISABLED=true``). Con
 user writes it: three ``openai-compatible`` backends, one per mock model, defaults
 otherwise (SQLite ledger, traces kept in memory, metrics). Rounds alternate the sides.
 
-Run:  .venv/bin/python benchmarks/flow_cpu.py [--requests 15000] [--rounds 3]
+``--without``: where Freshet's part goes. The one-token case again, with one feature at
+a time taken out of the measured process (tracing and kept traces by their settings; the
+others by making their entry point do nothing: the metrics of a finished request, the
+ledger's record, the quotes' learning, energy metering; routing by deciding once per
+model and reusing the decision), then all of them at once, in alternating rounds: what
+the request costs without each. These are measurements, not settings anyone should run.
+
+Run:  .venv/bin/python benchmarks/flow_cpu.py [--requests 15000] [--rounds 3] [--without]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import statistics
@@ -31,6 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +63,61 @@ CASES: dict[str, tuple[list[str], dict[str, Any], dict[str, str]]] = {
     "32 tokens streamed": (["--chunks", "32", "--interval-ms", "0"], STREAM, {}),
     "1 token tracing off": ([], ONE_TOKEN, {"OTEL_SDK_DISABLED": "true"}),
 }
+
+
+# name: environment of the measured process (FLOW_CPU_WITHOUT names what _take_out removes)
+WITHOUT: dict[str, dict[str, str]] = {
+    "nothing": {},
+    "tracing": {"OTEL_SDK_DISABLED": "true"},
+    "kept traces": {"FRESHET_TRACES_KEPT": "0"},
+    "metrics": {"FLOW_CPU_WITHOUT": "metrics"},
+    "ledger": {"FLOW_CPU_WITHOUT": "ledger"},
+    "quote learning": {"FLOW_CPU_WITHOUT": "learning"},
+    "energy metering": {"FLOW_CPU_WITHOUT": "energy"},
+    "routing": {"FLOW_CPU_WITHOUT": "routing"},
+    "all of these": {
+        "OTEL_SDK_DISABLED": "true",
+        "FLOW_CPU_WITHOUT": "metrics,ledger,learning,energy,routing",
+    },
+}
+
+
+def _take_out(names: str) -> None:
+    """Make the named features' entry points do nothing (``--without``)."""
+    taken = set(names.split(",")) if names else set()
+    if "metrics" in taken:
+        from gateway.telemetry.metrics import Metrics
+
+        Metrics.request_done = lambda self, trace: None  # type: ignore[method-assign]
+    if "ledger" in taken:
+        from gateway.ledger.sqlite import SQLiteLedger
+
+        SQLiteLedger.record = lambda self, record: None  # type: ignore[method-assign]
+    if "learning" in taken:
+        from gateway.state.quotes import QuoteCalibration
+
+        QuoteCalibration.observe = lambda self, *args, **kwargs: None  # type: ignore[method-assign]
+    if "energy" in taken:
+        from freshet_energy.model import BackendEnergyCost
+
+        from gateway.cost import Costing
+
+        nothing = Costing(joules=None, energy_source=None)
+        BackendEnergyCost.settle = lambda self, share, usage, at: nothing  # type: ignore[method-assign]
+    if "routing" in taken:
+        from gateway.flow.service import Service
+
+        decide = Service.decide
+        decided: dict[str, Any] = {}
+
+        async def once(self: Any, ctx: Any, gen: Any, *args: Any, **kwargs: Any) -> Any:
+            decision = decided.get(ctx.requested_model)
+            if decision is None:
+                decision = await decide(self, ctx, gen, *args, **kwargs)
+                decided[ctx.requested_model] = decision
+            return decision
+
+        Service.decide = once  # type: ignore[method-assign]
 
 
 class _Connection:
@@ -162,6 +226,7 @@ async def _freshet(config: str, body: bytes, requests: int, concurrency: int) ->
     from gateway.api.runtime import Runtime
     from gateway.settings.load import load_settings
 
+    _take_out(os.environ.get("FLOW_CPU_WITHOUT", ""))
     settings = load_settings(config, host="127.0.0.1", port=8000)
     runtime = Runtime(settings)
     app: Any = create_app(settings, runtime)
@@ -219,6 +284,57 @@ def _measure(
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def _without(args: argparse.Namespace) -> None:
+    print(
+        f"c={args.concurrency}, {args.requests} requests a run, {args.rounds} rounds, "
+        f"one-token answers, {args.delay_ms:g} ms upstream; Freshet's CPU microseconds a "
+        "request (median of rounds, range)"
+    )
+    print("| without | CPU a request | less than with everything |")
+    print("|---|---|---|")
+    runs: dict[str, list[float]] = {name: [] for name in WITHOUT}
+    floors: list[float] = []
+    with tempfile.TemporaryDirectory() as tmp, _mock(args, []) as upstream:
+        config = os.path.join(tmp, "freshet.yaml")
+        Path(config).write_text(CONFIG.format(url=upstream))
+        body = json.dumps(ONE_TOKEN, separators=(",", ":")).encode()
+        for _ in range(args.rounds):
+            floors.append(_measure("floor", {}, body, args, upstream, config)["process_us"])
+            for name, env in WITHOUT.items():
+                data = {"FRESHET_DATA_DIR": os.path.join(tmp, "data")}
+                result = _measure("freshet", {**env, **data}, body, args, upstream, config)
+                runs[name].append(result["process_us"])
+    whole = statistics.median(runs["nothing"])
+    for name, values in runs.items():
+        median = statistics.median(values)
+        print(
+            f"| {name} | {median:.1f} ({min(values):.0f}-{max(values):.0f}) "
+            f"| {whole - median:.1f} |"
+        )
+    floor = statistics.median(floors)
+    print(
+        f"| everything (the floor: a bare proxy on the same client) | {floor:.1f} "
+        f"({min(floors):.0f}-{max(floors):.0f}) | {whole - floor:.1f} |"
+    )
+
+
+@contextlib.contextmanager
+def _mock(args: argparse.Namespace, mock_args: list[str]) -> Iterator[str]:
+    """The mock upstream on a free port, for the block: its URL."""
+    port = free_port()
+    mock = subprocess.Popen(
+        [sys.executable, str(ROOT / "benchmarks" / "mock_upstream.py"), "--port", str(port),
+         "--delay-ms", str(args.delay_ms), *mock_args],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        time.sleep(1.0)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        mock.terminate()
+        mock.wait()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=15000)
@@ -226,6 +342,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--delay-ms", type=float, default=20.0)
     parser.add_argument("--cases", default=",".join(CASES), help="comma-separated case names")
+    parser.add_argument("--without", action="store_true", help="what each feature costs")
     parser.add_argument("--child", choices=["floor", "freshet"], help=argparse.SUPPRESS)
     parser.add_argument("--upstream", help=argparse.SUPPRESS)
     parser.add_argument("--config", help=argparse.SUPPRESS)
@@ -233,6 +350,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.child:
         _child(args)
+        return
+    if args.without:
+        _without(args)
         return
     print(
         f"c={args.concurrency}, {args.requests} requests a side, {args.rounds} rounds, "
@@ -243,25 +363,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.cases.split(","):
             mock_args, request, env = CASES[name]
-            port = free_port()
-            upstream = f"http://127.0.0.1:{port}"
             config = os.path.join(tmp, "freshet.yaml")
-            Path(config).write_text(CONFIG.format(url=upstream))
-            mock = subprocess.Popen(
-                [
-                    sys.executable,
-                    str(ROOT / "benchmarks" / "mock_upstream.py"),
-                    "--port",
-                    str(port),
-                    "--delay-ms",
-                    str(args.delay_ms),
-                    *mock_args,
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            try:
-                time.sleep(1.0)
+            with _mock(args, mock_args) as upstream:
+                Path(config).write_text(CONFIG.format(url=upstream))
                 body = json.dumps(request, separators=(",", ":")).encode()
                 floors, freshets, mains, errors = [], [], [], 0
                 for _ in range(args.rounds):
@@ -274,9 +378,6 @@ def main() -> None:
                     freshets.append(ours["process_us"])
                     mains.append(ours["main_thread_us"])
                     errors += floor["errors"] + ours["errors"]
-            finally:
-                mock.terminate()
-                mock.wait()
             f, g = statistics.median(floors), statistics.median(freshets)
             print(
                 f"| {name} | {f:.1f} | {g:.1f} ({min(freshets):.0f}-{max(freshets):.0f}) "
