@@ -46,6 +46,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from tests.support.asgi import http_scope  # noqa: E402
 from tests.support.server import free_port  # noqa: E402
 
 CONFIG = """backends:
@@ -125,24 +126,12 @@ class _Connection:
 
 
 def _scope(body: bytes) -> dict[str, Any]:
-    return {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": "/v1/chat/completions",
-        "raw_path": b"/v1/chat/completions",
-        "query_string": b"",
-        "root_path": "",
-        "server": ("127.0.0.1", 8000),
-        "client": ("127.0.0.1", 50000),
-        "headers": [
-            (b"host", b"127.0.0.1:8000"),
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-        ],
-    }
+    headers = [
+        (b"host", b"127.0.0.1:8400"),
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    return http_scope("POST", "/v1/chat/completions", headers)
 
 
 async def _drive(serve: Any, body: bytes, requests: int, concurrency: int) -> dict[str, Any]:
@@ -227,7 +216,7 @@ async def _freshet(config: str, body: bytes, requests: int, concurrency: int) ->
     from gateway.settings.load import load_settings
 
     _take_out(os.environ.get("FLOW_CPU_WITHOUT", ""))
-    settings = load_settings(config, host="127.0.0.1", port=8000)
+    settings = load_settings(config, host="127.0.0.1", port=8400)
     runtime = Runtime(settings)
     app: Any = create_app(settings, runtime)
     await runtime.start()

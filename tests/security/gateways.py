@@ -15,6 +15,7 @@ from litestar.testing import AsyncTestClient
 from gateway.api.app import create_app
 from gateway.api.runtime import Runtime
 from gateway.settings import load_settings
+from tests.support.asgi import http_scope
 from tests.support.inprocess import wait_ready
 
 CONFIG: dict[str, Any] = {
@@ -68,21 +69,7 @@ async def send(
     would fold repeated ones, add its own ``Host`` and refuse odd bytes), as uvicorn bound
     to 127.0.0.1:8400 would hand it over."""
     head = [(b"host", host)] if host is not None else []
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": method,
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode("utf-8", "surrogateescape"),
-        "query_string": query,
-        "root_path": "",
-        "headers": [*head, *(headers or [])],
-        "client": ("127.0.0.1", 50000),
-        "server": ("127.0.0.1", 8400),
-        "state": {},
-    }
+    scope = http_scope(method, path, [*head, *(headers or [])], query=query)
     sent: list[dict[str, Any]] = []
     pending = [{"type": "http.request", "body": body, "more_body": False}]
 

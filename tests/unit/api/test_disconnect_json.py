@@ -18,6 +18,7 @@ from gateway.api.app import create_app
 from gateway.api.runtime import Runtime
 from gateway.ledger.sqlite import UsageQuery
 from gateway.settings import load_settings
+from tests.support.asgi import http_scope
 from tests.vllm.fake_upstream import FakeVllm
 
 
@@ -68,21 +69,8 @@ async def _gateway(tmp: Path, upstream_url: str) -> tuple[Any, Runtime]:
 
 async def _leave_after(app: Any, body: dict[str, Any], seconds: float) -> list[dict[str, Any]]:
     """POST ``body``, then disconnect after ``seconds``; what the app sent comes back."""
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": "/v1/chat/completions",
-        "raw_path": b"/v1/chat/completions",
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"host", b"127.0.0.1"), (b"content-type", b"application/json")],
-        "client": ("127.0.0.1", 5000),
-        "server": ("127.0.0.1", 8400),
-        "state": {},
-    }
+    headers = [(b"host", b"127.0.0.1"), (b"content-type", b"application/json")]
+    scope = http_scope("POST", "/v1/chat/completions", headers)
     messages = [{"type": "http.request", "body": json.dumps(body).encode(), "more_body": False}]
     sent: list[dict[str, Any]] = []
 

@@ -20,6 +20,7 @@ from gateway.api.app import Gateway, create_app
 from gateway.api.error_response import decode_error
 from gateway.api.runtime import Runtime
 from gateway.settings import load_settings
+from tests.support.asgi import http_scope
 from tests.support.inprocess import wait_ready
 
 CONFIG = {
@@ -234,21 +235,7 @@ async def _raw_asgi(
 ) -> tuple[int, dict[bytes, bytes], bytes]:
     """One request straight into the ASGI app, headers exactly as given (a test client
     would fold repeated headers into one)."""
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": method,
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"host", b"127.0.0.1"), *headers],
-        "client": ("127.0.0.1", 5000),
-        "server": ("127.0.0.1", 8400),
-        "state": {},
-    }
+    scope = http_scope(method, path, [(b"host", b"127.0.0.1"), *headers])
     sent: list[dict[str, Any]] = []
     pending = [{"type": "http.request", "body": body, "more_body": False}]
 
