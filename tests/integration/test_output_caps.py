@@ -5,13 +5,11 @@ every backend type; ``/v1/models`` states both. Before, a CPU request without
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import pytest_asyncio
 from freshet_llamacpp.backend import LlamaCppBackend
 
 from gateway.backend import Backend, BackendConfig, Deployment
@@ -60,14 +58,6 @@ def test_output_limit() -> None:
     assert uncapped.output_limit(None) is None  # the upstream's own default
     assert uncapped.output_limit(None, room=7) == 7
     assert uncapped.output_limit(99) == 99  # the context check stays the backend's
-
-
-@pytest_asyncio.fixture
-async def upstream() -> AsyncIterator[FakeVllm]:
-    fake = FakeVllm()
-    await fake.start()
-    yield fake
-    await fake.close()
 
 
 def _config(upstream_url: str) -> dict[str, Any]:
@@ -130,8 +120,8 @@ def _chat(model: str, content: str = "hi", **extra: Any) -> dict[str, Any]:
 
 
 @pytest.mark.asyncio
-async def test_every_backend_type_caps_output(tmp_path: Path, upstream: FakeVllm) -> None:
-    with running_server(tmp_path, _config(upstream.url)) as server:
+async def test_every_backend_type_caps_output(tmp_path: Path, fake: FakeVllm) -> None:
+    with running_server(tmp_path, _config(fake.url)) as server:
         # Generous deadlines: a CPU generation on a busy machine takes seconds, not ms.
         async with httpx.AsyncClient(base_url=server.url, timeout=300) as client:
             listed = (await client.get("/v1/models")).json()["data"]
@@ -182,7 +172,7 @@ async def test_every_backend_type_caps_output(tmp_path: Path, upstream: FakeVllm
             await tokens(_chat("api-capped", max_tokens=5000))
             await tokens(_chat("api-capped", max_tokens=7))
             await tokens(_chat("api"))
-            sent = [body.get("max_tokens") for body in upstream.requests]
+            sent = [body.get("max_tokens") for body in fake.requests]
             assert sent == [64, 100, 7, None]
 
 

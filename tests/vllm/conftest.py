@@ -8,7 +8,6 @@ import pytest_asyncio
 from freshet_vllm import OpenAICompatibleBackend
 
 from tests.support.server import free_port
-from tests.vllm.fake_upstream import FakeVllm
 from tests.vllm.kit import NoFleet, config
 from tests.vllm.vllm_process import VllmServer, not_installed_reason
 
@@ -23,14 +22,6 @@ def vllm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VllmServer
     server.start()
     yield server
     server.stop()
-
-
-@pytest_asyncio.fixture
-async def fake() -> AsyncIterator[FakeVllm]:
-    server = FakeVllm()
-    await server.start()
-    yield server
-    await server.close()
 
 
 @pytest_asyncio.fixture
