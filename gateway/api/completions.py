@@ -17,7 +17,6 @@ from gateway import protocol as p
 from gateway.api.edge import RequestOptions
 from gateway.backend import GenerationRequest, ToolCallDelta
 from gateway.flow.context import RequestContext
-from gateway.flow.dispatch import chain
 from gateway.flow.observer import RequestObserver
 from gateway.flow.requests import from_chat, from_completion
 from gateway.flow.service import Routed, Service, cost_headers
@@ -80,7 +79,7 @@ async def _stream(
     opened = routed.opened
     name = opened.deployment.name
     body = sse(
-        chain(opened.first, opened.rest),
+        opened.rest,
         routed.outcome,
         make_delta=lambda text, finish, first: make_delta(name, text, finish, first),
         make_usage=lambda usage: make_usage(name, usage),
@@ -91,6 +90,7 @@ async def _stream(
             if make_tool_delta is None
             else lambda calls, first: make_tool_delta(name, calls, first)
         ),
+        first_chunk=opened.first,
     )
     return StreamReply(body, {**route_headers(routed), **STREAM_HEADERS})
 

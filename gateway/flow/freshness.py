@@ -38,6 +38,8 @@ def resolve_need(
     group_default: p.Freshness | None = None,
     today: dt.date | None = None,
 ) -> Need:
+    if body is None and headers is None and key_default is None and group_default is None:
+        return NO_NEED  # the usual request: no need from anywhere, and no clock to read
     today = today or dt.datetime.now(dt.UTC).date()
     date = _from_spec(body, today)
     if date is not None:

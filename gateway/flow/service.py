@@ -31,7 +31,7 @@ from gateway.flow.accounting import Accounting, FailedAttempt
 from gateway.flow.admission import Admission
 from gateway.flow.context import RequestContext
 from gateway.flow.decision import OutputEstimate, decide
-from gateway.flow.dispatch import Call, Opened, chain, open_stream, stream
+from gateway.flow.dispatch import Call, Opened, open_stream, stream
 from gateway.flow.estimate import estimate_prompt_tokens
 from gateway.flow.fleet import Fleet
 from gateway.flow.freshness import resolve_need
@@ -335,7 +335,7 @@ class Service:
                 raise
             opened, outcome = routed.opened, routed.outcome
             try:
-                await collect(chain(opened.first, opened.rest), outcome)
+                await collect(opened.rest, outcome, opened.first)
             except FreshetError as exc:
                 served = opened.deployment.backend_id
                 tried.add(served)

@@ -66,10 +66,15 @@ def to_usage(usage: BackendUsage | None, costing: Costing | None = None) -> p.Us
     )
 
 
-async def collect(chunks: AsyncIterator[Chunk], outcome: Outcome) -> Outcome:
-    """Absorb a whole backend stream; the stream is closed however this ends (a client
-    that leaves cancels it, and closing the backend's stream stops its generation)."""
+async def collect(
+    chunks: AsyncIterator[Chunk], outcome: Outcome, first: Chunk | None = None
+) -> Outcome:
+    """Absorb a whole backend stream (after ``first``, the chunk that opened it, if given);
+    the stream is closed however this ends (a client that leaves cancels it, and closing
+    the backend's stream stops its generation)."""
     try:
+        if first is not None:
+            _absorb(first, outcome)
         async for chunk in chunks:
             _absorb(chunk, outcome)
     finally:
@@ -105,10 +110,16 @@ class Ended(NamedTuple):
 
 
 async def drive(
-    chunks: AsyncIterator[Chunk], outcome: Outcome, finalize: Callable[[Outcome], p.Usage]
+    chunks: AsyncIterator[Chunk],
+    outcome: Outcome,
+    finalize: Callable[[Outcome], p.Usage],
+    first: Chunk | None = None,
 ) -> AsyncGenerator[Chunk | Ended, None]:
-    """Run a backend stream for a client: each chunk (absorbed into ``outcome``), then
-    :class:`Ended` with what ``finalize`` (metering and the usage record) returned.
+    """Run a backend stream for a client: ``first`` (the chunk that opened it, if given)
+    and each chunk (absorbed into ``outcome``), then :class:`Ended` with what ``finalize``
+    (metering and the usage record) returned. Taking the opening chunk here, rather than
+    from a generator that puts it back in front of the stream, spares every chunk of every
+    stream one generator's step.
 
     Every API's stream encoder iterates this, so what a stream does is written once:
     ``finalize`` runs exactly once, when the backend is done or when the client leaves (the
@@ -118,6 +129,9 @@ async def drive(
     """
     try:
         try:
+            if first is not None:
+                _absorb(first, outcome)
+                yield first
             async for chunk in chunks:
                 _absorb(chunk, outcome)
                 yield chunk
@@ -151,6 +165,7 @@ async def sse(
     include_usage: bool,
     finalize: Callable[[Outcome], p.Usage],
     make_tool_delta: Callable[[Sequence[ToolCallDelta], bool], Struct] | None = None,
+    first_chunk: Chunk | None = None,
 ) -> AsyncIterator[bytes]:
     """Encode a backend stream as OpenAI's server-sent events (:func:`drive` runs it).
 
@@ -158,10 +173,11 @@ async def sse(
     ``make_tool_delta(pieces, first)`` one of tool-call pieces (the first chunk of an answer
     that opens with a call carries the role too, and no content, as OpenAI's do; without
     it, pieces are not streamed); ``make_usage`` the trailing usage chunk from what
-    ``finalize`` returns; errors are an error event; always ``data: [DONE]``.
+    ``finalize`` returns; errors are an error event; always ``data: [DONE]``;
+    ``first_chunk``: the chunk that opened the backend's stream (:func:`drive`).
     """
     first = True
-    items = drive(chunks, outcome, finalize)
+    items = drive(chunks, outcome, finalize, first_chunk)
     try:
         async for item in items:
             if isinstance(item, Ended):

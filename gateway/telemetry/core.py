@@ -63,6 +63,8 @@ DEFAULT_TRACES_KEPT = 200
 SHUTDOWN_TIMEOUT_S = 5.0
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
+_NO_SPAN = SpanContext(0, 0, is_remote=False)  # tracing off (immutable, shared)
+_NO_CONTEXT = otel_context.Context()  # no incoming trace context (immutable, shared)
 
 
 class Telemetry:
@@ -180,18 +182,16 @@ class Telemetry:
         the observer the request flow reports to."""
         start_ns = time.time_ns()
         if not self.tracing:
-            context = SpanContext(0, 0, is_remote=False)
-            trace = RequestTrace(request_id, operation, start_ns, context, None, server)
+            trace = RequestTrace(request_id, operation, start_ns, _NO_SPAN, None, server)
             return self._activate(trace)
-        # Without any header the propagators read, there is nothing to extract.
-        incoming = (
-            propagate.extract(headers)
-            if not self._propagated.isdisjoint(headers)
-            else otel_context.Context()
-        )
-        parent: SpanContext | None = otel_trace.get_current_span(incoming).get_span_context()
-        if parent is not None and not parent.is_valid:
-            parent = None
+        parent: SpanContext | None = None
+        if self._propagated.isdisjoint(headers):
+            incoming = _NO_CONTEXT  # no header the propagators read: nothing to extract
+        else:
+            incoming = propagate.extract(headers)
+            parent = otel_trace.get_current_span(incoming).get_span_context()
+            if not parent.is_valid:
+                parent = None
         trace_id = parent.trace_id if parent is not None else self._ids.generate_trace_id()
         if self._parent_based:  # the SDK's default sampler, as it decides, without its calls
             sampled = parent.trace_flags.sampled if parent is not None else True

@@ -112,10 +112,12 @@ async def events(
     outcome: Outcome,
     start: a.Message,
     finalize: Callable[[Outcome], p.Usage],
+    first: Chunk | None = None,
 ) -> AsyncIterator[bytes]:
     """Encode a backend stream as Anthropic's events (:func:`gateway.flow.streaming.drive`
-    runs it); ``start`` is the empty message of ``message_start``."""
-    items = drive(chunks, outcome, finalize)
+    runs it, from ``first``, the chunk that opened it); ``start`` is the empty message of
+    ``message_start``."""
+    items = drive(chunks, outcome, finalize, first)
     blocks = _Blocks()
     try:
         yield event(a.MessageStart(message=start))

@@ -29,7 +29,6 @@ from gateway.api.completions import (
 )
 from gateway.backend import GenerationRequest, Message, TokenCounter
 from gateway.errors import InvalidRequest
-from gateway.flow.dispatch import chain
 from gateway.flow.estimate import estimate_prompt_tokens
 from gateway.flow.fleet import Fleet
 from gateway.flow.service import Service, cost_headers
@@ -118,10 +117,11 @@ async def messages(service: Service, data: a.MessageCreateParams, edge: EdgeRequ
             usage=a.Usage(input_tokens=prompt, output_tokens=0),
         )
         body = events(
-            chain(opened.first, opened.rest),
+            opened.rest,
             routed.outcome,
             start,
             finalize=lambda done: service.finalize(ctx, opened, done),
+            first=opened.first,
         )
         return StreamReply(body, {**route_headers(routed), **STREAM_HEADERS})
     routed, usage = await service.complete(ctx, gen)

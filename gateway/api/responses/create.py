@@ -32,7 +32,6 @@ from gateway.api.responses.events import events
 from gateway.api.responses.store import ResponseStore, Stored, find
 from gateway.api.responses.translate import input_items, output_items, to_generation
 from gateway.errors import FreshetError
-from gateway.flow.dispatch import chain
 from gateway.flow.service import Service, cost_headers
 
 log = logging.getLogger(__name__)
@@ -87,11 +86,12 @@ def create(store: ResponseStore) -> Handler:
             opened = routed.opened
             base = build.start(rid, ctx.arrived, opened.deployment.name, data)
             body = events(
-                chain(opened.first, opened.rest),
+                opened.rest,
                 routed.outcome,
                 base,
                 finalize=lambda done: service.finalize(ctx, opened, done),
                 save=save,
+                first=opened.first,
             )
             return StreamReply(body, {**route_headers(routed), **STREAM_HEADERS})
         routed, usage = await service.complete(ctx, gen)

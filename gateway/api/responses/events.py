@@ -188,12 +188,14 @@ async def events(
     base: r.Response,
     finalize: Callable[[Outcome], p.Usage],
     save: Callable[[r.Response], Awaitable[None]],
+    first: Chunk | None = None,
 ) -> AsyncIterator[bytes]:
-    """Encode a backend stream as the Responses API's events; ``base`` is the response as
-    it starts (:func:`gateway.api.responses.build.start`), ``save`` stores the finished one
-    (and logs rather than raises when it cannot: the client has its answer either way)."""
+    """Encode a backend stream as the Responses API's events (from ``first``, the chunk
+    that opened it); ``base`` is the response as it starts
+    (:func:`gateway.api.responses.build.start`), ``save`` stores the finished one (and
+    logs rather than raises when it cannot: the client has its answer either way)."""
     out = _Stream(base.id)
-    items = drive(chunks, outcome, finalize)
+    items = drive(chunks, outcome, finalize, first)
     try:
         yield _frame(r.Created(response=base, sequence_number=next(out.seq)))
         yield _frame(r.InProgress(response=base, sequence_number=next(out.seq)))

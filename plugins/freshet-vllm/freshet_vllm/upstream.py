@@ -14,6 +14,7 @@ from typing import Annotated
 import aiohttp
 from msgspec import Meta, Struct
 from opentelemetry import baggage, propagate
+from opentelemetry import context as otel_context
 from opentelemetry import trace as otel_trace
 from opentelemetry.baggage.propagation import W3CBaggagePropagator
 from opentelemetry.propagators.composite import CompositePropagator
@@ -46,8 +47,9 @@ def trace_headers() -> dict[str, str]:
     textmap = propagate.get_global_textmap()
     if textmap is not _default_textmap[0]:
         _default_textmap[:] = [textmap, _is_default(textmap)]
-    if _default_textmap[1] and not baggage.get_all():
-        context = otel_trace.get_current_span().get_span_context()
+    current = otel_context.get_current()  # read once
+    if _default_textmap[1] and not baggage.get_all(current):
+        context = otel_trace.get_current_span(current).get_span_context()
         if context == otel_trace.INVALID_SPAN_CONTEXT:
             return {}
         headers = {
@@ -58,7 +60,7 @@ def trace_headers() -> dict[str, str]:
             headers["tracestate"] = context.trace_state.to_header()
         return headers
     carrier: dict[str, str] = {}
-    propagate.inject(carrier)
+    propagate.inject(carrier, current)
     return carrier
 
 
