@@ -57,7 +57,12 @@ def served(requests: int, concurrency: int) -> int:
 
 
 def _count(
-    side: str, env: dict[str, str], requests: int, args: argparse.Namespace, upstream: str, config: str
+    side: str,
+    env: dict[str, str],
+    requests: int,
+    args: argparse.Namespace,
+    upstream: str,
+    config: str,
 ) -> int:
     """The instructions the child executed, start to end, serving ``requests``."""
     with tempfile.TemporaryDirectory() as tmp:
