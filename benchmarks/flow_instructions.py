@@ -12,14 +12,17 @@ included; the kernel's side of system calls not).
 
 By default one request at a time and an upstream that answers at once: every request then
 runs alone, so the count does not depend on how many requests one loop turn happened to
-serve (which, under valgrind's 30-50x slowdown, depends on timing). Repeated, a count
-moves by about 0.5 %. Instructions are not time: a change that touches less memory can
-save more time than its instructions say (`flow_cpu.py` measures that); but work removed
-shows here, however small.
+serve (which, under valgrind's 30-50x slowdown, depends on timing). Repeated, Freshet's
+count moves by about 1 % (the floor's by 0.01 %), so a change of 2 % or more shows in one
+run; smaller ones need a few. Instructions are not time: a change that touches less
+memory can save more time than its instructions say (`flow_cpu.py` measures that); but
+work removed shows here, however small.
 
-One thing in the path depends on the clock: the quotes' fit runs at most every 10 ms, so
-under valgrind it runs on more of the requests than on a real machine (every fourth
-rather than some every 20th): a few per cent of the count, the same in every row.
+Two things in the path depend on the clock, which is what moves the count: the ledger
+writes a batch every 50 ms (under valgrind a batch holds some ten rows, so its fixed cost
+weighs more on a row than at c=32), and the quotes' fit runs at most every 10 ms (under
+valgrind on every fourth request, as on a real machine below some 400 requests a second
+to one backend).
 
 ``--without``: the same, with one feature at a time taken out of the measured process as
 `flow_cpu.py --without` takes it out, then all of them at once.
