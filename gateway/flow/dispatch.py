@@ -162,16 +162,6 @@ def _final_error(failures: list[FreshetError], attempts: list[Attempt]) -> Fresh
     return BackendError(f"no backend could serve the request ({reasons})")
 
 
-async def chain(first: Chunk, rest: AsyncIterator[Chunk]) -> AsyncIterator[Chunk]:
-    """The opened stream again, from its first chunk. Closing it closes the backend's."""
-    try:
-        yield first
-        async for chunk in rest:
-            yield chunk
-    finally:
-        await aclose(rest)
-
-
 async def aclose(stream: AsyncIterator[object]) -> None:
     """Close a backend stream: async generators stop their work in ``finally`` blocks."""
     close = getattr(stream, "aclose", None)

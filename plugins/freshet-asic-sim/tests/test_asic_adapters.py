@@ -11,7 +11,7 @@ import pytest
 from asic_sim_helpers import chat, completion
 from freshet_asic_sim import AsicSimBackend
 
-from gateway.flow.dispatch import chain, open_stream
+from gateway.flow.dispatch import open_stream
 from gateway.flow.fleet import Fleet
 from gateway.plugin_api import BackendUsage, ContextLengthExceeded, GenerationRequest, ModelNotFound
 
@@ -43,8 +43,8 @@ async def serve(fleet: Fleet, name: str) -> BackendUsage:
     """Route ``name`` the way the gateway does: catalog entry -> open_stream -> chunks."""
     entry = fleet.catalog.resolve(name)
     opened = await open_stream(fleet, entry.deployments, _request(name))
-    usage = None
-    async for chunk in chain(opened.first, opened.rest):
+    usage = opened.first.usage
+    async for chunk in opened.rest:
         usage = chunk.usage or usage
     assert usage is not None
     return usage

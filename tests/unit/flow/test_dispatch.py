@@ -154,13 +154,17 @@ async def test_backends_report_and_usage(fleet_client: Any) -> None:
 
 
 @pytest.mark.asyncio
-async def test_closing_the_chained_stream_closes_the_backend_stream() -> None:
-    """A client that leaves closes `chain`; the backend's own iterator must close too,
-    not whenever the garbage collector gets to it (a twin would keep generating)."""
+async def test_closing_a_stream_after_its_opening_chunk_closes_the_backend_stream() -> None:
+    """A client that leaves closes the stream's driver (which took the opening chunk from
+    the dispatcher); the backend's own iterator must close too, not whenever the garbage
+    collector gets to it (a twin would keep generating), and the request is recorded once."""
+    from gateway import protocol as p
     from gateway.backend import Chunk
-    from gateway.flow.dispatch import chain
+    from gateway.flow.streaming import drive
+    from gateway.outcome import Outcome
 
     closed = []
+    finalized: list[Outcome] = []
 
     async def backend() -> AsyncIterator[Chunk]:
         try:
@@ -169,12 +173,20 @@ async def test_closing_the_chained_stream_closes_the_backend_stream() -> None:
         finally:
             closed.append(True)
 
+    def finalize(outcome: Outcome) -> p.Usage:
+        finalized.append(outcome)
+        return p.Usage(prompt_tokens=0, completion_tokens=0, total_tokens=0)
+
     rest = backend()
     first = await anext(rest)
     keep_alive = rest  # a reference elsewhere (as a twin's ASIC holds it) defeats refcounting
-    stream = chain(first, rest)
+    outcome = Outcome()
+    stream = drive(rest, outcome, finalize, first)
+    assert await anext(stream) is first
     await anext(stream)
-    await anext(stream)
-    await stream.aclose()  # type: ignore[attr-defined]
+    await stream.aclose()
     assert closed == [True]
     assert keep_alive is rest
+    assert finalized == [outcome]
+    assert outcome.client_disconnected
+    assert outcome.chunks == 2  # the opening chunk is counted like the others
