@@ -141,10 +141,11 @@ async def _drive(serve: Any, body: bytes, requests: int, concurrency: int) -> di
     from gateway.api.drain import CONNECTION
 
     base = _scope(body)
-    errors = 0
+    errors = served = 0
 
     async def one() -> None:
-        nonlocal errors
+        nonlocal errors, served
+        served += 1
         scope = dict(base)
         scope[CONNECTION] = _Connection()
         scope["extensions"] = {WHOLE_RESPONSE: {}}
@@ -178,6 +179,7 @@ async def _drive(serve: Any, body: bytes, requests: int, concurrency: int) -> di
         "main_thread_us": 1e6 * (time.thread_time() - main) / n,
         "req_s": n / (time.perf_counter() - wall),
         "errors": errors,
+        "served": served,  # the warm-up's requests included
     }
 
 

@@ -52,13 +52,6 @@ from flow_cpu import CONFIG, ONE_TOKEN, WITHOUT, _mock  # noqa: E402
 _COLLECTED = re.compile(r"Collected : (\d+)")
 
 
-def served(requests: int, concurrency: int) -> int:
-    """The requests the child serves when asked for ``requests`` (flow_cpu._drive: a warm-up
-    of a tenth, then the measured ones, ``concurrency`` workers each)."""
-    each = max(1, requests // concurrency)
-    return concurrency * (max(1, each // 10) + each)
-
-
 def _count(
     side: str,
     env: dict[str, str],
@@ -66,8 +59,9 @@ def _count(
     args: argparse.Namespace,
     upstream: str,
     config: str,
-) -> int:
-    """The instructions the child executed, start to end, serving ``requests``."""
+) -> tuple[int, int]:
+    """The instructions the child executed, start to end, asked for ``requests``, and the
+    requests it served (its warm-up's included)."""
     with tempfile.TemporaryDirectory() as tmp:
         body = json.dumps(ONE_TOKEN, separators=(",", ":"))
         command = [
@@ -82,21 +76,21 @@ def _count(
         )
         if run.returncode != 0:
             raise SystemExit(f"the {side} child failed under valgrind:\n{run.stderr[-2000:]}")
-        if json.loads(run.stdout.strip().splitlines()[-1])["errors"]:
+        result = json.loads(run.stdout.strip().splitlines()[-1])
+        if result["errors"]:
             raise SystemExit(f"the {side} child got error responses")
         found = _COLLECTED.findall(run.stderr)
         if not found:
             raise SystemExit(f"no instruction count in valgrind's output:\n{run.stderr[-2000:]}")
-        return int(found[-1])
+        return int(found[-1]), int(result["served"])
 
 
 def per_request(
     side: str, env: dict[str, str], args: argparse.Namespace, upstream: str, config: str
 ) -> float:
-    low = _count(side, env, args.base_requests, args, upstream, config)
-    high = _count(side, env, args.requests, args, upstream, config)
-    extra = served(args.requests, args.concurrency) - served(args.base_requests, args.concurrency)
-    return (high - low) / extra
+    low, low_served = _count(side, env, args.base_requests, args, upstream, config)
+    high, high_served = _count(side, env, args.requests, args, upstream, config)
+    return (high - low) / (high_served - low_served)
 
 
 def main() -> None:
