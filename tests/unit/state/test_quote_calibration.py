@@ -5,8 +5,11 @@ it reports."""
 from __future__ import annotations
 
 import random
+import statistics
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from gateway.backend import BackendStatus
 from gateway.cost import Metering, Quote, RequestShape
@@ -19,6 +22,8 @@ from gateway.state.quotes import (
     CalibratedCost,
     Fit,
     QuoteCalibration,
+    _scale_error,
+    _shift_error,
 )
 
 
@@ -224,3 +229,27 @@ def test_durations_alone_are_learned_and_forgotten() -> None:
     assert view.duration_error_p50 is not None
     now[0] += 61.0
     assert cost.quote(shape, status).duration_s == 0.5
+
+
+def _plain_error(pairs: list[tuple[float, float]], factor: float, offset: float) -> float:
+    """The fit's error as the module describes it: the median relative error of
+    ``max(0, factor x model + offset)`` over the window (statistics.median)."""
+    return statistics.median(
+        [abs(y - max(0.0, factor * x + offset)) / y if y > 0 else 0.0 for x, y in pairs]
+    )
+
+
+_finite = st.floats(allow_nan=False, allow_infinity=False, min_value=-1e6, max_value=1e6)
+
+
+@given(
+    pairs=st.lists(st.tuples(_finite, _finite), min_size=1, max_size=WINDOW),
+    offset=_finite,
+    factor=st.floats(min_value=FACTOR_BOUNDS[0], max_value=FACTOR_BOUNDS[1]),
+)
+def test_the_fits_errors_are_the_plain_formulas(
+    pairs: list[tuple[float, float]], offset: float, factor: float
+) -> None:
+    """The two errors a fit compares, written for speed, are exactly the formula's."""
+    assert _shift_error(pairs, offset) == _plain_error(pairs, 1.0, offset)
+    assert _scale_error(pairs, factor) == _plain_error(pairs, factor, 0.0)
