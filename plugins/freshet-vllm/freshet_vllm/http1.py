@@ -77,7 +77,7 @@ class _Connection(asyncio.Protocol):
 
 
 class Response:
-    """A response whose body is read as it arrives: :meth:`lines` yields its lines."""
+    """A response whose body is read as it arrives: :meth:`next_lines` gives its lines."""
 
     def __init__(self, conn: _Connection, pool: Pool, read_timeout_s: float) -> None:
         self.loop = pool.loop
@@ -87,6 +87,7 @@ class Response:
         self._conn = conn
         self._pool = pool
         self._pieces: list[bytes] = []
+        self._rest = b""  # a line begun in the last read (next_lines)
         self._waiter: asyncio.Future[None] | None = None
         self._error: BaseException | None = None
         self._headers = False
@@ -162,23 +163,24 @@ class Response:
     def has_headers(self) -> bool:
         return self._headers
 
-    async def lines(self) -> AsyncIterator[list[bytes]]:
-        """The body's lines, without their line ends, as they arrive: the lines one read
-        completed come together (an upstream that sent 32 events at once is one list)."""
-        rest = b""
+    async def next_lines(self) -> list[bytes] | None:
+        """The body's next lines, without their line ends, as they arrive: the lines one
+        read completed come together (an upstream that sent 32 events at once is one
+        list); None once the body is over. A method, not an async generator: a response
+        is read by one loop, and a generator would add its own step to every read."""
         while True:
             if self._pieces:
                 data = b"".join(self._pieces)
                 self._pieces.clear()
+                rest = self._rest
                 lines = (rest + data if rest else data).split(b"\n")
-                rest = lines.pop()
+                self._rest = lines.pop()
                 if lines:
-                    yield lines
+                    return lines
                 continue
             if self._complete:
-                if rest:
-                    yield [rest]
-                return
+                rest, self._rest = self._rest, b""
+                return [rest] if rest else None
             await self._wait()
 
     async def iter_any(self) -> AsyncIterator[bytes]:

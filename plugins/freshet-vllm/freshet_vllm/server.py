@@ -213,7 +213,7 @@ class VllmServerBackend:
         called = False
         complete = False
         try:
-            async for lines in resp.lines():
+            while (lines := await resp.next_lines()) is not None:
                 texts: list[str] = []  # a whole request's, from this read
                 calls_read: list[ToolCallDelta] = []
                 taken = pieces
