@@ -68,8 +68,9 @@ class _Connection(asyncio.Protocol):
             self.response.on_headers(self.parser.get_status_code())
 
     def on_body(self, body: bytes) -> None:
-        if self.response is not None:
-            self.response.on_body(body)
+        response = self.response
+        if response is not None:  # kept for the reader, woken once the read is parsed
+            response._pieces.append(body)
 
     def on_message_complete(self) -> None:
         if self.response is not None:
@@ -105,9 +106,6 @@ class Response:
         self.status = status
         self._headers = True
         self._wake()
-
-    def on_body(self, body: bytes) -> None:
-        self._pieces.append(body)  # the reader is woken once the read is parsed
 
     def on_complete(self, keep_alive: bool) -> None:
         self._complete = True
