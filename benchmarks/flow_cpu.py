@@ -245,6 +245,17 @@ def _child(args: argparse.Namespace) -> None:
     print(json.dumps(result))
 
 
+def child_command(
+    side: str, body: bytes, upstream: str, config: str, requests: int, concurrency: int
+) -> list[str]:
+    """The command that measures one side in a process of its own (``--child``)."""
+    return [
+        sys.executable, str(Path(__file__).resolve()), "--child", side, "--upstream", upstream,
+        "--config", config, "--body", body.decode(), "--requests", str(requests),
+        "--concurrency", str(concurrency),
+    ]  # fmt: skip
+
+
 def _measure(
     side: str,
     env: dict[str, str],
@@ -253,22 +264,7 @@ def _measure(
     upstream: str,
     config: str,
 ) -> dict[str, Any]:
-    command = [
-        sys.executable,
-        __file__,
-        "--child",
-        side,
-        "--upstream",
-        upstream,
-        "--config",
-        config,
-        "--body",
-        body.decode(),
-        "--requests",
-        str(args.requests),
-        "--concurrency",
-        str(args.concurrency),
-    ]
+    command = child_command(side, body, upstream, config, args.requests, args.concurrency)
     out = subprocess.run(
         command, env={**os.environ, **env}, capture_output=True, text=True, check=True
     )

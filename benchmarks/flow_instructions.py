@@ -47,7 +47,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from flow_cpu import CONFIG, ONE_TOKEN, WITHOUT, _mock  # noqa: E402
+from flow_cpu import CONFIG, ONE_TOKEN, WITHOUT, _mock, child_command  # noqa: E402
 
 _COLLECTED = re.compile(r"Collected : (\d+)")
 
@@ -63,12 +63,10 @@ def _count(
     """The instructions the child executed, start to end, asked for ``requests``, and the
     requests it served (its warm-up's included)."""
     with tempfile.TemporaryDirectory() as tmp:
-        body = json.dumps(ONE_TOKEN, separators=(",", ":"))
+        body = json.dumps(ONE_TOKEN, separators=(",", ":")).encode()
         command = [
             "valgrind", "--tool=callgrind", f"--callgrind-out-file={tmp}/callgrind.out",
-            sys.executable, str(ROOT / "benchmarks" / "flow_cpu.py"), "--child", side,
-            "--upstream", upstream, "--config", config, "--body", body,
-            "--requests", str(requests), "--concurrency", str(args.concurrency),
+            *child_command(side, body, upstream, config, requests, args.concurrency),
         ]  # fmt: skip
         data = {"FRESHET_DATA_DIR": os.path.join(tmp, "data"), "PYTHONHASHSEED": "0"}
         run = subprocess.run(
