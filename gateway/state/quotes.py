@@ -90,7 +90,7 @@ class Fit:
         shift = _median([y - x for x, y in pairs])
         ratios = [y / x for x, y in pairs if x > 0]
         scale = min(high, max(low, _median(ratios))) if ratios else 1.0
-        by_shift, by_scale = _shift_error(pairs, shift), _scale_error(pairs, scale)
+        by_shift, by_scale = _error(pairs, 1.0, shift), _error(pairs, scale, 0.0)
         if by_shift < by_scale or (by_shift == by_scale and shift >= 0):
             self.factor, self.offset = 1.0, shift
         else:
@@ -104,24 +104,15 @@ class Fit:
         return _quantile(ordered, 0.5), _quantile(ordered, 0.9)
 
 
-# The median relative error of ``max(0, factor x model + offset)`` over the window, for
-# the two corrections a fit compares (a test holds them equal to that formula), with the
-# clamp at 0 written out: ``max()`` of two floats is a call that builds a tuple, and a fit
-# runs on the request path (every fourth request to a backend that gets fewer than some
-# 400 a second).
-
-
-def _shift_error(pairs: Iterable[tuple[float, float]], offset: float) -> float:
-    """The error of ``max(0, model + offset)``."""
+def _error(pairs: Iterable[tuple[float, float]], factor: float, offset: float) -> float:
+    """The median relative error of ``max(0, factor x model + offset)`` over ``pairs``, the
+    clamp at 0 written out: ``max()`` of two floats is a call that builds a tuple, and a
+    fit runs on the request path (a test holds this equal to the formula)."""
     return _median(
-        [abs(y - (v if (v := x + offset) > 0.0 else 0.0)) / y if y > 0 else 0.0 for x, y in pairs]
-    )
-
-
-def _scale_error(pairs: Iterable[tuple[float, float]], factor: float) -> float:
-    """The error of ``max(0, factor x model)``."""
-    return _median(
-        [abs(y - (v if (v := factor * x) > 0.0 else 0.0)) / y if y > 0 else 0.0 for x, y in pairs]
+        [
+            abs(y - (v if (v := factor * x + offset) > 0.0 else 0.0)) / y if y > 0 else 0.0
+            for x, y in pairs
+        ]
     )
 
 

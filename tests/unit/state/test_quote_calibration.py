@@ -22,8 +22,7 @@ from gateway.state.quotes import (
     CalibratedCost,
     Fit,
     QuoteCalibration,
-    _scale_error,
-    _shift_error,
+    _error,
 )
 
 
@@ -251,5 +250,5 @@ def test_the_fits_errors_are_the_plain_formulas(
     pairs: list[tuple[float, float]], offset: float, factor: float
 ) -> None:
     """The two errors a fit compares, written for speed, are exactly the formula's."""
-    assert _shift_error(pairs, offset) == _plain_error(pairs, 1.0, offset)
-    assert _scale_error(pairs, factor) == _plain_error(pairs, factor, 0.0)
+    assert _error(pairs, 1.0, offset) == _plain_error(pairs, 1.0, offset)
+    assert _error(pairs, factor, 0.0) == _plain_error(pairs, factor, 0.0)
