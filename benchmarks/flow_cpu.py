@@ -281,7 +281,7 @@ def _without(args: argparse.Namespace) -> None:
     print("|---|---|---|")
     runs: dict[str, list[float]] = {name: [] for name in WITHOUT}
     floors: list[float] = []
-    with tempfile.TemporaryDirectory() as tmp, _mock(args, []) as upstream:
+    with tempfile.TemporaryDirectory() as tmp, mock_upstream(args, []) as upstream:
         config = os.path.join(tmp, "freshet.yaml")
         Path(config).write_text(CONFIG.format(url=upstream))
         body = json.dumps(ONE_TOKEN, separators=(",", ":")).encode()
@@ -306,7 +306,7 @@ def _without(args: argparse.Namespace) -> None:
 
 
 @contextlib.contextmanager
-def _mock(args: argparse.Namespace, mock_args: list[str]) -> Iterator[str]:
+def mock_upstream(args: argparse.Namespace, mock_args: list[str]) -> Iterator[str]:
     """The mock upstream on a free port, for the block: its URL."""
     port = free_port()
     mock = subprocess.Popen(
@@ -351,7 +351,7 @@ def main() -> None:
         for name in args.cases.split(","):
             mock_args, request, env = CASES[name]
             config = os.path.join(tmp, "freshet.yaml")
-            with _mock(args, mock_args) as upstream:
+            with mock_upstream(args, mock_args) as upstream:
                 Path(config).write_text(CONFIG.format(url=upstream))
                 body = json.dumps(request, separators=(",", ":")).encode()
                 floors, freshets, mains, errors = [], [], [], 0

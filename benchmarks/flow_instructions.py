@@ -27,7 +27,8 @@ to one backend).
 ``--without``: the same, with one feature at a time taken out of the measured process as
 `flow_cpu.py --without` takes it out, then all of them at once.
 
-Needs valgrind (Debian: ``apt-get install valgrind``). Each row takes 20-60 s.
+Needs valgrind (Debian: ``apt-get install valgrind``). Each row takes a minute
+(two runs), more on a busy machine.
 
 Run:  .venv/bin/python benchmarks/flow_instructions.py [--without] [--requests 600]
 """
@@ -47,7 +48,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from flow_cpu import CONFIG, ONE_TOKEN, WITHOUT, _mock, child_command  # noqa: E402
+from flow_cpu import CONFIG, ONE_TOKEN, WITHOUT, child_command, mock_upstream  # noqa: E402
 
 _COLLECTED = re.compile(r"Collected : (\d+)")
 
@@ -110,7 +111,7 @@ def main() -> None:
     )
     print("| without | instructions a request | less than with everything | x floor |")
     print("|---|---|---|---|")
-    with tempfile.TemporaryDirectory() as tmp, _mock(args, []) as upstream:
+    with tempfile.TemporaryDirectory() as tmp, mock_upstream(args, []) as upstream:
         config = os.path.join(tmp, "freshet.yaml")
         Path(config).write_text(CONFIG.format(url=upstream))
         floor = per_request("floor", {}, args, upstream, config)
